@@ -1,0 +1,1 @@
+"""trust_domain_server."""
