@@ -1,0 +1,171 @@
+"""A small synchronous client for the control plane HTTP API (docs/API.md), for the provider.
+
+httpx is imported on first use so that `terraform validate` (which never talks to the control
+plane) does not pay for it. The token is only ever put in the Authorization header: it is never
+logged and never part of an error message.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import TYPE_CHECKING, Any
+from urllib.parse import quote
+
+if TYPE_CHECKING:
+    import httpx
+
+log = logging.getLogger(__name__)
+
+DEFAULT_TIMEOUT_SECONDS = 30.0
+
+
+class ApiError(Exception):
+    """The control plane answered with an error (or could not be reached: status 0)."""
+
+    def __init__(self, status: int, code: str, message: str, body: dict[str, Any] | None = None):
+        super().__init__(f"{message} (HTTP {status}, {code})" if status else message)
+        self.status = status
+        self.code = code
+        self.message = message
+        self.body = body or {}
+
+
+class NotFoundError(ApiError):
+    """404: the object does not exist (any more)."""
+
+
+class ConflictError(ApiError):
+    """409 version_conflict: someone else wrote the scope since we last read it."""
+
+    @property
+    def expected_version(self) -> Any:
+        return self.body.get("expected_version")
+
+    @property
+    def current_version(self) -> Any:
+        return self.body.get("current_version")
+
+
+class ApiClient:
+    """Calls `/v1/...` routes with a bearer token; JSON in, JSON out."""
+
+    def __init__(self, endpoint: str, token: str, timeout: float = DEFAULT_TIMEOUT_SECONDS):
+        self.endpoint = endpoint.rstrip("/")
+        self._token = token
+        self._timeout = timeout
+        self._http: httpx.Client | None = None
+
+    def __repr__(self) -> str:  # never show the token
+        return f"ApiClient(endpoint={self.endpoint!r})"
+
+    def _client(self) -> httpx.Client:
+        if self._http is None:
+            import httpx  # lazy: keeps provider start and `terraform validate` fast
+
+            self._http = httpx.Client(
+                base_url=self.endpoint,
+                timeout=self._timeout,
+                headers={
+                    "Authorization": f"Bearer {self._token}",
+                    "User-Agent": "terraform-provider-spirl/0.1.0",
+                },
+            )
+        return self._http
+
+    def close(self) -> None:
+        if self._http is not None:
+            self._http.close()
+            self._http = None
+
+    def request(
+        self,
+        method: str,
+        path: str,
+        *,
+        json: Any = None,
+        params: dict[str, Any] | None = None,
+    ) -> dict[str, Any]:
+        import httpx
+
+        log.debug("%s %s", method, path)
+        try:
+            resp = self._client().request(method, path, json=json, params=params)
+        except httpx.HTTPError as exc:
+            raise ApiError(
+                0,
+                "unreachable",
+                f"cannot reach the control plane at {self.endpoint}: {type(exc).__name__}: {exc}",
+            ) from exc
+        if resp.status_code == 204 or not resp.content:
+            body: Any = {}
+        else:
+            try:
+                body = resp.json()
+            except ValueError:
+                body = {}
+        if resp.is_success:
+            return body if isinstance(body, dict) else {"items": body}
+        if not isinstance(body, dict):
+            body = {}
+        code = str(body.get("error") or "http_error")
+        message = str(body.get("message") or resp.reason_phrase or "request failed")
+        cls: type[ApiError] = ApiError
+        if resp.status_code == 404:
+            cls = NotFoundError
+        elif resp.status_code == 409 and code == "version_conflict":
+            cls = ConflictError
+        elif resp.status_code == 401:
+            message = "the control plane rejected the token (check `token` / SPIRL_TOKEN)"
+        elif resp.status_code == 403:
+            message = f"the token may not do this: {message}"
+        raise cls(resp.status_code, code, message, body)
+
+    # -- objects ----------------------------------------------------------------------------
+
+    def get(self, path: str, params: dict[str, Any] | None = None) -> dict[str, Any]:
+        return self.request("GET", path, params=params)
+
+    def post(self, path: str, payload: dict[str, Any]) -> dict[str, Any]:
+        return self.request("POST", path, json=payload)
+
+    def delete(self, path: str, params: dict[str, Any] | None = None) -> dict[str, Any]:
+        return self.request("DELETE", path, params=params)
+
+    def list_items(self, path: str, params: dict[str, Any] | None = None) -> list[dict[str, Any]]:
+        items = self.get(path, params).get("items", [])
+        return [i for i in items if isinstance(i, dict)]
+
+    # -- config -----------------------------------------------------------------------------
+
+    @staticmethod
+    def config_path(scope: str, scope_id: str) -> str:
+        return f"/v1/config/{scope}/{quote(scope_id, safe='')}"
+
+    def get_config(self, scope: str, scope_id: str) -> dict[str, Any]:
+        return self.get(self.config_path(scope, scope_id))
+
+    def get_config_version(self, scope: str, scope_id: str, version: int) -> dict[str, Any]:
+        return self.get(f"{self.config_path(scope, scope_id)}/versions/{int(version)}")
+
+    def put_config(
+        self,
+        scope: str,
+        scope_id: str,
+        yaml_text: str,
+        *,
+        prune: bool,
+        expected_version: int | None,
+    ) -> dict[str, Any]:
+        payload: dict[str, Any] = {"yaml": yaml_text, "prune": prune, "validate_only": False}
+        if expected_version is not None:
+            payload["expected_version"] = int(expected_version)
+        return self.request("PUT", self.config_path(scope, scope_id), json=payload)
+
+    def delete_section(
+        self, scope: str, scope_id: str, section: str, *, expected_version: int | None
+    ) -> dict[str, Any]:
+        params = (
+            {"expected_version": int(expected_version)} if expected_version is not None else None
+        )
+        path = f"{self.config_path(scope, scope_id)}/sections/{quote(section, safe='')}"
+        return self.delete(path, params)

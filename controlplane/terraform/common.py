@@ -1,0 +1,54 @@
+"""Shared helpers for resources and data sources: turning failures into Terraform diagnostics."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import TYPE_CHECKING, Any
+
+from tf.utils import Diagnostics
+
+from controlplane.terraform.client import ApiError
+
+if TYPE_CHECKING:
+    from controlplane.terraform.provider import SpirlProvider
+
+log = logging.getLogger(__name__)
+
+
+class Failed(Exception):
+    """Raised inside `reported()` after a diagnostic was added, to stop the operation."""
+
+
+@contextmanager
+def reported(diags: Diagnostics, action: str) -> Iterator[None]:
+    """Run an operation; an API or configuration failure becomes one error diagnostic.
+
+    `Failed` is swallowed too (its diagnostic is already there). Anything else is a bug and
+    propagates (tf prints the traceback to Terraform's log).
+    """
+    from controlplane.terraform.provider import NotConfiguredError
+
+    try:
+        yield
+    except Failed:
+        pass
+    except NotConfiguredError as exc:
+        diags.add_error(
+            f"Cannot {action}", f"{exc}. Set them in the provider block or the environment."
+        )
+    except ApiError as exc:
+        diags.add_error(f"Cannot {action}", str(exc))
+
+
+class ProviderBound:
+    """Base for resources/data sources: tf builds one instance per request with the provider."""
+
+    def __init__(self, provider: SpirlProvider):
+        self.provider = provider
+
+
+def text(value: Any) -> str | None:
+    """A known string or None (unknown values are not str)."""
+    return value if isinstance(value, str) else None

@@ -1,0 +1,31 @@
+"""Entry point of `terraform-provider-spirl` (Terraform starts it; it speaks plugin protocol 6).
+
+Kept tiny on purpose: Terraform starts the provider several times per command, so only what the
+handshake needs is imported here; httpx, yaml and jsonschema load when a request needs them.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import sys
+
+
+def main(argv: list[str] | None = None) -> None:
+    # stdout carries the go-plugin handshake line: logs go to stderr, which Terraform keeps in
+    # its own log (TF_LOG=debug shows them).
+    level = os.environ.get("SPIRL_PROVIDER_LOG_LEVEL", "WARNING").upper()
+    logging.basicConfig(
+        stream=sys.stderr,
+        level=getattr(logging, level, logging.WARNING),
+        format="%(levelname)s %(name)s: %(message)s",
+    )
+    from tf.runner import run_provider
+
+    from controlplane.terraform.provider import SpirlProvider
+
+    run_provider(SpirlProvider(), argv if argv is not None else sys.argv)
+
+
+if __name__ == "__main__":
+    main()
