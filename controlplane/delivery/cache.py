@@ -1,0 +1,274 @@
+"""The snapshot cache: effective config and trust bundle per trust domain server, kept in memory.
+
+Like go-control-plane's snapshot cache, this holds *what each node should have* and is separate
+from the transport (the long-poll route). Versions decide what to send: a server that already
+holds the current versions waits on an in-memory signal and costs no database read. A change
+costs one reload of the one scope (or bundle) that changed, however many servers wait.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from starlette.concurrency import run_in_threadpool
+
+from controlplane.domain import CLUSTER, DEPLOYMENT, TRUST_DOMAIN, ScopeConfig, utc_now
+from controlplane.services import servers as server_service
+from controlplane.services.config import effective_dict
+from controlplane.store.unit_of_work import Change, UnitOfWork
+
+log = logging.getLogger(__name__)
+
+ScopeKey = tuple[str, str]
+
+
+@dataclass(frozen=True)
+class ServerPlacement:
+    server_id: str
+    deployment_id: str
+    cluster_id: str | None
+    trust_domain_id: str
+
+
+@dataclass(frozen=True)
+class Bundle:
+    version: int
+    keys: list[tuple[datetime, dict[str, Any]]]
+
+
+@dataclass(frozen=True)
+class Snapshot:
+    config_version: int
+    config: dict[str, Any]
+    bundle: Bundle
+
+
+class DeliveryCache:
+    def __init__(self, uow_factory: Callable[[], UnitOfWork]) -> None:
+        self._uow = uow_factory
+        self._scopes: dict[ScopeKey, ScopeConfig] = {}
+        self._bundles: dict[str, Bundle] = {}
+        self._placements: dict[str, ServerPlacement] = {}
+        self._deployment_td: dict[str, str] = {}
+        self._cluster_deployment: dict[str, str] = {}
+        self._effective: dict[tuple[str, str | None], tuple[int, dict[str, Any]]] = {}
+        self._signals: dict[str, asyncio.Future[None]] = {}
+        self._announced: dict[tuple[str, str], int] = {}
+        self._reloading: set[tuple[str, str]] = set()
+        self.last_contact: dict[str, datetime] = {}
+        self.waiting = 0
+        self.deliveries = 0
+        self._loop: asyncio.AbstractEventLoop | None = None
+
+    def bind_loop(self, loop: asyncio.AbstractEventLoop) -> None:
+        self._loop = loop
+
+    # -- reads ------------------------------------------------------------------------------
+
+    async def placement(self, server_id: str) -> ServerPlacement:
+        """Where a server sits; immutable after registration, so read once."""
+        found = self._placements.get(server_id)
+        if found is None:
+            found = await run_in_threadpool(self._load_placement, server_id)
+            self._placements[server_id] = found
+            self._deployment_td[found.deployment_id] = found.trust_domain_id
+            if found.cluster_id:
+                self._cluster_deployment[found.cluster_id] = found.deployment_id
+        return found
+
+    async def snapshot(self, placement: ServerPlacement) -> Snapshot:
+        keys = self._layer_keys(placement)
+        missing = [k for k in keys if k not in self._scopes]
+        if missing:
+            loaded = await run_in_threadpool(self._load_scopes, missing)
+            for config in loaded:
+                self._store_scope(config)
+        bundle = self._bundles.get(placement.trust_domain_id)
+        if bundle is None:
+            bundle = await run_in_threadpool(self._load_bundle, placement.trust_domain_id)
+            self._store_bundle(placement.trust_domain_id, bundle)
+            bundle = self._bundles[placement.trust_domain_id]
+        layers = [self._scopes[k] for k in keys]
+        version = max((layer.revision for layer in layers), default=0)
+        memo_key = (placement.deployment_id, placement.cluster_id)
+        memo = self._effective.get(memo_key)
+        if memo is None or memo[0] != version:
+            memo = (version, effective_dict(layers))
+            self._effective[memo_key] = memo
+        return Snapshot(config_version=version, config=memo[1], bundle=bundle)
+
+    async def wait_for_change(self, trust_domain_id: str, timeout: float) -> None:
+        """Wait until something under this trust domain may have changed, or the timeout."""
+        assert self._loop is not None
+        signal = self._signals.get(trust_domain_id)
+        if signal is None or signal.done():
+            signal = self._loop.create_future()
+            self._signals[trust_domain_id] = signal
+        self.waiting += 1
+        try:
+            await asyncio.wait({signal}, timeout=timeout)
+        finally:
+            self.waiting -= 1
+
+    def bundle_document(self, bundle: Bundle) -> dict[str, Any]:
+        return server_service.bundle_document(bundle.version, bundle.keys, utc_now())
+
+    # -- change handling (runs on the event loop) --------------------------------------------
+
+    def publish_threadsafe(self, changes: list[Change]) -> None:
+        """Publisher for units of work: they commit in worker threads."""
+        if self._loop is None or self._loop.is_closed():
+            return
+        self._loop.call_soon_threadsafe(self.apply_changes, changes)
+
+    def apply_changes(self, changes: Iterable[Change]) -> None:
+        for change in changes:
+            if change.kind == "topology":
+                self._forget(change.key)
+                continue
+            slot = (change.kind, change.key)
+            if change.revision <= self._announced.get(slot, 0):
+                continue  # already known (e.g. our own NOTIFY echoed back)
+            self._announced[slot] = change.revision
+            if self._is_cached(slot) and slot not in self._reloading:
+                self._reloading.add(slot)
+                assert self._loop is not None
+                self._loop.create_task(self._reload(slot))
+
+    def resync_all(self) -> None:
+        """After a lost notification channel: re-read everything cached and wake every waiter."""
+        for key in list(self._scopes):
+            self.apply_changes([Change("config", f"{key[0]}/{key[1]}", 1 << 62)])
+        for td_id in list(self._bundles):
+            self.apply_changes([Change("bundle", td_id, 1 << 62)])
+        for slot in list(self._announced):
+            self._announced[slot] = 0
+        for td_id in list(self._signals):
+            self._signal(td_id)
+
+    async def _reload(self, slot: tuple[str, str]) -> None:
+        kind, key = slot
+        try:
+            while True:
+                wanted = self._announced.get(slot, 0)
+                if kind == "config":
+                    scope, scope_id = key.split("/", 1)
+                    [config] = await run_in_threadpool(self._load_scopes, [(scope, scope_id)])
+                    self._store_scope(config)
+                    got = config.revision
+                else:
+                    bundle = await run_in_threadpool(self._load_bundle, key)
+                    self._store_bundle(key, bundle)
+                    got = bundle.version
+                if got >= wanted or self._announced.get(slot, 0) == wanted:
+                    break
+        except Exception:
+            log.exception("reloading %s %s failed; dropping it from the cache", kind, key)
+            if kind == "config":
+                scope, scope_id = key.split("/", 1)
+                self._scopes.pop((scope, scope_id), None)
+            else:
+                self._bundles.pop(key, None)
+        finally:
+            self._reloading.discard(slot)
+
+    def _store_scope(self, config: ScopeConfig) -> None:
+        key = (config.scope, config.scope_id)
+        old = self._scopes.get(key)
+        if old is not None and old.revision >= config.revision and config.revision != 0:
+            return
+        self._scopes[key] = config
+        if old is not None and old.revision != config.revision:
+            td_id = self._trust_domain_of(key)
+            if td_id:
+                self._signal(td_id)
+
+    def _store_bundle(self, td_id: str, bundle: Bundle) -> None:
+        old = self._bundles.get(td_id)
+        if old is not None and old.version > bundle.version:
+            return
+        self._bundles[td_id] = bundle
+        if old is not None and old.version != bundle.version:
+            self._signal(td_id)
+
+    def _signal(self, td_id: str) -> None:
+        signal = self._signals.pop(td_id, None)
+        if signal is not None and not signal.done():
+            signal.set_result(None)
+
+    def _forget(self, object_id: str) -> None:
+        for key in [k for k in self._scopes if k[1] == object_id]:
+            del self._scopes[key]
+        self._bundles.pop(object_id, None)
+        self._deployment_td.pop(object_id, None)
+        self._cluster_deployment.pop(object_id, None)
+
+    def _is_cached(self, slot: tuple[str, str]) -> bool:
+        kind, key = slot
+        if kind == "bundle":
+            return key in self._bundles
+        scope, scope_id = key.split("/", 1)
+        return (scope, scope_id) in self._scopes
+
+    def _trust_domain_of(self, key: ScopeKey) -> str | None:
+        scope, scope_id = key
+        if scope == TRUST_DOMAIN:
+            return scope_id
+        if scope == DEPLOYMENT:
+            return self._deployment_td.get(scope_id)
+        deployment = self._cluster_deployment.get(scope_id)
+        return self._deployment_td.get(deployment) if deployment else None
+
+    @staticmethod
+    def _layer_keys(placement: ServerPlacement) -> list[ScopeKey]:
+        keys = [(TRUST_DOMAIN, placement.trust_domain_id), (DEPLOYMENT, placement.deployment_id)]
+        if placement.cluster_id:
+            keys.append((CLUSTER, placement.cluster_id))
+        return keys
+
+    # -- database reads (worker threads) ------------------------------------------------------
+
+    def _load_placement(self, server_id: str) -> ServerPlacement:
+        from controlplane.services.objects import get_deployment_row
+
+        with self._uow() as uow:
+            server = uow.repo.server(server_id)
+            if server is None:
+                from controlplane.domain import NotFound
+
+                raise NotFound(f"server {server_id} not found")
+            tdd = get_deployment_row(uow, server.deployment_id)
+            return ServerPlacement(server.id, tdd.id, server.cluster_id, tdd.trust_domain_id)
+
+    def _load_scopes(self, keys: list[ScopeKey]) -> list[ScopeConfig]:
+        with self._uow() as uow:
+            return uow.repo.current_configs(keys)
+
+    def _load_bundle(self, td_id: str) -> Bundle:
+        with self._uow() as uow:
+            version, keys = server_service.bundle_keys(uow, td_id)
+            return Bundle(version=version, keys=keys)
+
+
+def sync_response(snapshot: Snapshot, cache: DeliveryCache, changed: bool) -> dict[str, Any]:
+    if not changed:
+        return {
+            "changed": False,
+            "config": {"version": snapshot.config_version},
+            "bundle": {"version": snapshot.bundle.version},
+        }
+    return {
+        "changed": True,
+        "config": snapshot.config,
+        "bundle": {"version": snapshot.bundle.version, **cache.bundle_document(snapshot.bundle)},
+    }
+
+
+def encode(body: dict[str, Any]) -> bytes:
+    return json.dumps(body, separators=(",", ":"), default=str).encode()

@@ -1,0 +1,142 @@
+"""Domain core: identifiers, scopes, errors and the effective-config rule. No I/O."""
+
+from __future__ import annotations
+
+import secrets
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+
+TRUST_DOMAIN = "trust-domain"
+DEPLOYMENT = "trust-domain-deployment"
+CLUSTER = "cluster"
+SCOPES: tuple[str, ...] = (TRUST_DOMAIN, DEPLOYMENT, CLUSTER)
+
+# Most specific scope last: a cluster's section beats the deployment's, which beats the trust domain's.
+SCOPE_PRECEDENCE: tuple[str, ...] = (TRUST_DOMAIN, DEPLOYMENT, CLUSTER)
+
+ID_PREFIXES = {"trust_domain": "td-", "deployment": "tdd-", "cluster": "c-", "server": "tds-"}
+SCOPE_ID_PREFIX = {TRUST_DOMAIN: "td-", DEPLOYMENT: "tdd-", CLUSTER: "c-"}
+
+ROLE_ADMIN = "admin"
+ROLE_VIEWER = "viewer"
+ROLE_SERVER = "server"
+USER_ROLES = (ROLE_ADMIN, ROLE_VIEWER)
+
+
+def utc_now() -> datetime:
+    return datetime.now(UTC)
+
+
+def new_id(kind: str) -> str:
+    return ID_PREFIXES[kind] + secrets.token_hex(6)
+
+
+class DomainError(Exception):
+    """Base of errors the API turns into a 4xx with `code` and a readable message."""
+
+    code = "bad_request"
+    status = 400
+
+
+class NotFound(DomainError):
+    code = "not_found"
+    status = 404
+
+
+class HasChildren(DomainError):
+    code = "has_children"
+    status = 409
+
+
+class AlreadyExists(DomainError):
+    code = "already_exists"
+    status = 409
+
+
+class VersionConflict(DomainError):
+    code = "version_conflict"
+    status = 409
+
+    def __init__(self, scope: str, scope_id: str, expected: int, current: int) -> None:
+        super().__init__(
+            f"{scope} {scope_id} is at version {current}, not the expected version {expected}; "
+            "read the current config and retry"
+        )
+        self.expected_version = expected
+        self.current_version = current
+
+
+class Forbidden(DomainError):
+    code = "forbidden"
+    status = 403
+
+
+class Unauthenticated(DomainError):
+    code = "unauthenticated"
+    status = 401
+
+
+class BadRequest(DomainError):
+    code = "bad_request"
+    status = 400
+
+
+def check_scope(scope: str) -> str:
+    if scope not in SCOPES:
+        raise NotFound(f"unknown scope {scope!r}; scopes are: {', '.join(SCOPES)}")
+    return scope
+
+
+@dataclass(frozen=True)
+class StoredSection:
+    """One section as stored at one scope version."""
+
+    name: str
+    schema: str
+    document: Mapping[str, Any]
+    canonical_yaml: str
+    digest: str
+
+
+@dataclass(frozen=True)
+class ScopeConfig:
+    """The current (or a historical) config of one scope: an immutable snapshot."""
+
+    scope: str
+    scope_id: str
+    version: int  # per-scope version; 0 = nothing stored yet
+    revision: int  # global, monotonic across all scopes; 0 = nothing stored yet
+    sections: Mapping[str, StoredSection] = field(default_factory=dict)
+    actor: str | None = None
+    created_at: datetime | None = None
+    action: str | None = None
+
+
+@dataclass(frozen=True)
+class EffectiveSection:
+    section: StoredSection
+    scope: str
+    scope_id: str
+    scope_version: int
+
+
+@dataclass(frozen=True)
+class EffectiveConfig:
+    version: int
+    sections: Mapping[str, EffectiveSection]
+
+
+def effective_config(layers: list[ScopeConfig]) -> EffectiveConfig:
+    """Merge scope configs given from least to most specific: per section, the most specific wins.
+
+    The version is the largest global revision among the layers, so it grows whenever any
+    layer changes and equal versions mean equal inputs.
+    """
+    sections: dict[str, EffectiveSection] = {}
+    for layer in layers:
+        for name, section in layer.sections.items():
+            sections[name] = EffectiveSection(section, layer.scope, layer.scope_id, layer.version)
+    version = max((layer.revision for layer in layers), default=0)
+    return EffectiveConfig(version=version, sections=dict(sorted(sections.items())))

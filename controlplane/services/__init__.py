@@ -1,0 +1,1 @@
+"""Service layer: use cases over a unit of work. Entry points (HTTP, CLI) call only these."""

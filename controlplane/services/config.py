@@ -1,0 +1,285 @@
+"""Config use cases: set (validate, prune, optimistic concurrency, dry run), read, history, diff, rollback."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from sqlalchemy.exc import IntegrityError
+
+from controlplane.domain import (
+    CLUSTER,
+    DEPLOYMENT,
+    TRUST_DOMAIN,
+    BadRequest,
+    NotFound,
+    ScopeConfig,
+    StoredSection,
+    VersionConflict,
+    check_scope,
+    effective_config,
+    utc_now,
+)
+from controlplane.services import audit
+from controlplane.services.objects import (
+    get_cluster_row,
+    get_deployment_row,
+    scope_owner_exists,
+)
+from controlplane.store.unit_of_work import Change, UnitOfWork
+
+
+@dataclass(frozen=True)
+class WriteResult:
+    version: int
+    previous_version: int
+    changed: bool
+    validate_only: bool
+    sections: list[str]
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "version": self.version,
+            "previous_version": self.previous_version,
+            "changed": self.changed,
+            "validate_only": self.validate_only,
+            "sections": self.sections,
+        }
+
+
+def parse_upload(yaml_text: str | bytes, scope: str) -> list[StoredSection]:
+    """Validate an upload (pure: raises the documents layer's errors, touches no database)."""
+    from controlplane.documents import parse_sections
+
+    return [
+        StoredSection(
+            name=s.name,
+            schema=s.schema,
+            document=s.document,
+            canonical_yaml=s.canonical_yaml,
+            digest=s.digest,
+        )
+        for s in parse_sections(yaml_text, scope=scope)
+    ]
+
+
+def set_config(
+    uow: UnitOfWork,
+    scope: str,
+    scope_id: str,
+    uploaded: list[StoredSection],
+    *,
+    actor: str,
+    prune: bool = False,
+    expected_version: int | None = None,
+    validate_only: bool = False,
+) -> WriteResult:
+    check_scope(scope)
+    scope_owner_exists(uow, scope, scope_id)
+    current = uow.repo.current_config(scope, scope_id)
+    _check_expected(current, expected_version)
+    new_sections = {} if prune else dict(current.sections)
+    new_sections.update({s.name: s for s in uploaded})
+    return _write(
+        uow, current, new_sections, actor=actor, action="set", validate_only=validate_only,
+        details={"prune": prune, "sections": sorted(s.name for s in uploaded)},
+    )
+
+
+def delete_section(
+    uow: UnitOfWork,
+    scope: str,
+    scope_id: str,
+    section: str,
+    *,
+    actor: str,
+    expected_version: int | None = None,
+) -> WriteResult:
+    check_scope(scope)
+    scope_owner_exists(uow, scope, scope_id)
+    current = uow.repo.current_config(scope, scope_id)
+    _check_expected(current, expected_version)
+    if section not in current.sections:
+        have = ", ".join(current.sections) or "none"
+        raise NotFound(f"{scope} {scope_id} has no section {section!r} (sections: {have})")
+    new_sections = {k: v for k, v in current.sections.items() if k != section}
+    return _write(uow, current, new_sections, actor=actor, action="delete-section",
+                  validate_only=False, details={"section": section})
+
+
+def rollback(
+    uow: UnitOfWork,
+    scope: str,
+    scope_id: str,
+    to_version: int,
+    *,
+    actor: str,
+    expected_version: int | None = None,
+) -> WriteResult:
+    check_scope(scope)
+    scope_owner_exists(uow, scope, scope_id)
+    current = uow.repo.current_config(scope, scope_id)
+    _check_expected(current, expected_version)
+    target = uow.repo.config_version(scope, scope_id, to_version)
+    if target is None:
+        raise NotFound(f"{scope} {scope_id} has no version {to_version} (current is {current.version})")
+    return _write(uow, current, dict(target.sections), actor=actor, action="rollback",
+                  validate_only=False, details={"to_version": to_version})
+
+
+def get_config(uow: UnitOfWork, scope: str, scope_id: str, version: int | None = None) -> dict[str, Any]:
+    check_scope(scope)
+    scope_owner_exists(uow, scope, scope_id)
+    if version is None:
+        config = uow.repo.current_config(scope, scope_id)
+    else:
+        found = uow.repo.config_version(scope, scope_id, version)
+        if found is None:
+            raise NotFound(f"{scope} {scope_id} has no version {version}")
+        config = found
+    return config_dict(config)
+
+
+def history(
+    uow: UnitOfWork, scope: str, scope_id: str, *, limit: int = 20, before: int | None = None
+) -> dict[str, Any]:
+    check_scope(scope)
+    scope_owner_exists(uow, scope, scope_id)
+    if not 1 <= limit <= 200:
+        raise BadRequest("limit must be between 1 and 200")
+    rows = uow.repo.config_history(scope, scope_id, limit=limit, before=before)
+    items = [
+        {
+            "version": r.version,
+            "actor": r.actor,
+            "created_at": r.created_at.isoformat(),
+            "action": r.action,
+            "sections": names,
+        }
+        for r, names in rows
+    ]
+    next_before = items[-1]["version"] if len(items) == limit and items[-1]["version"] > 1 else None
+    return {"items": items, "next_before": next_before}
+
+
+def diff(uow: UnitOfWork, scope: str, scope_id: str, from_version: int, to_version: int) -> dict[str, Any]:
+    from controlplane.documents import diff_sections
+
+    check_scope(scope)
+    scope_owner_exists(uow, scope, scope_id)
+
+    def load(version: int) -> Mapping[str, StoredSection]:
+        if version == 0:
+            return {}
+        found = uow.repo.config_version(scope, scope_id, version)
+        if found is None:
+            raise NotFound(f"{scope} {scope_id} has no version {version}")
+        return found.sections
+
+    changes = diff_sections(load(from_version), load(to_version))  # type: ignore[arg-type]
+    return {
+        "from": from_version,
+        "to": to_version,
+        "sections": [
+            {"section": d.section, "change": d.change, "old_yaml": d.old_yaml, "new_yaml": d.new_yaml}
+            for d in changes
+        ],
+    }
+
+
+def layers_for(uow: UnitOfWork, deployment_id: str, cluster_id: str | None) -> list[tuple[str, str]]:
+    """The scopes whose config applies to servers of (deployment, cluster), least specific first."""
+    tdd = get_deployment_row(uow, deployment_id)
+    keys = [(TRUST_DOMAIN, tdd.trust_domain_id), (DEPLOYMENT, tdd.id)]
+    if cluster_id:
+        cluster = get_cluster_row(uow, cluster_id)
+        if cluster.deployment_id != tdd.id:
+            raise BadRequest(f"cluster {cluster_id} does not belong to deployment {deployment_id}")
+        keys.append((CLUSTER, cluster.id))
+    return keys
+
+
+def get_effective(uow: UnitOfWork, deployment_id: str, cluster_id: str | None) -> dict[str, Any]:
+    layers = uow.repo.current_configs(layers_for(uow, deployment_id, cluster_id))
+    return effective_dict(layers)
+
+
+def effective_dict(layers: list[ScopeConfig]) -> dict[str, Any]:
+    effective = effective_config(layers)
+    return {
+        "version": effective.version,
+        "sections": {
+            name: {
+                "scope": e.scope,
+                "scope_id": e.scope_id,
+                "scope_version": e.scope_version,
+                "schema": e.section.schema,
+                "yaml": e.section.canonical_yaml,
+                "document": e.section.document,
+            }
+            for name, e in effective.sections.items()
+        },
+    }
+
+
+def config_dict(config: ScopeConfig) -> dict[str, Any]:
+    return {
+        "scope": config.scope,
+        "id": config.scope_id,
+        "version": config.version,
+        "updated_at": config.created_at.isoformat() if config.created_at else None,
+        "actor": config.actor,
+        "sections": {
+            name: {"schema": s.schema, "yaml": s.canonical_yaml, "document": s.document}
+            for name, s in config.sections.items()
+        },
+    }
+
+
+def _check_expected(current: ScopeConfig, expected_version: int | None) -> None:
+    if expected_version is not None and expected_version != current.version:
+        raise VersionConflict(current.scope, current.scope_id, expected_version, current.version)
+
+
+def _write(
+    uow: UnitOfWork,
+    current: ScopeConfig,
+    new_sections: Mapping[str, StoredSection],
+    *,
+    actor: str,
+    action: str,
+    validate_only: bool,
+    details: dict[str, Any],
+) -> WriteResult:
+    names = sorted(new_sections)
+    unchanged = {k: s.digest for k, s in new_sections.items()} == {
+        k: s.digest for k, s in current.sections.items()
+    }
+    if validate_only or unchanged:
+        return WriteResult(current.version, current.version, False, validate_only, names)
+    new_version = current.version + 1
+    try:
+        row = uow.repo.insert_config_version(
+            scope=current.scope,
+            scope_id=current.scope_id,
+            version=new_version,
+            expected_head_version=current.version,
+            actor=actor,
+            action=action,
+            at=utc_now(),
+            sections=[new_sections[k] for k in names],
+        )
+    except IntegrityError:
+        row = None
+    if row is None:  # another writer moved the head between our read and our write
+        uow.rollback()
+        latest = uow.repo.current_config(current.scope, current.scope_id)
+        raise VersionConflict(current.scope, current.scope_id, current.version, latest.version)
+    audit.record(
+        uow, actor=actor, action=f"config.{action}", scope=current.scope, scope_id=current.scope_id,
+        old_version=current.version, new_version=new_version, details=details,
+    )
+    uow.record(Change("config", f"{current.scope}/{current.scope_id}", row.revision))
+    uow.commit()
+    return WriteResult(new_version, current.version, True, False, names)

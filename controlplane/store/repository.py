@@ -1,0 +1,294 @@
+"""Repository: the only code that turns rows into domain objects and back."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import delete, func, select, update
+from sqlalchemy.orm import Session
+
+from controlplane.domain import ScopeConfig, StoredSection
+from controlplane.store.models import (
+    AuditEventRow,
+    BundleKeyRow,
+    ClusterRow,
+    ConfigHeadRow,
+    ConfigSectionRow,
+    ConfigVersionRow,
+    DeploymentRow,
+    JoinTokenRow,
+    ServerRow,
+    TokenRow,
+    TrustDomainRow,
+)
+
+
+class Repository:
+    def __init__(self, session: Session) -> None:
+        self.session = session
+
+    # -- objects ---------------------------------------------------------------------------
+
+    def add(self, row: Any) -> None:
+        self.session.add(row)
+
+    def flush(self) -> None:
+        self.session.flush()
+
+    def trust_domain(self, td_id: str) -> TrustDomainRow | None:
+        return self.session.get(TrustDomainRow, td_id)
+
+    def trust_domain_by_name(self, name: str) -> TrustDomainRow | None:
+        return self.session.scalar(select(TrustDomainRow).where(TrustDomainRow.name == name))
+
+    def trust_domains(self) -> Sequence[TrustDomainRow]:
+        return self.session.scalars(select(TrustDomainRow).order_by(TrustDomainRow.name)).all()
+
+    def deployment(self, tdd_id: str) -> DeploymentRow | None:
+        return self.session.get(DeploymentRow, tdd_id)
+
+    def deployments(self, trust_domain_id: str | None = None) -> Sequence[DeploymentRow]:
+        q = select(DeploymentRow).order_by(DeploymentRow.name)
+        if trust_domain_id:
+            q = q.where(DeploymentRow.trust_domain_id == trust_domain_id)
+        return self.session.scalars(q).all()
+
+    def cluster(self, cluster_id: str) -> ClusterRow | None:
+        return self.session.get(ClusterRow, cluster_id)
+
+    def clusters(self, deployment_id: str | None = None) -> Sequence[ClusterRow]:
+        q = select(ClusterRow).order_by(ClusterRow.name)
+        if deployment_id:
+            q = q.where(ClusterRow.deployment_id == deployment_id)
+        return self.session.scalars(q).all()
+
+    def delete(self, row: Any) -> None:
+        self.session.delete(row)
+
+    # -- config ----------------------------------------------------------------------------
+
+    def config_head(self, scope: str, scope_id: str) -> ConfigHeadRow | None:
+        return self.session.get(ConfigHeadRow, (scope, scope_id))
+
+    def current_config(self, scope: str, scope_id: str) -> ScopeConfig:
+        head = self.config_head(scope, scope_id)
+        if head is None:
+            return ScopeConfig(scope=scope, scope_id=scope_id, version=0, revision=0)
+        return self._load_version(self.session.get_one(ConfigVersionRow, head.revision))
+
+    def current_configs(self, keys: Sequence[tuple[str, str]]) -> list[ScopeConfig]:
+        """Current config of several scopes in two queries (used to rebuild effective config)."""
+        if not keys:
+            return []
+        wanted = set(keys)
+        heads = [
+            h
+            for h in self.session.scalars(
+                select(ConfigHeadRow).where(ConfigHeadRow.scope_id.in_({k[1] for k in keys}))
+            )
+            if (h.scope, h.scope_id) in wanted
+        ]
+        by_key = {(h.scope, h.scope_id): h.revision for h in heads}
+        versions = self._load_revisions(list(by_key.values()))
+        result = []
+        for scope, scope_id in keys:
+            revision = by_key.get((scope, scope_id))
+            if revision is None:
+                result.append(ScopeConfig(scope=scope, scope_id=scope_id, version=0, revision=0))
+            else:
+                result.append(versions[revision])
+        return result
+
+    def config_version(self, scope: str, scope_id: str, version: int) -> ScopeConfig | None:
+        row = self.session.scalar(
+            select(ConfigVersionRow).where(
+                ConfigVersionRow.scope == scope,
+                ConfigVersionRow.scope_id == scope_id,
+                ConfigVersionRow.version == version,
+            )
+        )
+        return None if row is None else self._load_version(row)
+
+    def config_history(
+        self, scope: str, scope_id: str, *, limit: int, before: int | None
+    ) -> list[tuple[ConfigVersionRow, list[str]]]:
+        q = (
+            select(ConfigVersionRow)
+            .where(ConfigVersionRow.scope == scope, ConfigVersionRow.scope_id == scope_id)
+            .order_by(ConfigVersionRow.version.desc())
+            .limit(limit)
+        )
+        if before is not None:
+            q = q.where(ConfigVersionRow.version < before)
+        rows = self.session.scalars(q).all()
+        names: dict[int, list[str]] = {r.revision: [] for r in rows}
+        if rows:
+            for rev, name in self.session.execute(
+                select(ConfigSectionRow.revision, ConfigSectionRow.section)
+                .where(ConfigSectionRow.revision.in_(names))
+                .order_by(ConfigSectionRow.section)
+            ):
+                names[rev].append(name)
+        return [(r, names[r.revision]) for r in rows]
+
+    def insert_config_version(
+        self,
+        *,
+        scope: str,
+        scope_id: str,
+        version: int,
+        expected_head_version: int,
+        actor: str,
+        action: str,
+        at: datetime,
+        sections: Sequence[StoredSection],
+    ) -> ConfigVersionRow | None:
+        """Write a version and move the head, or return None when another writer got there first."""
+        row = ConfigVersionRow(
+            scope=scope, scope_id=scope_id, version=version, actor=actor, action=action, created_at=at
+        )
+        self.session.add(row)
+        self.session.flush()  # assigns the global revision
+        for s in sections:
+            self.session.add(
+                ConfigSectionRow(
+                    revision=row.revision,
+                    section=s.name,
+                    schema=s.schema,
+                    document_json=json.dumps(s.document, sort_keys=True, separators=(",", ":")),
+                    canonical_yaml=s.canonical_yaml,
+                    digest=s.digest,
+                )
+            )
+        if expected_head_version == 0:
+            self.session.add(
+                ConfigHeadRow(scope=scope, scope_id=scope_id, version=version, revision=row.revision)
+            )
+            self.session.flush()
+        else:
+            moved = self.session.execute(
+                update(ConfigHeadRow)
+                .where(
+                    ConfigHeadRow.scope == scope,
+                    ConfigHeadRow.scope_id == scope_id,
+                    ConfigHeadRow.version == expected_head_version,
+                )
+                .values(version=version, revision=row.revision)
+            )
+            if moved.rowcount != 1:  # type: ignore[attr-defined]
+                return None
+        return row
+
+    def delete_config(self, scope: str, scope_id: str) -> None:
+        """Remove every version of a scope (its owner is being deleted)."""
+        revisions = select(ConfigVersionRow.revision).where(
+            ConfigVersionRow.scope == scope, ConfigVersionRow.scope_id == scope_id
+        )
+        self.session.execute(
+            delete(ConfigHeadRow).where(
+                ConfigHeadRow.scope == scope, ConfigHeadRow.scope_id == scope_id
+            )
+        )
+        self.session.execute(
+            delete(ConfigSectionRow).where(ConfigSectionRow.revision.in_(revisions))
+        )
+        self.session.execute(
+            delete(ConfigVersionRow).where(
+                ConfigVersionRow.scope == scope, ConfigVersionRow.scope_id == scope_id
+            )
+        )
+
+    def _load_revisions(self, revisions: Sequence[int]) -> dict[int, ScopeConfig]:
+        if not revisions:
+            return {}
+        rows = self.session.scalars(
+            select(ConfigVersionRow).where(ConfigVersionRow.revision.in_(revisions))
+        ).all()
+        sections: dict[int, dict[str, StoredSection]] = {r.revision: {} for r in rows}
+        for s in self.session.scalars(
+            select(ConfigSectionRow).where(ConfigSectionRow.revision.in_(revisions))
+        ):
+            sections[s.revision][s.section] = _stored_section(s)
+        return {r.revision: _scope_config(r, sections[r.revision]) for r in rows}
+
+    def _load_version(self, row: ConfigVersionRow) -> ScopeConfig:
+        sections = {
+            s.section: _stored_section(s)
+            for s in self.session.scalars(
+                select(ConfigSectionRow).where(ConfigSectionRow.revision == row.revision)
+            )
+        }
+        return _scope_config(row, sections)
+
+    # -- tokens, servers, bundle, audit ------------------------------------------------------
+
+    def token_by_hash(self, token_hash: str) -> TokenRow | None:
+        return self.session.scalar(select(TokenRow).where(TokenRow.token_hash == token_hash))
+
+    def join_token_by_hash(self, token_hash: str) -> JoinTokenRow | None:
+        return self.session.get(JoinTokenRow, token_hash)
+
+    def server(self, server_id: str) -> ServerRow | None:
+        return self.session.get(ServerRow, server_id)
+
+    def servers(self, deployment_id: str) -> Sequence[ServerRow]:
+        return self.session.scalars(
+            select(ServerRow)
+            .where(ServerRow.deployment_id == deployment_id)
+            .order_by(ServerRow.name, ServerRow.id)
+        ).all()
+
+    def count_servers(self, deployment_id: str) -> int:
+        return self.session.scalar(
+            select(func.count()).select_from(ServerRow).where(ServerRow.deployment_id == deployment_id)
+        ) or 0
+
+    def bundle_keys(self, trust_domain_id: str) -> Sequence[BundleKeyRow]:
+        return self.session.scalars(
+            select(BundleKeyRow)
+            .where(BundleKeyRow.trust_domain_id == trust_domain_id)
+            .order_by(BundleKeyRow.use, BundleKeyRow.kid)
+        ).all()
+
+    def delete_bundle_key(self, row: BundleKeyRow) -> None:
+        self.session.delete(row)
+
+    def audit_events(self, *, limit: int, before_id: int | None = None) -> Sequence[AuditEventRow]:
+        q = select(AuditEventRow).order_by(AuditEventRow.id.desc()).limit(limit)
+        if before_id is not None:
+            q = q.where(AuditEventRow.id < before_id)
+        return self.session.scalars(q).all()
+
+    def delete_join_tokens(self, deployment_id: str) -> None:
+        self.session.execute(delete(JoinTokenRow).where(JoinTokenRow.deployment_id == deployment_id))
+
+    def revoke_deployment_tokens(self, deployment_id: str, at: datetime) -> None:
+        self.session.execute(
+            update(TokenRow).where(TokenRow.deployment_id == deployment_id).values(revoked_at=at)
+        )
+
+
+def _stored_section(row: ConfigSectionRow) -> StoredSection:
+    return StoredSection(
+        name=row.section,
+        schema=row.schema,
+        document=json.loads(row.document_json),
+        canonical_yaml=row.canonical_yaml,
+        digest=row.digest,
+    )
+
+
+def _scope_config(row: ConfigVersionRow, sections: dict[str, StoredSection]) -> ScopeConfig:
+    return ScopeConfig(
+        scope=row.scope,
+        scope_id=row.scope_id,
+        version=row.version,
+        revision=row.revision,
+        sections=dict(sorted(sections.items())),
+        actor=row.actor,
+        created_at=row.created_at,
+        action=row.action,
+    )
