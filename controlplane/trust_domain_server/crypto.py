@@ -1,0 +1,190 @@
+"""Signing through a key manager: certificates assembled from TBS bytes plus a remote
+signature, compact JWS, and public JWKs.
+
+The private key may live in an HSM (Key Vault), so nothing here needs it. `cryptography`
+cannot sign with an external signer, so a certificate is first built with a throwaway local
+key of the same algorithm family (which gives us correct TBS bytes and signature algorithm
+identifier), then the TBS digest is signed by the key manager and the DER is reassembled.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import json
+import threading
+from collections.abc import Callable
+from typing import Any
+
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec, rsa
+from cryptography.hazmat.primitives.asymmetric.utils import decode_dss_signature
+
+from controlplane.keymanagers.base import HashAlgorithm, KeyType, SigningAlgorithm
+
+__all__ = [
+    "DigestSigner",
+    "b64url",
+    "digest_for",
+    "jwt_alg_for",
+    "public_jwk",
+    "sign_certificate",
+    "sign_jws",
+    "signing_algorithm_for",
+]
+
+# sign(digest, algorithm) -> signature as the key manager returns it (EC: DER; RSA: raw).
+DigestSigner = Callable[[bytes, SigningAlgorithm], bytes]
+
+_HASHES: dict[HashAlgorithm, Callable[[bytes], Any]] = {
+    HashAlgorithm.SHA256: hashlib.sha256,
+    HashAlgorithm.SHA384: hashlib.sha384,
+    HashAlgorithm.SHA512: hashlib.sha512,
+}
+_CRYPTO_HASHES: dict[HashAlgorithm, type[hashes.SHA256 | hashes.SHA384 | hashes.SHA512]] = {
+    HashAlgorithm.SHA256: hashes.SHA256,
+    HashAlgorithm.SHA384: hashes.SHA384,
+    HashAlgorithm.SHA512: hashes.SHA512,
+}
+
+
+def signing_algorithm_for(key_type: KeyType) -> SigningAlgorithm:
+    """The signature we make with a key type: ES256 / ES384 / RS256 (PKCS#1 v1.5)."""
+    if key_type is KeyType.EC_P384:
+        return SigningAlgorithm(HashAlgorithm.SHA384)
+    return SigningAlgorithm(HashAlgorithm.SHA256)
+
+
+def jwt_alg_for(key_type: KeyType) -> str:
+    return {
+        KeyType.EC_P256: "ES256",
+        KeyType.EC_P384: "ES384",
+        KeyType.RSA_2048: "RS256",
+        KeyType.RSA_4096: "RS256",
+    }[key_type]
+
+
+def digest_for(data: bytes, algorithm: SigningAlgorithm) -> bytes:
+    return bytes(_HASHES[algorithm.hash](data).digest())
+
+
+def b64url(data: bytes) -> str:
+    return base64.urlsafe_b64encode(data).rstrip(b"=").decode("ascii")
+
+
+def _int_b64url(value: int, size: int | None = None) -> str:
+    length = size if size is not None else max(1, (value.bit_length() + 7) // 8)
+    return b64url(value.to_bytes(length, "big"))
+
+
+def public_jwk(public_key_der: bytes) -> dict[str, str]:
+    """RFC 7517 public JWK (no kid/use) for a DER SubjectPublicKeyInfo."""
+    key = serialization.load_der_public_key(public_key_der)
+    if isinstance(key, ec.EllipticCurvePublicKey):
+        size = (key.curve.key_size + 7) // 8
+        crv = {"secp256r1": "P-256", "secp384r1": "P-384", "secp521r1": "P-521"}[key.curve.name]
+        nums = key.public_numbers()
+        return {
+            "kty": "EC",
+            "crv": crv,
+            "x": _int_b64url(nums.x, size),
+            "y": _int_b64url(nums.y, size),
+        }
+    if isinstance(key, rsa.RSAPublicKey):
+        rnums = key.public_numbers()
+        return {"kty": "RSA", "n": _int_b64url(rnums.n), "e": _int_b64url(rnums.e)}
+    raise ValueError(f"unsupported public key type {type(key).__name__}")
+
+
+def _ec_der_to_raw(signature: bytes, key_type: KeyType) -> bytes:
+    size = 48 if key_type is KeyType.EC_P384 else 32
+    r, s = decode_dss_signature(signature)
+    return r.to_bytes(size, "big") + s.to_bytes(size, "big")
+
+
+def sign_jws(
+    header: dict[str, Any], claims: dict[str, Any], key_type: KeyType, sign: DigestSigner
+) -> str:
+    """Compact JWS. EC signatures come back DER from the key manager; JWS wants raw r||s."""
+    alg = signing_algorithm_for(key_type)
+    signing_input = (
+        b64url(json.dumps(header, separators=(",", ":")).encode())
+        + "."
+        + b64url(json.dumps(claims, separators=(",", ":")).encode())
+    )
+    signature = sign(digest_for(signing_input.encode("ascii"), alg), alg)
+    if key_type.is_ec:
+        signature = _ec_der_to_raw(signature, key_type)
+    return signing_input + "." + b64url(signature)
+
+
+# --- certificates -----------------------------------------------------------------------------
+
+_dummy_lock = threading.Lock()
+_dummy_keys: dict[str, ec.EllipticCurvePrivateKey | rsa.RSAPrivateKey] = {}
+
+
+def _dummy_key(key_type: KeyType) -> ec.EllipticCurvePrivateKey | rsa.RSAPrivateKey:
+    """A throwaway key whose only use is producing TBS bytes with the right algorithm id.
+
+    One per algorithm family per process: RSA key generation is slow, and the algorithm
+    identifier of sha256WithRSAEncryption does not depend on the modulus size.
+    """
+    family = {
+        KeyType.EC_P256: "p256",
+        KeyType.EC_P384: "p384",
+        KeyType.RSA_2048: "rsa",
+        KeyType.RSA_4096: "rsa",
+    }[key_type]
+    with _dummy_lock:
+        key = _dummy_keys.get(family)
+        if key is None:
+            if family == "p256":
+                key = ec.generate_private_key(ec.SECP256R1())
+            elif family == "p384":
+                key = ec.generate_private_key(ec.SECP384R1())
+            else:
+                key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+            _dummy_keys[family] = key
+        return key
+
+
+def _der_len(length: int) -> bytes:
+    if length < 0x80:
+        return bytes([length])
+    body = length.to_bytes((length.bit_length() + 7) // 8, "big")
+    return bytes([0x80 | len(body)]) + body
+
+
+def _der_read(data: bytes, pos: int) -> tuple[int, int, int]:
+    """Read one TLV at pos: returns (start, content_start, end)."""
+    start = pos
+    pos += 1  # tag (single byte is enough for certificate top-level elements)
+    first = data[pos]
+    pos += 1
+    if first < 0x80:
+        length = first
+    else:
+        n = first & 0x7F
+        length = int.from_bytes(data[pos : pos + n], "big")
+        pos += n
+    return start, pos, pos + length
+
+
+def sign_certificate(
+    builder: x509.CertificateBuilder, key_type: KeyType, sign: DigestSigner
+) -> x509.Certificate:
+    """Sign a complete builder with a key held by a key manager (ECDSA or RSA PKCS#1 v1.5)."""
+    alg = signing_algorithm_for(key_type)
+    draft = builder.sign(_dummy_key(key_type), _CRYPTO_HASHES[alg.hash]())
+    der = draft.public_bytes(serialization.Encoding.DER)
+    _, content, _ = _der_read(der, 0)
+    tbs_start, _, tbs_end = _der_read(der, content)
+    alg_start, _, alg_end = _der_read(der, tbs_end)
+    tbs = der[tbs_start:tbs_end]
+    algorithm_id = der[alg_start:alg_end]
+    signature = sign(digest_for(tbs, alg), alg)
+    bit_string = b"\x03" + _der_len(len(signature) + 1) + b"\x00" + signature
+    body = tbs + algorithm_id + bit_string
+    return x509.load_der_x509_certificate(b"\x30" + _der_len(len(body)) + body)
