@@ -1,0 +1,359 @@
+"""The default key manager: private keys on the server's own disk, wrapped with a KEK.
+
+Like the vendor's default (keys in a Kubernetes resource wrapped by a key-encrypting
+key), every private key is stored encrypted with AES-256-GCM under a 32-byte KEK. The
+associated data binds the ciphertext to its key id and key type, so a wrapped key
+copied under another id (or a file edited by hand) fails to unwrap instead of
+silently signing as someone else.
+
+Layout of ``data_dir`` (0700)::
+
+    <sha256(key id) hex>.key.json   one file per key, 0600, written atomically (tmp + rename)
+
+File names are hashes because key ids may hold any printable character; the id itself
+is inside the file. Several instances may share one folder (a hot swap back to the
+default key manager builds a new instance over the same folder): the in-memory cache
+is checked against the file's identity on every use, so an id overwritten by another
+instance is never served stale.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import contextlib
+import hashlib
+import json
+import logging
+import os
+import secrets
+import threading
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from cryptography.exceptions import InvalidTag
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import ec, rsa, utils
+from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+
+from controlplane.keymanagers.base import (
+    KeyManagerError,
+    KeyNotFoundError,
+    KeyType,
+    PublicKey,
+    SigningAlgorithm,
+)
+from controlplane.keymanagers.signatures import (
+    check_digest_length,
+    cryptography_hash,
+    rsa_padding,
+)
+from controlplane.keymanagers.validation import coerce_key_type, require_key_id
+
+__all__ = ["KEK_FILE_NAME", "KEK_SIZE", "DefaultKeyManager", "load_or_create_kek"]
+
+log = logging.getLogger(__name__)
+
+KEK_SIZE = 32
+KEK_FILE_NAME = "kek"
+_FORMAT = "spirl-default-key/v1"
+_SUFFIX = ".key.json"
+
+_PrivateKey = ec.EllipticCurvePrivateKey | rsa.RSAPrivateKey
+
+
+def _decode_kek(text: str | bytes, source: str) -> bytes:
+    try:
+        kek = base64.b64decode(text.strip(), validate=True)
+    except (binascii.Error, ValueError):
+        raise KeyManagerError(f"KEK from {source} is not valid base64") from None
+    if len(kek) != KEK_SIZE:
+        raise KeyManagerError(
+            f"KEK from {source} is {len(kek)} bytes after base64 decoding; it must be {KEK_SIZE}"
+        )
+    return kek
+
+
+def load_or_create_kek(
+    data_dir: Path, env_var: str = "SPIRL_KEK", kek_file: Path | None = None
+) -> bytes:
+    """Find the key-encrypting key: base64 text of 32 bytes.
+
+    Order: `kek_file` when given (it must exist: a configured file that is missing is a
+    mistake, not a reason to invent a new KEK), else the environment variable `env_var`,
+    else ``data_dir/kek``, created with a fresh random KEK (0600) when absent. A KEK kept
+    beside the keys only protects against partial leaks; production should supply it
+    from a secret store through the file or the environment.
+    """
+    if kek_file is not None:
+        try:
+            text = Path(kek_file).read_text(encoding="ascii")
+        except FileNotFoundError:
+            raise KeyManagerError(f"KEK file {kek_file} does not exist") from None
+        except (OSError, UnicodeDecodeError) as exc:
+            raise KeyManagerError(f"cannot read KEK file {kek_file}: {exc}") from None
+        return _decode_kek(text, f"file {kek_file}")
+    env_value = os.environ.get(env_var) if env_var else None
+    if env_value:
+        return _decode_kek(env_value, f"environment variable {env_var}")
+    path = Path(data_dir) / KEK_FILE_NAME
+    _ensure_private_dir(Path(data_dir))
+    try:
+        return _decode_kek(path.read_text(encoding="ascii"), f"file {path}")
+    except FileNotFoundError:
+        pass
+    kek = AESGCM.generate_key(bit_length=256)
+    try:
+        # O_EXCL: two processes starting at once must not each write a different KEK.
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    except FileExistsError:
+        return _decode_kek(path.read_text(encoding="ascii"), f"file {path}")
+    with os.fdopen(fd, "w", encoding="ascii") as handle:
+        handle.write(base64.b64encode(kek).decode("ascii") + "\n")
+        handle.flush()
+        os.fsync(handle.fileno())
+    log.warning(
+        "generated a new key-encrypting key at %s; set %s or a KEK file to keep it elsewhere",
+        path,
+        env_var,
+    )
+    return kek
+
+
+def _ensure_private_dir(path: Path) -> None:
+    path.mkdir(mode=0o700, parents=True, exist_ok=True)
+    mode = path.stat().st_mode & 0o777
+    if mode != 0o700:
+        # An existing folder may have been made with a looser umask; keys need 0700.
+        os.chmod(path, 0o700)
+        log.info("tightened permissions of %s from %o to 700", path, mode)
+
+
+def _aad(key_id: str, key_type: KeyType) -> bytes:
+    return f"{_FORMAT}\x00{key_type.value}\x00{key_id}".encode()
+
+
+@dataclass(frozen=True)
+class _Entry:
+    public: PublicKey
+    private_key: _PrivateKey
+    file_identity: tuple[int, int, int]  # (inode, mtime ns, size): detects replacement
+
+
+def _file_identity(stat: os.stat_result) -> tuple[int, int, int]:
+    return (stat.st_ino, stat.st_mtime_ns, stat.st_size)
+
+
+class DefaultKeyManager:
+    """KeyManager with KEK-wrapped private keys in `data_dir`. Thread-safe."""
+
+    type_name = "default"
+
+    def __init__(self, data_dir: Path, kek: bytes) -> None:
+        if not isinstance(kek, bytes) or len(kek) != KEK_SIZE:
+            raise KeyManagerError(f"the KEK must be {KEK_SIZE} bytes")
+        self._dir = Path(data_dir)
+        self._aesgcm = AESGCM(kek)
+        self._lock = threading.RLock()
+        self._cache: dict[str, _Entry] = {}
+        self._closed = False
+        _ensure_private_dir(self._dir)
+
+    @property
+    def data_dir(self) -> Path:
+        return self._dir
+
+    def __repr__(self) -> str:
+        return f"DefaultKeyManager(data_dir={str(self._dir)!r})"
+
+    # -- KeyManager -------------------------------------------------------------------------
+
+    def check(self) -> None:
+        """The folder is writable and every stored key unwraps with this KEK."""
+        self._ensure_open()
+        try:
+            _ensure_private_dir(self._dir)
+            probe = self._dir / f".probe-{secrets.token_hex(8)}"
+            fd = os.open(probe, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+            os.close(fd)
+            probe.unlink()
+        except OSError as exc:
+            raise KeyManagerError(f"key folder {self._dir} is not usable: {exc}") from exc
+        # Unwrapping every key finds a wrong KEK now, before a swap, not at the next signature.
+        self.list_public_keys()
+
+    def generate_key(self, key_id: str, key_type: KeyType) -> PublicKey:
+        key_id = require_key_id(key_id)
+        key_type = coerce_key_type(key_type)
+        self._ensure_open()
+        # Generation happens outside the lock: RSA-4096 takes long and needs no shared state.
+        private_key = _new_private_key(key_type)
+        public_der = private_key.public_key().public_bytes(
+            serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo
+        )
+        private_der = private_key.private_bytes(
+            serialization.Encoding.DER,
+            serialization.PrivateFormat.PKCS8,
+            serialization.NoEncryption(),
+        )
+        nonce = secrets.token_bytes(12)
+        record = {
+            "format": _FORMAT,
+            "key_id": key_id,
+            "key_type": key_type.value,
+            "created_at": datetime.now(UTC).isoformat(),
+            "public_key": base64.b64encode(public_der).decode("ascii"),
+            "nonce": base64.b64encode(nonce).decode("ascii"),
+            "wrapped_private_key": base64.b64encode(
+                self._aesgcm.encrypt(nonce, private_der, _aad(key_id, key_type))
+            ).decode("ascii"),
+        }
+        path = self._path(key_id)
+        public = PublicKey(key_id, key_type, public_der, provider_ref=str(path))
+        with self._lock:
+            identity = _write_atomically(path, json.dumps(record).encode("utf-8"))
+            self._cache[key_id] = _Entry(public, private_key, identity)
+        log.info("generated %s key %r in %s", key_type.value, key_id, path)
+        return public
+
+    def get_public_key(self, key_id: str) -> PublicKey:
+        return self._entry(require_key_id(key_id)).public
+
+    def list_public_keys(self) -> list[PublicKey]:
+        self._ensure_open()
+        keys: list[PublicKey] = []
+        for path in sorted(self._dir.glob(f"*{_SUFFIX}")):
+            try:
+                key_id = json.loads(path.read_bytes()).get("key_id")
+            except FileNotFoundError:
+                continue  # replaced or removed while listing
+            except (OSError, ValueError) as exc:
+                raise KeyManagerError(f"cannot read key file {path}: {exc}") from exc
+            if not isinstance(key_id, str) or self._path(key_id) != path:
+                raise KeyManagerError(f"key file {path} does not hold the key its name says")
+            try:
+                keys.append(self._entry(key_id).public)
+            except KeyNotFoundError:
+                continue
+        keys.sort(key=lambda k: k.key_id)
+        return keys
+
+    def sign_digest(self, key_id: str, digest: bytes, algorithm: SigningAlgorithm) -> bytes:
+        entry = self._entry(require_key_id(key_id))
+        try:
+            check_digest_length(digest, algorithm.hash)
+        except ValueError as exc:
+            raise KeyManagerError(str(exc)) from None
+        prehashed = utils.Prehashed(cryptography_hash(algorithm.hash))
+        key = entry.private_key
+        if isinstance(key, ec.EllipticCurvePrivateKey):
+            if algorithm.rsa_pss:
+                raise KeyManagerError(f"key {key_id!r} is an EC key; RSA-PSS does not apply")
+            return key.sign(digest, ec.ECDSA(prehashed))
+        return key.sign(digest, rsa_padding(algorithm), prehashed)
+
+    def close(self) -> None:
+        with self._lock:
+            self._closed = True
+            self._cache.clear()
+
+    # -- internals ---------------------------------------------------------------------------
+
+    def _ensure_open(self) -> None:
+        if self._closed:
+            raise KeyManagerError(f"default key manager for {self._dir} is closed")
+
+    def _path(self, key_id: str) -> Path:
+        return self._dir / (hashlib.sha256(key_id.encode("utf-8")).hexdigest() + _SUFFIX)
+
+    def _entry(self, key_id: str) -> _Entry:
+        self._ensure_open()
+        path = self._path(key_id)
+        with self._lock:
+            try:
+                stat = path.stat()
+            except FileNotFoundError:
+                self._cache.pop(key_id, None)
+                raise KeyNotFoundError(f"no key {key_id!r} in {self._dir}") from None
+            cached = self._cache.get(key_id)
+            if cached is not None and cached.file_identity == _file_identity(stat):
+                return cached
+            entry = self._unwrap(key_id, path)
+            self._cache[key_id] = entry
+            return entry
+
+    def _unwrap(self, key_id: str, path: Path) -> _Entry:
+        try:
+            with open(path, "rb") as handle:
+                identity = _file_identity(os.fstat(handle.fileno()))
+                record: dict[str, Any] = json.loads(handle.read())
+        except FileNotFoundError:
+            raise KeyNotFoundError(f"no key {key_id!r} in {self._dir}") from None
+        except (OSError, ValueError) as exc:
+            raise KeyManagerError(f"cannot read key file {path}: {exc}") from exc
+        try:
+            if record.get("format") != _FORMAT:
+                raise KeyManagerError(
+                    f"key file {path} has unknown format {record.get('format')!r}"
+                )
+            if record.get("key_id") != key_id:
+                raise KeyManagerError(f"key file {path} does not hold key {key_id!r}")
+            key_type = KeyType(record["key_type"])
+            nonce = base64.b64decode(record["nonce"])
+            wrapped = base64.b64decode(record["wrapped_private_key"])
+            public_der = base64.b64decode(record["public_key"])
+        except (KeyError, ValueError, TypeError) as exc:
+            raise KeyManagerError(f"key file {path} is malformed: {exc}") from exc
+        try:
+            private_der = self._aesgcm.decrypt(nonce, wrapped, _aad(key_id, key_type))
+        except InvalidTag:
+            raise KeyManagerError(
+                f"cannot unwrap key {key_id!r} in {path}: the key-encrypting key (KEK) does "
+                "not match the one that wrapped it, or the file was altered"
+            ) from None
+        private_key = serialization.load_der_private_key(private_der, password=None)
+        if not isinstance(private_key, ec.EllipticCurvePrivateKey | rsa.RSAPrivateKey):
+            raise KeyManagerError(f"key file {path} holds an unsupported key")
+        derived = private_key.public_key().public_bytes(
+            serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo
+        )
+        if derived != public_der:
+            raise KeyManagerError(f"key file {path}: public key does not match the private key")
+        return _Entry(
+            PublicKey(key_id, key_type, public_der, provider_ref=str(path)), private_key, identity
+        )
+
+
+def _new_private_key(key_type: KeyType) -> _PrivateKey:
+    if key_type is KeyType.EC_P256:
+        return ec.generate_private_key(ec.SECP256R1())
+    if key_type is KeyType.EC_P384:
+        return ec.generate_private_key(ec.SECP384R1())
+    size = 2048 if key_type is KeyType.RSA_2048 else 4096
+    return rsa.generate_private_key(public_exponent=65537, key_size=size)
+
+
+def _write_atomically(path: Path, data: bytes) -> tuple[int, int, int]:
+    """Write `data` to `path` via a 0600 temp file + rename; returns the new file's identity."""
+    tmp = path.with_name(f".{path.name}.{secrets.token_hex(6)}.tmp")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    try:
+        with os.fdopen(fd, "wb") as handle:
+            handle.write(data)
+            handle.flush()
+            os.fsync(handle.fileno())
+            identity = _file_identity(os.fstat(handle.fileno()))
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(FileNotFoundError):
+            tmp.unlink()
+        raise
+    # fsync the folder so the rename itself survives a crash.
+    dir_fd = os.open(path.parent, os.O_RDONLY)
+    try:
+        os.fsync(dir_fd)
+    finally:
+        os.close(dir_fd)
+    return identity

@@ -1,0 +1,33 @@
+"""Fixtures for the key manager tests.
+
+`contract.py` lives beside this file and is imported as a top-level module
+(``from contract import KeyManagerContract``); the path insert below makes that
+work whatever pytest import mode runs the suite.
+"""
+
+from __future__ import annotations
+
+import secrets
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from controlplane.keymanagers.default import DefaultKeyManager
+
+_HERE = str(Path(__file__).resolve().parent)
+if _HERE not in sys.path:
+    sys.path.insert(0, _HERE)
+
+
+@pytest.fixture
+def kek() -> bytes:
+    return secrets.token_bytes(32)
+
+
+@pytest.fixture
+def default_key_manager(tmp_path: Path, kek: bytes) -> Iterator[DefaultKeyManager]:
+    manager = DefaultKeyManager(tmp_path / "keys", kek)
+    yield manager
+    manager.close()
