@@ -1,0 +1,39 @@
+"""Fixtures for the Terraform provider tests: isolated Terraform runs and a live control plane."""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+@pytest.fixture
+def control_plane(tmp_path: Path) -> Iterator[Any]:
+    """A real control plane process on 127.0.0.1 (tests/support/controlplane.py)."""
+    if str(REPO) not in sys.path:  # `tests.support` lives at the repo root, not in a package
+        sys.path.insert(0, str(REPO))
+    from tests.support.controlplane import start_control_plane
+
+    cp = start_control_plane(tmp_path / "controlplane")
+    try:
+        yield cp
+    finally:
+        cp.stop()
+
+
+@pytest.fixture
+def admin_api(control_plane: Any) -> Iterator[Any]:
+    """httpx client with the admin token, for checking and for changing things behind Terraform."""
+    import httpx
+
+    with httpx.Client(
+        base_url=control_plane.url,
+        headers={"Authorization": f"Bearer {control_plane.admin_token}"},
+        timeout=30,
+    ) as client:
+        yield client

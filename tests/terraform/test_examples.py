@@ -1,0 +1,202 @@
+"""Every example, end to end: the real Terraform CLI, the installed provider, a live control plane.
+
+Steps are combined per example (each terraform command costs seconds of provider starts).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+from tf_harness import Terraform, copy_example, edit
+
+pytestmark = pytest.mark.terraform
+
+
+def tf_for(example: str, tmp_path: Path, control_plane: Any) -> tuple[Terraform, Path]:
+    work = copy_example(example, tmp_path)
+    tf = Terraform.isolated(
+        tmp_path,
+        work,
+        {"SPIRL_ENDPOINT": control_plane.url, "SPIRL_TOKEN": control_plane.admin_token},
+    )
+    tf.init()
+    return tf, work / "main.tf"
+
+
+def config(api: httpx.Client, scope: str, scope_id: str) -> dict[str, Any]:
+    resp = api.get(f"/v1/config/{scope}/{scope_id}")
+    resp.raise_for_status()
+    body: dict[str, Any] = resp.json()
+    return body
+
+
+def put_config(api: httpx.Client, scope: str, scope_id: str, text: str) -> int:
+    resp = api.put(f"/v1/config/{scope}/{scope_id}", json={"yaml": text, "prune": True})
+    assert resp.status_code == 200, resp.text
+    return int(resp.json()["version"])
+
+
+KEY_MANAGER_REFORMATTED = """\
+    KeyManager = <<-YAML
+      # same document, written differently: comments, flow style, key order, quoting
+      schema: 'v1'
+      section:   KeyManager
+      spec: {extensions: {azureKeyVault: {keyTags: {team: "identity"}, vaultURL: '${var.vault_url}'}}}
+    YAML
+"""
+
+
+def test_azure_key_vault_lifecycle(
+    tmp_path: Path, control_plane: Any, admin_api: httpx.Client
+) -> None:
+    tf, main = tf_for("azure-key-vault", tmp_path, control_plane)
+    tf.ok("validate")
+
+    # plan + apply create everything; a second plan is empty.
+    assert tf.plan_exit().returncode == 2
+    tf.apply()
+    cluster_id = tf.output("cluster_id")
+    stored = config(admin_api, "cluster", cluster_id)
+    assert stored["version"] == 1
+    km = stored["sections"]["KeyManager"]["document"]["spec"]["extensions"]["azureKeyVault"]
+    assert km == {
+        "vaultURL": "https://my-key-vault.vault.azure.net/",
+        "keyTags": {"team": "identity"},
+    }
+    tf.assert_no_changes()
+
+    # Reformatting the YAML is no change.
+    text = main.read_text()
+    start = text.index("    KeyManager = <<-YAML")
+    end = text.index("    YAML\n", start) + len("    YAML\n")
+    main.write_text(text[:start] + KEY_MANAGER_REFORMATTED + text[end:])
+    tf.assert_no_changes()
+
+    # An edit is an in-place update that writes one new version.
+    edit(main, 'team: "identity"', 'team: "platform"')
+    res = tf.plan_exit()
+    assert res.returncode == 2, str(res)
+    assert "update in-place" in res.output and "must be replaced" not in res.output
+    tf.apply()
+    stored = config(admin_api, "cluster", cluster_id)
+    assert stored["version"] == 2
+    assert "platform" in stored["sections"]["KeyManager"]["yaml"]
+    assert tf.output("config_version") == "2"
+    tf.assert_no_changes()
+
+    # A change made behind Terraform's back shows as drift, and plans an update back.
+    drift = (
+        "section: KeyManager\nschema: v1\nspec:\n  extensions:\n    azureKeyVault:\n"
+        "      vaultURL: https://other-vault.vault.azure.net/\n"
+    )
+    assert put_config(admin_api, "cluster", cluster_id, drift) == 3
+    res = tf.plan_exit()
+    assert res.returncode == 2, str(res)
+    assert "changed outside of Terraform" in res.output
+    assert "other-vault" in res.output
+
+    # A change between plan and apply: the saved plan fails with a clear conflict, nothing lost.
+    tf.ok("plan", "-input=false", "-out=tfplan")
+    concurrent = drift.replace("other-vault", "concurrent-vault")
+    assert put_config(admin_api, "cluster", cluster_id, concurrent) == 4
+    res = tf.run("apply", "-input=false", "tfplan")
+    assert res.returncode == 1, str(res)
+    flat = " ".join(res.output.split())
+    assert "version conflict" in flat
+    assert "expected version 3" in flat and "version 4" in flat
+    assert "terraform apply -refresh-only" in flat
+    assert (
+        "concurrent-vault"
+        in config(admin_api, "cluster", cluster_id)["sections"]["KeyManager"]["yaml"]
+    )
+
+    # A fresh apply reads the new version and puts the configuration back.
+    tf.apply()
+    stored = config(admin_api, "cluster", cluster_id)
+    assert stored["version"] == 5
+    assert "platform" in stored["sections"]["KeyManager"]["yaml"]
+    tf.assert_no_changes()
+
+    # Import by the cluster's id: the imported config matches, so nothing to do.
+    tf.ok("state", "rm", "spirl_cluster_config.key_manager")
+    tf.ok("import", "-input=false", "spirl_cluster_config.key_manager", cluster_id)
+    tf.assert_no_changes()
+
+    # Destroy removes every section and every object.
+    tf.ok("destroy", "-input=false", "-auto-approve")
+    assert admin_api.get(f"/v1/clusters/{cluster_id}").status_code == 404
+    assert admin_api.get("/v1/trust-domains").json()["items"] == []
+
+
+def test_quickstart_lifecycle(tmp_path: Path, control_plane: Any, admin_api: httpx.Client) -> None:
+    tf, main = tf_for("quickstart", tmp_path, control_plane)
+    tf.apply()
+    deployment_id = tf.output("deployment_id")
+    td_id = tf.output("trust_domain_id")  # from the data source, looked up by name
+    assert td_id.startswith("td-")
+    assert admin_api.get(f"/v1/trust-domains/{td_id}").json()["name"] == "example.org"
+    stored = config(admin_api, "trust-domain-deployment", deployment_id)
+    assert stored["sections"]["KeyLifecycle"]["document"]["spec"] == {
+        "x509CATTL": "24h",
+        "jwtKeyTTL": "12h",
+    }
+    tf.assert_no_changes()
+
+    # Edit in place.
+    edit(main, "jwtKeyTTL: 12h", "jwtKeyTTL: 6h")
+    res = tf.plan_exit()
+    assert res.returncode == 2 and "update in-place" in res.output, str(res)
+    tf.apply()
+    stored = config(admin_api, "trust-domain-deployment", deployment_id)
+    assert stored["sections"]["KeyLifecycle"]["document"]["spec"]["jwtKeyTTL"] == "6h"
+
+    # A section added behind Terraform's back is removed again: the resource owns the scope.
+    resp = admin_api.put(
+        f"/v1/config/trust-domain-deployment/{deployment_id}",
+        json={"yaml": "section: KeyManager\nschema: v1\nspec: {}\n", "prune": False},
+    )
+    assert resp.status_code == 200, resp.text
+    res = tf.plan_exit()
+    assert res.returncode == 2 and "KeyManager" in res.output, str(res)
+    tf.apply()
+    assert set(config(admin_api, "trust-domain-deployment", deployment_id)["sections"]) == {
+        "KeyLifecycle"
+    }
+    tf.assert_no_changes()
+
+    # Import of plain objects by id.
+    tf.ok("state", "rm", "spirl_trust_domain.example")
+    tf.ok("import", "-input=false", "spirl_trust_domain.example", td_id)
+    tf.assert_no_changes()
+
+    tf.ok("destroy", "-input=false", "-auto-approve")
+    assert admin_api.get(f"/v1/trust-domain-deployments/{deployment_id}").status_code == 404
+    assert admin_api.get("/v1/trust-domains").json()["items"] == []
+
+
+def test_shared_keys_lifecycle(tmp_path: Path, control_plane: Any, admin_api: httpx.Client) -> None:
+    tf, _ = tf_for("shared-keys", tmp_path, control_plane)
+    tf.apply()
+    deployment_id = tf.output("deployment_id")
+    stored = config(admin_api, "trust-domain-deployment", deployment_id)
+    assert set(stored["sections"]) == {"KeyManager", "KeyLifecycle"}
+    shared = stored["sections"]["KeyManager"]["document"]["spec"]["extensions"]["azureKeyVault"][
+        "sharedKeys"
+    ]
+    assert shared["keyIdExtractionRegex"] == "^spire-example-org-(.+)$"
+    assert shared["keyNameTemplate"] == 'spire-{{ .TrustDomain | replace "." "-" }}-{{ .KeyID }}'
+    # Both clusters get the deployment's KeyManager as their effective config.
+    clusters = admin_api.get("/v1/clusters", params={"trust_domain_deployment_id": deployment_id})
+    assert len(clusters.json()["items"]) == 2
+    for cluster in clusters.json()["items"]:
+        eff = admin_api.get(
+            "/v1/effective-config",
+            params={"trust_domain_deployment_id": deployment_id, "cluster_id": cluster["id"]},
+        ).json()
+        assert eff["sections"]["KeyManager"]["scope"] == "trust-domain-deployment"
+    tf.assert_no_changes()
+    tf.ok("destroy", "-input=false", "-auto-approve")
+    assert admin_api.get("/v1/trust-domains").json()["items"] == []
