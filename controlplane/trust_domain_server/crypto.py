@@ -9,7 +9,6 @@ identifier), then the TBS digest is signed by the key manager and the DER is rea
 
 from __future__ import annotations
 
-import base64
 import hashlib
 import json
 import threading
@@ -19,9 +18,15 @@ from typing import Any
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
-from cryptography.hazmat.primitives.asymmetric.utils import decode_dss_signature
 
 from controlplane.keymanagers.base import HashAlgorithm, KeyType, SigningAlgorithm
+from controlplane.keymanagers.signatures import (
+    b64url_encode,
+    ecdsa_der_to_raw,
+    hash_for_key_type,
+    jws_algorithm,
+    public_jwk,
+)
 
 __all__ = [
     "DigestSigner",
@@ -51,18 +56,11 @@ _CRYPTO_HASHES: dict[HashAlgorithm, type[hashes.SHA256 | hashes.SHA384 | hashes.
 
 def signing_algorithm_for(key_type: KeyType) -> SigningAlgorithm:
     """The signature we make with a key type: ES256 / ES384 / RS256 (PKCS#1 v1.5)."""
-    if key_type is KeyType.EC_P384:
-        return SigningAlgorithm(HashAlgorithm.SHA384)
-    return SigningAlgorithm(HashAlgorithm.SHA256)
+    return SigningAlgorithm(hash_for_key_type(key_type))
 
 
 def jwt_alg_for(key_type: KeyType) -> str:
-    return {
-        KeyType.EC_P256: "ES256",
-        KeyType.EC_P384: "ES384",
-        KeyType.RSA_2048: "RS256",
-        KeyType.RSA_4096: "RS256",
-    }[key_type]
+    return jws_algorithm(key_type)
 
 
 def digest_for(data: bytes, algorithm: SigningAlgorithm) -> bytes:
@@ -70,37 +68,7 @@ def digest_for(data: bytes, algorithm: SigningAlgorithm) -> bytes:
 
 
 def b64url(data: bytes) -> str:
-    return base64.urlsafe_b64encode(data).rstrip(b"=").decode("ascii")
-
-
-def _int_b64url(value: int, size: int | None = None) -> str:
-    length = size if size is not None else max(1, (value.bit_length() + 7) // 8)
-    return b64url(value.to_bytes(length, "big"))
-
-
-def public_jwk(public_key_der: bytes) -> dict[str, str]:
-    """RFC 7517 public JWK (no kid/use) for a DER SubjectPublicKeyInfo."""
-    key = serialization.load_der_public_key(public_key_der)
-    if isinstance(key, ec.EllipticCurvePublicKey):
-        size = (key.curve.key_size + 7) // 8
-        crv = {"secp256r1": "P-256", "secp384r1": "P-384", "secp521r1": "P-521"}[key.curve.name]
-        nums = key.public_numbers()
-        return {
-            "kty": "EC",
-            "crv": crv,
-            "x": _int_b64url(nums.x, size),
-            "y": _int_b64url(nums.y, size),
-        }
-    if isinstance(key, rsa.RSAPublicKey):
-        rnums = key.public_numbers()
-        return {"kty": "RSA", "n": _int_b64url(rnums.n), "e": _int_b64url(rnums.e)}
-    raise ValueError(f"unsupported public key type {type(key).__name__}")
-
-
-def _ec_der_to_raw(signature: bytes, key_type: KeyType) -> bytes:
-    size = 48 if key_type is KeyType.EC_P384 else 32
-    r, s = decode_dss_signature(signature)
-    return r.to_bytes(size, "big") + s.to_bytes(size, "big")
+    return b64url_encode(data)
 
 
 def sign_jws(
@@ -115,7 +83,7 @@ def sign_jws(
     )
     signature = sign(digest_for(signing_input.encode("ascii"), alg), alg)
     if key_type.is_ec:
-        signature = _ec_der_to_raw(signature, key_type)
+        signature = ecdsa_der_to_raw(signature, key_type)
     return signing_input + "." + b64url(signature)
 
 

@@ -78,7 +78,10 @@ class FakeKeyManager:
         if isinstance(key, ec.EllipticCurvePrivateKey):
             return key.sign(digest, ec.ECDSA(prehashed))
         pad = (
-            padding.PSS(mgf=padding.MGF1(_HASH[algorithm.hash.value]()), salt_length=padding.PSS.DIGEST_LENGTH)
+            padding.PSS(
+                mgf=padding.MGF1(_HASH[algorithm.hash.value]()),
+                salt_length=padding.PSS.DIGEST_LENGTH,
+            )
             if algorithm.rsa_pss
             else padding.PKCS1v15()
         )
@@ -95,7 +98,9 @@ def digest_of(spec: dict[str, Any]) -> str:
     return "sha256:" + hashlib.sha256(json.dumps(spec, sort_keys=True).encode()).hexdigest()
 
 
-def handle_for(km: FakeKeyManager, spec: dict[str, Any] | None = None, key_type: KeyType = KeyType.EC_P256):
+def handle_for(
+    km: FakeKeyManager, spec: dict[str, Any] | None = None, key_type: KeyType = KeyType.EC_P256
+):
     from controlplane.trust_domain_server.keyring import ManagerHandle
 
     spec = spec if spec is not None else {"extensions": {km.type_name: {"n": id(km)}}}

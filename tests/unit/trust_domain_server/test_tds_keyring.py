@@ -57,9 +57,12 @@ def test_first_rotate_activates_both_kinds_with_lifetimes() -> None:
     assert ca.ca_cert_der is not None
     cert = x509.load_der_x509_certificate(ca.ca_cert_der)
     cert.verify_directly_issued_by(cert)
-    assert cert.public_key().public_bytes(
-        serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo
-    ) == ca.public_key_der
+    assert (
+        cert.public_key().public_bytes(
+            serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo
+        )
+        == ca.public_key_der
+    )
     assert cert.extensions.get_extension_for_class(x509.BasicConstraints).value.ca
     san = cert.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
     assert san.get_values_for_type(x509.UniformResourceIdentifier) == ["spiffe://example.org"]

@@ -1,0 +1,416 @@
+"""The trust domain server's runtime core: applies effective configs (hot swap or NACK),
+drives rotation, persists state, and builds the status report and local bundle.
+
+It talks to key managers (through an injected factory) and to the disk (through an
+optional StateStore) but not to the control plane: sync.py does that.
+"""
+
+from __future__ import annotations
+
+import base64
+import logging
+import threading
+from collections.abc import Callable, Mapping
+from datetime import datetime, timedelta
+from typing import Any
+
+from controlplane.documents.durations import parse_duration
+from controlplane.keymanagers.base import KeyManager, KeyManagerError, KeyType
+from controlplane.keymanagers.signatures import public_jwk
+
+from .clock import Clock
+from .issuer import Issuer
+from .keyring import (
+    KeyKind,
+    KeyRecord,
+    Keyring,
+    Lifetimes,
+    ManagerHandle,
+    close_manager,
+)
+from .metrics import Metrics
+from .state import StateStore
+
+__all__ = ["BUNDLE_USE", "ConfigError", "TrustDomainServer", "key_type_of_spec", "spec_of_config"]
+
+log = logging.getLogger(__name__)
+
+BUNDLE_USE = {KeyKind.JWT: "jwt-svid", KeyKind.X509_CA: "x509-svid"}
+HEALTHY, UNHEALTHY = "HEALTHY", "UNHEALTHY"
+
+ManagerFactory = Callable[[Mapping[str, Any]], KeyManager]
+DigestFn = Callable[[Mapping[str, Any]], str]
+
+
+class ConfigError(Exception):
+    """An effective config this server cannot apply."""
+
+
+def _section_spec(sections: Mapping[str, Any], name: str) -> dict[str, Any] | None:
+    """`spec` of a section in an effective config; accepts `document` as the whole YAML
+    document ({section, schema, spec}) or as the spec itself."""
+    entry = sections.get(name)
+    if entry is None:
+        return None
+    document = entry.get("document", entry) if isinstance(entry, Mapping) else None
+    if not isinstance(document, Mapping):
+        raise ConfigError(f"section {name} has no document")
+    spec = document.get("spec", {}) if "section" in document else document
+    if spec is None:
+        return {}
+    if not isinstance(spec, Mapping):
+        raise ConfigError(f"section {name}: spec must be a mapping")
+    return dict(spec)
+
+
+def spec_of_config(config: Mapping[str, Any]) -> dict[str, Any]:
+    """The KeyManager spec of an effective config ({} = the default key manager)."""
+    sections = config.get("sections") or {}
+    return _section_spec(sections, "KeyManager") or {}
+
+
+def key_type_of_spec(spec: Mapping[str, Any]) -> KeyType:
+    """Key type the manager should generate: the extension's `keyType`, else ec-p256."""
+    for ext in (spec.get("extensions") or {}).values():
+        if isinstance(ext, Mapping) and ext.get("keyType"):
+            try:
+                return KeyType(ext["keyType"])
+            except ValueError as exc:
+                raise ConfigError(f"unknown keyType {ext['keyType']!r}") from exc
+    return KeyType.EC_P256
+
+
+def lifetimes_of_config(config: Mapping[str, Any]) -> Lifetimes:
+    spec = _section_spec(config.get("sections") or {}, "KeyLifecycle") or {}
+    out = Lifetimes()
+    try:
+        if spec.get("x509CATTL"):
+            out = Lifetimes(x509_ca=parse_duration(spec["x509CATTL"]), jwt=out.jwt)
+        if spec.get("jwtKeyTTL"):
+            out = Lifetimes(x509_ca=out.x509_ca, jwt=parse_duration(spec["jwtKeyTTL"]))
+    except ValueError as exc:
+        raise ConfigError(f"KeyLifecycle: {exc}") from exc
+    return out
+
+
+def _iso(value: datetime | None) -> str | None:
+    return value.isoformat() if value else None
+
+
+class TrustDomainServer:
+    def __init__(
+        self,
+        trust_domain: str,
+        clock: Clock,
+        build_manager: ManagerFactory,
+        digest: DigestFn,
+        store: StateStore | None = None,
+        metrics: Metrics | None = None,
+    ) -> None:
+        self.trust_domain = trust_domain
+        self.clock = clock
+        self.metrics = metrics or Metrics()
+        self._build = build_manager
+        self._digest = digest
+        self._store = store
+        self._lock = threading.RLock()
+        self._apply_lock = threading.Lock()
+        self._listeners: list[Callable[[], None]] = []
+        self.keyring = Keyring(trust_domain, on_change=self._keyring_changed)
+        self.issuer = Issuer(self.keyring, clock, self.metrics)
+        self.desired_version: int | None = None
+        self.attempted_version: int | None = None
+        self.attempted_at: datetime | None = None
+        self.applied_version: int | None = None
+        self.applied_at: datetime | None = None
+        self.applied_config: dict[str, Any] | None = None
+        self.pending_config: dict[str, Any] | None = None
+        self.health = HEALTHY
+        self.error: str | None = None
+        self.bundle: dict[str, Any] = {"version": 0, "keys": []}
+
+    # --- listeners (status reporter) ---------------------------------------------------------
+
+    def add_listener(self, callback: Callable[[], None]) -> None:
+        self._listeners.append(callback)
+
+    def _notify(self) -> None:
+        for callback in list(self._listeners):
+            try:
+                callback()
+            except Exception:
+                log.exception("status listener failed")
+
+    def _keyring_changed(self) -> None:
+        self.save()
+        self._notify()
+
+    # --- config ----------------------------------------------------------------------------
+
+    def apply_config(self, config: Mapping[str, Any]) -> bool:
+        """Apply an effective config {"version", "sections"}. True when applied.
+
+        A new KeyManager builds a new instance and checks it first; on failure the old one
+        stays active and the server reports UNHEALTHY with the reason (a NACK).
+        """
+        with self._apply_lock:
+            version = config.get("version")
+            now = self.clock.now()
+            with self._lock:
+                self.desired_version = version
+                self.attempted_version = version
+                self.attempted_at = now
+            try:
+                self._apply(config)
+            except (ConfigError, KeyManagerError) as exc:
+                with self._lock:
+                    self.pending_config = dict(config)
+                    self.health = UNHEALTHY
+                    self.error = f"config version {version} not applied: {exc}"
+                self.metrics.nack()
+                log.error("%s; keeping the previous key manager", self.error)
+                self.save()
+                self._notify()
+                return False
+            with self._lock:
+                self.pending_config = None
+                self.applied_version = version
+                self.applied_at = now
+                self.applied_config = dict(config)
+                self.health = HEALTHY
+                self.error = None
+            log.info("applied config version %s; %s", version, self.describe_keys())
+            self.save()
+            self._notify()
+            return True
+
+    def _apply(self, config: Mapping[str, Any]) -> None:
+        spec = spec_of_config(config)
+        lifetimes = lifetimes_of_config(config)
+        key_type = key_type_of_spec(spec)
+        digest = self._digest(spec)
+        active = self.keyring.active_manager
+        if active is None or active.digest != digest or active.key_type is not key_type:
+            handle = self.keyring.find_manager(digest)
+            if handle is None or handle.key_type is not key_type:
+                handle = self._build_checked(spec, digest, key_type)
+            previous = active.describe() if active else None
+            for dropped in self.keyring.install_manager(handle):
+                close_manager(dropped)
+            self.metrics.swap()
+            log.info(
+                "key manager swapped: %s -> %s %s (%s); no key created, the next rotation "
+                "generates keys with it",
+                previous,
+                handle.type,
+                handle.digest,
+                handle.id,
+            )
+        self.keyring.set_lifetimes(lifetimes)
+
+    def _build_checked(self, spec: dict[str, Any], digest: str, key_type: KeyType) -> ManagerHandle:
+        try:
+            instance = self._build(spec)
+        except KeyManagerError:
+            raise
+        except Exception as exc:  # a factory bug must NACK, not kill the sync loop
+            raise KeyManagerError(f"cannot build key manager: {exc}") from exc
+        try:
+            instance.check()
+        except Exception as exc:
+            try:
+                instance.close()
+            except Exception:
+                log.exception("closing rejected key manager failed")
+            kind = getattr(instance, "type_name", "?")
+            raise KeyManagerError(f"key manager {kind} check failed: {exc}") from exc
+        return ManagerHandle.new(instance, digest, key_type, spec)
+
+    def retry_pending(self) -> bool:
+        """Retry a NACKed config (the key manager may have become reachable)."""
+        with self._lock:
+            pending = self.pending_config
+        return self.apply_config(pending) if pending is not None else False
+
+    def set_bundle(self, bundle: Mapping[str, Any]) -> None:
+        with self._lock:
+            self.bundle = dict(bundle)
+        self.save()
+
+    # --- rotation --------------------------------------------------------------------------
+
+    def rotate(self) -> bool:
+        return self.keyring.rotate(self.clock.now())
+
+    # --- persistence -----------------------------------------------------------------------
+
+    def snapshot(self) -> dict[str, Any]:
+        with self._lock:
+            active = self.keyring.active_manager
+            return {
+                "format": 1,
+                "trust_domain": self.trust_domain,
+                "applied_config": self.applied_config,
+                "applied_version": self.applied_version,
+                "applied_at": _iso(self.applied_at),
+                "desired_version": self.desired_version,
+                "bundle": self.bundle,
+                "lifetimes": {
+                    "x509_ca": self.keyring.lifetimes.x509_ca.total_seconds(),
+                    "jwt": self.keyring.lifetimes.jwt.total_seconds(),
+                },
+                "active_manager": active.id if active else None,
+                "managers": [
+                    {
+                        "id": h.id,
+                        "type": h.type,
+                        "digest": h.digest,
+                        "key_type": h.key_type.value,
+                        "spec": h.spec,
+                    }
+                    for h in self.keyring.managers()
+                    if not h.closed
+                ],
+                "keys": [r.to_dict() for r in self.keyring.records()],
+            }
+
+    def save(self) -> None:
+        if self._store is None:
+            return
+        try:
+            self._store.save_state(self.snapshot())
+        except OSError:
+            log.exception("saving state failed")
+
+    def restore(self) -> bool:
+        """Load persisted state; rebuild the key managers that hold live keys. True if any."""
+        if self._store is None:
+            return False
+        data = self._store.load_state()
+        if not data:
+            return False
+        now = self.clock.now()
+        records = [KeyRecord.from_dict(k) for k in data.get("keys", [])]
+        live = {r.manager_id for r in records if r.not_after > now}
+        active_id = data.get("active_manager")
+        for m in data.get("managers", []):
+            if m["id"] not in live and m["id"] != active_id:
+                continue
+            try:
+                instance = self._build(m["spec"])
+            except Exception as exc:
+                # Keys stay published; the next rotation moves to a working manager.
+                log.error("cannot rebuild key manager %s (%s): %s", m["id"], m["type"], exc)
+                continue
+            handle = ManagerHandle(
+                id=m["id"],
+                type=m["type"],
+                digest=m["digest"],
+                key_type=KeyType(m["key_type"]),
+                spec=m["spec"],
+                instance=instance,
+            )
+            if m["id"] == active_id:
+                self.keyring.install_manager(handle)
+            else:
+                self.keyring.adopt(handle)
+        self.keyring.restore(records, now)
+        lt = data.get("lifetimes") or {}
+        if lt:
+            self.keyring.set_lifetimes(
+                Lifetimes(
+                    x509_ca=timedelta(seconds=lt["x509_ca"]), jwt=timedelta(seconds=lt["jwt"])
+                )
+            )
+        with self._lock:
+            self.applied_config = data.get("applied_config")
+            self.applied_version = data.get("applied_version")
+            self.desired_version = data.get("desired_version")
+            if data.get("applied_at"):
+                self.applied_at = datetime.fromisoformat(data["applied_at"])
+            self.bundle = data.get("bundle") or self.bundle
+        log.info(
+            "restored state: config version %s; %s", self.applied_version, self.describe_keys()
+        )
+        return True
+
+    # --- views -----------------------------------------------------------------------------
+
+    def describe_keys(self) -> str:
+        active = self.keyring.active_manager
+        keys = ", ".join(
+            f"{r.kind.value}:{r.kid}[{r.state.value},{r.km_type}"
+            + (f",{r.provider_ref}" if r.provider_ref else "")
+            + "]"
+            for r in self.keyring.records()
+        )
+        manager = f"{active.type} {active.digest}" if active else "none"
+        return f"key manager {manager}; keys in use: {keys or 'none yet'}"
+
+    def _key_entry(self, rec: KeyRecord) -> dict[str, Any]:
+        entry: dict[str, Any] = {
+            "kid": rec.kid,
+            "kind": rec.kind.value,
+            "key_manager": {"type": rec.km_type, "digest": rec.km_digest},
+            "state": rec.state.value,
+            "not_after": rec.not_after.isoformat(),
+            "jwk": public_jwk(rec.public_key_der),
+        }
+        if rec.ca_cert_der:
+            entry["x5c"] = [base64.b64encode(rec.ca_cert_der).decode("ascii")]
+        return entry
+
+    def status_report(self) -> dict[str, Any]:
+        """The body of POST /v1/servers/{id}/status."""
+        now = self.clock.now()
+        active = self.keyring.active_manager
+        with self._lock:
+            health, error = self.health, self.error
+            if self.keyring.last_error:
+                health = UNHEALTHY
+                error = f"{error}; {self.keyring.last_error}" if error else self.keyring.last_error
+            return {
+                "desired_version": self.desired_version,
+                "attempted_version": self.attempted_version,
+                "attempted_at": _iso(self.attempted_at),
+                "applied_version": self.applied_version,
+                "applied_at": _iso(self.applied_at),
+                "health": health,
+                "error": error,
+                "key_manager": active.describe() if active else None,
+                "keys": [self._key_entry(r) for r in self.keyring.published(now)],
+            }
+
+    def local_status(self) -> dict[str, Any]:
+        report = self.status_report()
+        for key in report["keys"]:
+            key.pop("jwk", None)
+            key.pop("x5c", None)
+        report["trust_domain"] = self.trust_domain
+        return report
+
+    def bundle_document(self) -> dict[str, Any]:
+        """SPIFFE bundle: the control plane's keys merged with this server's own (which the
+        control plane may not have merged yet), one entry per kid."""
+        now = self.clock.now()
+        out: dict[str, dict[str, Any]] = {}
+        for rec in self.keyring.published(now):
+            jwk: dict[str, Any] = dict(public_jwk(rec.public_key_der), use=BUNDLE_USE[rec.kind])
+            jwk["kid"] = rec.kid
+            if rec.ca_cert_der:
+                jwk["x5c"] = [base64.b64encode(rec.ca_cert_der).decode("ascii")]
+            out[rec.kid] = jwk
+        with self._lock:
+            bundle = self.bundle
+        for key in bundle.get("keys") or []:
+            if isinstance(key, dict) and key.get("kid") and key["kid"] not in out:
+                out[key["kid"]] = key
+        return {
+            "keys": list(out.values()),
+            "spiffe_sequence": bundle.get("version", 0),
+            "spiffe_refresh_hint": 60,
+        }
+
+    def close(self) -> None:
+        self.save()
+        self.keyring.close_all()
