@@ -1,0 +1,49 @@
+"""One error shape for every failure: {"error": code, "message": readable line, ...}."""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from starlette.requests import Request
+from starlette.responses import JSONResponse
+
+from controlplane.domain import DomainError, VersionConflict
+
+log = logging.getLogger(__name__)
+
+
+class PayloadTooLarge(DomainError):
+    code = "input_rejected"
+    status = 413
+
+
+def error_response(status: int, code: str, message: str, **extra: Any) -> JSONResponse:
+    return JSONResponse({"error": code, "message": message, **extra}, status_code=status)
+
+
+def to_response(exc: Exception) -> JSONResponse:
+    """Map a known exception to its response; anything else is a logged 500 with no detail."""
+    from controlplane.documents import DocumentValidationError, InputRejectedError
+
+    if isinstance(exc, VersionConflict):
+        return error_response(exc.status, exc.code, str(exc), expected_version=exc.expected_version,
+                              current_version=exc.current_version)
+    if isinstance(exc, DomainError):
+        return error_response(exc.status, exc.code, str(exc))
+    if isinstance(exc, DocumentValidationError):
+        issues = [
+            {"section": i.section, "pointer": i.pointer, "reason": i.reason, "document": i.document}
+            for i in exc.issues
+        ]
+        return error_response(422, "validation_failed",
+                              f"{len(issues)} validation error(s); nothing was stored", errors=issues)
+    if isinstance(exc, InputRejectedError):
+        status = 413 if getattr(exc, "too_large", False) else 400
+        return error_response(status, "input_rejected", f"input rejected: {exc.reason}")
+    log.exception("unhandled error")
+    return error_response(500, "internal", "internal error; see the control plane log")
+
+
+async def handle_exception(request: Request, exc: Exception) -> JSONResponse:
+    return to_response(exc)

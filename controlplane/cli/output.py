@@ -1,0 +1,54 @@
+"""Output for humans (aligned tables) and for scripts (-o json / -o yaml)."""
+
+from __future__ import annotations
+
+import json
+import sys
+from collections.abc import Sequence
+from typing import Any, TextIO
+
+FORMATS = ("table", "json", "yaml")
+
+
+def emit(data: Any, fmt: str, *, columns: Sequence[tuple[str, str]] | None = None,
+         out: TextIO | None = None) -> None:
+    """Print `data` as JSON, YAML, or (default) a table of `columns` [(header, key)]."""
+    out = out or sys.stdout
+    if fmt == "json":
+        out.write(json.dumps(data, indent=2, sort_keys=False, default=str) + "\n")
+        return
+    if fmt == "yaml":
+        import yaml
+
+        out.write(yaml.safe_dump(data, sort_keys=False, default_flow_style=False))
+        return
+    rows = data if isinstance(data, list) else [data]
+    if columns is None:
+        columns = [(k.upper(), k) for k in (rows[0].keys() if rows else [])]
+    out.write(table([[_cell(_dig(r, key)) for _, key in columns] for r in rows], [h for h, _ in columns]))
+
+
+def table(rows: list[list[str]], headers: list[str]) -> str:
+    widths = [len(h) for h in headers]
+    for row in rows:
+        widths = [max(w, len(c)) for w, c in zip(widths, row, strict=True)]
+    lines = ["  ".join(h.ljust(w) for h, w in zip(headers, widths, strict=True)).rstrip()]
+    lines += ["  ".join(c.ljust(w) for c, w in zip(row, widths, strict=True)).rstrip() for row in rows]
+    return "\n".join(lines) + "\n"
+
+
+def _dig(row: Any, key: str) -> Any:
+    value = row
+    for part in key.split("."):
+        value = value.get(part) if isinstance(value, dict) else None
+    return value
+
+
+def _cell(value: Any) -> str:
+    if value is None:
+        return "-"
+    if isinstance(value, list):
+        return ",".join(str(v) for v in value) or "-"
+    if isinstance(value, dict):
+        return json.dumps(value, sort_keys=True)
+    return str(value)
