@@ -1,0 +1,1 @@
+"""Test support: real processes and a throwaway PostgreSQL server."""
