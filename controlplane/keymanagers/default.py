@@ -254,6 +254,22 @@ class DefaultKeyManager:
             return key.sign(digest, ec.ECDSA(prehashed))
         return key.sign(digest, rsa_padding(algorithm), prehashed)
 
+    def release_key(self, key_id: str) -> None:
+        """Delete a key's file (not part of the KeyManager protocol; the webhook manager has it too).
+
+        For the server to drop keys that no bundle needs any more; raises KeyNotFoundError
+        for an unknown id.
+        """
+        key_id = require_key_id(key_id)
+        self._ensure_open()
+        with self._lock:
+            self._cache.pop(key_id, None)
+            try:
+                self._path(key_id).unlink()
+            except FileNotFoundError:
+                raise KeyNotFoundError(f"no key {key_id!r} in {self._dir}") from None
+        log.info("released key %r from %s", key_id, self._dir)
+
     def close(self) -> None:
         with self._lock:
             self._closed = True

@@ -191,3 +191,15 @@ def test_bad_kek_from_environment(
     monkeypatch.setenv("SPIRL_KEK", value)
     with pytest.raises(KeyManagerError, match=reason):
         load_or_create_kek(tmp_path)
+
+
+def test_release_key_removes_the_file(default_key_manager: DefaultKeyManager) -> None:
+    key = default_key_manager.generate_key("old", KeyType.EC_P256)
+    default_key_manager.generate_key("kept", KeyType.EC_P256)
+    default_key_manager.release_key(key.key_id)
+    assert not default_key_manager._path("old").exists()
+    assert [k.key_id for k in default_key_manager.list_public_keys()] == ["kept"]
+    with pytest.raises(KeyNotFoundError):
+        default_key_manager.sign_digest("old", b"\0" * 32, SigningAlgorithm(HashAlgorithm.SHA256))
+    with pytest.raises(KeyNotFoundError):
+        default_key_manager.release_key("old")
