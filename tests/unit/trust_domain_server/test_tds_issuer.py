@@ -11,7 +11,7 @@ from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from cryptography.x509.oid import NameOID
-from tds_fakes import FakeKeyManager, handle_for
+from unit.trust_domain_server.tds_fakes import FakeKeyManager, handle_for
 
 from controlplane.keymanagers.base import KeyType
 from controlplane.trust_domain_server.clock import ManualClock

@@ -7,7 +7,7 @@ from datetime import UTC, datetime, timedelta
 import pytest
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
-from tds_fakes import FakeKeyManager, handle_for
+from unit.trust_domain_server.tds_fakes import FakeKeyManager, handle_for
 
 from controlplane.keymanagers.base import KeyType
 from controlplane.trust_domain_server.keyring import (

@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Any
 
 import jwt
-from tds_fakes import FakeKeyManager
+from unit.trust_domain_server.tds_fakes import FakeKeyManager
 
 from controlplane.keymanagers import KeyManagerContext, build_key_manager, key_manager_digest
 from controlplane.trust_domain_server.clock import ManualClock
