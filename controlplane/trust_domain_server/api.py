@@ -1,0 +1,124 @@
+"""The server's local HTTP API (Starlette). Handlers are plain functions: Starlette runs them
+in its thread pool, so a slow key manager (network signing) blocks one worker, not the loop.
+
+No authentication: it listens on loopback for workloads on the same host (as SPIRE's
+server API is reached through the agent). Bind it to 127.0.0.1 only.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from datetime import timedelta
+from typing import Any
+
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import JSONResponse, PlainTextResponse, Response
+from starlette.routing import Route
+
+from controlplane.documents.durations import parse_duration
+
+from .issuer import IssuanceError, chain_pem
+from .server import TrustDomainServer
+
+__all__ = ["create_app"]
+
+log = logging.getLogger(__name__)
+
+MAX_BODY = 64 * 1024
+
+
+def _error(status: int, code: str, message: str) -> JSONResponse:
+    return JSONResponse({"error": code, "message": message}, status_code=status)
+
+
+async def _json_body(request: Request) -> dict[str, Any]:
+    raw = await request.body()
+    if len(raw) > MAX_BODY:
+        raise IssuanceError(
+            f"request body over {MAX_BODY} bytes", status=413, code="input_rejected"
+        )
+    try:
+        body = json.loads(raw)
+    except ValueError as exc:
+        raise IssuanceError(f"body is not JSON: {exc}") from exc
+    if not isinstance(body, dict):
+        raise IssuanceError("body must be a JSON object")
+    return body
+
+
+def _ttl(body: dict[str, Any]) -> timedelta | None:
+    ttl = body.get("ttl")
+    if ttl is None:
+        return None
+    if isinstance(ttl, int | float) and not isinstance(ttl, bool):
+        return timedelta(seconds=ttl)
+    try:
+        return parse_duration(ttl)
+    except ValueError as exc:
+        raise IssuanceError(f"ttl {exc}") from exc
+
+
+def create_app(server: TrustDomainServer) -> Starlette:
+    from starlette.concurrency import run_in_threadpool
+
+    async def jwt_svid(request: Request) -> Response:
+        try:
+            body = await _json_body(request)
+            token = await run_in_threadpool(
+                server.issuer.issue_jwt,
+                body.get("spiffe_id", ""),
+                body.get("audience", []),
+                _ttl(body),
+            )
+        except IssuanceError as exc:
+            return _error(exc.status, exc.code, exc.reason)
+        return JSONResponse({"token": token})
+
+    async def x509_svid(request: Request) -> Response:
+        try:
+            body = await _json_body(request)
+            csr = body.get("csr")
+            if not isinstance(csr, str):
+                raise IssuanceError("csr must be a PEM string")
+            chain = await run_in_threadpool(
+                server.issuer.issue_x509, body.get("spiffe_id", ""), csr, _ttl(body)
+            )
+        except IssuanceError as exc:
+            return _error(exc.status, exc.code, exc.reason)
+        return JSONResponse(
+            {
+                "certificates": chain_pem(chain),
+                "expires_at": chain[0].not_valid_after_utc.isoformat(),
+            }
+        )
+
+    def bundle(request: Request) -> Response:
+        return JSONResponse(server.bundle_document())
+
+    def status(request: Request) -> Response:
+        return JSONResponse(server.local_status())
+
+    def metrics(request: Request) -> Response:
+        counts: dict[tuple[str, str], int] = {}
+        for rec in server.keyring.records():
+            key = (rec.kind.value, rec.state.value)
+            counts[key] = counts.get(key, 0) + 1
+        return PlainTextResponse(
+            server.metrics.render(counts), media_type="text/plain; version=0.0.4"
+        )
+
+    def healthz(request: Request) -> Response:
+        return PlainTextResponse("ok")
+
+    return Starlette(
+        routes=[
+            Route("/v1/svid/jwt", jwt_svid, methods=["POST"]),
+            Route("/v1/svid/x509", x509_svid, methods=["POST"]),
+            Route("/v1/bundle", bundle, methods=["GET"]),
+            Route("/v1/status", status, methods=["GET"]),
+            Route("/metrics", metrics, methods=["GET"]),
+            Route("/healthz", healthz, methods=["GET"]),
+        ]
+    )

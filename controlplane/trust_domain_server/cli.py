@@ -1,0 +1,245 @@
+"""`spirl-tds run`: the trust domain server process.
+
+Registers with the control plane (once; the identity is kept in the data dir), applies the
+effective config, then serves the local API while a sync thread long-polls for changes, a
+status thread reports, and a rotator thread rotates keys every 10 s. When ready it prints
+one JSON line on stdout: {"listen": "http://127.0.0.1:PORT", "pid": ..., "server_id": ...}.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import socket
+import sys
+import threading
+import time
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import httpx
+import uvicorn
+
+from controlplane.keymanagers import KeyManagerContext, build_key_manager, key_manager_digest
+from controlplane.keymanagers.base import KeyManager, KeyManagerError
+from controlplane.keymanagers.default import load_or_create_kek
+
+from .api import create_app
+from .clock import Clock, FileOffsetClock, SystemClock
+from .server import TrustDomainServer
+from .state import Identity, StateStore, load_or_create_key_identifier
+from .sync import (
+    Backoff,
+    ControlPlaneClient,
+    RegistrationRejected,
+    StatusReporter,
+    SyncLoop,
+    fetch_once,
+)
+
+__all__ = ["main"]
+
+log = logging.getLogger("controlplane.trust_domain_server")
+
+ROTATE_INTERVAL = 10.0
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="spirl-tds", description="SPIFFE trust domain server")
+    sub = parser.add_subparsers(dest="command", required=True)
+    run = sub.add_parser("run", help="run the trust domain server")
+    run.add_argument("--endpoint", required=True, help="control plane URL")
+    run.add_argument("--join-token", help="join token (only needed for the first start)")
+    run.add_argument("--trust-domain-deployment", required=True, help="deployment id (tdd-...)")
+    run.add_argument("--cluster", help="cluster id (c-...)")
+    run.add_argument("--data-dir", required=True, type=Path)
+    run.add_argument(
+        "--listen", default="127.0.0.1:8081", help="HOST:PORT; port 0 picks a free one"
+    )
+    run.add_argument(
+        "--name", default=socket.gethostname(), help="server name shown by the control plane"
+    )
+    ident = run.add_mutually_exclusive_group()
+    ident.add_argument(
+        "--key-identifier-file",
+        type=Path,
+        help="server id for key managers (created with a UUID when missing)",
+    )
+    ident.add_argument("--key-identifier-value", help="fixed server id for key managers")
+    run.add_argument("--kek-file", type=Path, help="key-encrypting key for the default key manager")
+    run.add_argument("--log-level", default="INFO")
+    # Testing only: move this process's clock by the number of seconds in a file.
+    run.add_argument("--clock-file", type=Path, help=argparse.SUPPRESS)
+    run.add_argument(
+        "--rotate-interval", type=float, default=ROTATE_INTERVAL, help=argparse.SUPPRESS
+    )
+    run.add_argument("--long-poll-wait", type=int, default=30, help=argparse.SUPPRESS)
+    return parser
+
+
+def _register(args: argparse.Namespace, client: ControlPlaneClient, store: StateStore) -> Identity:
+    identity = store.load_identity()
+    if identity is not None:
+        if identity.trust_domain_deployment_id != args.trust_domain_deployment:
+            raise SystemExit(
+                f"data dir {args.data_dir} belongs to deployment {identity.trust_domain_deployment_id}, "
+                f"not {args.trust_domain_deployment}"
+            )
+        log.info(
+            "registered earlier as %s (trust domain %s)", identity.server_id, identity.trust_domain
+        )
+        return identity
+    if not args.join_token:
+        raise SystemExit("first start: --join-token is required to register with the control plane")
+    backoff = Backoff(cap=10.0)
+    while True:
+        try:
+            identity = client.register(args.join_token, args.name, args.cluster)
+            break
+        except RegistrationRejected as exc:
+            raise SystemExit(f"registration rejected by the control plane: {exc}") from None
+        except httpx.HTTPError as exc:
+            delay = backoff.next_delay()
+            log.warning(
+                "cannot reach control plane to register (%s); retrying in %.1fs", exc, delay
+            )
+            time.sleep(delay)
+    if identity.trust_domain_deployment_id != args.trust_domain_deployment:
+        raise SystemExit(
+            f"join token is for deployment {identity.trust_domain_deployment_id}, "
+            f"not {args.trust_domain_deployment}"
+        )
+    store.save_identity(identity)
+    log.info("registered as %s in trust domain %s", identity.server_id, identity.trust_domain)
+    return identity
+
+
+def _bind(listen: str) -> socket.socket:
+    host, _, port = listen.rpartition(":")
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    sock.bind((host or "127.0.0.1", int(port)))
+    sock.listen(2048)
+    sock.set_inheritable(True)
+    return sock
+
+
+def _rotator(server: TrustDomainServer, interval: float, stop: threading.Event) -> None:
+    while not stop.wait(interval):
+        try:
+            server.rotate()
+        except Exception:  # the rotator must outlive any single failure
+            log.exception("rotation failed")
+
+
+def run(args: argparse.Namespace) -> int:
+    logging.basicConfig(
+        level=args.log_level.upper(),
+        stream=sys.stderr,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    )
+    logging.getLogger("httpx").setLevel(logging.WARNING)
+    logging.getLogger("httpcore").setLevel(logging.WARNING)
+    clock: Clock = FileOffsetClock(args.clock_file) if args.clock_file else SystemClock()
+    store = StateStore(args.data_dir)
+    client = ControlPlaneClient(args.endpoint)
+    identity = _register(args, client, store)
+
+    km_dir = args.data_dir / "keymanagers"
+    if args.key_identifier_value:
+        key_identifier = args.key_identifier_value
+    else:
+        key_identifier = load_or_create_key_identifier(
+            args.key_identifier_file or (args.data_dir / "key-identifier")
+        )
+    try:
+        kek = load_or_create_kek(km_dir, kek_file=args.kek_file)
+    except KeyManagerError as exc:
+        raise SystemExit(str(exc)) from None
+    context = KeyManagerContext(
+        data_dir=km_dir,
+        kek=kek,
+        trust_domain=identity.trust_domain,
+        server_id=key_identifier,
+        clock=clock.now,
+    )
+
+    def build(spec: Mapping[str, Any]) -> KeyManager:
+        return build_key_manager(spec, context)
+
+    server = TrustDomainServer(identity.trust_domain, clock, build, key_manager_digest, store)
+    server.restore()
+    if server.applied_version is None:
+        backoff = Backoff(cap=10.0)
+        while server.attempted_version is None:
+            try:
+                fetch_once(client, identity, server)
+            except (httpx.HTTPError, ValueError) as exc:
+                delay = backoff.next_delay()
+                log.warning("cannot fetch the first config (%s); retrying in %.1fs", exc, delay)
+                time.sleep(delay)
+    server.rotate()
+    log.info("trust domain server %s ready; %s", identity.server_id, server.describe_keys())
+
+    reporter = StatusReporter(client, identity, server.status_report)
+    server.add_listener(reporter.mark_dirty)
+    sync = SyncLoop(client, identity, server, wait=args.long_poll_wait)
+    stop = threading.Event()
+    rotator = threading.Thread(
+        target=_rotator, args=(server, args.rotate_interval, stop), name="tds-rotator", daemon=True
+    )
+    reporter.start()
+    sync.start()
+    rotator.start()
+
+    sock = _bind(args.listen)
+    host, port = sock.getsockname()[:2]
+    config = uvicorn.Config(
+        create_app(server),
+        log_level="warning",
+        access_log=False,
+        lifespan="off",
+        timeout_graceful_shutdown=5,
+    )
+    http = uvicorn.Server(config)
+
+    def announce() -> None:
+        while not http.started and not stop.is_set():
+            time.sleep(0.01)
+        if http.started:
+            log.info("listening on http://%s:%s", host, port)
+            print(
+                json.dumps(
+                    {
+                        "listen": f"http://{host}:{port}",
+                        "pid": os.getpid(),
+                        "server_id": identity.server_id,
+                    }
+                ),
+                flush=True,
+            )
+
+    threading.Thread(target=announce, name="tds-announce", daemon=True).start()
+    try:
+        http.run(sockets=[sock])
+    finally:
+        stop.set()
+        sync.stop()
+        reporter.stop()
+        server.close()
+        log.info("trust domain server %s stopped", identity.server_id)
+    return 0
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    if args.command == "run":
+        return run(args)
+    return 2
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
