@@ -1,0 +1,113 @@
+"""The emulator application: shared state and request dispatch.
+
+Routes: `/_emulator/...` (control API, never subject to faults), the fake Entra ID
+(`/{tenant}/v2.0/.well-known/openid-configuration`, `/{tenant}/oauth2/v2.0/token`,
+`/{tenant}/discovery/v2.0/keys`) and everything else as the Key Vault keys API.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+import uuid
+from dataclasses import dataclass
+from pathlib import Path
+
+from .audit import AuditLog
+from .httpd import Request, Response
+from .identity import PrincipalStore
+from .limits import FaultInjector, Limits, RateLimiter
+from .store import Clock, KeyStore
+from .tokens import TokenSigner
+
+__all__ = ["EmulatorApp", "EmulatorSettings", "FEDERATION_AUDIENCE", "VAULT_RESOURCE"]
+
+log = logging.getLogger(__name__)
+
+VAULT_RESOURCE = "https://vault.azure.net"
+FEDERATION_AUDIENCE = "api://AzureADTokenExchange"
+
+
+@dataclass
+class EmulatorSettings:
+    state_dir: Path
+    sku: str = "premium"
+    control_token: str = ""
+    limits: Limits = Limits()
+
+
+def _tenant_id(state_dir: Path) -> str:
+    path = state_dir / "tenant-id"
+    if path.exists():
+        return path.read_text().strip()
+    tenant = str(uuid.uuid4())
+    path.write_text(tenant + "\n")
+    return tenant
+
+
+class EmulatorApp:
+    def __init__(self, settings: EmulatorSettings) -> None:
+        state_dir = settings.state_dir
+        self.settings = settings
+        self._sku = settings.sku
+        self._lock = threading.Lock()
+        self.tenant_id = _tenant_id(state_dir)
+        self.clock = Clock()
+        self.store = KeyStore(state_dir / "keys.json", self.clock)
+        self.principals = PrincipalStore(state_dir / "principals.json")
+        self.signer = TokenSigner(state_dir / "token-signing-key.pem")
+        self.limiter = RateLimiter(settings.limits)
+        self.faults = FaultInjector()
+        self.audit = AuditLog(state_dir / "audit.jsonl")
+        self.base_url = ""  # set once the port is known: "https://127.0.0.1:PORT/"
+        self.started = time.time()
+        # Late imports keep each route module small and free of cycles.
+        from .control import ControlApi
+        from .entra import EntraApi
+        from .vault import VaultApi
+
+        self.vault = VaultApi(self)
+        self.entra = EntraApi(self)
+        self.control = ControlApi(self)
+
+    @property
+    def sku(self) -> str:
+        with self._lock:
+            return self._sku
+
+    @sku.setter
+    def sku(self, value: str) -> None:
+        if value not in ("premium", "standard"):
+            raise ValueError("sku must be premium or standard")
+        with self._lock:
+            self._sku = value
+
+    def set_limits(self, limits: Limits) -> None:
+        self.limiter = RateLimiter(limits)
+
+    @property
+    def federation_issuer(self) -> str:
+        return f"{self.base_url}federation"
+
+    def __call__(self, request: Request) -> Response:
+        if request.path.startswith("/_emulator/"):
+            return self.control.handle(request)
+        is_entra = self.entra.matches(request)
+        operation = "Token" if is_entra else self.vault.operation_name(request)
+        decision = self.faults.decide("entra" if is_entra else "vault", operation)
+        if decision.delay_seconds:
+            time.sleep(decision.delay_seconds)
+        if decision.action == "reset":
+            return Response(0, reset=True)
+        if decision.action == "unavailable":
+            return Response(
+                503,
+                {"error": {"code": "ServiceUnavailable", "message": "The service is unavailable."}},
+                {"Retry-After": "1"},
+            )
+        if is_entra:
+            return self.entra.handle(request)
+        if decision.action == "throttle":
+            return self.vault.throttled(request, operation, decision.retry_after)
+        return self.vault.handle(request, operation)

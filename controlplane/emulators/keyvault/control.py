@@ -1,0 +1,131 @@
+"""The emulator's control API under `/_emulator/`, guarded by the control token.
+
+GET  /_emulator/health                    liveness, sku
+GET|POST|DELETE /_emulator/faults         list / add / clear injected faults
+GET|POST /_emulator/principals            list / create-or-update a principal
+DELETE /_emulator/principals/{client_id}
+POST /_emulator/federated-token           issue a Workload Identity assertion
+GET|POST /_emulator/clock                 read / set or advance the key clock offset
+GET  /_emulator/audit?since=N             audit log events
+POST /_emulator/sku                       switch tier (premium|standard)
+GET|POST /_emulator/limits                read / replace service limits
+"""
+
+from __future__ import annotations
+
+import hmac
+from dataclasses import asdict
+from typing import TYPE_CHECKING, Any
+
+from .httpd import Request, Response
+from .limits import Fault, Limits
+
+if TYPE_CHECKING:
+    from .app import EmulatorApp
+
+__all__ = ["ControlApi"]
+
+
+def _error(status: int, message: str) -> Response:
+    return Response(
+        status, {"error": {"code": "BadRequest" if status == 400 else "Error", "message": message}}
+    )
+
+
+class ControlApi:
+    def __init__(self, app: EmulatorApp) -> None:
+        self.app = app
+
+    def _authorized(self, request: Request) -> bool:
+        header = request.headers.get("Authorization") or ""
+        scheme, _, token = header.partition(" ")
+        expected = self.app.settings.control_token
+        return scheme.lower() == "bearer" and hmac.compare_digest(token.strip(), expected)
+
+    def handle(self, request: Request) -> Response:
+        if not self._authorized(request):
+            return Response(
+                401, {"error": {"code": "Unauthorized", "message": "control token required"}}
+            )
+        parts = request.path.strip("/").split("/")[1:]
+        try:
+            body = request.json() if request.method in ("POST", "PUT", "PATCH") else {}
+        except ValueError:
+            return _error(400, "body must be a JSON object")
+        try:
+            return self._route(request.method, parts, body, request)
+        except (ValueError, TypeError, KeyError) as exc:
+            return _error(400, str(exc))
+
+    def _route(
+        self, method: str, parts: list[str], body: dict[str, Any], request: Request
+    ) -> Response:
+        app = self.app
+        what = parts[0] if parts else ""
+        if what == "health" and method == "GET":
+            return Response(200, {"ok": True, "sku": app.sku, "tenant_id": app.tenant_id})
+        if what == "faults":
+            if method == "GET":
+                return Response(200, {"faults": app.faults.list()})
+            if method == "POST":
+                fault = Fault.from_json(body)
+                app.faults.add(fault)
+                return Response(201, {"fault": fault.to_json()})
+            if method == "DELETE":
+                app.faults.clear()
+                return Response(204)
+        if what == "principals":
+            if method == "GET" and len(parts) == 1:
+                return Response(
+                    200, {"principals": [p.public_view() for p in app.principals.all()]}
+                )
+            if method == "POST" and len(parts) == 1:
+                client_id = str(body["client_id"])
+                subjects = body.get("federated_subjects")
+                if subjects is None and body.get("federated_subject") is not None:
+                    subjects = [body["federated_subject"]]
+                p = app.principals.upsert(
+                    client_id,
+                    roles=body.get("roles"),
+                    client_secret=body.get("client_secret"),
+                    federated_subjects=subjects,
+                )
+                return Response(200, p.public_view())
+            if method == "DELETE" and len(parts) == 2:
+                found = app.principals.remove(parts[1])
+                return Response(204) if found else _error(404, "no such principal")
+        if what == "federated-token" and method == "POST":
+            subject = body.get("subject")
+            if subject is None:
+                principal = app.principals.get(str(body.get("client_id", "")))
+                if principal is None or not principal.federated_subjects:
+                    return _error(404, "no such principal with a federated subject")
+                subject = principal.federated_subjects[0]
+            token = app.entra.issue_federated_assertion(
+                str(subject), int(body.get("ttl_seconds", 3600))
+            )
+            return Response(200, {"token": token, "subject": subject})
+        if what == "clock":
+            if method == "POST":
+                if "offset_seconds" in body:
+                    app.clock.set_offset(float(body["offset_seconds"]))
+                if "advance_seconds" in body:
+                    app.clock.advance(float(body["advance_seconds"]))
+                app.store.save()
+            return Response(200, {"offset_seconds": app.clock.offset, "now": app.clock.now()})
+        if what == "audit" and method == "GET":
+            since = int(request.param("since") or 0)
+            return Response(200, {"events": app.audit.read(since)})
+        if what == "sku" and method == "POST":
+            app.sku = str(body["sku"])
+            return Response(200, {"sku": app.sku})
+        if what == "limits":
+            if method == "POST":
+                current = asdict(app.limiter.limits)
+                unknown = set(body) - set(current)
+                if unknown:
+                    raise ValueError(f"unknown limit fields: {sorted(unknown)}")
+                current.update(body)
+                app.set_limits(Limits(**current))
+            return Response(200, asdict(app.limiter.limits))
+        return _error(404, f"no control route {method} /{'/'.join(['_emulator', *parts])}")

@@ -1,0 +1,278 @@
+"""Run the emulator as a child process, for tests and the demo.
+
+Example::
+
+    with start_emulator(tmp_path / "kv", principals={"tds": ["crypto-officer", "crypto-user"]}) as emu:
+        env = emu.sdk_env("tds")          # Workload Identity env for a child process
+        emu.control.add_fault("throttle", count=3, retry_after=1)
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import secrets
+import select
+import shutil
+import signal
+import ssl
+import subprocess
+import sys
+import time
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from types import TracebackType
+from typing import Any
+
+import httpx
+
+__all__ = ["ControlClient", "EmulatorError", "EmulatorProcess", "start_emulator"]
+
+
+class EmulatorError(RuntimeError):
+    """The emulator did not start, or a control call failed."""
+
+
+class ControlClient:
+    """Client of the emulator's `/_emulator/` control API."""
+
+    def __init__(self, control_url: str, token: str, ca_file: str) -> None:
+        self._client = httpx.Client(
+            base_url=control_url,
+            headers={"Authorization": f"Bearer {token}"},
+            verify=ssl.create_default_context(cafile=ca_file),
+            timeout=30.0,
+        )
+
+    def close(self) -> None:
+        self._client.close()
+
+    def _call(self, method: str, path: str, body: Mapping[str, Any] | None = None) -> Any:
+        resp = self._client.request(method, path, json=body)
+        if resp.status_code >= 400:
+            raise EmulatorError(f"control {method} {path}: {resp.status_code} {resp.text}")
+        return resp.json() if resp.content else None
+
+    def health(self) -> dict[str, Any]:
+        return self._call("GET", "health")
+
+    def add_fault(self, kind: str, **fields: Any) -> dict[str, Any]:
+        """kind: throttle | unavailable | outage | latency; fields: fraction, count, retry_after,
+        latency_ms, mode ("reset"|"503"), target ("vault"|"entra"|"all"), operations."""
+        return self._call("POST", "faults", {"kind": kind, **fields})["fault"]
+
+    def faults(self) -> list[dict[str, Any]]:
+        return self._call("GET", "faults")["faults"]
+
+    def clear_faults(self) -> None:
+        self._call("DELETE", "faults")
+
+    def add_principal(
+        self,
+        client_id: str,
+        roles: Sequence[str] | None = None,
+        *,
+        client_secret: str | None = None,
+        federated_subjects: Sequence[str] | None = None,
+    ) -> dict[str, Any]:
+        body: dict[str, Any] = {"client_id": client_id}
+        if roles is not None:
+            body["roles"] = list(roles)
+        if client_secret is not None:
+            body["client_secret"] = client_secret
+        if federated_subjects is not None:
+            body["federated_subjects"] = list(federated_subjects)
+        return self._call("POST", "principals", body)
+
+    def set_roles(self, client_id: str, roles: Sequence[str]) -> dict[str, Any]:
+        return self.add_principal(client_id, roles)
+
+    def principals(self) -> list[dict[str, Any]]:
+        return self._call("GET", "principals")["principals"]
+
+    def remove_principal(self, client_id: str) -> None:
+        self._call("DELETE", f"principals/{client_id}")
+
+    def federated_token(
+        self, client_id: str | None = None, *, subject: str | None = None, ttl_seconds: int = 3600
+    ) -> str:
+        body: dict[str, Any] = {"ttl_seconds": ttl_seconds}
+        if client_id is not None:
+            body["client_id"] = client_id
+        if subject is not None:
+            body["subject"] = subject
+        return self._call("POST", "federated-token", body)["token"]
+
+    def clock(self) -> dict[str, Any]:
+        return self._call("GET", "clock")
+
+    def set_clock_offset(self, seconds: float) -> dict[str, Any]:
+        return self._call("POST", "clock", {"offset_seconds": seconds})
+
+    def advance_clock(self, seconds: float) -> dict[str, Any]:
+        return self._call("POST", "clock", {"advance_seconds": seconds})
+
+    def audit(self, since: int = 0) -> list[dict[str, Any]]:
+        return self._call("GET", f"audit?since={since}")["events"]
+
+    def set_sku(self, sku: str) -> None:
+        self._call("POST", "sku", {"sku": sku})
+
+    def set_limits(self, **limits: float) -> dict[str, Any]:
+        return self._call("POST", "limits", limits)
+
+
+@dataclass
+class EmulatorProcess:
+    process: subprocess.Popen[bytes]
+    vault_url: str
+    ca_file: str
+    tenant_id: str
+    authority_host: str
+    control_url: str
+    state_dir: Path
+    control: ControlClient
+
+    @property
+    def pid(self) -> int:
+        return self.process.pid
+
+    def write_federated_token(
+        self, client_id: str, path: Path | None = None, ttl_seconds: int = 3600
+    ) -> Path:
+        """Write a Workload Identity token file (as the Kubernetes webhook would) for `client_id`."""
+        target = path or self.state_dir / f"federated-token-{client_id}"
+        token = self.control.federated_token(client_id, ttl_seconds=ttl_seconds)
+        fd = os.open(target, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "w") as f:
+            f.write(token)
+        return target
+
+    def sdk_env(self, client_id: str, *, workload_identity: bool = True) -> dict[str, str]:
+        """Environment for a child process using the unmodified Azure SDK against this emulator."""
+        env = {
+            "AZURE_AUTHORITY_HOST": self.authority_host,
+            "AZURE_TENANT_ID": self.tenant_id,
+            "AZURE_CLIENT_ID": client_id,
+            "REQUESTS_CA_BUNDLE": self.ca_file,
+            "SSL_CERT_FILE": self.ca_file,
+        }
+        if workload_identity:
+            env["AZURE_FEDERATED_TOKEN_FILE"] = str(self.write_federated_token(client_id))
+        return env
+
+    def stop(self, timeout: float = 10.0) -> None:
+        """SIGTERM by pid, then SIGKILL if it does not exit in time."""
+        self.control.close()
+        if self.process.poll() is not None:
+            return
+        os.kill(self.process.pid, signal.SIGTERM)
+        try:
+            self.process.wait(timeout)
+        except subprocess.TimeoutExpired:
+            os.kill(self.process.pid, signal.SIGKILL)
+            self.process.wait(timeout)
+
+    def __enter__(self) -> EmulatorProcess:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.stop()
+
+
+def _command() -> list[str]:
+    script = Path(sys.executable).parent / "spirl-keyvault-emulator"
+    if script.exists():
+        return [str(script)]
+    found = shutil.which("spirl-keyvault-emulator")
+    if found:
+        return [found]
+    return [sys.executable, "-m", "controlplane.emulators.keyvault.cli"]
+
+
+def start_emulator(
+    state_dir: Path | str,
+    *,
+    sku: str = "premium",
+    principals: Mapping[str, Sequence[str]] | None = None,
+    listen: str = "127.0.0.1:0",
+    control_token: str | None = None,
+    limits: Mapping[str, float] | None = None,
+    log_level: str = "INFO",
+    startup_timeout: float = 30.0,
+) -> EmulatorProcess:
+    """Start `spirl-keyvault-emulator` and wait for its JSON line.
+
+    limits: window_seconds, hsm_create, software_create, sign, sign_rsa3072, sign_rsa4096, other.
+    stderr goes to STATE_DIR/emulator.log.
+    """
+    state = Path(state_dir).resolve()
+    state.mkdir(parents=True, exist_ok=True)
+    token = control_token or secrets.token_urlsafe(24)
+    cmd = [
+        *_command(),
+        "--listen",
+        listen,
+        "--sku",
+        sku,
+        "--state-dir",
+        str(state),
+        "--log-level",
+        log_level,
+    ]
+    for name, roles in (principals or {}).items():
+        cmd += ["--principal", f"{name}={','.join(roles)}"]
+    flag = {
+        "window_seconds": "--limit-window",
+        "hsm_create": "--limit-hsm-create",
+        "software_create": "--limit-software-create",
+        "sign": "--limit-sign",
+        "sign_rsa3072": "--limit-sign-rsa3072",
+        "sign_rsa4096": "--limit-sign-rsa4096",
+        "other": "--limit-other",
+    }
+    for key, value in (limits or {}).items():
+        cmd += [flag[key], str(value)]
+    # The token travels by environment, not argv, so it is not visible in `ps`.
+    env = {**os.environ, "SPIRL_KV_EMULATOR_CONTROL_TOKEN": token}
+    log_file = (state / "emulator.log").open("ab")
+    try:
+        proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=log_file, env=env)
+    finally:
+        log_file.close()
+    assert proc.stdout is not None
+    deadline = time.monotonic() + startup_timeout
+    line = b""
+    while not line.endswith(b"\n"):
+        remaining = deadline - time.monotonic()
+        ready, _, _ = select.select([proc.stdout], [], [], max(0.0, remaining))
+        if not ready:
+            proc.kill()
+            proc.wait()
+            raise EmulatorError(
+                f"emulator did not start within {startup_timeout}s; see {state / 'emulator.log'}"
+            )
+        chunk = os.read(proc.stdout.fileno(), 4096)
+        if not chunk:
+            proc.wait()
+            raise EmulatorError(
+                f"emulator exited with {proc.returncode}; see {state / 'emulator.log'}"
+            )
+        line += chunk
+    info = json.loads(line.decode().splitlines()[0])
+    return EmulatorProcess(
+        process=proc,
+        vault_url=info["vault_url"],
+        ca_file=info["ca_file"],
+        tenant_id=info["tenant_id"],
+        authority_host=info["authority_host"],
+        control_url=info["control_url"],
+        state_dir=state,
+        control=ControlClient(info["control_url"], token, info["ca_file"]),
+    )
