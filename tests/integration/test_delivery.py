@@ -1,0 +1,155 @@
+"""Long-poll delivery: immediate on change, held otherwise, O(1) database reads per change."""
+
+from __future__ import annotations
+
+import time
+from concurrent.futures import ThreadPoolExecutor
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import httpx
+
+from support.api import KEY_LIFECYCLE, KEY_MANAGER_AZURE, make_topology, ok, put_config, register_server
+
+TDD = "trust-domain-deployment"
+
+
+def _sync(url: str, server: dict[str, Any], config_version: int | None, bundle_version: int | None, wait: float) -> dict[str, Any]:
+    response = httpx.get(
+        f"{url}/v1/servers/{server['server_id']}/sync",
+        params={k: v for k, v in (("config_version", config_version), ("bundle_version", bundle_version),
+                                  ("wait", wait)) if v is not None},
+        headers={"Authorization": f"Bearer {server['credential']}"},
+        timeout=wait + 30,
+    )
+    return ok(response)
+
+
+def _wait_until(predicate, timeout: float = 10.0) -> None:  # type: ignore[no-untyped-def]
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        assert time.monotonic() < deadline, "condition not reached"
+        time.sleep(0.01)
+
+
+def test_first_poll_is_immediate_and_carries_effective_config(live_api):
+    with live_api.client() as c:
+        ids = make_topology(c)
+        ok(put_config(c, TDD, ids["tdd"], KEY_MANAGER_AZURE))
+        ok(put_config(c, "cluster", ids["cluster"], KEY_LIFECYCLE))
+        server = register_server(c, live_api.url, ids["tdd"], ids["cluster"])
+    reply = _sync(live_api.url, server, None, None, wait=30)
+    assert reply["changed"] is True
+    sections = reply["config"]["sections"]
+    assert sections["KeyManager"]["scope"] == TDD and sections["KeyLifecycle"]["scope"] == "cluster"
+    assert reply["bundle"]["keys"] == []
+    started = time.monotonic()
+    again = _sync(live_api.url, server, reply["config"]["version"], reply["bundle"]["version"], wait=0.5)
+    assert again["changed"] is False and "sections" not in again["config"]
+    assert time.monotonic() - started >= 0.45
+
+
+def test_waiting_poll_wakes_on_change(live_api):
+    with live_api.client() as c:
+        ids = make_topology(c)
+        server = register_server(c, live_api.url, ids["tdd"])
+        first = _sync(live_api.url, server, None, None, wait=0)
+        with ThreadPoolExecutor(1) as pool:
+            pending = pool.submit(_sync, live_api.url, server, first["config"]["version"],
+                                  first["bundle"]["version"], 30)
+            _wait_until(lambda: live_api.state.cache.waiting == 1)
+            ok(put_config(c, TDD, ids["tdd"], KEY_MANAGER_AZURE))
+            reply = pending.result(timeout=10)
+    assert reply["changed"] is True
+    assert reply["config"]["version"] > first["config"]["version"]
+    assert "KeyManager" in reply["config"]["sections"]
+
+
+def _reads_for_one_change(live_api, c, ids, servers: list[dict[str, Any]], lifecycle: str) -> int:
+    """Hold a long-poll per server, write once, and count SQL statements until all have replied."""
+    firsts = [_sync(live_api.url, s, None, None, wait=0) for s in servers]
+    with ThreadPoolExecutor(len(servers)) as pool:
+        pending = [pool.submit(_sync, live_api.url, s, f["config"]["version"], f["bundle"]["version"], 30)
+                   for s, f in zip(servers, firsts, strict=True)]
+        _wait_until(lambda: live_api.state.cache.waiting == len(servers))
+        live_api.queries.reset()
+        ok(put_config(c, TDD, ids["tdd"], lifecycle))
+        replies = [p.result(timeout=20) for p in pending]
+    assert all(r["changed"] for r in replies)
+    return live_api.queries.count
+
+
+def test_a_change_costs_the_same_reads_for_1_or_12_waiting_servers(live_api):
+    with live_api.client() as c:
+        ids = make_topology(c)
+        ok(put_config(c, TDD, ids["tdd"], KEY_LIFECYCLE.replace("12h", "3h")))  # both measured writes update
+        one = [register_server(c, live_api.url, ids["tdd"], name="solo")]
+        many = [register_server(c, live_api.url, ids["tdd"], name=f"s{i}") for i in range(12)]
+        reads_one = _reads_for_one_change(live_api, c, ids, one, KEY_LIFECYCLE)
+        reads_many = _reads_for_one_change(live_api, c, ids, many, KEY_LIFECYCLE.replace("12h", "6h"))
+    assert reads_one == reads_many, live_api.queries.statements
+    assert reads_many <= 25
+
+
+def test_a_poll_with_nothing_new_touches_no_database(live_api):
+    with live_api.client() as c:
+        ids = make_topology(c)
+        ok(put_config(c, TDD, ids["tdd"], KEY_MANAGER_AZURE))
+        server = register_server(c, live_api.url, ids["tdd"], ids["cluster"])
+    first = _sync(live_api.url, server, None, None, wait=0)
+    live_api.queries.reset()
+    for _ in range(3):
+        reply = _sync(live_api.url, server, first["config"]["version"], first["bundle"]["version"], wait=0.1)
+        assert reply["changed"] is False
+    assert live_api.queries.count == 0, live_api.queries.statements
+
+
+def _status(key_kid: str, not_after: datetime) -> dict[str, Any]:
+    return {
+        "desired_version": 1, "attempted_version": 1, "attempted_at": datetime.now(UTC).isoformat(),
+        "applied_version": 1, "applied_at": datetime.now(UTC).isoformat(), "health": "HEALTHY", "error": None,
+        "key_manager": {"type": "default", "digest": "sha256:00"},
+        "keys": [{"kid": key_kid, "kind": "jwt", "key_manager": "default", "state": "active",
+                  "not_after": not_after.isoformat(),
+                  "jwk": {"kty": "EC", "crv": "P-256", "x": "f83OJ3D2xF1Bg8vub9tLe1gHMzV76e8Tus9uPHvRVEU",
+                          "y": "x_FEzRu9m36HLN_tue659LNpXW6pCyStikYjKIWI5a0"}}],
+    }
+
+
+def test_status_reports_build_the_bundle_and_wake_peers(live_api):
+    with live_api.client() as c:
+        ids = make_topology(c)
+        a = register_server(c, live_api.url, ids["tdd"], name="a")
+        b = register_server(c, live_api.url, ids["tdd"], name="b")
+        first = _sync(live_api.url, b, None, None, wait=0)
+        with ThreadPoolExecutor(1) as pool:
+            pending = pool.submit(_sync, live_api.url, b, first["config"]["version"], first["bundle"]["version"], 30)
+            _wait_until(lambda: live_api.state.cache.waiting == 1)
+            not_after = datetime.now(UTC) + timedelta(hours=1)
+            r = httpx.post(f"{live_api.url}/v1/servers/{a['server_id']}/status", json=_status("kid-1", not_after),
+                           headers={"Authorization": f"Bearer {a['credential']}"})
+            assert r.status_code == 204, r.text
+            reply = pending.result(timeout=10)
+        assert [k["kid"] for k in reply["bundle"]["keys"]] == ["kid-1"]
+        assert reply["bundle"]["keys"][0]["use"] == "jwt-svid"
+        # The same key reported again by another server appears once.
+        r = httpx.post(f"{live_api.url}/v1/servers/{b['server_id']}/status", json=_status("kid-1", not_after),
+                       headers={"Authorization": f"Bearer {b['credential']}"})
+        assert r.status_code == 204
+        public = httpx.get(f"{live_api.url}/v1/trust-domains/{ids['td']}/bundle").json()
+        assert [k["kid"] for k in public["keys"]] == ["kid-1"]
+        servers = ok(c.get(f"/v1/trust-domain-deployments/{ids['tdd']}/servers"))["items"]
+        assert {s["name"]: s["health"] for s in servers} == {"a": "HEALTHY", "b": "HEALTHY"}
+        assert all(s["applied_version"] == 1 and s["last_contact_at"] for s in servers)
+
+
+def test_status_with_private_key_material_is_refused(live_api):
+    with live_api.client() as c:
+        ids = make_topology(c)
+        a = register_server(c, live_api.url, ids["tdd"], name="a")
+    report = _status("kid-1", datetime.now(UTC) + timedelta(hours=1))
+    report["keys"][0]["jwk"]["d"] = "secret"
+    r = httpx.post(f"{live_api.url}/v1/servers/{a['server_id']}/status", json=report,
+                   headers={"Authorization": f"Bearer {a['credential']}"})
+    assert r.status_code == 400 and "private" in r.json()["message"]
+    assert httpx.get(f"{live_api.url}/v1/trust-domains/{ids['td']}/bundle").json()["keys"] == []
