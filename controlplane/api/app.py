@@ -41,6 +41,7 @@ T = TypeVar("T")
 MAX_REQUEST_BYTES = 1_048_576 + 65_536  # a maximal YAML upload plus its JSON envelope
 MAX_WAIT_SECONDS = 60.0
 DEFAULT_WAIT_SECONDS = 30.0
+YAML_MEDIA_TYPES = ("application/yaml", "application/x-yaml", "text/yaml")
 TOKEN_CACHE_SECONDS = 30.0
 
 
@@ -107,7 +108,8 @@ async def _user(request: Request, *, admin: bool = False) -> Principal:
     return principal
 
 
-async def read_json(request: Request) -> dict[str, Any]:
+async def read_body(request: Request) -> bytes:
+    """The request body, refusing (413) anything over the limit before reading it all."""
     limit = _state(request).settings.max_request_bytes
     declared = request.headers.get("content-length")
     if declared and declared.isdigit() and int(declared) > limit:
@@ -117,10 +119,15 @@ async def read_json(request: Request) -> dict[str, Any]:
         body += chunk
         if len(body) > limit:
             raise PayloadTooLarge(f"request body is over the {limit}-byte limit")
+    return bytes(body)
+
+
+async def read_json(request: Request) -> dict[str, Any]:
+    body = await read_body(request)
     if not body:
         return {}
     try:
-        data = json.loads(bytes(body))
+        data = json.loads(body)
     except (ValueError, UnicodeDecodeError) as exc:
         raise BadRequest(f"request body is not valid JSON: {exc}") from exc
     if not isinstance(data, dict):
@@ -142,6 +149,14 @@ def _int_param(value: Any, name: str, *, minimum: int = 0, required: bool = Fals
     if number < minimum:
         raise BadRequest(f"{name} must be at least {minimum}")
     return number
+
+
+def _query_bool(value: str | None, name: str) -> bool:
+    if value is None or value.lower() in ("", "false", "0"):
+        return False
+    if value.lower() in ("true", "1"):
+        return True
+    raise BadRequest(f"{name} must be true or false")
 
 
 def _bool_param(value: Any, name: str) -> bool:
@@ -294,13 +309,23 @@ async def config(request: Request) -> Response:
         await _user(request)
         return JSONResponse(await _service(request, config_service.get_config, scope, scope_id))
     principal = await _user(request, admin=True)
-    body = await read_json(request)
-    yaml_text = body.get("yaml")
-    if not isinstance(yaml_text, str):
-        raise BadRequest("yaml must be a string holding one or more YAML documents")
-    prune = _bool_param(body.get("prune"), "prune")
-    validate_only = _bool_param(body.get("validate_only"), "validate_only")
-    expected = _int_param(body.get("expected_version"), "expected_version")
+    yaml_text: str | bytes
+    if request.headers.get("content-type", "").split(";")[0].strip() in YAML_MEDIA_TYPES:
+        # Raw YAML body (curl --data-binary @file); options in the query string.
+        yaml_text = await read_body(request)
+        q = request.query_params
+        prune = _query_bool(q.get("prune"), "prune")
+        validate_only = _query_bool(q.get("validate_only"), "validate_only")
+        expected = _int_param(q.get("expected_version"), "expected_version")
+    else:
+        body = await read_json(request)
+        text_field = body.get("yaml")
+        if not isinstance(text_field, str):
+            raise BadRequest("yaml must be a string holding one or more YAML documents")
+        yaml_text = text_field
+        prune = _bool_param(body.get("prune"), "prune")
+        validate_only = _bool_param(body.get("validate_only"), "validate_only")
+        expected = _int_param(body.get("expected_version"), "expected_version")
     from controlplane.domain import check_scope
 
     check_scope(scope)
