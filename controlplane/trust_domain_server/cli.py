@@ -12,6 +12,7 @@ import argparse
 import json
 import logging
 import os
+import signal
 import socket
 import sys
 import threading
@@ -223,6 +224,13 @@ def run(args: argparse.Namespace) -> int:
             )
 
     threading.Thread(target=announce, name="tds-announce", daemon=True).start()
+
+    def on_sigterm(signum: int, frame: object) -> None:
+        raise SystemExit(0)
+
+    # uvicorn shuts down gracefully on SIGTERM, then re-raises it with the handler it found:
+    # make that handler exit through `finally` so state is saved and managers are closed.
+    signal.signal(signal.SIGTERM, on_sigterm)
     try:
         http.run(sockets=[sock])
     finally:

@@ -127,7 +127,7 @@ class TrustDomainServer:
         self.pending_config: dict[str, Any] | None = None
         self.health = HEALTHY
         self.error: str | None = None
-        self.bundle: dict[str, Any] = {"version": 0, "keys": []}
+        self.bundle: dict[str, Any] = {"keys": []}
 
     # --- listeners (status reporter) ---------------------------------------------------------
 
@@ -197,7 +197,8 @@ class TrustDomainServer:
             previous = active.describe() if active else None
             for dropped in self.keyring.install_manager(handle):
                 close_manager(dropped)
-            self.metrics.swap()
+            if previous is not None:
+                self.metrics.swap()
             log.info(
                 "key manager swapped: %s -> %s %s (%s); no key created, the next rotation "
                 "generates keys with it",
@@ -407,7 +408,7 @@ class TrustDomainServer:
                 out[key["kid"]] = key
         return {
             "keys": list(out.values()),
-            "spiffe_sequence": bundle.get("version", 0),
+            "spiffe_sequence": bundle.get("version") or 0,
             "spiffe_refresh_hint": 60,
         }
 

@@ -83,15 +83,21 @@ class ControlPlaneClient:
         )
 
     def sync(
-        self, identity: Identity, config_version: int, bundle_version: int, wait: int
+        self,
+        identity: Identity,
+        config_version: int | None,
+        bundle_version: int | None,
+        wait: int,
     ) -> dict[str, Any]:
+        """A version of None means "I have nothing": the control plane answers at once."""
+        params: dict[str, int] = {"wait": wait}
+        if config_version is not None:
+            params["config_version"] = config_version
+        if bundle_version is not None:
+            params["bundle_version"] = bundle_version
         response = self._client.get(
             f"/v1/servers/{identity.server_id}/sync",
-            params={
-                "config_version": config_version,
-                "bundle_version": bundle_version,
-                "wait": wait,
-            },
+            params=params,
             headers={"Authorization": f"Bearer {identity.credential}"},
             timeout=self._timeout + wait,
         )
@@ -116,7 +122,7 @@ class ControlPlaneClient:
 
 def fetch_once(client: ControlPlaneClient, identity: Identity, server: TrustDomainServer) -> None:
     """One immediate sync (no wait): used at first start, before serving."""
-    reply = client.sync(identity, -1, -1, 0)
+    reply = client.sync(identity, None, None, 0)
     _apply_reply(reply, server)
 
 
@@ -159,8 +165,9 @@ class SyncLoop(threading.Thread):
         last_retry = time.monotonic()
         while not self._stop.is_set():
             server = self._server
-            config_version = server.desired_version if server.desired_version is not None else -1
-            bundle_version = int(server.bundle.get("version") or 0)
+            config_version = server.desired_version
+            raw_bundle_version = server.bundle.get("version")
+            bundle_version = int(raw_bundle_version) if raw_bundle_version is not None else None
             try:
                 reply = self._client.sync(
                     self._identity, config_version, bundle_version, self._wait
