@@ -24,7 +24,10 @@ class ValidationIssue:
 
     def __str__(self) -> str:
         where = self.section or "<document>"
-        return f"{where} {self.pointer or '/'}: {self.reason}"
+        # "" is the whole document (RFC 6901); "/" would mean a key named "".
+        return (
+            f"{where} {self.pointer}: {self.reason}" if self.pointer else f"{where}: {self.reason}"
+        )
 
     def to_dict(self) -> dict[str, object]:
         """The shape the HTTP API puts in `errors` of a 422 answer."""

@@ -162,8 +162,8 @@ class _Builder:
         self.nodes += count
         if self.nodes > self.limits.max_nodes:
             raise InputRejectedError(
-                f"upload has more than {self.limits.max_nodes} YAML nodes after alias expansion "
-                f"(line {_line(event)}); this looks like a YAML bomb"
+                f"upload has more than {self.limits.max_nodes} YAML nodes counting every alias "
+                f"expansion (line {_line(event)}); refusing it (a YAML bomb looks like this)"
             )
 
     def _check_depth(self, depth: int, event: Event) -> None:
@@ -348,8 +348,10 @@ def load_documents(
     """
     text = decode_upload(data, limits)
     builder = _Builder(text, limits)
-    parser = _make_parser(text)
+    parser: Any = None
     try:
+        # Inside the try: PyYAML's reader checks the characters when it is made.
+        parser = _make_parser(text)
         while True:
             event = parser.get_event()
             if event is None:
@@ -360,13 +362,18 @@ def load_documents(
     except yaml.YAMLError as exc:
         raise InputRejectedError(f"not valid YAML: {_first_line(str(exc))}") from None
     finally:
-        parser.dispose()
+        if parser is not None:
+            parser.dispose()
     return builder.documents, builder.doc_index + 1
+
+
+# Tests switch this off to run the same checks over PyYAML's pure-Python parser.
+_USE_LIBYAML: bool = bool(getattr(yaml, "__with_libyaml__", False))
 
 
 def _make_parser(text: str) -> Any:
     """libyaml's parser when present (fast, iterative); else PyYAML's own (iterative too)."""
-    if yaml.__with_libyaml__:
+    if _USE_LIBYAML:
         from yaml import _yaml
 
         return _yaml.CParser(text)

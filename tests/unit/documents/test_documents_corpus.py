@@ -5,9 +5,9 @@ from __future__ import annotations
 import os
 
 import pytest
+from corpus.bad_corpus import BAD_DIR, BadCase, load_cases
 
 from controlplane.documents import DocumentValidationError, InputRejectedError, parse_sections
-from corpus.bad_corpus import BAD_DIR, BadCase, load_cases
 
 CASES = load_cases()
 
@@ -32,6 +32,8 @@ def test_bad_document_is_refused(case: BadCase) -> None:
         parse_sections(case.data, scope=case.scope)
     issues = invalid.value.issues
     matching = [i for i in issues if i.pointer == case.pointer and case.reason in i.reason]
-    assert matching, f"no issue at {case.pointer!r} with {case.reason!r}; got: {[str(i) for i in issues]}"
+    assert matching, (
+        f"no issue at {case.pointer!r} with {case.reason!r}; got: {[str(i) for i in issues]}"
+    )
     if case.document is not None:
         assert matching[0].document == case.document
