@@ -25,10 +25,10 @@ import time
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO))
+sys.path.insert(0, str(REPO / "tests"))
 sys.path.insert(0, str(REPO / "tests" / "terraform"))
 
-from tests.support.controlplane import start_control_plane  # noqa: E402
+from support.controlplane import start_control_plane  # noqa: E402
 from tf_harness import Terraform, copy_example  # noqa: E402
 
 from controlplane.terraform.install import install_provider  # noqa: E402

@@ -9,15 +9,17 @@ from typing import Any
 
 import pytest
 
-REPO = Path(__file__).resolve().parents[2]
+# pytest runs with --import-mode=importlib (test dirs are not on sys.path); the test modules and
+# benchmarks/terraform_plan.py import the harness next to this file.
+_HERE = str(Path(__file__).resolve().parent)
+if _HERE not in sys.path:
+    sys.path.insert(0, _HERE)
 
 
 @pytest.fixture
 def control_plane(tmp_path: Path) -> Iterator[Any]:
     """A real control plane process on 127.0.0.1 (tests/support/controlplane.py)."""
-    if str(REPO) not in sys.path:  # `tests.support` lives at the repo root, not in a package
-        sys.path.insert(0, str(REPO))
-    from tests.support.controlplane import start_control_plane
+    from support.controlplane import start_control_plane
 
     cp = start_control_plane(tmp_path / "controlplane")
     try:
