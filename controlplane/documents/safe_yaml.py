@@ -258,17 +258,23 @@ class _Builder:
             tag = _STR
         elif tag == _VALUE:
             tag = _STR
+        if tag == _STR:
+            value: Any = event.value  # the common case needs no constructor
+        else:
+            value = self._construct(tag, event)
+        if event.anchor is not None:
+            self.anchors[event.anchor] = _Anchored(value, 1, 0)
+        self._attach(value, 1, 0, event)
+
+    def _construct(self, tag: str, event: ScalarEvent) -> Any:
         node = ScalarNode(tag, event.value)
         try:
-            value = self.constructor.yaml_constructors[tag](self.constructor, node)
+            return self.constructor.yaml_constructors[tag](self.constructor, node)
         except (ValueError, yaml.YAMLError) as exc:
             raise InputRejectedError(
                 f"scalar at line {_line(event)} cannot be read as {tag.replace(_CORE, '')}: "
                 f"{str(exc).splitlines()[0][:120]}"
             ) from None
-        if event.anchor is not None:
-            self.anchors[event.anchor] = _Anchored(value, 1, 0)
-        self._attach(value, 1, 0, event)
 
     def _start(self, event: MappingStartEvent | SequenceStartEvent) -> None:
         is_map = isinstance(event, MappingStartEvent)
