@@ -218,7 +218,8 @@ class _Builder:
         if root is None:
             return  # empty document (e.g. a trailing ---): ignored
         if not isinstance(root, dict):
-            kind = "a list" if isinstance(root, list) else f"a scalar ({_show(root)})"
+            # The scalar itself is not echoed: a pasted secret would end up in an error.
+            kind = "a list" if isinstance(root, list) else f"a single {type(root).__name__} value"
             raise InputRejectedError(
                 f"document {self.doc_index} is {kind}; each document must be a mapping "
                 "with section, schema and spec"
@@ -270,10 +271,10 @@ class _Builder:
         node = ScalarNode(tag, event.value)
         try:
             return self.constructor.yaml_constructors[tag](self.constructor, node)
-        except (ValueError, yaml.YAMLError) as exc:
+        except (ValueError, yaml.YAMLError):
+            # The exception's text is not echoed: it quotes the value, which may be anything.
             raise InputRejectedError(
-                f"scalar at line {_line(event)} cannot be read as {tag.replace(_CORE, '')}: "
-                f"{str(exc).splitlines()[0][:120]}"
+                f"scalar at line {_line(event)} cannot be read as {tag.replace(_CORE, '')}"
             ) from None
 
     def _start(self, event: MappingStartEvent | SequenceStartEvent) -> None:

@@ -150,3 +150,8 @@ def test_importing_the_package_does_not_import_jsonschema() -> None:
         "assert 'jsonschema' in sys.modules\n"
     )
     subprocess.run([sys.executable, "-c", code], check=True, timeout=60)
+
+
+@pytest.mark.parametrize("text", ["Zq9~pasted-secret\n", "a: !!int Zq9~pasted-secret\n"])
+def test_rejections_do_not_echo_values(text: str) -> None:
+    assert "Zq9" not in rejected(text).reason
