@@ -190,6 +190,12 @@ class _Builder:
     def feed(self, event: Event) -> None:
         if isinstance(event, DocumentStartEvent):
             self.doc_index += 1
+            # Empty documents are skipped, not free: bound them too (twice the real limit).
+            if self.doc_index >= 2 * self.limits.max_documents:
+                raise InputRejectedError(
+                    f"upload has more than {2 * self.limits.max_documents} documents counting "
+                    f"empty ones (line {_line(event)})"
+                )
             self.doc_start = _start_index(event)
             self._reset_document()
             return

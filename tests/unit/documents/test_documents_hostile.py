@@ -155,3 +155,8 @@ def test_importing_the_package_does_not_import_jsonschema() -> None:
 @pytest.mark.parametrize("text", ["Zq9~pasted-secret\n", "a: !!int Zq9~pasted-secret\n"])
 def test_rejections_do_not_echo_values(text: str) -> None:
     assert "Zq9" not in rejected(text).reason
+
+
+def test_empty_documents_are_bounded_too() -> None:
+    assert parse_sections("---\n" * 30 + VALID)  # 31 documents, 1 of them not empty
+    assert "more than 40 documents counting empty ones" in rejected("---\n" * 250_000).reason
