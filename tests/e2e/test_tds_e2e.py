@@ -1,0 +1,417 @@
+"""End to end: a real control plane, real trust domain servers (spirl-tds processes), a real
+webhook key service. Time jumps through the servers' hidden --clock-file flag."""
+
+from __future__ import annotations
+
+import base64
+import json
+import os
+import threading
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import httpx
+import jwt
+import pytest
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.x509.verification import PolicyBuilder, Store
+from support.controlplane import ControlPlane, start_control_plane
+from support.processes import RunningProcess, script, start_process
+
+from controlplane.emulators.keyservice import KeyServiceProcess, start_keyservice
+
+pytestmark = pytest.mark.e2e
+
+H = timedelta(hours=1)
+TD = "example.org"
+
+
+def wait_for(predicate: Callable[[], Any], timeout: float = 15.0, what: str = "condition") -> Any:
+    deadline = time.monotonic() + timeout
+    while True:
+        value = predicate()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out waiting for {what}")
+        time.sleep(0.02)
+
+
+class SimClock:
+    """The offset file every server of a test reads its clock from."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self.offset = timedelta(0)
+        self._write()
+
+    def _write(self) -> None:
+        tmp = self.path.with_suffix(".tmp")
+        tmp.write_text(str(self.offset.total_seconds()))
+        os.replace(tmp, self.path)
+
+    def jump_to(self, offset: timedelta) -> None:
+        self.offset = offset
+        self._write()
+        time.sleep(0.15)  # servers re-read the file every 50 ms
+
+    def now(self) -> datetime:
+        return datetime.now(UTC) + self.offset
+
+
+@dataclass
+class Tds:
+    process: RunningProcess
+    url: str
+    server_id: str
+    data_dir: Path
+    args: list[str] = field(default_factory=list)
+
+    def status(self) -> dict[str, Any]:
+        return httpx.get(f"{self.url}/v1/status", timeout=10).json()
+
+    def bundle(self) -> dict[str, Any]:
+        return httpx.get(f"{self.url}/v1/bundle", timeout=10).json()
+
+    def jwt(self, path: str, ttl: str = "5m") -> str:
+        r = httpx.post(
+            f"{self.url}/v1/svid/jwt",
+            timeout=10,
+            json={"spiffe_id": f"spiffe://{TD}/{path}", "audience": ["aud"], "ttl": ttl},
+        )
+        assert r.status_code == 200, r.text
+        return str(r.json()["token"])
+
+    def x509(self, path: str, ttl: str = "5m") -> list[x509.Certificate]:
+        key = ec.generate_private_key(ec.SECP256R1())
+        csr = (
+            x509.CertificateSigningRequestBuilder()
+            .subject_name(x509.Name([]))
+            .sign(key, hashes.SHA256())
+            .public_bytes(serialization.Encoding.PEM)
+            .decode()
+        )
+        r = httpx.post(
+            f"{self.url}/v1/svid/x509",
+            timeout=10,
+            json={"spiffe_id": f"spiffe://{TD}/{path}", "csr": csr, "ttl": ttl},
+        )
+        assert r.status_code == 200, r.text
+        return x509.load_pem_x509_certificates(r.json()["certificates"].encode())
+
+    def stop(self) -> None:
+        self.process.stop()
+
+
+@dataclass
+class Env:
+    tmp: Path
+    cp: ControlPlane
+    keyservice: KeyServiceProcess
+    clock: SimClock
+    td_id: str
+    tdd_id: str
+    cluster_id: str
+    servers: list[Tds]
+
+    def start_tds(self, name: str, join: bool = True) -> Tds:
+        data_dir = self.tmp / f"tds-{name}"
+        args = [
+            script("spirl-tds"),
+            "run",
+            "--endpoint",
+            self.cp.url,
+            "--trust-domain-deployment",
+            self.tdd_id,
+            "--cluster",
+            self.cluster_id,
+            "--data-dir",
+            str(data_dir),
+            "--listen",
+            "127.0.0.1:0",
+            "--name",
+            name,
+            "--clock-file",
+            str(self.clock.path),
+            "--rotate-interval",
+            "0.1",
+        ]
+        if join:
+            token = (
+                self.cp.client()
+                .post(
+                    f"/v1/trust-domain-deployments/{self.tdd_id}/join-tokens",
+                    json={"ttl_seconds": 600},
+                )
+                .json()["token"]
+            )
+            args += ["--join-token", token]
+        proc = start_process(args, log_path=self.tmp / f"tds-{name}.log")
+        tds = Tds(proc, proc.announcement["listen"], proc.announcement["server_id"], data_dir, args)
+        assert proc.announcement["pid"] == proc.pid
+        self.servers.append(tds)
+        return tds
+
+    def set_key_manager(self, extension: str) -> int:
+        path = self.tmp / f"km-{time.monotonic_ns()}.yaml"
+        path.write_text(f"section: KeyManager\nschema: v1\nspec:\n  extensions:\n{extension}")
+        out = self.cp.spirlctl(
+            "config", "set", "cluster", "--id", self.cluster_id, str(path), "-o", "json"
+        )
+        return int(json.loads(out.stdout)["version"])
+
+    def cp_bundle(self) -> dict[str, Any]:
+        return httpx.get(f"{self.cp.url}/v1/trust-domains/{self.td_id}/bundle", timeout=10).json()
+
+
+@pytest.fixture
+def env(tmp_path: Path) -> Iterator[Env]:
+    cp = start_control_plane(tmp_path)
+    keyservice = start_keyservice(tmp_path)
+    servers: list[Tds] = []
+    try:
+        c = cp.client()
+        td = c.post("/v1/trust-domains", json={"name": TD}).json()
+        tdd = c.post(
+            "/v1/trust-domain-deployments", json={"name": "prod", "trust_domain_id": td["id"]}
+        ).json()
+        cl = c.post(
+            "/v1/clusters", json={"name": "east", "trust_domain_deployment_id": tdd["id"]}
+        ).json()
+        yield Env(
+            tmp_path,
+            cp,
+            keyservice,
+            SimClock(tmp_path / "clock"),
+            td["id"],
+            tdd["id"],
+            cl["id"],
+            servers,
+        )
+    finally:
+        for s in servers:
+            s.stop()
+        keyservice.stop()
+        cp.stop()
+
+
+def verify_jwt(token: str, bundle: dict[str, Any], at: datetime) -> None:
+    kid = jwt.get_unverified_header(token)["kid"]
+    keys = {k["kid"]: k for k in bundle["keys"] if k.get("use") == "jwt-svid"}
+    assert kid in keys, f"JWT key {kid} missing from bundle"
+    key = jwt.PyJWK.from_json(json.dumps(keys[kid]))
+    claims = jwt.decode(
+        token,
+        key.key,
+        algorithms=[key.algorithm_name],
+        audience="aud",
+        options={"verify_exp": False, "verify_iat": False},
+    )
+    assert claims["exp"] > at.timestamp(), "verifying an expired SVID"
+
+
+def verify_x509(chain: list[x509.Certificate], bundle: dict[str, Any], at: datetime) -> None:
+    roots = [
+        x509.load_der_x509_certificate(base64.b64decode(k["x5c"][0]))
+        for k in bundle["keys"]
+        if k.get("use") == "x509-svid"
+    ]
+    verifier = PolicyBuilder().store(Store(roots)).time(at).build_client_verifier()
+    verifier.verify(chain[0], [])
+
+
+def kid_of(token: str) -> str:
+    return str(jwt.get_unverified_header(token)["kid"])
+
+
+def test_key_manager_swap_rotation_and_expiry_keep_svids_verifiable(env: Env) -> None:
+    a, b = env.start_tds("a"), env.start_tds("b")
+    pids = {a.process.pid, b.process.pid}
+    default_kids = {k["kid"] for s in (a, b) for k in s.status()["keys"]}
+    assert len(default_kids) == 4 and all(
+        k["key_manager"]["type"] == "default" for s in (a, b) for k in s.status()["keys"]
+    )
+
+    # SVIDs at the longest TTL allowed (24h keys -> 4h).
+    early = [(s.jwt("early", "4h"), s.x509("early", "4h")) for s in (a, b)]
+
+    webhook = env.keyservice.namespace_url("tds-e2e")
+    creates_before = env.keyservice.stats().get("create", 0)
+    sent = time.monotonic()
+    version = env.set_key_manager(f'    webhook:\n      webhookURL: "{webhook}"\n')
+    for s in (a, b):
+        wait_for(
+            lambda s=s: s.status()["applied_version"] == version,
+            timeout=1.0,
+            what=f"config version {version} on {s.server_id} within 1 s",
+        )
+    assert time.monotonic() - sent < 2.0
+    for s in (a, b):
+        st = s.status()
+        assert st["key_manager"]["type"] == "webhook" and st["health"] == "HEALTHY"
+        # A swap creates no key: the default keys keep signing.
+        assert {k["kid"] for k in st["keys"]} <= default_kids
+        assert kid_of(s.jwt("after-swap")) in default_kids
+    assert env.keyservice.stats().get("create", 0) == creates_before
+    assert pids == {a.process.pid, b.process.pid}  # nothing restarted
+    assert a.process.proc.poll() is None and b.process.proc.poll() is None
+
+    # Late in the old keys' life: SVIDs that live until just before the old keys expire.
+    env.clock.jump_to(19 * H)
+    late = [(s.jwt("late", "4h"), s.x509("late", "4h")) for s in (a, b)]
+    assert all(kid_of(t) in default_kids for t, _ in late)
+
+    # Rotation: the next keys are made by the webhook manager and activate at 20h.
+    env.clock.jump_to(20 * H + timedelta(minutes=1))
+    for s in (a, b):
+        wait_for(
+            lambda s=s: any(
+                k["state"] == "active" and k["key_manager"]["type"] == "webhook"
+                for k in s.status()["keys"]
+            ),
+            what="webhook keys active",
+        )
+        wait_for(
+            lambda s=s: sum(k["key_manager"]["type"] == "webhook" for k in s.status()["keys"]) == 2,
+            what="two webhook keys",
+        )
+    new_tokens = [s.jwt("rotated") for s in (a, b)]
+    assert all(kid_of(t) not in default_kids for t in new_tokens)
+    assert env.keyservice.stats().get("create", 0) == creates_before + 4
+
+    # Every SVID still valid verifies against the control plane bundle and each server's bundle.
+    wait_for(
+        lambda: all(kid_of(t) in {k["kid"] for k in env.cp_bundle()["keys"]} for t in new_tokens),
+        what="new keys in the control plane bundle",
+    )
+    now = env.clock.now()
+    for bundle in (env.cp_bundle(), a.bundle(), b.bundle()):
+        for token, chain in late:
+            verify_jwt(token, bundle, now)
+            verify_x509(chain, bundle, now)
+        for token in new_tokens:
+            verify_jwt(token, bundle, now)
+    with pytest.raises(AssertionError):  # the 4h SVIDs from t0 have expired: the check bites
+        verify_jwt(early[0][0], a.bundle(), now)
+
+    # Just before the late SVIDs expire they still verify (old keys retired, still published);
+    # after the old keys expire they leave.
+    env.clock.jump_to(22 * H + timedelta(minutes=58))
+    now = env.clock.now()
+    for s in (a, b):
+        for token, chain in late:
+            verify_jwt(token, s.bundle(), now)
+            verify_x509(chain, s.bundle(), now)
+    env.clock.jump_to(24 * H + timedelta(minutes=1))
+    for s in (a, b):
+        wait_for(
+            lambda s=s: all(k["key_manager"]["type"] == "webhook" for k in s.status()["keys"]),
+            what="old default keys dropped",
+        )
+        own = s.status()["keys"]
+        assert len(own) == 2 and not ({k["kid"] for k in own} & default_kids)
+        assert "closing key manager" in s.process.log_text()
+    assert {a.process.pid, b.process.pid} == pids
+
+
+def test_unreachable_webhook_is_nacked_without_failed_issuance(env: Env) -> None:
+    a, b = env.start_tds("a"), env.start_tds("b")
+    failures: list[str] = []
+    issued = [0]
+    stop = threading.Event()
+
+    def issue_forever() -> None:
+        with httpx.Client(timeout=10) as client:
+            while not stop.is_set():
+                for s in (a, b):
+                    r = client.post(
+                        f"{s.url}/v1/svid/jwt",
+                        json={"spiffe_id": f"spiffe://{TD}/load", "audience": ["x"]},
+                    )
+                    if r.status_code != 200:
+                        failures.append(r.text)
+                    issued[0] += 1
+
+    worker = threading.Thread(target=issue_forever)
+    worker.start()
+    try:
+        version = env.set_key_manager(
+            '    webhook:\n      webhookURL: "http://127.0.0.1:9/keys"\n      timeout: "1s"\n'
+        )
+        for s in (a, b):
+            st = wait_for(
+                lambda s=s: (x := s.status())["attempted_version"] == version and x,
+                what="config attempted",
+            )
+            assert st["health"] == "UNHEALTHY" and "webhook" in st["error"]
+            assert st["applied_version"] != version and st["key_manager"]["type"] == "default"
+
+        def cp_view() -> list[dict[str, Any]]:
+            return (
+                env.cp.client()
+                .get(f"/v1/trust-domain-deployments/{env.tdd_id}/servers")
+                .json()["items"]
+            )
+
+        items = wait_for(
+            lambda: (v := cp_view()) and all(i["health"] == "UNHEALTHY" for i in v) and v,
+            what="control plane sees the NACK",
+        )
+        assert all("webhook" in i["error"] and i["applied_version"] != version for i in items)
+        time.sleep(0.3)
+    finally:
+        stop.set()
+        worker.join()
+    assert issued[0] > 20 and failures == []
+    for s in (a, b):
+        metrics = httpx.get(f"{s.url}/metrics").text
+        assert "tds_config_nacks_total 1" in metrics
+        assert "tds_svid_failures_total{" not in metrics
+
+    # A good config heals both.
+    good = env.set_key_manager(
+        f'    webhook:\n      webhookURL: "{env.keyservice.namespace_url("ok")}"\n'
+    )
+    for s in (a, b):
+        wait_for(
+            lambda s=s: (x := s.status())["applied_version"] == good and x["health"] == "HEALTHY",
+            what="healed",
+        )
+
+
+def test_restart_while_control_plane_is_down_serves_same_keys(env: Env) -> None:
+    a = env.start_tds("a")
+    kids = {k["kid"] for k in a.status()["keys"]}
+    token = a.jwt("before")
+    port = int(env.cp.url.rsplit(":", 1)[1])
+    env.cp.stop()
+    a.stop()
+    env.servers.remove(a)
+
+    # No join token: the identity and keys come from the data dir.
+    args = list(a.args)
+    i = args.index("--join-token")
+    del args[i : i + 2]
+    proc = start_process(args, log_path=env.tmp / "tds-a2.log")
+    a2 = Tds(proc, proc.announcement["listen"], proc.announcement["server_id"], a.data_dir, args)
+    env.servers.append(a2)
+    assert a2.server_id == a.server_id
+    assert {k["kid"] for k in a2.status()["keys"]} == kids
+    token2 = a2.jwt("after-restart")
+    assert kid_of(token2) == kid_of(token)
+    verify_jwt(token2, a2.bundle(), env.clock.now())
+
+    # The control plane returns on the same address: the server catches up with a new config.
+    env.cp = start_control_plane(
+        env.tmp, admin_token=env.cp.admin_token, extra_args=["--listen", f"127.0.0.1:{port}"]
+    )
+    version = env.set_key_manager(
+        f'    webhook:\n      webhookURL: "{env.keyservice.namespace_url("r")}"\n'
+    )
+    wait_for(lambda: a2.status()["applied_version"] == version, timeout=30, what="catch up")
