@@ -13,6 +13,7 @@ from datetime import timedelta
 from typing import Any
 
 from starlette.applications import Starlette
+from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
 from starlette.responses import JSONResponse, PlainTextResponse, Response
 from starlette.routing import Route
@@ -61,16 +62,20 @@ def _ttl(body: dict[str, Any]) -> timedelta | None:
 
 
 def create_app(server: TrustDomainServer) -> Starlette:
-    from starlette.concurrency import run_in_threadpool
+    def rejected(svid_type: str, exc: IssuanceError) -> JSONResponse:
+        # Requests refused before they reach the issuer count as failures too.
+        server.metrics.failure(svid_type, exc.code)
+        return _error(exc.status, exc.code, exc.reason)
 
     async def jwt_svid(request: Request) -> Response:
         try:
             body = await _json_body(request)
+            ttl = _ttl(body)
+        except IssuanceError as exc:
+            return rejected("jwt", exc)
+        try:
             token = await run_in_threadpool(
-                server.issuer.issue_jwt,
-                body.get("spiffe_id", ""),
-                body.get("audience", []),
-                _ttl(body),
+                server.issuer.issue_jwt, body.get("spiffe_id", ""), body.get("audience", []), ttl
             )
         except IssuanceError as exc:
             return _error(exc.status, exc.code, exc.reason)
@@ -82,8 +87,12 @@ def create_app(server: TrustDomainServer) -> Starlette:
             csr = body.get("csr")
             if not isinstance(csr, str):
                 raise IssuanceError("csr must be a PEM string")
+            ttl = _ttl(body)
+        except IssuanceError as exc:
+            return rejected("x509", exc)
+        try:
             chain = await run_in_threadpool(
-                server.issuer.issue_x509, body.get("spiffe_id", ""), csr, _ttl(body)
+                server.issuer.issue_x509, body.get("spiffe_id", ""), csr, ttl
             )
         except IssuanceError as exc:
             return _error(exc.status, exc.code, exc.reason)

@@ -310,8 +310,9 @@ class Keyring:
     def rotate(self, now: datetime) -> bool:
         """One rotator tick. Returns True when any slot changed."""
         with self._rotate_lock:
-            changed = False
-            changed, to_close = self._expire(now)
+            removed, to_close = self._expire(now)
+            changed = bool(removed or to_close)
+            self._release(removed, to_close)
             for kind in KeyKind:
                 try:
                     changed |= self._rotate_kind(kind, now)
@@ -325,7 +326,24 @@ class Keyring:
                 self._changed()
             return changed
 
-    def _expire(self, now: datetime) -> tuple[bool, list[ManagerHandle]]:
+    def _release(self, removed: list[KeyRecord], dropped: list[ManagerHandle]) -> None:
+        """Ask managers to delete expired keys, when they can (`release_key` is optional, not
+        in the protocol). Safe: no SVID outlives its key's not-after."""
+        with self._lock:
+            handles = {h.id: h for h in dropped} | dict(self._managers)
+        for rec in removed:
+            handle = handles.get(rec.manager_id)
+            release = getattr(handle.instance, "release_key", None) if handle else None
+            if handle is None or handle.closed or release is None:
+                continue
+            try:
+                release(rec.kid)
+            except KeyManagerError as exc:  # best effort: a leftover key is only clutter
+                log.warning(
+                    "could not release expired key %s from %s: %s", rec.kid, handle.type, exc
+                )
+
+    def _expire(self, now: datetime) -> tuple[list[KeyRecord], list[ManagerHandle]]:
         with self._lock:
             removed: list[KeyRecord] = []
             for slots in self._slots.values():
@@ -344,7 +362,7 @@ class Keyring:
                     "key %s (%s, %s) expired and left the bundle", rec.kid, rec.kind, rec.km_type
                 )
             dropped = self._drop_idle_managers()
-            return bool(removed or dropped), dropped
+            return removed, dropped
 
     def _drop_idle_managers(self) -> list[ManagerHandle]:
         """Managers other than the active one that hold no unexpired key. Lock held."""

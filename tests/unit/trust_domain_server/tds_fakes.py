@@ -33,6 +33,7 @@ class FakeKeyManager:
         self.checks = 0
         self.signs = 0
         self.closed = False
+        self.released: list[str] = []
 
     def check(self) -> None:
         self.checks += 1
@@ -86,6 +87,11 @@ class FakeKeyManager:
             else padding.PKCS1v15()
         )
         return key.sign(digest, pad, prehashed)
+
+    def release_key(self, key_id: str) -> None:
+        assert not self.closed, "release on a closed key manager"
+        del self.keys[key_id]
+        self.released.append(key_id)
 
     def close(self) -> None:
         self.closed = True

@@ -125,6 +125,7 @@ def test_swap_creates_no_key_and_next_generation_uses_new_manager() -> None:
     assert handle.instance is new and rec.km_type == "webhook"
     assert not old.closed  # retired keys still published
     ring.rotate(T0 + 24 * H)
+    assert sorted(old.released) == sorted(before)  # expired keys released before closing
     assert old.closed, "manager must be closed once its last key expired"
     assert not new.closed
     assert {r.km_type for r in ring.records()} == {"webhook"}

@@ -24,7 +24,7 @@ from controlplane.trust_domain_server.server import TrustDomainServer
 
 T0 = datetime(2030, 1, 1, tzinfo=UTC)
 LIFETIME = timedelta(hours=6)
-STEP = timedelta(minutes=15)
+STEP = timedelta(minutes=20)
 SID = "spiffe://example.org/sim"
 
 
@@ -197,7 +197,7 @@ def test_thirty_days_of_swaps_outages_and_rotation() -> None:
                 verify(svid, cp.document()["keys"], now)
         swaps_seen = server.metrics.swaps
 
-    assert issued > 5000 and server.metrics.failures == {}
+    assert issued > 4000 and server.metrics.failures == {}
     assert swaps_seen >= 5 and nacks >= 1
     # Every manager that is neither active nor holding a live key has been closed.
     live = {r.km_digest for r in server.keyring.records()}

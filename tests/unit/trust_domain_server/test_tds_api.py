@@ -1,0 +1,131 @@
+"""The local HTTP API over the real runtime core, served by a real uvicorn on 127.0.0.1:0."""
+
+from __future__ import annotations
+
+import json
+import socket
+import threading
+import time
+from collections.abc import Iterator
+from datetime import UTC, datetime
+from pathlib import Path
+
+import httpx
+import jwt
+import pytest
+import uvicorn
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+from unit.trust_domain_server.tds_fakes import FakeKeyManager
+
+from controlplane.keymanagers import key_manager_digest
+from controlplane.trust_domain_server.api import create_app
+from controlplane.trust_domain_server.clock import FileOffsetClock, ManualClock
+from controlplane.trust_domain_server.server import TrustDomainServer
+
+SID = "spiffe://example.org/api"
+
+
+@pytest.fixture
+def served() -> Iterator[tuple[httpx.Client, TrustDomainServer]]:
+    server = TrustDomainServer(
+        "example.org",
+        ManualClock(datetime(2030, 1, 1, tzinfo=UTC)),
+        lambda spec: FakeKeyManager("default"),
+        key_manager_digest,
+    )
+    server.apply_config({"version": 1, "sections": {}})
+    server.rotate()
+    sock = socket.socket()
+    sock.bind(("127.0.0.1", 0))
+    port = sock.getsockname()[1]
+    http = uvicorn.Server(uvicorn.Config(create_app(server), log_level="warning", lifespan="off"))
+    thread = threading.Thread(target=http.run, kwargs={"sockets": [sock]}, daemon=True)
+    thread.start()
+    deadline = time.monotonic() + 10
+    while not http.started:
+        assert time.monotonic() < deadline, "uvicorn did not start"
+        time.sleep(0.01)
+    with httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=10) as c:
+        yield c, server
+    http.should_exit = True
+    thread.join(timeout=10)
+    sock.close()
+
+
+def test_jwt_and_x509_and_bundle(served: tuple[httpx.Client, TrustDomainServer]) -> None:
+    c, server = served
+    r = c.post("/v1/svid/jwt", json={"spiffe_id": SID, "audience": ["a"], "ttl": "5m"})
+    assert r.status_code == 200
+    token = r.json()["token"]
+    bundle = c.get("/v1/bundle").json()
+    kid = jwt.get_unverified_header(token)["kid"]
+    jwk = next(k for k in bundle["keys"] if k["kid"] == kid)
+    assert jwk["use"] == "jwt-svid"
+    key = jwt.PyJWK.from_json(json.dumps(jwk))
+    claims = jwt.decode(
+        token,
+        key.key,
+        algorithms=[key.algorithm_name],
+        audience="a",
+        options={"verify_exp": False, "verify_iat": False},
+    )
+    assert claims["exp"] - claims["iat"] == 300
+
+    csr = (
+        x509.CertificateSigningRequestBuilder()
+        .subject_name(x509.Name([]))
+        .sign(ec.generate_private_key(ec.SECP256R1()), hashes.SHA256())
+        .public_bytes(serialization.Encoding.PEM)
+        .decode()
+    )
+    r = c.post("/v1/svid/x509", json={"spiffe_id": SID, "csr": csr})
+    assert r.status_code == 200
+    leaf, ca = x509.load_pem_x509_certificates(r.json()["certificates"].encode())
+    leaf.verify_directly_issued_by(ca)
+    assert any(k["use"] == "x509-svid" and k["kid"] for k in bundle["keys"])
+
+
+def test_errors_are_400_with_reason(served: tuple[httpx.Client, TrustDomainServer]) -> None:
+    c, _ = served
+    cases = [
+        ({"spiffe_id": SID, "audience": ["a"], "ttl": "5 minutes"}, "ttl"),
+        ({"spiffe_id": SID, "audience": ["a"], "ttl": "5h"}, "exceeds"),
+        ({"spiffe_id": "spiffe://other.org/x", "audience": ["a"]}, "trust domain"),
+        ({"spiffe_id": SID}, "audience"),
+    ]
+    for body, fragment in cases:
+        r = c.post("/v1/svid/jwt", json=body)
+        assert r.status_code == 400 and r.json()["error"] == "bad_request"
+        assert fragment in r.json()["message"], r.json()
+    r = c.post("/v1/svid/jwt", content=b"{not json")
+    assert r.status_code == 400
+    r = c.post("/v1/svid/x509", json={"spiffe_id": SID, "csr": "-----BEGIN nonsense"})
+    assert r.status_code == 400 and "csr" in r.json()["message"]
+    metrics = c.get("/metrics").text
+    assert 'tds_svid_failures_total{type="jwt",reason="bad_request"} 5' in metrics
+
+
+def test_status_and_metrics(served: tuple[httpx.Client, TrustDomainServer]) -> None:
+    c, _ = served
+    c.post("/v1/svid/jwt", json={"spiffe_id": SID, "audience": ["a"]})
+    status = c.get("/v1/status").json()
+    assert status["applied_version"] == 1 and status["key_manager"]["type"] == "default"
+    assert {k["kind"] for k in status["keys"]} == {"jwt", "x509-ca"}
+    assert all({"kid", "state", "not_after", "key_manager"} <= set(k) for k in status["keys"])
+    metrics = c.get("/metrics").text
+    assert 'tds_svid_issued_total{type="jwt"} 1' in metrics
+    assert 'tds_keys{kind="jwt",state="active"} 1' in metrics
+    assert 'tds_sign_seconds_count{key_manager="default"}' in metrics
+
+
+def test_file_offset_clock(tmp_path: Path) -> None:
+    path = tmp_path / "clock"
+    clock = FileOffsetClock(path, reread=0)
+    before = clock.now()
+    assert abs((before - datetime.now(UTC)).total_seconds()) < 5  # no file: no offset
+    path.write_text("86400")
+    assert (clock.now() - datetime.now(UTC)).total_seconds() > 86000
+    path.write_text("garbage")  # unreadable: keeps the last offset
+    assert (clock.now() - datetime.now(UTC)).total_seconds() > 86000
