@@ -1,0 +1,658 @@
+"""The Azure Key Vault key manager: signing keys are HSM keys in a Premium tier vault.
+
+Built from the KeyManager section's ``spec.extensions.azureKeyVault``::
+
+    azureKeyVault:
+      vaultURL: "https://my-vault.vault.azure.net/"   # required, https
+      keyTags: {team: identity}                        # optional user tags
+      keyType: ec-p256                                 # the type the server asks for
+      sharedKeys:                                      # optional, see below
+        keyNameTemplate: 'spire-{{ .TrustDomain | sha256sum | trunc 8 }}-{{ .KeyID }}'
+        keyIdExtractionRegex: '^spire-[0-9a-f]{8}-(.+)$'
+      credentials: {workloadIdentity: {}}              # default; or managedIdentity / clientSecret
+
+Keys are created as EC-HSM (P-256, P-384) or RSA-HSM (2048, 4096) and sign remotely:
+the private key never leaves Key Vault. EC signatures come back as r||s and are
+returned as DER. Every key is tagged ``spire-server-td`` (the trust domain as written),
+``spire-server-id``, ``spire-key-id`` plus the user's ``keyTags``.
+
+Naming. Standard mode: one Key Vault key per (trust domain, server, key id), named
+``spire-key-<32 hex of sha256(td, server, key id)>-<sanitised key id>``, so a restarted
+server finds its keys without a listing, and regenerating an id adds a new version
+(the manager only ever signs with the newest one). Shared keys mode: the name comes
+from ``keyNameTemplate``; a key that another server created less than 15 minutes ago
+is reused instead of adding a duplicate version.
+
+Housekeeping (the caller schedules it): ``refresh_own_keys()`` every 6 h bumps the
+``updated`` time of this server's keys; ``delete_stale_keys(protected)`` every 48 h
+deletes (soft delete) keys of the same trust domain made by other servers and not
+updated for 14 days, never one named in ``protected``. The trust domain comparison
+uses the raw tag and the raw trust domain, so dotted domains (``example.org``) work.
+
+Throttling: 429 and 503 answers are retried after Retry-After (bounded attempts and
+wait); what still fails is a TransientKeyManagerError.
+"""
+
+from __future__ import annotations
+
+import functools
+import hashlib
+import logging
+import secrets
+import threading
+import time
+from collections.abc import Callable, Collection, Mapping
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from typing import Any, TypeVar
+from urllib.parse import urlsplit
+
+from azure.core.exceptions import HttpResponseError, ServiceRequestError, ServiceResponseError
+from azure.keyvault.keys import KeyClient, KeyProperties, KeyVaultKey
+from azure.keyvault.keys import KeyType as AzureKeyType
+from azure.keyvault.keys.crypto import CryptographyClient, SignatureAlgorithm
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import ec, rsa
+
+from controlplane.documents import (
+    TemplateError,
+    is_valid_key_vault_key_name,
+    render_key_name_template,
+    sanitize_key_vault_name,
+)
+from controlplane.keymanagers.azure_config import (
+    AzureKeyVaultConfig,
+    build_credential,
+    parse_config,
+)
+from controlplane.keymanagers.azure_errors import map_azure_error, retry_after_seconds
+from controlplane.keymanagers.base import (
+    HashAlgorithm,
+    KeyManagerError,
+    KeyNotFoundError,
+    KeyType,
+    PublicKey,
+    SigningAlgorithm,
+)
+from controlplane.keymanagers.signatures import check_digest_length, ecdsa_raw_to_der
+from controlplane.keymanagers.validation import coerce_key_type, require_key_id
+
+__all__ = [
+    "CLEANUP_INTERVAL",
+    "REFRESH_INTERVAL",
+    "SHARED_KEY_FRESHNESS",
+    "STALE_KEY_AGE",
+    "TAG_KEY_ID",
+    "TAG_SERVER_ID",
+    "TAG_TRUST_DOMAIN",
+    "AzureKeyVaultKeyManager",
+]
+
+log = logging.getLogger(__name__)
+
+TAG_TRUST_DOMAIN = "spire-server-td"
+TAG_SERVER_ID = "spire-server-id"
+TAG_KEY_ID = "spire-key-id"
+TAG_PROBE = "spire-probe"
+
+REFRESH_INTERVAL = timedelta(hours=6)
+CLEANUP_INTERVAL = timedelta(hours=48)
+STALE_KEY_AGE = timedelta(days=14)
+SHARED_KEY_FRESHNESS = timedelta(minutes=15)
+PROBE_LIFETIME = timedelta(minutes=10)
+
+# Public Key Vault DNS suffixes (public, China, US Gov clouds; Managed HSM). For these the
+# SDK's check that the auth challenge names the vault's own domain stays on; any other host
+# (a private endpoint alias, the loopback emulator) cannot pass that check, so it is off.
+_AZURE_VAULT_SUFFIXES = (
+    ".vault.azure.net",
+    ".vault.azure.cn",
+    ".vault.usgovcloudapi.net",
+    ".managedhsm.azure.net",
+)
+
+_HSM_SPECS: dict[KeyType, dict[str, Any]] = {
+    KeyType.EC_P256: {"key_type": AzureKeyType.ec_hsm, "curve": "P-256"},
+    KeyType.EC_P384: {"key_type": AzureKeyType.ec_hsm, "curve": "P-384"},
+    KeyType.RSA_2048: {"key_type": AzureKeyType.rsa_hsm, "size": 2048},
+    KeyType.RSA_4096: {"key_type": AzureKeyType.rsa_hsm, "size": 4096},
+}
+_EC_ALGORITHMS = {
+    (KeyType.EC_P256, HashAlgorithm.SHA256): "ES256",
+    (KeyType.EC_P384, HashAlgorithm.SHA384): "ES384",
+}
+_CURVES: dict[str, tuple[ec.EllipticCurve, KeyType]] = {
+    "P-256": (ec.SECP256R1(), KeyType.EC_P256),
+    "P-384": (ec.SECP384R1(), KeyType.EC_P384),
+}
+
+T = TypeVar("T")
+
+
+def _utc_now() -> datetime:
+    return datetime.now(UTC)
+
+
+def _enum_text(value: Any) -> str:
+    return str(getattr(value, "value", value))
+
+
+def _public_key_of(key: KeyVaultKey) -> tuple[KeyType, bytes]:
+    """Contract key type and DER SubjectPublicKeyInfo of a Key Vault key."""
+    jwk: Any = key.key  # JsonWebKey sets its fields dynamically
+    kty = _enum_text(jwk.kty)
+    if not kty.endswith("-HSM"):
+        raise KeyManagerError(
+            f"Key Vault key {key.id} is {kty}, not HSM-backed; this key manager only uses HSM keys"
+        )
+    public: ec.EllipticCurvePublicKey | rsa.RSAPublicKey
+    if kty == "EC-HSM":
+        curve = _CURVES.get(_enum_text(jwk.crv))
+        if curve is None or jwk.x is None or jwk.y is None:
+            raise KeyManagerError(f"Key Vault key {key.id} has an unsupported curve {jwk.crv}")
+        public = ec.EllipticCurvePublicNumbers(
+            int.from_bytes(jwk.x, "big"), int.from_bytes(jwk.y, "big"), curve[0]
+        ).public_key()
+        key_type = curve[1]
+    else:
+        if jwk.n is None or jwk.e is None:
+            raise KeyManagerError(f"Key Vault key {key.id} has no RSA modulus")
+        public = rsa.RSAPublicNumbers(
+            int.from_bytes(jwk.e, "big"), int.from_bytes(jwk.n, "big")
+        ).public_key()
+        sizes = {2048: KeyType.RSA_2048, 4096: KeyType.RSA_4096}
+        if public.key_size not in sizes:
+            raise KeyManagerError(f"Key Vault key {key.id} has an unsupported RSA size")
+        key_type = sizes[public.key_size]
+    der = public.public_bytes(
+        serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo
+    )
+    return key_type, der
+
+
+@dataclass(frozen=True)
+class _Entry:
+    """A resolved key: its Key Vault name, the versioned key, and the contract's view."""
+
+    name: str
+    key: KeyVaultKey
+    public: PublicKey
+
+
+class AzureKeyVaultKeyManager:
+    """KeyManager on Azure Key Vault HSM keys. See the module docstring."""
+
+    type_name = "azureKeyVault"
+
+    def __init__(
+        self,
+        config: Mapping[str, Any],
+        *,
+        trust_domain: str,
+        server_id: str,
+        clock: Callable[[], datetime] = _utc_now,
+        credential: Any = None,
+        connection_verify: str | bool | None = None,
+        authority_host: str | None = None,
+        max_retries: int = 4,
+        max_retry_wait: float = 30.0,
+        sleep: Callable[[float], None] = time.sleep,
+    ) -> None:
+        if not trust_domain:
+            raise KeyManagerError("azureKeyVault needs the server's trust domain")
+        if not server_id:
+            raise KeyManagerError("azureKeyVault needs a server id (key identifier)")
+        self.config: AzureKeyVaultConfig = parse_config(config)
+        self.trust_domain = trust_domain
+        self.server_id = server_id
+        self.key_type = self.config.key_type  # what the server should ask for
+        self._clock = clock
+        self._max_retries = max_retries
+        self._max_retry_wait = max_retry_wait
+        self._sleep = sleep
+        self._vault = self.config.vault_url
+        self._owns_credential = credential is None
+        self._credential = credential or build_credential(
+            self.config.credentials, connection_verify, authority_host
+        )
+        host = (urlsplit(self._vault).hostname or "").lower()
+        self._client_kwargs: dict[str, Any] = {
+            "verify_challenge_resource": host.endswith(_AZURE_VAULT_SUFFIXES),
+            # Status retries are ours (Retry-After aware and bounded, see _call); the SDK
+            # still retries connection errors a few times.
+            "retry_status": 0,
+            "retry_total": 3,
+            "retry_backoff_factor": 0.2,
+        }
+        if connection_verify is not None:
+            self._client_kwargs["connection_verify"] = connection_verify
+        self._keys = KeyClient(self._vault, self._credential, **self._client_kwargs)
+        self._lock = threading.Lock()
+        self._cache: dict[str, _Entry] = {}
+        self._crypto: dict[str, CryptographyClient] = {}
+        self._closed = False
+
+    # -- plumbing ----------------------------------------------------------------------------
+
+    def _call(self, operation: str, subject: str, fn: Callable[[], T]) -> T:
+        """Run one SDK call; retry 429/503 after Retry-After (bounded); map errors."""
+        if self._closed:
+            raise KeyManagerError("the Azure Key Vault key manager is closed")
+        attempt = 0
+        while True:
+            try:
+                return fn()
+            except HttpResponseError as exc:
+                status = exc.status_code
+                if status in (429, 503) and attempt < self._max_retries:
+                    wait = retry_after_seconds(exc)
+                    if wait is None:
+                        wait = 0.5 * (2**attempt)
+                    wait = min(wait, self._max_retry_wait)
+                    log.warning(
+                        "Key Vault %s answered %s to %s %s; retrying in %.1fs (attempt %d of %d)",
+                        self._vault,
+                        status,
+                        operation,
+                        subject,
+                        wait,
+                        attempt + 1,
+                        self._max_retries,
+                    )
+                    self._sleep(wait)
+                    attempt += 1
+                    continue
+                raise map_azure_error(exc, operation, self._vault, subject) from exc
+            except (ServiceRequestError, ServiceResponseError) as exc:
+                raise map_azure_error(exc, operation, self._vault, subject) from exc
+
+    def _tags_for(self, key_id: str) -> dict[str, str]:
+        return {
+            **self.config.key_tags,
+            TAG_TRUST_DOMAIN: self.trust_domain,
+            TAG_SERVER_ID: self.server_id,
+            TAG_KEY_ID: key_id,
+        }
+
+    def key_name(self, key_id: str) -> str:
+        """The Key Vault key name that holds `key_id` for this server."""
+        shared = self.config.shared_keys
+        if shared is None:
+            digest = hashlib.sha256(
+                f"{self.trust_domain}\n{self.server_id}\n{key_id}".encode()
+            ).hexdigest()[:32]
+            readable = sanitize_key_vault_name(key_id)[:70].strip("-")
+            return f"spire-key-{digest}-{readable}" if readable else f"spire-key-{digest}"
+        try:
+            name = render_key_name_template(
+                shared.key_name_template,
+                trust_domain=self.trust_domain,
+                server_id=self.server_id,
+                key_id=key_id,
+            )
+        except TemplateError as exc:
+            raise KeyManagerError(f"azureKeyVault.sharedKeys.keyNameTemplate: {exc}") from exc
+        if not is_valid_key_vault_key_name(name):
+            raise KeyManagerError(
+                f"azureKeyVault.sharedKeys.keyNameTemplate renders {name[:140]!r} for key id "
+                f"{key_id!r}: not a valid Key Vault key name ([0-9a-zA-Z-], 1 to 127 characters)"
+            )
+        match = shared.key_id_regex.search(name)
+        if match is None or match.group(1) != key_id:
+            got = None if match is None else match.group(1)
+            raise KeyManagerError(
+                f"azureKeyVault.sharedKeys.keyIdExtractionRegex recovers {got!r} from key name "
+                f"{name!r}, not the key id {key_id!r}; the capture group must match exactly "
+                "the key id part of the name"
+            )
+        return name
+
+    def _key_id_of(self, props: KeyProperties) -> str | None:
+        """The key id a listed key holds for this server, or None if it is not ours."""
+        tags = props.tags or {}
+        if tags.get(TAG_TRUST_DOMAIN) != self.trust_domain or TAG_PROBE in tags:
+            return None
+        shared = self.config.shared_keys
+        if shared is None:
+            if tags.get(TAG_SERVER_ID) != self.server_id:
+                return None
+            key_id = tags.get(TAG_KEY_ID)
+            return key_id if key_id and props.name == self.key_name(key_id) else None
+        match = shared.key_id_regex.search(props.name or "")
+        return match.group(1) if match and match.group(1) else None
+
+    def _entry(self, name: str, key: KeyVaultKey, key_id: str) -> _Entry:
+        key_type, der = _public_key_of(key)
+        public = PublicKey(
+            key_id=key_id, key_type=key_type, public_key_der=der, provider_ref=key.id or ""
+        )
+        return _Entry(name=name, key=key, public=public)
+
+    def _fetch(self, key_id: str) -> _Entry:
+        name = self.key_name(key_id)
+        key = self._call("get", name, lambda: self._keys.get_key(name))
+        tags = key.properties.tags or {}
+        if tags.get(TAG_TRUST_DOMAIN) != self.trust_domain or (
+            self.config.shared_keys is None
+            and (tags.get(TAG_SERVER_ID) != self.server_id or tags.get(TAG_KEY_ID) != key_id)
+        ):
+            raise KeyNotFoundError(
+                f"Key Vault {self._vault}: key {name} is not this server's key for {key_id!r}"
+            )
+        entry = self._entry(name, key, key_id)
+        with self._lock:
+            self._cache[key_id] = entry
+        log.info("using Key Vault key %s for key id %s", key.id, key_id)
+        return entry
+
+    def _resolve(self, key_id: str) -> _Entry:
+        with self._lock:
+            entry = self._cache.get(key_id)
+        return entry if entry is not None else self._fetch(key_id)
+
+    def _crypto_client(self, key: KeyVaultKey) -> CryptographyClient:
+        kid = key.id or ""
+        with self._lock:
+            client = self._crypto.get(kid)
+            if client is None:
+                # Given the key itself, the client needs no extra GET before signing.
+                client = CryptographyClient(key, self._credential, **self._client_kwargs)
+                self._crypto[kid] = client
+            return client
+
+    # -- KeyManager --------------------------------------------------------------------------
+
+    def check(self) -> None:
+        """Prove that this server can create HSM keys, sign, update and delete in the vault.
+
+        Key Vault's data plane reveals neither the vault's tier nor the caller's role
+        assignments, and RBAC is evaluated per call, so the only sound proof is to try:
+        list keys (reachability, authentication, read), then create a probe key
+        (Standard tier refuses HSM keys; needs create), touch its tags (update), sign with
+        it (sign), delete it (delete) and purge it when allowed. The probe cannot become
+        a usable signing key: it expires after 10 minutes, carries no ``spire-key-id``
+        (no server ever lists or uses it) and is deleted right away, whatever failed.
+        """
+        if self.config.shared_keys is not None:
+            for sample in ("jwt-0123456789ab", "x509-ca-0123456789ab"):
+                self.key_name(sample)  # raises when template and regex disagree
+        listed = self._call(
+            "list",
+            "",
+            lambda: [
+                p for p, _ in zip(self._keys.list_properties_of_keys(), range(25), strict=False)
+            ],
+        )
+        probe = f"spire-probe-{secrets.token_hex(8)}"
+        self._call(
+            "create",
+            f"(probe key {probe})",
+            lambda: self._keys.create_key(
+                probe,
+                AzureKeyType.ec_hsm,
+                curve="P-256",
+                key_operations=["sign"],
+                expires_on=datetime.now(UTC) + PROBE_LIFETIME,
+                tags={
+                    TAG_TRUST_DOMAIN: self.trust_domain,
+                    TAG_SERVER_ID: self.server_id,
+                    TAG_PROBE: "check",
+                },
+            ),
+        )
+        failure: KeyManagerError | None = None
+        try:
+            self._call(
+                "update",
+                f"(probe key {probe})",
+                lambda: self._keys.update_key_properties(
+                    probe,
+                    tags={
+                        TAG_TRUST_DOMAIN: self.trust_domain,
+                        TAG_SERVER_ID: self.server_id,
+                        TAG_PROBE: "checked",
+                    },
+                ),
+            )
+            key = self._call("get", f"(probe key {probe})", lambda: self._keys.get_key(probe))
+            digest = hashlib.sha256(b"spirl key manager check").digest()
+            crypto = CryptographyClient(key, self._credential, **self._client_kwargs)
+            try:
+                self._call(
+                    "sign",
+                    f"with probe key {probe}",
+                    lambda: crypto.sign(SignatureAlgorithm.es256, digest),
+                )
+            finally:
+                crypto.close()
+        except KeyManagerError as exc:
+            failure = exc
+        finally:
+            self._delete_probe(probe, failure)
+        if failure is not None:
+            raise failure
+        own = [p.id for p in listed if self._key_id_of(p) is not None]
+        log.info(
+            "Key Vault %s checked (Premium tier, create/update/sign/delete allowed); "
+            "keys of this server: %s",
+            self._vault,
+            ", ".join(str(k) for k in own) or "none yet",
+        )
+
+    def _delete_probe(self, probe: str, earlier: KeyManagerError | None) -> None:
+        try:
+            poller = self._call(
+                "delete",
+                f"(probe key {probe})",
+                lambda: self._keys.begin_delete_key(probe, _polling_interval=0.5),  # type: ignore[call-arg]
+            )
+        except KeyManagerError:
+            if earlier is None:
+                raise
+            log.error("could not delete probe key %s (it expires by itself)", probe)
+            return
+        try:  # Purge is a nicety: a soft-deleted probe cannot sign either.
+            poller.wait(timeout=10)
+            self._keys.purge_deleted_key(probe)
+        except Exception as exc:  # noqa: BLE001 - best effort, logged
+            log.info("probe key %s deleted, not purged (%s)", probe, type(exc).__name__)
+
+    def generate_key(self, key_id: str, key_type: KeyType) -> PublicKey:
+        key_id = require_key_id(key_id)
+        key_type = coerce_key_type(key_type)
+        name = self.key_name(key_id)
+        if self.config.shared_keys is not None:
+            reused = self._fresh_shared_key(name, key_id, key_type)
+            if reused is not None:
+                return reused.public
+        spec = _HSM_SPECS[key_type]
+        tags = self._tags_for(key_id)
+
+        def create() -> KeyVaultKey:
+            return self._keys.create_key(name, key_operations=["sign", "verify"], tags=tags, **spec)
+
+        try:
+            key = self._call("create", name, create)
+        except KeyManagerError as exc:
+            if not _is_deleted_conflict(exc):
+                raise
+            # The name is held by a soft-deleted key (e.g. removed by stale-key cleanup):
+            # bring it back, then add the new version on top.
+            log.warning("Key Vault key %s was soft-deleted; recovering it to reuse the name", name)
+            self._call(
+                "recover",
+                name,
+                lambda: self._keys.begin_recover_deleted_key(name, _polling_interval=0.5).result(),  # type: ignore[call-arg]
+            )
+            key = self._call("create", name, create)
+        entry = self._entry(name, key, key_id)
+        with self._lock:
+            self._cache[key_id] = entry
+        log.info("created Key Vault key %s (%s) for key id %s", key.id, key_type.value, key_id)
+        return entry.public
+
+    def _fresh_shared_key(self, name: str, key_id: str, key_type: KeyType) -> _Entry | None:
+        """A key another server created under `name` within 15 minutes, to reuse."""
+        try:
+            key = self._call("get", name, lambda: self._keys.get_key(name))
+        except KeyNotFoundError:
+            return None
+        tags = key.properties.tags or {}
+        created = key.properties.created_on
+        if (
+            tags.get(TAG_TRUST_DOMAIN) != self.trust_domain
+            or tags.get(TAG_SERVER_ID) == self.server_id  # our own: regenerate means replace
+            or created is None
+            or self._clock() - created > SHARED_KEY_FRESHNESS
+        ):
+            return None
+        entry = self._entry(name, key, key_id)
+        if entry.public.key_type is not key_type:
+            return None
+        with self._lock:
+            self._cache[key_id] = entry
+        log.info(
+            "reusing Key Vault key %s created by server %s at %s for key id %s",
+            key.id,
+            tags.get(TAG_SERVER_ID),
+            created.isoformat(),
+            key_id,
+        )
+        return entry
+
+    def get_public_key(self, key_id: str) -> PublicKey:
+        return self._resolve(require_key_id(key_id)).public
+
+    def list_public_keys(self) -> list[PublicKey]:
+        listed = self._call("list", "", lambda: list(self._keys.list_properties_of_keys()))
+        out: list[PublicKey] = []
+        seen: set[str] = set()
+        for props in listed:
+            key_id = self._key_id_of(props)
+            if key_id is None or key_id in seen or props.enabled is False:
+                continue
+            seen.add(key_id)
+            with self._lock:
+                cached = self._cache.get(key_id)
+            if cached is not None and cached.name == props.name:
+                out.append(cached.public)
+                continue
+            try:
+                out.append(self._fetch(key_id).public)
+            except KeyNotFoundError:
+                continue  # deleted between the listing and the read
+        return out
+
+    def sign_digest(self, key_id: str, digest: bytes, algorithm: SigningAlgorithm) -> bytes:
+        entry = self._resolve(require_key_id(key_id))
+        key_type = entry.public.key_type
+        try:
+            check_digest_length(digest, algorithm.hash)
+        except ValueError as exc:
+            raise KeyManagerError(f"cannot sign with {key_id}: {exc}") from exc
+        if key_type.is_ec:
+            alg = _EC_ALGORITHMS.get((key_type, algorithm.hash))
+            if alg is None:
+                raise KeyManagerError(
+                    f"key {key_id} ({key_type.value}) cannot sign a {algorithm.hash.value} digest"
+                )
+        else:
+            alg = ("PS" if algorithm.rsa_pss else "RS") + algorithm.hash.value.removeprefix("sha")
+        crypto = self._crypto_client(entry.key)
+        result = self._call(
+            "sign", entry.name, lambda: crypto.sign(SignatureAlgorithm(alg), digest)
+        )
+        signature = bytes(result.signature)
+        return ecdsa_raw_to_der(signature, key_type) if key_type.is_ec else signature
+
+    def close(self) -> None:
+        with self._lock:
+            if self._closed:
+                return
+            self._closed = True
+            clients = list(self._crypto.values())
+            self._crypto.clear()
+        for client in clients:
+            client.close()
+        self._keys.close()
+        if self._owns_credential and hasattr(self._credential, "close"):
+            self._credential.close()
+
+    # -- housekeeping ------------------------------------------------------------------------
+
+    def refresh_own_keys(self) -> list[str]:
+        """Bump `updated` of this server's keys (call every REFRESH_INTERVAL); returns names.
+
+        Other servers' stale-key cleanup judges keys by `updated`; refreshing keeps ours.
+        """
+        listed = self._call("list", "", lambda: list(self._keys.list_properties_of_keys()))
+        refreshed: list[str] = []
+        errors: list[KeyManagerError] = []
+        for props in listed:
+            if self._key_id_of(props) is None or not props.name:
+                continue
+            name, tags = props.name, dict(props.tags or {})
+            try:
+                self._call(
+                    "update",
+                    name,
+                    functools.partial(self._keys.update_key_properties, name, tags=tags),
+                )
+                refreshed.append(name)
+            except KeyManagerError as exc:
+                log.error("could not refresh Key Vault key %s: %s", name, exc)
+                errors.append(exc)
+        if errors:
+            raise errors[0]
+        log.info("refreshed %d Key Vault keys of server %s", len(refreshed), self.server_id)
+        return refreshed
+
+    def delete_stale_keys(
+        self, protected_key_names: Collection[str] = (), *, max_age: timedelta = STALE_KEY_AGE
+    ) -> list[str]:
+        """Soft-delete other servers' keys of this trust domain not updated for `max_age`.
+
+        Call every CLEANUP_INTERVAL. `protected_key_names` holds Key Vault key names or key
+        ids (``spire-key-id``) that may still verify an unexpired SVID: never deleted.
+        Returns the deleted names.
+        """
+        protected = set(protected_key_names)
+        cutoff = self._clock() - max_age
+        listed = self._call("list", "", lambda: list(self._keys.list_properties_of_keys()))
+        deleted: list[str] = []
+        for props in listed:
+            tags = props.tags or {}
+            name = props.name or ""
+            if (
+                tags.get(TAG_TRUST_DOMAIN) != self.trust_domain  # raw tag vs raw trust domain
+                or tags.get(TAG_SERVER_ID) in (None, self.server_id)
+                or name in protected
+                or tags.get(TAG_KEY_ID) in protected
+                or props.updated_on is None
+                or props.updated_on >= cutoff
+            ):
+                continue
+            try:
+                self._call("delete", name, functools.partial(self._keys.begin_delete_key, name))
+            except KeyNotFoundError:
+                continue
+            except KeyManagerError as exc:
+                log.error("could not delete stale Key Vault key %s: %s", name, exc)
+                continue
+            deleted.append(name)
+            log.info(
+                "deleted stale Key Vault key %s of server %s (last updated %s)",
+                props.id,
+                tags.get(TAG_SERVER_ID),
+                props.updated_on.isoformat(),
+            )
+        return deleted
+
+
+def _is_deleted_conflict(exc: KeyManagerError) -> bool:
+    cause = exc.__cause__
+    return (
+        isinstance(cause, HttpResponseError)
+        and cause.status_code == 409
+        and "deleted" in str(cause.message or "").lower()
+    )
