@@ -168,7 +168,7 @@ class _ConfigResource(ProviderBound, Resource):
             return version
         except ConflictError as exc:
             diags.add_error(
-                f"{self.NAME}: version conflict on {scope_id}",
+                f"spirl_{self.NAME}: version conflict on {scope_id}",
                 conflict_detail(self.SCOPE_KIND, scope_id, exc, expected_version, "?"),
                 path=["sections"],
             )
@@ -225,7 +225,7 @@ class _ConfigResource(ProviderBound, Resource):
             if existing:
                 # Owning the scope would silently replace config someone else wrote: refuse.
                 ctx.diagnostics.add_error(
-                    f"{self.NAME}: {scope_id} already has configuration",
+                    f"spirl_{self.NAME}: {scope_id} already has configuration",
                     f"The {self.SCOPE_KIND} {scope_id} already holds sections "
                     f"{', '.join(sorted(existing))} (version {version}). Import it instead: "
                     f"`terraform import <address> {scope_id}`, or remove them first.",
@@ -276,7 +276,7 @@ class _ConfigResource(ProviderBound, Resource):
         scope_id = id.strip()
         if not scope_id.startswith(self.ID_PREFIX):
             ctx.diagnostics.add_error(
-                f"Cannot import {self.NAME}",
+                f"Cannot import spirl_{self.NAME}",
                 f"import by the {self.SCOPE_KIND} id (`{self.ID_PREFIX}…`), got {id!r}",
             )
             return None
@@ -285,7 +285,7 @@ class _ConfigResource(ProviderBound, Resource):
                 body = self._client.get_config(self.SCOPE, scope_id)
             except NotFoundError:
                 ctx.diagnostics.add_error(
-                    f"Cannot import {self.NAME}", f"no {self.SCOPE_KIND} with id {scope_id!r}"
+                    f"Cannot import spirl_{self.NAME}", f"no {self.SCOPE_KIND} with id {scope_id!r}"
                 )
                 return None
             return self._state(

@@ -132,7 +132,7 @@ class _ObjectResource(ProviderBound, Resource):
         object_id = id.strip()
         if not object_id.startswith(self.ID_PREFIX):
             ctx.diagnostics.add_error(
-                f"Cannot import {self.NAME}",
+                f"Cannot import spirl_{self.NAME}",
                 f"expected a {self.KIND} id starting with {self.ID_PREFIX!r}, got {id!r}",
             )
             return None
@@ -141,7 +141,7 @@ class _ObjectResource(ProviderBound, Resource):
                 return self._state(self.provider.client.get(self._path(object_id)))
             except NotFoundError:
                 ctx.diagnostics.add_error(
-                    f"Cannot import {self.NAME}", f"no {self.KIND} with id {object_id!r}"
+                    f"Cannot import spirl_{self.NAME}", f"no {self.KIND} with id {object_id!r}"
                 )
         return None
 

@@ -113,7 +113,9 @@ def test_azure_key_vault_lifecycle(
         in config(admin_api, "cluster", cluster_id)["sections"]["KeyManager"]["yaml"]
     )
 
-    # A fresh apply reads the new version and puts the configuration back.
+    # The advice in the error works: refresh-only takes in the new version, then apply wins.
+    tf.apply("-refresh-only")
+    assert tf.plan_exit().returncode == 2
     tf.apply()
     stored = config(admin_api, "cluster", cluster_id)
     assert stored["version"] == 5
@@ -172,13 +174,23 @@ def test_quickstart_lifecycle(tmp_path: Path, control_plane: Any, admin_api: htt
     tf.ok("import", "-input=false", "spirl_trust_domain.example", td_id)
     tf.assert_no_changes()
 
+    # The token never shows: not in debug logs of Terraform and the provider, not in state.
+    tf.env.update(TF_LOG="DEBUG", SPIRL_PROVIDER_LOG_LEVEL="DEBUG")
+    res = tf.plan_exit()
+    del tf.env["TF_LOG"], tf.env["SPIRL_PROVIDER_LOG_LEVEL"]
+    assert res.returncode == 0, str(res)
+    assert "configured for http" in res.output  # the provider's own debug log is there
+    assert control_plane.admin_token not in res.output
+    assert control_plane.admin_token not in (main.parent / "terraform.tfstate").read_text()
+
     tf.ok("destroy", "-input=false", "-auto-approve")
     assert admin_api.get(f"/v1/trust-domain-deployments/{deployment_id}").status_code == 404
     assert admin_api.get("/v1/trust-domains").json()["items"] == []
 
 
 def test_shared_keys_lifecycle(tmp_path: Path, control_plane: Any, admin_api: httpx.Client) -> None:
-    tf, _ = tf_for("shared-keys", tmp_path, control_plane)
+    tf, main = tf_for("shared-keys", tmp_path, control_plane)
+    work = main.parent
     tf.apply()
     deployment_id = tf.output("deployment_id")
     stored = config(admin_api, "trust-domain-deployment", deployment_id)
@@ -198,5 +210,50 @@ def test_shared_keys_lifecycle(tmp_path: Path, control_plane: Any, admin_api: ht
         ).json()
         assert eff["sections"]["KeyManager"]["scope"] == "trust-domain-deployment"
     tf.assert_no_changes()
+
+    # Data sources: look the clusters up by name (within the deployment) and by id.
+    (work / "lookup.tf").write_text(LOOKUPS)
+    tf.apply()
+    eu = admin_api.get("/v1/clusters", params={"trust_domain_deployment_id": deployment_id})
+    by_name = {c["name"]: c["id"] for c in eu.json()["items"]}
+    assert tf.output("eu_by_name") == by_name["eu-west"]
+    assert tf.output("us_by_id_name") == "us-east"
+    assert tf.output("td_by_id_name") == "example.org"
+
+    # Creating a config resource over a scope that already holds config is refused (that would
+    # silently replace someone's config); importing it instead works.
+    tf.ok("state", "rm", "spirl_trust_domain_deployment_config.shared_keys")
+    res = tf.run("apply", "-input=false", "-auto-approve")
+    assert res.returncode == 1, str(res)
+    flat = " ".join(res.output.split())
+    assert "already has configuration" in flat and "terraform import" in flat
+    tf.ok(
+        "import", "-input=false", "spirl_trust_domain_deployment_config.shared_keys", deployment_id
+    )
+    tf.assert_no_changes()
+
     tf.ok("destroy", "-input=false", "-auto-approve")
     assert admin_api.get("/v1/trust-domains").json()["items"] == []
+
+
+LOOKUPS = """
+data "spirl_cluster" "eu" {
+  name                       = "eu-west"
+  trust_domain_deployment_id = spirl_trust_domain_deployment.global.id
+}
+data "spirl_cluster" "us" {
+  id = spirl_cluster.us.id
+}
+data "spirl_trust_domain" "td" {
+  id = spirl_trust_domain.example.id
+}
+output "eu_by_name" {
+  value = data.spirl_cluster.eu.id
+}
+output "us_by_id_name" {
+  value = data.spirl_cluster.us.name
+}
+output "td_by_id_name" {
+  value = data.spirl_trust_domain.td.name
+}
+"""
