@@ -296,3 +296,21 @@ def test_audit_log_lines(
     assert sign["keyVersion"] == key.properties.version
     assert sign["identity"]["claim"]["appid"] == ADMIN
     assert sign["time"].endswith("Z")
+
+
+def test_managed_identity_credential(
+    emulator: EmulatorProcess, sdk: SdkFactory, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from azure.identity import ManagedIdentityCredential
+
+    client_id = _name("mi")
+    emulator.control.add_principal(client_id, ["crypto-user"], managed_identity="user")
+    for name, value in emulator.managed_identity_env().items():
+        monkeypatch.setenv(name, value)
+    credential = ManagedIdentityCredential(client_id=client_id)
+    assert sum(1 for _ in sdk.key_client(credential).list_properties_of_keys()) >= 0
+    events = [e for e in emulator.control.audit() if e["operationName"] == "KeyList"]
+    assert events[-1]["identity"]["claim"]["appid"] == client_id
+    monkeypatch.setenv("IDENTITY_HEADER", "wrong")
+    with pytest.raises(ClientAuthenticationError):
+        ManagedIdentityCredential(client_id=client_id).get_token("https://vault.azure.net/.default")

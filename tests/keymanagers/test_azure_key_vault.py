@@ -214,6 +214,24 @@ def test_workload_identity_from_environment(
         manager.close()
 
 
+def test_managed_identity(kv: EmulatorProcess, monkeypatch: pytest.MonkeyPatch) -> None:
+    client_id = str(uuid.uuid4())
+    kv.control.add_principal(client_id, BOTH_ROLES, managed_identity="user")
+    for name, value in kv.managed_identity_env().items():
+        monkeypatch.setenv(name, value)
+    manager = AzureKeyVaultKeyManager(
+        {"vaultURL": kv.vault_url, "credentials": {"managedIdentity": {"clientID": client_id}}},
+        trust_domain=TRUST_DOMAIN,
+        server_id="mi-server",
+    )
+    try:
+        manager.check()
+        key = manager.generate_key("jwt-mi", KeyType.EC_P384)
+        assert_signs_and_verifies(manager, key)
+    finally:
+        manager.close()
+
+
 def test_workload_identity_without_environment_is_a_clear_error(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:

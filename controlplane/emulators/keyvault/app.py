@@ -2,12 +2,15 @@
 
 Routes: `/_emulator/...` (control API, never subject to faults), the fake Entra ID
 (`/{tenant}/v2.0/.well-known/openid-configuration`, `/{tenant}/oauth2/v2.0/token`,
-`/{tenant}/discovery/v2.0/keys`) and everything else as the Key Vault keys API.
+`/{tenant}/discovery/v2.0/keys`), an App Service-style managed identity endpoint
+(`/msi/token`) and everything else as the Key Vault keys API.
 """
 
 from __future__ import annotations
 
 import logging
+import os
+import secrets
 import threading
 import time
 import uuid
@@ -46,6 +49,18 @@ def _tenant_id(state_dir: Path) -> str:
     return tenant
 
 
+def _msi_header(state_dir: Path) -> str:
+    """The secret an App Service managed identity client sends as X-IDENTITY-HEADER."""
+    path = state_dir / "msi-header"
+    if path.exists():
+        return path.read_text().strip()
+    value = secrets.token_urlsafe(24)
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as f:
+        f.write(value + "\n")
+    return value
+
+
 class EmulatorApp:
     def __init__(self, settings: EmulatorSettings) -> None:
         state_dir = settings.state_dir
@@ -53,6 +68,7 @@ class EmulatorApp:
         self._sku = settings.sku
         self._lock = threading.Lock()
         self.tenant_id = _tenant_id(state_dir)
+        self.msi_header = _msi_header(state_dir)
         self.clock = Clock()
         self.store = KeyStore(state_dir / "keys.json", self.clock)
         self.principals = PrincipalStore(state_dir / "principals.json")

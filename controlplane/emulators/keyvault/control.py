@@ -5,6 +5,7 @@ GET|POST|DELETE /_emulator/faults         list / add / clear injected faults
 GET|POST /_emulator/principals            list / create-or-update a principal
 DELETE /_emulator/principals/{client_id}
 POST /_emulator/federated-token           issue a Workload Identity assertion
+GET  /_emulator/msi                       managed identity endpoint and its header secret
 GET|POST /_emulator/clock                 read / set or advance the key clock offset
 GET  /_emulator/audit?since=N             audit log events
 POST /_emulator/sku                       switch tier (premium|standard)
@@ -89,11 +90,14 @@ class ControlApi:
                     roles=body.get("roles"),
                     client_secret=body.get("client_secret"),
                     federated_subjects=subjects,
+                    managed_identity=body.get("managed_identity"),
                 )
                 return Response(200, p.public_view())
             if method == "DELETE" and len(parts) == 2:
                 found = app.principals.remove(parts[1])
                 return Response(204) if found else _error(404, "no such principal")
+        if what == "msi" and method == "GET":
+            return Response(200, {"endpoint": f"{app.base_url}msi/token", "header": app.msi_header})
         if what == "federated-token" and method == "POST":
             subject = body.get("subject")
             if subject is None:

@@ -47,6 +47,8 @@ class EntraApi:
 
     def matches(self, request: Request) -> bool:
         parts = self._parts(request)
+        if parts == ["msi", "token"]:
+            return True
         return len(parts) >= 3 and (
             parts[1:] == ["v2.0", ".well-known", "openid-configuration"]
             or parts[1:] == ["oauth2", "v2.0", "token"]
@@ -55,6 +57,8 @@ class EntraApi:
 
     def handle(self, request: Request) -> Response:
         parts = self._parts(request)
+        if parts == ["msi", "token"]:
+            return self._managed_identity_token(request)
         tenant = parts[0]
         if tenant != self.app.tenant_id:
             return _oauth_error(
@@ -161,6 +165,45 @@ class EntraApi:
                 1002012,
             )
         resource = resource_scopes[0][: -len("/.default")]
+        return Response(
+            200,
+            {
+                "token_type": "Bearer",
+                "expires_in": ACCESS_TOKEN_TTL - 1,
+                "ext_expires_in": ACCESS_TOKEN_TTL - 1,
+                "access_token": self._access_token(principal, resource),
+            },
+        )
+
+    def _managed_identity_token(self, request: Request) -> Response:
+        """App Service-style managed identity endpoint (IDENTITY_ENDPOINT + IDENTITY_HEADER)."""
+        import hmac
+
+        header = request.headers.get("X-IDENTITY-HEADER") or ""
+        if not hmac.compare_digest(header, self.app.msi_header):
+            return Response(401, {"statusCode": 401, "message": "invalid X-IDENTITY-HEADER"})
+        resource = (request.param("resource") or "").removesuffix("/.default")
+        if not resource:
+            return Response(400, {"statusCode": 400, "message": "resource is required"})
+        principal = self.app.principals.managed(request.param("client_id"))
+        if principal is None:
+            return Response(
+                400, {"statusCode": 400, "message": "no managed identity found for the request"}
+            )
+        token = self._access_token(principal, resource)
+        expires_on = int(time.time()) + ACCESS_TOKEN_TTL
+        return Response(
+            200,
+            {
+                "access_token": token,
+                "expires_on": str(expires_on),
+                "resource": resource,
+                "token_type": "Bearer",
+                "client_id": principal.client_id,
+            },
+        )
+
+    def _access_token(self, principal: Any, resource: str) -> str:
         now = int(time.time())  # real time: MSAL checks expiry against the real clock
         claims = {
             "aud": resource,
@@ -176,15 +219,7 @@ class EntraApi:
             "idtyp": "app",
             "ver": "1.0",
         }
-        return Response(
-            200,
-            {
-                "token_type": "Bearer",
-                "expires_in": ACCESS_TOKEN_TTL - 1,
-                "ext_expires_in": ACCESS_TOKEN_TTL - 1,
-                "access_token": self.app.signer.sign(claims),
-            },
-        )
+        return self.app.signer.sign(claims)
 
     def issue_federated_assertion(self, subject: str, ttl_seconds: int = 3600) -> str:
         """A token standing in for a Kubernetes service account token (the federated credential)."""

@@ -119,6 +119,8 @@ class Principal:
     roles: list[str] = field(default_factory=list)
     secret_sha256: str | None = None
     federated_subjects: list[str] = field(default_factory=list)
+    # "system" or "user": this principal is also a managed identity (see entra.py, /msi/token).
+    managed_identity: str | None = None
 
     def check_secret(self, secret: str) -> bool:
         if self.secret_sha256 is None:
@@ -133,6 +135,7 @@ class Principal:
             "roles": list(self.roles),
             "has_secret": self.secret_sha256 is not None,
             "federated_subjects": list(self.federated_subjects),
+            "managed_identity": self.managed_identity,
         }
 
 
@@ -163,9 +166,12 @@ class PrincipalStore:
         roles: list[str] | None = None,
         client_secret: str | None = None,
         federated_subjects: list[str] | None = None,
+        managed_identity: str | None = None,
     ) -> Principal:
         """Create or change a principal. Fields given as None keep their current value."""
         canonical = [canonical_role(r) for r in roles] if roles is not None else None
+        if managed_identity not in (None, "system", "user"):
+            raise ValueError("managed_identity must be 'system' or 'user'")
         with self._lock:
             p = self._principals.get(client_id)
             if p is None:
@@ -179,6 +185,8 @@ class PrincipalStore:
                 p.secret_sha256 = _hash_secret(client_secret)
             if federated_subjects is not None:
                 p.federated_subjects = list(federated_subjects)
+            if managed_identity is not None:
+                p.managed_identity = managed_identity
             self._save()
             return Principal(**vars(p))
 
@@ -193,6 +201,16 @@ class PrincipalStore:
             if found:
                 self._save()
             return found
+
+    def managed(self, client_id: str | None) -> Principal | None:
+        """The managed identity for a token request: by client id, else the system-assigned one."""
+        with self._lock:
+            for p in self._principals.values():
+                if client_id is not None and p.client_id == client_id and p.managed_identity:
+                    return Principal(**vars(p))
+                if client_id is None and p.managed_identity == "system":
+                    return Principal(**vars(p))
+            return None
 
     def all(self) -> list[Principal]:
         with self._lock:

@@ -75,8 +75,13 @@ class ControlClient:
         *,
         client_secret: str | None = None,
         federated_subjects: Sequence[str] | None = None,
+        managed_identity: str | None = None,
     ) -> dict[str, Any]:
+        """Create or change a principal; managed_identity "system"/"user" also makes it a
+        managed identity served at /msi/token."""
         body: dict[str, Any] = {"client_id": client_id}
+        if managed_identity is not None:
+            body["managed_identity"] = managed_identity
         if roles is not None:
             body["roles"] = list(roles)
         if client_secret is not None:
@@ -103,6 +108,9 @@ class ControlClient:
         if subject is not None:
             body["subject"] = subject
         return self._call("POST", "federated-token", body)["token"]
+
+    def managed_identity_endpoint(self) -> dict[str, str]:
+        return self._call("GET", "msi")
 
     def clock(self) -> dict[str, Any]:
         return self._call("GET", "clock")
@@ -162,9 +170,22 @@ class EmulatorProcess:
             env["AZURE_FEDERATED_TOKEN_FILE"] = str(self.write_federated_token(client_id))
         return env
 
+    def managed_identity_env(self) -> dict[str, str]:
+        """Environment making azure-identity's ManagedIdentityCredential use this emulator
+        (the App Service flavour: IDENTITY_ENDPOINT + IDENTITY_HEADER)."""
+        msi = self.control.managed_identity_endpoint()
+        return {
+            "IDENTITY_ENDPOINT": msi["endpoint"],
+            "IDENTITY_HEADER": msi["header"],
+            "REQUESTS_CA_BUNDLE": self.ca_file,
+            "SSL_CERT_FILE": self.ca_file,
+        }
+
     def stop(self, timeout: float = 10.0) -> None:
         """SIGTERM by pid, then SIGKILL if it does not exit in time."""
         self.control.close()
+        if self.process.stdout is not None:
+            self.process.stdout.close()
         if self.process.poll() is not None:
             return
         os.kill(self.process.pid, signal.SIGTERM)
