@@ -94,7 +94,8 @@ def _control_token(args: argparse.Namespace, state_dir: Path) -> tuple[str, Path
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    args = parser.parse_args(argv)
     logging.basicConfig(
         level=args.log_level.upper(),
         stream=sys.stderr,
@@ -118,7 +119,10 @@ def main(argv: list[str] | None = None) -> int:
         EmulatorSettings(state_dir=state_dir, sku=args.sku, control_token=token, limits=limits)
     )
     for name, roles in args.principal:
-        app.principals.upsert(name, roles=roles)
+        try:
+            app.principals.upsert(name, roles=roles)
+        except ValueError as exc:
+            parser.error(f"--principal {name}: {exc}")
 
     ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
     ctx.minimum_version = ssl.TLSVersion.TLSv1_2
