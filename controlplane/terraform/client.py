@@ -8,6 +8,7 @@ logged and never part of an error message.
 from __future__ import annotations
 
 import logging
+import threading
 from typing import TYPE_CHECKING, Any
 from urllib.parse import quote
 
@@ -54,11 +55,20 @@ class ApiClient:
         self._token = token
         self._timeout = timeout
         self._http: httpx.Client | None = None
+        self._lock = threading.Lock()  # tf serves requests from a thread pool
 
     def __repr__(self) -> str:  # never show the token
         return f"ApiClient(endpoint={self.endpoint!r})"
 
     def _client(self) -> httpx.Client:
+        with self._lock:
+            return self._client_locked()
+
+    def warm_up(self) -> None:
+        """Import httpx and build the client ahead of the first request (called off-thread)."""
+        self._client()
+
+    def _client_locked(self) -> httpx.Client:
         if self._http is None:
             import httpx  # lazy: keeps provider start and `terraform validate` fast
 
@@ -73,9 +83,10 @@ class ApiClient:
         return self._http
 
     def close(self) -> None:
-        if self._http is not None:
-            self._http.close()
-            self._http = None
+        with self._lock:
+            if self._http is not None:
+                self._http.close()
+                self._http = None
 
     def request(
         self,

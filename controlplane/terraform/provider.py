@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import os
+import threading
 from typing import Any
 
 from tf import schema, types
@@ -105,6 +106,9 @@ class SpirlProvider:
             return
         self._client = ApiClient(endpoint, token)
         log.info("configured for %s", endpoint)
+        # Terraform configures the provider right before it reads or plans: load httpx and the
+        # document layer now, in parallel with its next calls, instead of in the first request.
+        threading.Thread(target=_warm_up, args=(self._client,), daemon=True).start()
 
     @property
     def client(self) -> ApiClient:
@@ -150,3 +154,11 @@ class SpirlProvider:
 
     def new_function(self, klass: type[Any]) -> Any:
         return klass(self)
+
+
+def _warm_up(client: ApiClient) -> None:
+    try:
+        client.warm_up()
+        import controlplane.documents  # noqa: F401  (plan-time canonicalisation)
+    except Exception:  # only an optimisation: the real request reports any error
+        log.debug("warm-up failed", exc_info=True)
