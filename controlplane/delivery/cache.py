@@ -14,7 +14,7 @@ import logging
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any
+from typing import Any, TypeVar
 
 from starlette.concurrency import run_in_threadpool
 
@@ -26,6 +26,8 @@ from controlplane.store.unit_of_work import Change, UnitOfWork
 log = logging.getLogger(__name__)
 
 ScopeKey = tuple[str, str]
+T = TypeVar("T")
+COLD_READ_CONCURRENCY = 8
 
 
 @dataclass(frozen=True)
@@ -58,9 +60,13 @@ class DeliveryCache:
         self._deployment_td: dict[str, str] = {}
         self._cluster_deployment: dict[str, str] = {}
         self._effective: dict[tuple[str, str | None], tuple[int, dict[str, Any]]] = {}
+        # Encoded "changed" replies, shared by every server of a placement: a fan-out encodes once.
+        self._replies: dict[tuple[str, str | None], tuple[int, int, bytes]] = {}
         self._signals: dict[str, asyncio.Future[None]] = {}
         self._announced: dict[tuple[str, str], int] = {}
         self._reloading: set[tuple[str, str]] = set()
+        self._inflight: dict[tuple[str, str], asyncio.Task[Any]] = {}
+        self._cold_reads: asyncio.Semaphore | None = None
         self.last_contact: dict[str, datetime] = {}
         self.waiting = 0
         self.deliveries = 0
@@ -68,6 +74,27 @@ class DeliveryCache:
 
     def bind_loop(self, loop: asyncio.AbstractEventLoop) -> None:
         self._loop = loop
+        self._cold_reads = asyncio.Semaphore(COLD_READ_CONCURRENCY)
+
+    async def cold_read(self, fn: Callable[..., T], *args: Any) -> T:
+        """Run a blocking database read with bounded concurrency.
+
+        When thousands of servers connect at once, their first reads queue here instead of all
+        sitting in the thread pool at the same time, which bounds memory and database load.
+        """
+        assert self._cold_reads is not None
+        async with self._cold_reads:
+            return await run_in_threadpool(fn, *args)
+
+    async def _single_flight(self, key: tuple[str, str], fn: Callable[..., T], *args: Any) -> T:
+        """One read per key at a time: concurrent callers share its result."""
+        task = self._inflight.get(key)
+        if task is None:
+            assert self._loop is not None
+            task = self._loop.create_task(self.cold_read(fn, *args))
+            self._inflight[key] = task
+            task.add_done_callback(lambda _t: self._inflight.pop(key, None))
+        return await asyncio.shield(task)  # type: ignore[no-any-return]
 
     # -- reads ------------------------------------------------------------------------------
 
@@ -75,7 +102,7 @@ class DeliveryCache:
         """Where a server sits; immutable after registration, so read once."""
         found = self._placements.get(server_id)
         if found is None:
-            found = await run_in_threadpool(self._load_placement, server_id)
+            found = await self._single_flight(("placement", server_id), self._load_placement, server_id)
             self._placements[server_id] = found
             self._deployment_td[found.deployment_id] = found.trust_domain_id
             if found.cluster_id:
@@ -84,14 +111,14 @@ class DeliveryCache:
 
     async def snapshot(self, placement: ServerPlacement) -> Snapshot:
         keys = self._layer_keys(placement)
-        missing = [k for k in keys if k not in self._scopes]
-        if missing:
-            loaded = await run_in_threadpool(self._load_scopes, missing)
-            for config in loaded:
+        for key in keys:
+            if key not in self._scopes:
+                [config] = await self._single_flight(("scope", "/".join(key)), self._load_scopes, [key])
                 self._store_scope(config)
         bundle = self._bundles.get(placement.trust_domain_id)
         if bundle is None:
-            bundle = await run_in_threadpool(self._load_bundle, placement.trust_domain_id)
+            bundle = await self._single_flight(("bundle", placement.trust_domain_id), self._load_bundle,
+                                               placement.trust_domain_id)
             self._store_bundle(placement.trust_domain_id, bundle)
             bundle = self._bundles[placement.trust_domain_id]
         layers = [self._scopes[k] for k in keys]
@@ -115,6 +142,14 @@ class DeliveryCache:
             await asyncio.wait({signal}, timeout=timeout)
         finally:
             self.waiting -= 1
+
+    def changed_reply(self, placement: ServerPlacement, snapshot: Snapshot) -> bytes:
+        key = (placement.deployment_id, placement.cluster_id)
+        memo = self._replies.get(key)
+        if memo is None or memo[:2] != (snapshot.config_version, snapshot.bundle.version):
+            memo = (snapshot.config_version, snapshot.bundle.version, encode(sync_response(snapshot, self, True)))
+            self._replies[key] = memo
+        return memo[2]
 
     def bundle_document(self, bundle: Bundle) -> dict[str, Any]:
         return server_service.bundle_document(bundle.version, bundle.keys, utc_now())
@@ -159,11 +194,11 @@ class DeliveryCache:
                 wanted = self._announced.get(slot, 0)
                 if kind == "config":
                     scope, scope_id = key.split("/", 1)
-                    [config] = await run_in_threadpool(self._load_scopes, [(scope, scope_id)])
+                    [config] = await self.cold_read(self._load_scopes, [(scope, scope_id)])
                     self._store_scope(config)
                     got = config.revision
                 else:
-                    bundle = await run_in_threadpool(self._load_bundle, key)
+                    bundle = await self.cold_read(self._load_bundle, key)
                     self._store_bundle(key, bundle)
                     got = bundle.version
                 if got >= wanted or self._announced.get(slot, 0) == wanted:

@@ -1,0 +1,65 @@
+"""Baseline for the propagation benchmark: the least a long-poll fan-out can do.
+
+A bare asyncio HTTP/1.1 server, no framework, no database, no validation, no auth:
+`GET /sync?...` waits for the next write; `POST /write` bumps the version and answers every
+waiter. Prints one JSON line {"url", "pid"} when listening.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import sys
+
+state = {"version": 1}
+waiters: list[asyncio.Future[None]] = []
+
+
+async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+    try:
+        while True:
+            head = await reader.readuntil(b"\r\n\r\n")
+            line = head.split(b"\r\n", 1)[0].decode()
+            method, target, _ = line.split(" ", 2)
+            length = 0
+            for header in head.split(b"\r\n")[1:]:
+                if header.lower().startswith(b"content-length:"):
+                    length = int(header.split(b":", 1)[1])
+            if length:
+                await reader.readexactly(length)
+            if method == "POST":
+                state["version"] += 1
+                for fut in waiters:
+                    if not fut.done():
+                        fut.set_result(None)
+                waiters.clear()
+            else:
+                have = int(target.split("config_version=", 1)[1].split("&", 1)[0]) if "config_version=" in target else -1
+                if have == state["version"]:
+                    fut = asyncio.get_running_loop().create_future()
+                    waiters.append(fut)
+                    await asyncio.wait({fut}, timeout=60)
+            body = json.dumps({"changed": True, "config": {"version": state["version"]}}).encode()
+            writer.write(b"HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: "
+                         + str(len(body)).encode() + b"\r\n\r\n" + body)
+            await writer.drain()
+    except (asyncio.IncompleteReadError, ConnectionError):
+        pass
+    finally:
+        writer.close()
+
+
+async def main() -> None:
+    server = await asyncio.start_server(handle, "127.0.0.1", 0, backlog=4096)
+    port = server.sockets[0].getsockname()[1]
+    print(json.dumps({"url": f"http://127.0.0.1:{port}", "pid": os.getpid()}), flush=True)
+    async with server:
+        await server.serve_forever()
+
+
+if __name__ == "__main__":
+    try:
+        asyncio.run(main())
+    except KeyboardInterrupt:
+        sys.exit(0)

@@ -1,0 +1,279 @@
+"""Propagation benchmark: N long-polling servers, one config write, time until all hold it.
+
+    .venv/bin/python benchmarks/propagation.py --sizes 100,1000,5000 --databases sqlite,postgres
+
+For each database and N: registers N servers, holds N long-polls against a real control plane
+process, writes one config version through the API and measures, per simulated server, the time
+from the write being acknowledged (the PUT's response) to that server's reply arriving. Also the
+control plane's resident memory per waiting connection. The baseline, measured in the same run
+with the same client, is `baseline_longpoll.py`: a bare asyncio fan-out with no database, no
+validation and no auth. Prints a Markdown table.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import resource
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "tests"))
+
+from support.postgres import start_postgres  # noqa: E402
+from support.processes import RunningProcess, script, start_process  # noqa: E402
+
+LIFECYCLE = "section: KeyLifecycle\nschema: v1\nspec:\n  jwtKeyTTL: {ttl}h\n"
+
+
+@dataclass
+class Target:
+    name: str
+    url: str
+    pid: int
+    paths: list[str]  # one sync path per simulated server
+    headers: list[str]  # one Authorization header line per simulated server (may be empty)
+
+    async def write(self, round_no: int) -> None:
+        raise NotImplementedError
+
+    async def waiting(self) -> int:
+        raise NotImplementedError
+
+
+def rss_kib(pid: int) -> int:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1])
+    raise RuntimeError("no VmRSS")
+
+
+async def http_get(reader: asyncio.StreamReader, writer: asyncio.StreamWriter, path: str, header: str) -> dict[str, Any]:
+    writer.write(f"GET {path} HTTP/1.1\r\nHost: bench\r\n{header}\r\n".encode())
+    await writer.drain()
+    head = await reader.readuntil(b"\r\n\r\n")
+    length = 0
+    status = int(head.split(b" ", 2)[1])
+    for line in head.split(b"\r\n")[1:]:
+        if line.lower().startswith(b"content-length:"):
+            length = int(line.split(b":", 1)[1])
+    body = await reader.readexactly(length)
+    if status != 200:
+        raise RuntimeError(f"sync answered {status}: {body[:200]!r}")
+    return json.loads(body)  # type: ignore[no-any-return]
+
+
+async def measure(target: Target, rounds: int) -> dict[str, float]:
+    host, port = target.url.removeprefix("http://").split(":")
+    n = len(target.paths)
+    # Warm up (imports, caches) on one connection, then take the memory baseline with none open.
+    r0, w0 = await asyncio.open_connection(host, int(port))
+    await http_get(r0, w0, target.paths[0] + "&wait=0", target.headers[0])
+    w0.close()
+    await target.waiting()
+    await asyncio.sleep(0.3)
+    rss_base = rss_kib(target.pid)
+    conns = []
+    versions = []
+    for start in range(0, n, 250):  # connect in batches so the listen backlog never overflows
+        batch = await asyncio.gather(*(asyncio.open_connection(host, int(port)) for _ in range(start, min(n, start + 250))))
+        conns.extend(batch)
+    # First sync of every server (immediate): learns the current versions, warms the cache.
+    rss_connected = rss_kib(target.pid)
+    # Servers start over time, not all in one millisecond: first syncs go in waves of 100, so the
+    # memory figure is what waiting servers hold, not the transient peak of 5,000 cold requests.
+    firsts = []
+    for start in range(0, n, 100):
+        firsts += await asyncio.gather(*(http_get(r, w, p + "&wait=0", h) for (r, w), p, h
+                                         in zip(conns[start:start + 100], target.paths[start:start + 100],
+                                                target.headers[start:start + 100], strict=True)))
+    versions = [(f["config"]["version"], f.get("bundle", {}).get("version", 0)) for f in firsts]
+    await asyncio.sleep(0.3)
+    rss_synced = rss_kib(target.pid)
+    latencies: list[float] = []
+    from_send: list[float] = []
+    rss_waiting = 0
+    for round_no in range(rounds):
+        arrivals: list[float] = [0.0] * n
+
+        async def hold(i: int) -> None:
+            r, w = conns[i]
+            have_c, have_b = versions[i]
+            path = f"{target.paths[i]}&config_version={have_c}&bundle_version={have_b}&wait=60"
+            reply = await http_get(r, w, path, target.headers[i])
+            arrivals[i] = time.perf_counter()
+            versions[i] = (reply["config"]["version"], reply.get("bundle", {}).get("version", 0))
+
+        tasks = [asyncio.create_task(hold(i)) for i in range(n)]
+        deadline = time.monotonic() + 120
+        while await target.waiting() < n:
+            if time.monotonic() > deadline:
+                raise RuntimeError("long-polls never all arrived")
+            await asyncio.sleep(0.05)
+        await asyncio.sleep(0.2)
+        rss_waiting = max(rss_waiting, rss_kib(target.pid))
+        sent = time.perf_counter()
+        await target.write(round_no)
+        acked = time.perf_counter()
+        await asyncio.gather(*tasks)
+        # Replies may beat the write's own response (the cache is told at commit): count those as 0.
+        latencies += [max(0.0, a - acked) * 1000 for a in arrivals]
+        from_send += [(a - sent) * 1000 for a in arrivals]
+    for _, w in conns:
+        w.close()
+    latencies.sort()
+    from_send.sort()
+    return {
+        "p50": statistics.median(latencies),
+        "p99": percentile(latencies, 0.99),
+        "max": latencies[-1],
+        "send_p99": percentile(from_send, 0.99),
+        "kib_per_conn": max(0, rss_waiting - rss_base) / n,
+        "kib_connect": max(0, rss_connected - rss_base) / n,
+        "kib_first_sync": max(0, rss_synced - rss_connected) / n,
+        "kib_wait": max(0, rss_waiting - rss_synced) / n,
+    }
+
+
+def percentile(ordered: list[float], q: float) -> float:
+    return ordered[min(len(ordered) - 1, int(len(ordered) * q))]
+
+
+class ControlPlaneTarget(Target):
+    def __init__(self, url: str, pid: int, admin: str, tdd: str, servers: list[dict[str, str]]) -> None:
+        super().__init__("control plane", url, pid,
+                         [f"/v1/servers/{s['server_id']}/sync?x=1" for s in servers],
+                         [f"Authorization: Bearer {s['credential']}\r\n" for s in servers])
+        self.http = httpx.AsyncClient(base_url=url, headers={"Authorization": f"Bearer {admin}"}, timeout=60)
+        self.tdd = tdd
+
+    async def write(self, round_no: int) -> None:
+        r = await self.http.put(f"/v1/config/trust-domain-deployment/{self.tdd}",
+                                json={"yaml": LIFECYCLE.format(ttl=round_no + 2)})
+        r.raise_for_status()
+        assert r.json()["changed"], r.text
+
+    async def waiting(self) -> int:
+        text = (await self.http.get("/metrics")).text
+        for line in text.splitlines():
+            if line.startswith("spirl_longpolls_waiting "):
+                return int(float(line.split()[1]))
+        return 0
+
+
+class BaselineTarget(Target):
+    def __init__(self, url: str, pid: int, n: int) -> None:
+        super().__init__("baseline", url, pid, ["/sync?x=1"] * n, [""] * n)
+        self.http = httpx.AsyncClient(base_url=url, timeout=60)
+        self._n = n
+
+    async def write(self, round_no: int) -> None:
+        (await self.http.post("/write", content=b"x")).raise_for_status()
+
+    async def waiting(self) -> int:
+        return self._n  # the baseline has no metrics; the sleep after connecting covers it
+
+
+def prepare_control_plane(workdir: Path, database_url: str | None, n: int) -> tuple[RunningProcess, ControlPlaneTarget]:
+    from controlplane.services import auth, objects
+    from controlplane.store.database import create_db_engine, migrate, resolve_database_url
+    from controlplane.store.unit_of_work import UnitOfWorkFactory
+
+    data = workdir / "data"
+    url = resolve_database_url(database_url, data)
+    engine = create_db_engine(url)
+    migrate(engine)
+    uow = UnitOfWorkFactory(engine)
+    with uow() as u:
+        admin, _ = auth.create_token(u, "admin", "bench")
+    with uow() as u:
+        td = objects.create_trust_domain(u, f"bench-{n}.example", "bench")
+    with uow() as u:
+        tdd = objects.create_deployment(u, "bench", td["id"], "bench")
+    servers = []
+    for i in range(n):
+        with uow() as u:
+            join = auth.create_join_token(u, tdd["id"], 3600, "bench")
+        with uow() as u:
+            servers.append(auth.register_server(u, join["token"], f"s{i}", None))
+    with uow() as u:
+        from controlplane.services.config import parse_upload, set_config
+
+        set_config(u, "trust-domain-deployment", tdd["id"],
+                   parse_upload(LIFECYCLE.format(ttl=1), "trust-domain-deployment"), actor="bench")
+    engine.dispose()
+    args = [script("spirl-controlplane"), "serve", "--listen", "127.0.0.1:0", "--data-dir", str(data),
+            "--log-level", "warning"]
+    if database_url:
+        args += ["--database-url", database_url]
+    proc = start_process(args, log_path=workdir / "controlplane.log")
+    return proc, ControlPlaneTarget(proc.announcement["url"], proc.pid, admin, tdd["id"], servers)
+
+
+def run(sizes: list[int], databases: list[str], rounds: int) -> list[dict[str, Any]]:
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    resource.setrlimit(resource.RLIMIT_NOFILE, (min(hard, 65536), hard))
+    results = []
+    pg = start_postgres() if "postgres" in databases else None
+    try:
+        for n in sizes:
+            with tempfile.TemporaryDirectory() as tmp:
+                base = start_process([sys.executable, str(ROOT / "benchmarks" / "baseline_longpoll.py")],
+                                     log_path=Path(tmp) / "baseline.log")
+                try:
+                    baseline = asyncio.run(measure(BaselineTarget(base.announcement["url"], base.pid, n), rounds))
+                finally:
+                    base.stop()
+            print(f"N={n} baseline: {baseline}", file=sys.stderr, flush=True)
+            for db in databases:
+                with tempfile.TemporaryDirectory() as tmp:
+                    url = pg.create_database() if db == "postgres" and pg else None
+                    proc, target = prepare_control_plane(Path(tmp), url, n)
+                    try:
+                        measured = asyncio.run(measure(target, rounds))
+                    finally:
+                        proc.stop()
+                print(f"N={n} {db}: {measured}", file=sys.stderr, flush=True)
+                results.append({"n": n, "database": db, "cp": measured, "baseline": baseline})
+    finally:
+        if pg:
+            pg.stop()
+    return results
+
+
+def markdown(results: list[dict[str, Any]]) -> str:
+    lines = [
+        "| N | database | p50 ms | p99 ms | max ms | baseline p99 ms | p99 ratio | p99 from send ms (baseline) | KiB/conn | baseline KiB/conn |",
+        "|---|---|---|---|---|---|---|---|---|---|",
+    ]
+    for r in results:
+        cp, base = r["cp"], r["baseline"]
+        ratio = cp["p99"] / base["p99"] if base["p99"] > 0 else float("inf")
+        lines.append(f"| {r['n']} | {r['database']} | {cp['p50']:.1f} | {cp['p99']:.1f} | {cp['max']:.1f} | "
+                     f"{base['p99']:.1f} | {ratio:.2f}x | {cp['send_p99']:.1f} ({base['send_p99']:.1f}) | "
+                     f"{cp['kib_per_conn']:.1f} | {base['kib_per_conn']:.1f} |")
+    return "\n".join(lines)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--sizes", default="100,1000,5000")
+    parser.add_argument("--databases", default="sqlite,postgres")
+    parser.add_argument("--rounds", type=int, default=3)
+    args = parser.parse_args()
+    results = run([int(s) for s in args.sizes.split(",")], args.databases.split(","), args.rounds)
+    print(markdown(results))
+
+
+if __name__ == "__main__":
+    main()
