@@ -122,9 +122,14 @@ def test_azure_key_vault_lifecycle(
     assert "platform" in stored["sections"]["KeyManager"]["yaml"]
     tf.assert_no_changes()
 
-    # Import by the cluster's id: the imported config matches, so nothing to do.
-    tf.ok("state", "rm", "spirl_cluster_config.key_manager")
+    # Import by id (the config resource by its cluster's id): what is imported matches the
+    # configuration, so there is nothing to do.
+    deployment_id = admin_api.get(f"/v1/clusters/{cluster_id}").json()["trust_domain_deployment_id"]
+    tf.ok("state", "rm", "spirl_cluster_config.key_manager", "spirl_cluster.my_cluster")
+    tf.ok("state", "rm", "spirl_trust_domain_deployment.prod")
     tf.ok("import", "-input=false", "spirl_cluster_config.key_manager", cluster_id)
+    tf.ok("import", "-input=false", "spirl_cluster.my_cluster", cluster_id)
+    tf.ok("import", "-input=false", "spirl_trust_domain_deployment.prod", deployment_id)
     tf.assert_no_changes()
 
     # Destroy removes every section and every object.

@@ -6,6 +6,7 @@ import os
 import platform
 import stat
 import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -68,7 +69,19 @@ def test_terraform_init_offline_and_schema(tmp_path: Path) -> None:
         'terraform {\n  required_providers {\n    spirl = { source = "spirl/spirl", version = "0.1.0" }\n  }\n}\n'
         'resource "spirl_trust_domain" "td" { name = "example.org" }\n'
     )
-    tf = Terraform.isolated(tmp_path, work)
+    # The user's path: `spirlctl terraform install-provider` (default folder under HOME).
+    home = tmp_path / "home"
+    spirlctl = Path(sys.executable).with_name("spirlctl")
+    done = subprocess.run(
+        [str(spirlctl), "terraform", "install-provider"],
+        env={**os.environ, "HOME": str(home)},
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert done.returncode == 0, done.stderr
+    assert str(home / ".terraform.d/plugins/registry.terraform.io/spirl/spirl") in done.stdout
+    tf = Terraform.isolated(tmp_path, work, install=False)
     res = tf.init()
     assert "Installing spirl/spirl v0.1.0" in res.output
     assert (work / ".terraform.lock.hcl").exists()

@@ -55,11 +55,17 @@ class Terraform:
 
     @classmethod
     def isolated(
-        cls, tmp_path: Path, workdir: Path, extra_env: dict[str, str] | None = None
+        cls,
+        tmp_path: Path,
+        workdir: Path,
+        extra_env: dict[str, str] | None = None,
+        *,
+        install: bool = True,
     ) -> Terraform:
         home = tmp_path / "home"
         home.mkdir(exist_ok=True)
-        install_provider(home / ".terraform.d" / "plugins")
+        if install:
+            install_provider(home / ".terraform.d" / "plugins")
         env = {k: v for k, v in os.environ.items() if k not in DROP_ENV}
         env.update(
             HOME=str(home),
