@@ -379,6 +379,17 @@ class Keyring:
         with self._lock:
             slots = self._slots[kind]
             cur, nxt = slots.current, slots.next
+            if cur is not None and self._unusable(cur):
+                # Its manager could not be rebuilt after a restart: keep the key published
+                # for outstanding SVIDs, but replace it now instead of failing every issuance.
+                log.error(
+                    "current %s key %s has no usable key manager; replacing it", kind.value, cur.kid
+                )
+                cur.state = KeyState.RETIRED
+                slots.retired.append(cur)
+                slots.current = cur = None
+            if nxt is not None and self._unusable(nxt):
+                slots.next = nxt = None
         changed = False
         if cur is None:
             if nxt is None:
@@ -412,6 +423,10 @@ class Keyring:
             )
             changed = True
         return changed
+
+    def _unusable(self, rec: KeyRecord) -> bool:
+        handle = self._managers.get(rec.manager_id)
+        return handle is None or handle.closed
 
     def _generate(self, kind: KeyKind, now: datetime) -> KeyRecord:
         with self._lock:

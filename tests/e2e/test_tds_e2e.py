@@ -346,7 +346,12 @@ def test_unreachable_webhook_is_nacked_without_failed_issuance(env: Env) -> None
         )
         for s in (a, b):
             st = wait_for(
-                lambda s=s: (x := s.status())["attempted_version"] == version and x,
+                # attempted_version is set when the attempt starts; wait for its outcome.
+                lambda s=s: (
+                    (x := s.status())["attempted_version"] == version
+                    and (x["health"] == "UNHEALTHY" or x["applied_version"] == version)
+                    and x
+                ),
                 what="config attempted",
             )
             assert st["health"] == "UNHEALTHY" and "webhook" in st["error"]

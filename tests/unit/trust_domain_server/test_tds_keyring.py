@@ -191,3 +191,21 @@ def test_ca_certificate_for_every_key_type(key_type: KeyType) -> None:
     assert ca is not None and ca.key_type is key_type and ca.ca_cert_der
     cert = x509.load_der_x509_certificate(ca.ca_cert_der)
     cert.verify_directly_issued_by(cert)
+
+
+def test_key_whose_manager_is_gone_after_restart_is_replaced_but_stays_published() -> None:
+    ring, km = make_ring()
+    ring.rotate(T0)
+    records = [type(r).from_dict(r.to_dict()) for r in ring.records()]
+    # Restart where the old manager could not be rebuilt; a new one is active.
+    again = Keyring("example.org")
+    fresh = FakeKeyManager("webhook")
+    again.install_manager(handle_for(fresh))
+    again.restore(records, T0 + H)
+    with pytest.raises(NoActiveKeyError):
+        again.signer_for(KeyKind.JWT, T0 + H)
+    assert again.rotate(T0 + H)
+    rec, handle = again.signer_for(KeyKind.JWT, T0 + H)
+    assert handle.instance is fresh and rec.kid in fresh.generated
+    published = {r.kid for r in again.published(T0 + H)}
+    assert {r.kid for r in records} <= published  # old keys still verify outstanding SVIDs
