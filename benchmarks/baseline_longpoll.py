@@ -35,14 +35,22 @@ async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> 
                         fut.set_result(None)
                 waiters.clear()
             else:
-                have = int(target.split("config_version=", 1)[1].split("&", 1)[0]) if "config_version=" in target else -1
+                have = (
+                    int(target.split("config_version=", 1)[1].split("&", 1)[0])
+                    if "config_version=" in target
+                    else -1
+                )
                 if have == state["version"]:
                     fut = asyncio.get_running_loop().create_future()
                     waiters.append(fut)
                     await asyncio.wait({fut}, timeout=60)
             body = json.dumps({"changed": True, "config": {"version": state["version"]}}).encode()
-            writer.write(b"HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: "
-                         + str(len(body)).encode() + b"\r\n\r\n" + body)
+            writer.write(
+                b"HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: "
+                + str(len(body)).encode()
+                + b"\r\n\r\n"
+                + body
+            )
             await writer.drain()
     except (asyncio.IncompleteReadError, ConnectionError):
         pass

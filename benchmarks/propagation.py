@@ -17,7 +17,6 @@ import asyncio
 import json
 import resource
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
@@ -58,7 +57,9 @@ def rss_kib(pid: int) -> int:
     raise RuntimeError("no VmRSS")
 
 
-async def http_get(reader: asyncio.StreamReader, writer: asyncio.StreamWriter, path: str, header: str) -> dict[str, Any]:
+async def http_get(
+    reader: asyncio.StreamReader, writer: asyncio.StreamWriter, path: str, header: str
+) -> dict[str, Any]:
     writer.write(f"GET {path} HTTP/1.1\r\nHost: bench\r\n{header}\r\n".encode())
     await writer.drain()
     head = await reader.readuntil(b"\r\n\r\n")
@@ -86,7 +87,9 @@ async def measure(target: Target, rounds: int) -> dict[str, float]:
     conns = []
     versions = []
     for start in range(0, n, 250):  # connect in batches so the listen backlog never overflows
-        batch = await asyncio.gather(*(asyncio.open_connection(host, int(port)) for _ in range(start, min(n, start + 250))))
+        batch = await asyncio.gather(
+            *(asyncio.open_connection(host, int(port)) for _ in range(start, min(n, start + 250)))
+        )
         conns.extend(batch)
     # First sync of every server (immediate): learns the current versions, warms the cache.
     rss_connected = rss_kib(target.pid)
@@ -94,9 +97,17 @@ async def measure(target: Target, rounds: int) -> dict[str, float]:
     # memory figure is what waiting servers hold, not the transient peak of 5,000 cold requests.
     firsts = []
     for start in range(0, n, 100):
-        firsts += await asyncio.gather(*(http_get(r, w, p + "&wait=0", h) for (r, w), p, h
-                                         in zip(conns[start:start + 100], target.paths[start:start + 100],
-                                                target.headers[start:start + 100], strict=True)))
+        firsts += await asyncio.gather(
+            *(
+                http_get(r, w, p + "&wait=0", h)
+                for (r, w), p, h in zip(
+                    conns[start : start + 100],
+                    target.paths[start : start + 100],
+                    target.headers[start : start + 100],
+                    strict=True,
+                )
+            )
+        )
     versions = [(f["config"]["version"], f.get("bundle", {}).get("version", 0)) for f in firsts]
     await asyncio.sleep(0.3)
     rss_synced = rss_kib(target.pid)
@@ -106,7 +117,7 @@ async def measure(target: Target, rounds: int) -> dict[str, float]:
     for round_no in range(rounds):
         arrivals: list[float] = [0.0] * n
 
-        async def hold(i: int) -> None:
+        async def hold(i: int, arrivals: list[float] = arrivals) -> None:
             r, w = conns[i]
             have_c, have_b = versions[i]
             path = f"{target.paths[i]}&config_version={have_c}&bundle_version={have_b}&wait=60"
@@ -150,16 +161,26 @@ def percentile(ordered: list[float], q: float) -> float:
 
 
 class ControlPlaneTarget(Target):
-    def __init__(self, url: str, pid: int, admin: str, tdd: str, servers: list[dict[str, str]]) -> None:
-        super().__init__("control plane", url, pid,
-                         [f"/v1/servers/{s['server_id']}/sync?x=1" for s in servers],
-                         [f"Authorization: Bearer {s['credential']}\r\n" for s in servers])
-        self.http = httpx.AsyncClient(base_url=url, headers={"Authorization": f"Bearer {admin}"}, timeout=60)
+    def __init__(
+        self, url: str, pid: int, admin: str, tdd: str, servers: list[dict[str, str]]
+    ) -> None:
+        super().__init__(
+            "control plane",
+            url,
+            pid,
+            [f"/v1/servers/{s['server_id']}/sync?x=1" for s in servers],
+            [f"Authorization: Bearer {s['credential']}\r\n" for s in servers],
+        )
+        self.http = httpx.AsyncClient(
+            base_url=url, headers={"Authorization": f"Bearer {admin}"}, timeout=60
+        )
         self.tdd = tdd
 
     async def write(self, round_no: int) -> None:
-        r = await self.http.put(f"/v1/config/trust-domain-deployment/{self.tdd}",
-                                json={"yaml": LIFECYCLE.format(ttl=round_no + 2)})
+        r = await self.http.put(
+            f"/v1/config/trust-domain-deployment/{self.tdd}",
+            json={"yaml": LIFECYCLE.format(ttl=round_no + 2)},
+        )
         r.raise_for_status()
         assert r.json()["changed"], r.text
 
@@ -184,7 +205,9 @@ class BaselineTarget(Target):
         return self._n  # the baseline has no metrics; the sleep after connecting covers it
 
 
-def prepare_control_plane(workdir: Path, database_url: str | None, n: int) -> tuple[RunningProcess, ControlPlaneTarget]:
+def prepare_control_plane(
+    workdir: Path, database_url: str | None, n: int
+) -> tuple[RunningProcess, ControlPlaneTarget]:
     from controlplane.services import auth, objects
     from controlplane.store.database import create_db_engine, migrate, resolve_database_url
     from controlplane.store.unit_of_work import UnitOfWorkFactory
@@ -209,11 +232,24 @@ def prepare_control_plane(workdir: Path, database_url: str | None, n: int) -> tu
     with uow() as u:
         from controlplane.services.config import parse_upload, set_config
 
-        set_config(u, "trust-domain-deployment", tdd["id"],
-                   parse_upload(LIFECYCLE.format(ttl=1), "trust-domain-deployment"), actor="bench")
+        set_config(
+            u,
+            "trust-domain-deployment",
+            tdd["id"],
+            parse_upload(LIFECYCLE.format(ttl=1), "trust-domain-deployment"),
+            actor="bench",
+        )
     engine.dispose()
-    args = [script("spirl-controlplane"), "serve", "--listen", "127.0.0.1:0", "--data-dir", str(data),
-            "--log-level", "warning"]
+    args = [
+        script("spirl-controlplane"),
+        "serve",
+        "--listen",
+        "127.0.0.1:0",
+        "--data-dir",
+        str(data),
+        "--log-level",
+        "warning",
+    ]
     if database_url:
         args += ["--database-url", database_url]
     proc = start_process(args, log_path=workdir / "controlplane.log")
@@ -228,10 +264,14 @@ def run(sizes: list[int], databases: list[str], rounds: int) -> list[dict[str, A
     try:
         for n in sizes:
             with tempfile.TemporaryDirectory() as tmp:
-                base = start_process([sys.executable, str(ROOT / "benchmarks" / "baseline_longpoll.py")],
-                                     log_path=Path(tmp) / "baseline.log")
+                base = start_process(
+                    [sys.executable, str(ROOT / "benchmarks" / "baseline_longpoll.py")],
+                    log_path=Path(tmp) / "baseline.log",
+                )
                 try:
-                    baseline = asyncio.run(measure(BaselineTarget(base.announcement["url"], base.pid, n), rounds))
+                    baseline = asyncio.run(
+                        measure(BaselineTarget(base.announcement["url"], base.pid, n), rounds)
+                    )
                 finally:
                     base.stop()
             print(f"N={n} baseline: {baseline}", file=sys.stderr, flush=True)
@@ -259,14 +299,18 @@ def markdown(results: list[dict[str, Any]]) -> str:
     for r in results:
         cp, base = r["cp"], r["baseline"]
         ratio = cp["p99"] / base["p99"] if base["p99"] > 0 else float("inf")
-        lines.append(f"| {r['n']} | {r['database']} | {cp['p50']:.1f} | {cp['p99']:.1f} | {cp['max']:.1f} | "
-                     f"{base['p99']:.1f} | {ratio:.2f}x | {cp['send_p99']:.1f} ({base['send_p99']:.1f}) | "
-                     f"{cp['kib_per_conn']:.1f} | {base['kib_per_conn']:.1f} |")
+        lines.append(
+            f"| {r['n']} | {r['database']} | {cp['p50']:.1f} | {cp['p99']:.1f} | {cp['max']:.1f} | "
+            f"{base['p99']:.1f} | {ratio:.2f}x | {cp['send_p99']:.1f} ({base['send_p99']:.1f}) | "
+            f"{cp['kib_per_conn']:.1f} | {base['kib_per_conn']:.1f} |"
+        )
     return "\n".join(lines)
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--sizes", default="100,1000,5000")
     parser.add_argument("--databases", default="sqlite,postgres")
     parser.add_argument("--rounds", type=int, default=3)

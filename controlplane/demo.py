@@ -46,8 +46,13 @@ class Demo:
     def start(self, name: str, cmd: list[str], env: dict[str, str] | None = None) -> dict[str, Any]:
         """Start a process that announces itself with one JSON line on stdout."""
         log = open(self.run_dir / f"{name}.log", "ab")  # noqa: SIM115 - the child owns it
-        proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=log, stdin=subprocess.DEVNULL,
-                                env={**self.env, **(env or {})})
+        proc = subprocess.Popen(
+            cmd,
+            stdout=subprocess.PIPE,
+            stderr=log,
+            stdin=subprocess.DEVNULL,
+            env={**self.env, **(env or {})},
+        )
         log.close()
         self.processes.append(proc)
         assert proc.stdout is not None
@@ -71,12 +76,20 @@ class Demo:
 
     # -- commands -----------------------------------------------------------------------------
 
-    def run(self, *args: str, show: bool = True, input_text: str | None = None, check: bool = True) -> str:
+    def run(
+        self, *args: str, show: bool = True, input_text: str | None = None, check: bool = True
+    ) -> str:
         shown = " ".join(args)
         if show:
             print(f"$ {shown}", flush=True)
-        result = subprocess.run([str(BIN / args[0]), *args[1:]], capture_output=True, text=True,
-                                env=self.env, input=input_text, timeout=120)
+        result = subprocess.run(
+            [str(BIN / args[0]), *args[1:]],
+            capture_output=True,
+            text=True,
+            env=self.env,
+            input=input_text,
+            timeout=120,
+        )
         if show:
             sys.stdout.write(result.stdout)
             sys.stdout.write(result.stderr)
@@ -100,20 +113,41 @@ def control_plane_stage(demo: Demo) -> dict[str, str]:
     say("1. Start the control plane on the embedded SQLite database")
     data = demo.run_dir / "controlplane"
     demo.run("spirl-controlplane", "migrate", "--data-dir", str(data))
-    token = demo.run("spirl-controlplane", "token", "create", "--role", "admin", "--data-dir", str(data),
-                     show=False).strip()
+    token = demo.run(
+        "spirl-controlplane",
+        "token",
+        "create",
+        "--role",
+        "admin",
+        "--data-dir",
+        str(data),
+        show=False,
+    ).strip()
     print("$ spirl-controlplane token create --role admin   # printed once, stored hashed")
-    info = demo.start("controlplane", [str(BIN / "spirl-controlplane"), "serve", "--data-dir", str(data),
-                                       "--listen", "127.0.0.1:0"])
+    info = demo.start(
+        "controlplane",
+        [
+            str(BIN / "spirl-controlplane"),
+            "serve",
+            "--data-dir",
+            str(data),
+            "--listen",
+            "127.0.0.1:0",
+        ],
+    )
     demo.env.update({"SPIRL_ENDPOINT": info["url"], "SPIRL_TOKEN": token})
     print(f"   export SPIRL_ENDPOINT={info['url']} SPIRL_TOKEN=<admin token>")
 
     say("2. Create a trust domain, a deployment and a cluster")
     td = demo.run_json("spirlctl", "trust-domain", "create", "example.org")
     print(f"$ spirlctl trust-domain create example.org            -> {td['id']}")
-    tdd = demo.run_json("spirlctl", "trust-domain", "deployment", "create", "prod", "--trust-domain", td["id"])
+    tdd = demo.run_json(
+        "spirlctl", "trust-domain", "deployment", "create", "prod", "--trust-domain", td["id"]
+    )
     print(f"$ spirlctl trust-domain deployment create prod ...    -> {tdd['id']}")
-    cluster = demo.run_json("spirlctl", "cluster", "create", "east", "--trust-domain-deployment", tdd["id"])
+    cluster = demo.run_json(
+        "spirlctl", "cluster", "create", "east", "--trust-domain-deployment", tdd["id"]
+    )
     print(f"$ spirlctl cluster create east ...                    -> {cluster['id']}")
 
     say("3. Apply the vendor's KeyManager document (key-manager.yaml)")
@@ -123,15 +157,33 @@ def control_plane_stage(demo: Demo) -> dict[str, str]:
     demo.run("spirlctl", "config", "set", "trust-domain-deployment", "--id", tdd["id"], str(doc))
 
     say("4. A bad document is refused with every error at once; nothing is stored")
-    bad = SEED_KEY_MANAGER.replace("https://", "http://") + "      keyTags: {'azure:team': identity}\n"
-    demo.run("spirlctl", "config", "set", "trust-domain-deployment", "--id", tdd["id"], "-",
-             input_text=bad, check=False)
+    bad = (
+        SEED_KEY_MANAGER.replace("https://", "http://")
+        + "      keyTags: {'azure:team': identity}\n"
+    )
+    demo.run(
+        "spirlctl",
+        "config",
+        "set",
+        "trust-domain-deployment",
+        "--id",
+        tdd["id"],
+        "-",
+        input_text=bad,
+        check=False,
+    )
 
     say("5. The stored version and its history")
     demo.run("spirlctl", "config", "get", "trust-domain-deployment", "--id", tdd["id"])
     demo.run("spirlctl", "config", "history", "trust-domain-deployment", "--id", tdd["id"])
     demo.run("spirlctl", "audit", "list", "--limit", "5")
-    return {"td": td["id"], "tdd": tdd["id"], "cluster": cluster["id"], "token": token, "url": info["url"]}
+    return {
+        "td": td["id"],
+        "tdd": tdd["id"],
+        "cluster": cluster["id"],
+        "token": token,
+        "url": info["url"],
+    }
 
 
 def main() -> int:

@@ -118,8 +118,14 @@ def live_api(engine: Engine) -> Iterator[LiveApi]:
         time.sleep(0.01)
     counter = QueryCounter(engine)
     try:
-        yield LiveApi(url=f"http://127.0.0.1:{port}", engine=engine, admin_token=admin,
-                      viewer_token=viewer, app=app, queries=counter)
+        yield LiveApi(
+            url=f"http://127.0.0.1:{port}",
+            engine=engine,
+            admin_token=admin,
+            viewer_token=viewer,
+            app=app,
+            queries=counter,
+        )
     finally:
         server.should_exit = True
         thread.join(timeout=10)

@@ -96,6 +96,7 @@ async def authenticate(request: Request) -> Principal:
     now = time.monotonic()
     if cached and cached[1] > now:
         return cached[0]
+
     def lookup() -> Principal:
         with state.uow() as uow:
             return auth_service.authenticate(uow, token)
@@ -204,7 +205,9 @@ async def metrics(request: Request) -> Response:
     """Prometheus metrics."""
     if _state(request).settings.metrics_require_token:
         await _user(request)
-    return PlainTextResponse(_state(request).metrics.render(), media_type="text/plain; version=0.0.4")
+    return PlainTextResponse(
+        _state(request).metrics.render(), media_type="text/plain; version=0.0.4"
+    )
 
 
 async def openapi_document(request: Request) -> Response:
@@ -221,7 +224,9 @@ async def trust_domains(request: Request) -> Response:
     if request.method == "POST":
         principal = await _user(request, admin=True)
         body = await read_json(request)
-        result = await _service(request, object_service.create_trust_domain, body.get("name"), principal.actor)
+        result = await _service(
+            request, object_service.create_trust_domain, body.get("name"), principal.actor
+        )
         return JSONResponse(result, status_code=201)
     await _user(request)
     return JSONResponse({"items": await _service(request, object_service.list_trust_domains)})
@@ -243,11 +248,18 @@ async def deployments(request: Request) -> Response:
     if request.method == "POST":
         principal = await _user(request, admin=True)
         body = await read_json(request)
-        result = await _service(request, object_service.create_deployment, body.get("name"),
-                                body.get("trust_domain_id"), principal.actor)
+        result = await _service(
+            request,
+            object_service.create_deployment,
+            body.get("name"),
+            body.get("trust_domain_id"),
+            principal.actor,
+        )
         return JSONResponse(result, status_code=201)
     await _user(request)
-    items = await _service(request, object_service.list_deployments, request.query_params.get("trust_domain_id"))
+    items = await _service(
+        request, object_service.list_deployments, request.query_params.get("trust_domain_id")
+    )
     return JSONResponse({"items": items})
 
 
@@ -267,12 +279,20 @@ async def clusters(request: Request) -> Response:
     if request.method == "POST":
         principal = await _user(request, admin=True)
         body = await read_json(request)
-        result = await _service(request, object_service.create_cluster, body.get("name"),
-                                body.get("trust_domain_deployment_id"), principal.actor)
+        result = await _service(
+            request,
+            object_service.create_cluster,
+            body.get("name"),
+            body.get("trust_domain_deployment_id"),
+            principal.actor,
+        )
         return JSONResponse(result, status_code=201)
     await _user(request)
-    items = await _service(request, object_service.list_clusters,
-                           request.query_params.get("trust_domain_deployment_id"))
+    items = await _service(
+        request,
+        object_service.list_clusters,
+        request.query_params.get("trust_domain_deployment_id"),
+    )
     return JSONResponse({"items": items})
 
 
@@ -291,16 +311,25 @@ async def join_tokens(request: Request) -> Response:
     """Issue a single-use join token for a deployment (POST {ttl_seconds})."""
     principal = await _user(request, admin=True)
     body = await read_json(request)
-    result = await _service(request, auth_service.create_join_token, request.path_params["tdd_id"],
-                            body.get("ttl_seconds"), principal.actor)
+    result = await _service(
+        request,
+        auth_service.create_join_token,
+        request.path_params["tdd_id"],
+        body.get("ttl_seconds"),
+        principal.actor,
+    )
     return JSONResponse(result, status_code=201)
 
 
 async def deployment_servers(request: Request) -> Response:
     """The servers of a deployment with their desired/applied versions, health and last contact."""
     await _user(request)
-    items = await _service(request, server_service.list_servers, request.path_params["tdd_id"],
-                           dict(_state(request).cache.last_contact))
+    items = await _service(
+        request,
+        server_service.list_servers,
+        request.path_params["tdd_id"],
+        dict(_state(request).cache.last_contact),
+    )
     return JSONResponse({"items": items})
 
 
@@ -335,9 +364,17 @@ async def config(request: Request) -> Response:
 
     check_scope(scope)
     uploaded = await run_in_threadpool(config_service.parse_upload, yaml_text, scope)
-    result = await _service(request, config_service.set_config, scope, scope_id, uploaded,
-                            actor=principal.actor, prune=prune, expected_version=expected,
-                            validate_only=validate_only)
+    result = await _service(
+        request,
+        config_service.set_config,
+        scope,
+        scope_id,
+        uploaded,
+        actor=principal.actor,
+        prune=prune,
+        expected_version=expected,
+        validate_only=validate_only,
+    )
     if result.changed:
         _state(request).metrics.inc("spirl_config_writes_total", (("scope", scope),))
     return JSONResponse(result.to_dict())
@@ -348,8 +385,15 @@ async def config_section(request: Request) -> Response:
     principal = await _user(request, admin=True)
     p = request.path_params
     expected = _int_param(request.query_params.get("expected_version"), "expected_version")
-    result = await _service(request, config_service.delete_section, p["scope"], p["scope_id"],
-                            p["section"], actor=principal.actor, expected_version=expected)
+    result = await _service(
+        request,
+        config_service.delete_section,
+        p["scope"],
+        p["scope_id"],
+        p["section"],
+        actor=principal.actor,
+        expected_version=expected,
+    )
     return JSONResponse(result.to_dict())
 
 
@@ -360,8 +404,11 @@ async def config_history(request: Request) -> Response:
     limit = _int_param(q.get("limit"), "limit", minimum=1) or 20
     before = _int_param(q.get("before"), "before", minimum=1)
     p = request.path_params
-    return JSONResponse(await _service(request, config_service.history, p["scope"], p["scope_id"],
-                                       limit=limit, before=before))
+    return JSONResponse(
+        await _service(
+            request, config_service.history, p["scope"], p["scope_id"], limit=limit, before=before
+        )
+    )
 
 
 async def config_version(request: Request) -> Response:
@@ -369,7 +416,9 @@ async def config_version(request: Request) -> Response:
     await _user(request)
     p = request.path_params
     version = _int_param(p["version"], "version", minimum=1)
-    return JSONResponse(await _service(request, config_service.get_config, p["scope"], p["scope_id"], version))
+    return JSONResponse(
+        await _service(request, config_service.get_config, p["scope"], p["scope_id"], version)
+    )
 
 
 async def config_diff(request: Request) -> Response:
@@ -379,7 +428,9 @@ async def config_diff(request: Request) -> Response:
     from_v = _int_param(q.get("from"), "from", required=True)
     to_v = _int_param(q.get("to"), "to", required=True)
     assert from_v is not None and to_v is not None
-    return JSONResponse(await _service(request, config_service.diff, p["scope"], p["scope_id"], from_v, to_v))
+    return JSONResponse(
+        await _service(request, config_service.diff, p["scope"], p["scope_id"], from_v, to_v)
+    )
 
 
 async def config_rollback(request: Request) -> Response:
@@ -390,8 +441,15 @@ async def config_rollback(request: Request) -> Response:
     expected = _int_param(body.get("expected_version"), "expected_version")
     p = request.path_params
     assert version is not None
-    result = await _service(request, config_service.rollback, p["scope"], p["scope_id"], version,
-                            actor=principal.actor, expected_version=expected)
+    result = await _service(
+        request,
+        config_service.rollback,
+        p["scope"],
+        p["scope_id"],
+        version,
+        actor=principal.actor,
+        expected_version=expected,
+    )
     return JSONResponse(result.to_dict())
 
 
@@ -402,7 +460,9 @@ async def effective(request: Request) -> Response:
     tdd_id = q.get("trust_domain_deployment_id")
     if not tdd_id:
         raise BadRequest("trust_domain_deployment_id is required")
-    return JSONResponse(await _service(request, config_service.get_effective, tdd_id, q.get("cluster_id")))
+    return JSONResponse(
+        await _service(request, config_service.get_effective, tdd_id, q.get("cluster_id"))
+    )
 
 
 async def audit_log(request: Request) -> Response:
@@ -411,8 +471,13 @@ async def audit_log(request: Request) -> Response:
     q = request.query_params
     limit = _int_param(q.get("limit"), "limit", minimum=1) or 50
     before = _int_param(q.get("before"), "before", minimum=1)
-    return JSONResponse({"items": await _service(request, audit_service.list_events,
-                                                 limit=min(limit, 500), before_id=before)})
+    return JSONResponse(
+        {
+            "items": await _service(
+                request, audit_service.list_events, limit=min(limit, 500), before_id=before
+            )
+        }
+    )
 
 
 # -- trust domain servers -----------------------------------------------------------------------
@@ -421,10 +486,20 @@ async def audit_log(request: Request) -> Response:
 async def register(request: Request) -> Response:
     """Register a trust domain server with a join token (Authorization: Bearer <join token>)."""
     body = await read_json(request)
-    result = await _service(request, auth_service.register_server, _bearer(request),
-                            body.get("name"), body.get("cluster_id"))
-    log.info("server registered", extra={"server_id": result["server_id"],
-                                         "deployment_id": result["trust_domain_deployment_id"]})
+    result = await _service(
+        request,
+        auth_service.register_server,
+        _bearer(request),
+        body.get("name"),
+        body.get("cluster_id"),
+    )
+    log.info(
+        "server registered",
+        extra={
+            "server_id": result["server_id"],
+            "deployment_id": result["trust_domain_deployment_id"],
+        },
+    )
     return JSONResponse(result, status_code=201)
 
 
@@ -451,10 +526,14 @@ async def server_sync(request: Request) -> Response:
         if snapshot.config_version != have_config or snapshot.bundle.version != have_bundle:
             state.cache.deliveries += 1
             state.metrics.inc("spirl_deliveries_total")
-            return Response(state.cache.changed_reply(placement, snapshot), media_type="application/json")
+            return Response(
+                state.cache.changed_reply(placement, snapshot), media_type="application/json"
+            )
         remaining = deadline - loop.time()
         if remaining <= 0:
-            return Response(encode(sync_response(snapshot, state.cache, False)), media_type="application/json")
+            return Response(
+                encode(sync_response(snapshot, state.cache, False)), media_type="application/json"
+            )
         await state.cache.wait_for_change(placement.trust_domain_id, remaining)
 
 
@@ -533,9 +612,16 @@ class RequestLogMiddleware:
             elapsed = time.perf_counter() - start
             route = _route_template(scope)
             self.metrics.observe_latency((("method", scope["method"]), ("route", route)), elapsed)
-            log.info("request", extra={"method": scope["method"], "path": scope["path"],
-                                       "route": route, "status": status["code"],
-                                       "duration_ms": round(elapsed * 1000, 2)})
+            log.info(
+                "request",
+                extra={
+                    "method": scope["method"],
+                    "path": scope["path"],
+                    "route": route,
+                    "status": status["code"],
+                    "duration_ms": round(elapsed * 1000, 2),
+                },
+            )
 
 
 SYNC_PATH = re.compile(r"^/v1/servers/(tds-[0-9a-f]+)/sync$")
@@ -556,7 +642,11 @@ class LongPollFastPath:
         self._metrics: Metrics = app.state.spirl.metrics
 
     async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
-        match = SYNC_PATH.match(scope["path"]) if scope["type"] == "http" and scope["method"] == "GET" else None
+        match = (
+            SYNC_PATH.match(scope["path"])
+            if scope["type"] == "http" and scope["method"] == "GET"
+            else None
+        )
         if match is None:
             await self.app(scope, receive, send)
             return
@@ -571,8 +661,16 @@ class LongPollFastPath:
         elapsed = time.perf_counter() - start
         self._metrics.observe_latency((("method", "GET"), ("route", SYNC_ROUTE)), elapsed)
         if response.status_code >= 400:
-            log.info("request", extra={"method": "GET", "path": scope["path"], "route": SYNC_ROUTE,
-                                       "status": response.status_code, "duration_ms": round(elapsed * 1000, 2)})
+            log.info(
+                "request",
+                extra={
+                    "method": "GET",
+                    "path": scope["path"],
+                    "route": SYNC_ROUTE,
+                    "status": response.status_code,
+                    "duration_ms": round(elapsed * 1000, 2),
+                },
+            )
 
 
 def _route_template(scope: Any) -> str:
@@ -582,33 +680,79 @@ def _route_template(scope: Any) -> str:
 
 def _gauges(state: AppState) -> Callable[[], Any]:
     def collect() -> Any:
-        yield ("spirl_longpolls_waiting", "Long-polls held open now", (), float(state.cache.waiting))
-        yield ("spirl_deliveries", "Config/bundle deliveries sent by this process", (), float(state.cache.deliveries))
+        yield (
+            "spirl_longpolls_waiting",
+            "Long-polls held open now",
+            (),
+            float(state.cache.waiting),
+        )
+        yield (
+            "spirl_deliveries",
+            "Config/bundle deliveries sent by this process",
+            (),
+            float(state.cache.deliveries),
+        )
         from sqlalchemy import func, select
 
         from controlplane.store.models import ConfigHeadRow, ConfigVersionRow, ServerRow
 
         with state.uow() as uow:
             s = uow.session
-            for scope, count in s.execute(select(ConfigVersionRow.scope, func.count()).group_by(ConfigVersionRow.scope)):
-                yield ("spirl_config_versions", "Stored config versions per scope type", (("scope", scope),), float(count))
-            for scope, count in s.execute(select(ConfigHeadRow.scope, func.count()).group_by(ConfigHeadRow.scope)):
-                yield ("spirl_configured_scopes", "Scopes with config, per scope type", (("scope", scope),), float(count))
-            for health, count in s.execute(select(ServerRow.health, func.count()).group_by(ServerRow.health)):
-                yield ("spirl_servers", "Registered trust domain servers by health", (("health", health),), float(count))
+            for scope, count in s.execute(
+                select(ConfigVersionRow.scope, func.count()).group_by(ConfigVersionRow.scope)
+            ):
+                yield (
+                    "spirl_config_versions",
+                    "Stored config versions per scope type",
+                    (("scope", scope),),
+                    float(count),
+                )
+            for scope, count in s.execute(
+                select(ConfigHeadRow.scope, func.count()).group_by(ConfigHeadRow.scope)
+            ):
+                yield (
+                    "spirl_configured_scopes",
+                    "Scopes with config, per scope type",
+                    (("scope", scope),),
+                    float(count),
+                )
+            for health, count in s.execute(
+                select(ServerRow.health, func.count()).group_by(ServerRow.health)
+            ):
+                yield (
+                    "spirl_servers",
+                    "Registered trust domain servers by health",
+                    (("health", health),),
+                    float(count),
+                )
 
     return collect
 
 
-def create_app(engine: Engine, settings: Settings | None = None, *, listen_notifications: bool = True) -> LongPollFastPath:
+def _call_soon(loop: asyncio.AbstractEventLoop, fn: Callable[[], None]) -> None:
+    loop.call_soon_threadsafe(fn)
+
+
+def create_app(
+    engine: Engine, settings: Settings | None = None, *, listen_notifications: bool = True
+) -> LongPollFastPath:
     metrics_registry = Metrics()
-    metrics_registry.describe("spirl_deliveries_total", "counter", "Long-poll replies that carried a new config or bundle")
-    metrics_registry.describe("spirl_config_writes_total", "counter", "Config versions written, by scope")
+    metrics_registry.describe(
+        "spirl_deliveries_total", "counter", "Long-poll replies that carried a new config or bundle"
+    )
+    metrics_registry.describe(
+        "spirl_config_writes_total", "counter", "Config versions written, by scope"
+    )
     uow_factory = UnitOfWorkFactory(engine)
     cache = DeliveryCache(uow_factory)
     uow_factory.publish = cache.publish_threadsafe
-    state = AppState(engine=engine, uow=uow_factory, cache=cache, metrics=metrics_registry,
-                     settings=settings or Settings())
+    state = AppState(
+        engine=engine,
+        uow=uow_factory,
+        cache=cache,
+        metrics=metrics_registry,
+        settings=settings or Settings(),
+    )
     metrics_registry.add_gauge_source(_gauges(state))
 
     @contextlib.asynccontextmanager
@@ -622,7 +766,7 @@ def create_app(engine: Engine, settings: Settings | None = None, *, listen_notif
             state.listener = PostgresListener(
                 conninfo,
                 on_changes=cache.publish_threadsafe,
-                on_reconnect=lambda: loop.call_soon_threadsafe(cache.resync_all),
+                on_reconnect=lambda: _call_soon(loop, cache.resync_all),
             )
             state.listener.start()
         try:

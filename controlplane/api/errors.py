@@ -27,8 +27,13 @@ def to_response(exc: Exception) -> JSONResponse:
     from controlplane.documents import DocumentValidationError, InputRejectedError
 
     if isinstance(exc, VersionConflict):
-        return error_response(exc.status, exc.code, str(exc), expected_version=exc.expected_version,
-                              current_version=exc.current_version)
+        return error_response(
+            exc.status,
+            exc.code,
+            str(exc),
+            expected_version=exc.expected_version,
+            current_version=exc.current_version,
+        )
     if isinstance(exc, DomainError):
         return error_response(exc.status, exc.code, str(exc))
     if isinstance(exc, DocumentValidationError):
@@ -36,8 +41,12 @@ def to_response(exc: Exception) -> JSONResponse:
             {"section": i.section, "pointer": i.pointer, "reason": i.reason, "document": i.document}
             for i in exc.issues
         ]
-        return error_response(422, "validation_failed",
-                              f"{len(issues)} validation error(s); nothing was stored", errors=issues)
+        return error_response(
+            422,
+            "validation_failed",
+            f"{len(issues)} validation error(s); nothing was stored",
+            errors=issues,
+        )
     if isinstance(exc, InputRejectedError):
         status = 413 if getattr(exc, "too_large", False) else 400
         return error_response(status, "input_rejected", f"input rejected: {exc.reason}")

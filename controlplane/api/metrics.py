@@ -48,7 +48,9 @@ class Metrics:
             buckets[-1] += 1
             self._hist_sum[labels] += seconds
 
-    def add_gauge_source(self, source: Callable[[], Iterable[tuple[str, str, Labels, float]]]) -> None:
+    def add_gauge_source(
+        self, source: Callable[[], Iterable[tuple[str, str, Labels, float]]]
+    ) -> None:
         """`source()` yields (name, help, labels, value) at scrape time."""
         self._gauge_sources.append(source)
 
@@ -63,7 +65,9 @@ class Metrics:
             lines += [f"# HELP {name} HTTP request latency by route", f"# TYPE {name} histogram"]
             for lb, buckets in sorted(self._hist.items()):
                 for bound, count in zip(LATENCY_BUCKETS, buckets, strict=False):
-                    lines.append(f"{name}_bucket{_fmt_labels(lb + (('le', f'{bound:g}'),))} {count:g}")
+                    lines.append(
+                        f"{name}_bucket{_fmt_labels(lb + (('le', f'{bound:g}'),))} {count:g}"
+                    )
                 lines.append(f"{name}_bucket{_fmt_labels(lb + (('le', '+Inf'),))} {buckets[-1]:g}")
                 lines.append(f"{name}_sum{_fmt_labels(lb)} {self._hist_sum[lb]:.6f}")
                 lines.append(f"{name}_count{_fmt_labels(lb)} {buckets[-1]:g}")

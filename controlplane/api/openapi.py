@@ -38,8 +38,10 @@ def document(routes: Iterable[BaseRoute]) -> dict[str, Any]:
                 "parameters": params,
                 "responses": {
                     "200": {"description": "success"},
-                    "default": {"description": "error",
-                                "content": {"application/json": {"schema": ERROR_SCHEMA}}},
+                    "default": {
+                        "description": "error",
+                        "content": {"application/json": {"schema": ERROR_SCHEMA}},
+                    },
                 },
             }
             if (route.path, m) in PUBLIC:

@@ -53,7 +53,9 @@ def load_credentials(endpoint: str | None = None, token: str | None = None) -> C
     endpoint = endpoint or os.environ.get(ENDPOINT_ENV) or saved.get("endpoint")
     token = token or os.environ.get(TOKEN_ENV) or saved.get("token")
     if not endpoint:
-        raise CliError(f"no control plane endpoint: set {ENDPOINT_ENV} or run `spirlctl login --endpoint URL`")
+        raise CliError(
+            f"no control plane endpoint: set {ENDPOINT_ENV} or run `spirlctl login --endpoint URL`"
+        )
     return Credentials(endpoint=endpoint.rstrip("/"), token=token)
 
 
@@ -80,7 +82,9 @@ class ApiClient:
     def close(self) -> None:
         self._http.close()
 
-    def request(self, method: str, path: str, *, json_body: Any = None, params: dict[str, Any] | None = None) -> Any:
+    def request(
+        self, method: str, path: str, *, json_body: Any = None, params: dict[str, Any] | None = None
+    ) -> Any:
         clean = {k: v for k, v in (params or {}).items() if v is not None}
         try:
             response = self._http.request(method, path, json=json_body, params=clean)
@@ -96,8 +100,10 @@ class ApiClient:
             body = {"message": f"HTTP {response.status_code}: {response.text[:200]}"}
         if response.status_code >= 400:
             if response.status_code == 401:
-                body["message"] = (f"not authenticated: {body.get('message', '')} "
-                                   f"(set {TOKEN_ENV} or run `spirlctl login`)").strip()
+                body["message"] = (
+                    f"not authenticated: {body.get('message', '')} "
+                    f"(set {TOKEN_ENV} or run `spirlctl login`)"
+                ).strip()
             raise ApiError(response.status_code, body)
         return body
 

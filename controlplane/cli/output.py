@@ -10,8 +10,13 @@ from typing import Any, TextIO
 FORMATS = ("table", "json", "yaml")
 
 
-def emit(data: Any, fmt: str, *, columns: Sequence[tuple[str, str]] | None = None,
-         out: TextIO | None = None) -> None:
+def emit(
+    data: Any,
+    fmt: str,
+    *,
+    columns: Sequence[tuple[str, str]] | None = None,
+    out: TextIO | None = None,
+) -> None:
     """Print `data` as JSON, YAML, or (default) a table of `columns` [(header, key)]."""
     out = out or sys.stdout
     if fmt == "json":
@@ -25,7 +30,9 @@ def emit(data: Any, fmt: str, *, columns: Sequence[tuple[str, str]] | None = Non
     rows = data if isinstance(data, list) else [data]
     if columns is None:
         columns = [(k.upper(), k) for k in (rows[0].keys() if rows else [])]
-    out.write(table([[_cell(_dig(r, key)) for _, key in columns] for r in rows], [h for h, _ in columns]))
+    out.write(
+        table([[_cell(_dig(r, key)) for _, key in columns] for r in rows], [h for h, _ in columns])
+    )
 
 
 def table(rows: list[list[str]], headers: list[str]) -> str:
@@ -33,7 +40,9 @@ def table(rows: list[list[str]], headers: list[str]) -> str:
     for row in rows:
         widths = [max(w, len(c)) for w, c in zip(widths, row, strict=True)]
     lines = ["  ".join(h.ljust(w) for h, w in zip(headers, widths, strict=True)).rstrip()]
-    lines += ["  ".join(c.ljust(w) for c, w in zip(row, widths, strict=True)).rstrip() for row in rows]
+    lines += [
+        "  ".join(c.ljust(w) for c, w in zip(row, widths, strict=True)).rstrip() for row in rows
+    ]
     return "\n".join(lines) + "\n"
 
 

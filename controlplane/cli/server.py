@@ -41,11 +41,18 @@ def _engine(args: argparse.Namespace):  # type: ignore[no-untyped-def]
 
 
 def _add_db_args(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--data-dir", type=Path, default=Path(os.environ.get("SPIRL_DATA_DIR", "data")),
-                   help="folder for the embedded SQLite database (default: ./data or $SPIRL_DATA_DIR)")
-    p.add_argument("--database-url", default=None,
-                   help="SQLAlchemy URL, e.g. postgresql://user@host/db (default: $SPIRL_DATABASE_URL, "
-                        "else SQLite in --data-dir)")
+    p.add_argument(
+        "--data-dir",
+        type=Path,
+        default=Path(os.environ.get("SPIRL_DATA_DIR", "data")),
+        help="folder for the embedded SQLite database (default: ./data or $SPIRL_DATA_DIR)",
+    )
+    p.add_argument(
+        "--database-url",
+        default=None,
+        help="SQLAlchemy URL, e.g. postgresql://user@host/db (default: $SPIRL_DATABASE_URL, "
+        "else SQLite in --data-dir)",
+    )
 
 
 def cmd_migrate(args: argparse.Namespace) -> int:
@@ -96,9 +103,14 @@ def cmd_serve(args: argparse.Namespace) -> int:
     app = create_app(engine, settings)
     sock = _listen_socket(args.listen)
     host, port = sock.getsockname()[:2]
-    config = uvicorn.Config(app, log_config=None, timeout_graceful_shutdown=2,
-                            limit_concurrency=args.max_connections, backlog=2048,
-                            timeout_keep_alive=75)
+    config = uvicorn.Config(
+        app,
+        log_config=None,
+        timeout_graceful_shutdown=2,
+        limit_concurrency=args.max_connections,
+        backlog=2048,
+        timeout_keep_alive=75,
+    )
     server = uvicorn.Server(config)
     metrics_sock = _listen_socket(args.metrics_listen) if args.metrics_listen else None
 
@@ -107,7 +119,9 @@ def cmd_serve(args: argparse.Namespace) -> int:
         metrics_task = None
         if metrics_sock is not None:
             metrics_app = _metrics_only_app(app)
-            metrics_server = uvicorn.Server(uvicorn.Config(metrics_app, log_config=None, lifespan="off"))
+            metrics_server = uvicorn.Server(
+                uvicorn.Config(metrics_app, log_config=None, lifespan="off")
+            )
             metrics_task = asyncio.create_task(metrics_server.serve(sockets=[metrics_sock]))
             while not metrics_server.started:
                 await asyncio.sleep(0.01)
@@ -142,8 +156,9 @@ def _metrics_only_app(main_app):  # type: ignore[no-untyped-def]
         if scope["path"] != "/metrics":
             response = PlainTextResponse("not found; metrics are at /metrics\n", status_code=404)
         else:
-            response = PlainTextResponse(main_app.state.spirl.metrics.render(),
-                                         media_type="text/plain; version=0.0.4")
+            response = PlainTextResponse(
+                main_app.state.spirl.metrics.render(), media_type="text/plain; version=0.0.4"
+            )
         await response(scope, receive, send)
 
     return app
@@ -153,19 +168,36 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="spirl-controlplane",
         description="The spirl control plane: stores validated KeyManager config and delivers it "
-                    "live to trust domain servers.",
+        "live to trust domain servers.",
     )
     parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
-    serve = sub.add_parser("serve", help="run the HTTP API", description="Run the HTTP API. Prints one "
-                           "JSON line {url, pid} on stdout once listening.")
+    serve = sub.add_parser(
+        "serve",
+        help="run the HTTP API",
+        description="Run the HTTP API. Prints one JSON line {url, pid} on stdout once listening.",
+    )
     _add_db_args(serve)
-    serve.add_argument("--listen", default=DEFAULT_LISTEN, help=f"HOST:PORT (default {DEFAULT_LISTEN}; port 0 picks one)")
-    serve.add_argument("--metrics-listen", default=None,
-                       help="HOST:PORT serving /metrics without a token (default: /metrics on --listen, token required)")
-    serve.add_argument("--migrate", action="store_true", help="migrate an outdated database schema before serving")
-    serve.add_argument("--max-connections", type=int, default=20000, help="open connections before new ones get 503")
+    serve.add_argument(
+        "--listen",
+        default=DEFAULT_LISTEN,
+        help=f"HOST:PORT (default {DEFAULT_LISTEN}; port 0 picks one)",
+    )
+    serve.add_argument(
+        "--metrics-listen",
+        default=None,
+        help="HOST:PORT serving /metrics without a token (default: /metrics on --listen, token required)",
+    )
+    serve.add_argument(
+        "--migrate", action="store_true", help="migrate an outdated database schema before serving"
+    )
+    serve.add_argument(
+        "--max-connections",
+        type=int,
+        default=20000,
+        help="open connections before new ones get 503",
+    )
     serve.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"])
     serve.set_defaults(func=cmd_serve)
 
@@ -175,10 +207,14 @@ def build_parser() -> argparse.ArgumentParser:
 
     token = sub.add_parser("token", help="manage API tokens")
     token_sub = token.add_subparsers(dest="token_command", required=True, metavar="COMMAND")
-    create = token_sub.add_parser("create", help="create a token and print it on stdout (shown once; stored hashed)")
+    create = token_sub.add_parser(
+        "create", help="create a token and print it on stdout (shown once; stored hashed)"
+    )
     _add_db_args(create)
     create.add_argument("--role", required=True, choices=["admin", "viewer"])
-    create.add_argument("--name", default=None, help="a label for the audit log (default: <role>-token)")
+    create.add_argument(
+        "--name", default=None, help="a label for the audit log (default: <role>-token)"
+    )
     create.add_argument("--migrate", action="store_true", help="migrate an outdated schema first")
     create.add_argument("-o", "--output", choices=["text", "json"], default="text")
     create.set_defaults(func=cmd_token_create)

@@ -17,25 +17,66 @@ from pathlib import Path
 from typing import Any
 
 from controlplane import __version__
-from controlplane.cli.client import ApiClient, ApiError, CliError, Credentials, load_credentials, save_credentials
+from controlplane.cli.client import (
+    ApiClient,
+    ApiError,
+    CliError,
+    Credentials,
+    load_credentials,
+    save_credentials,
+)
 from controlplane.cli.output import FORMATS, emit
 
 SCOPES = ("trust-domain", "trust-domain-deployment", "cluster")
 
 TD_COLUMNS = [("ID", "id"), ("NAME", "name"), ("CREATED", "created_at")]
-TDD_COLUMNS = [("ID", "id"), ("NAME", "name"), ("TRUST DOMAIN", "trust_domain_name"),
-               ("TRUST DOMAIN ID", "trust_domain_id"), ("CREATED", "created_at")]
-CLUSTER_COLUMNS = [("ID", "id"), ("NAME", "name"), ("DEPLOYMENT", "trust_domain_deployment_id"),
-                   ("CREATED", "created_at")]
-SERVER_COLUMNS = [("ID", "id"), ("NAME", "name"), ("CLUSTER", "cluster_id"), ("DESIRED", "desired_version"),
-                  ("APPLIED", "applied_version"), ("HEALTH", "health"), ("KEY MANAGER", "key_manager.type"),
-                  ("ERROR", "error"), ("LAST CONTACT", "last_contact_at")]
-HISTORY_COLUMNS = [("VERSION", "version"), ("ACTOR", "actor"), ("CREATED", "created_at"),
-                   ("ACTION", "action"), ("SECTIONS", "sections")]
-AUDIT_COLUMNS = [("ID", "id"), ("AT", "at"), ("ACTOR", "actor"), ("ACTION", "action"), ("SCOPE", "scope"),
-                 ("SCOPE ID", "scope_id"), ("OLD", "old_version"), ("NEW", "new_version")]
-WRITE_COLUMNS = [("VERSION", "version"), ("PREVIOUS", "previous_version"), ("CHANGED", "changed"),
-                 ("SECTIONS", "sections")]
+TDD_COLUMNS = [
+    ("ID", "id"),
+    ("NAME", "name"),
+    ("TRUST DOMAIN", "trust_domain_name"),
+    ("TRUST DOMAIN ID", "trust_domain_id"),
+    ("CREATED", "created_at"),
+]
+CLUSTER_COLUMNS = [
+    ("ID", "id"),
+    ("NAME", "name"),
+    ("DEPLOYMENT", "trust_domain_deployment_id"),
+    ("CREATED", "created_at"),
+]
+SERVER_COLUMNS = [
+    ("ID", "id"),
+    ("NAME", "name"),
+    ("CLUSTER", "cluster_id"),
+    ("DESIRED", "desired_version"),
+    ("APPLIED", "applied_version"),
+    ("HEALTH", "health"),
+    ("KEY MANAGER", "key_manager.type"),
+    ("ERROR", "error"),
+    ("LAST CONTACT", "last_contact_at"),
+]
+HISTORY_COLUMNS = [
+    ("VERSION", "version"),
+    ("ACTOR", "actor"),
+    ("CREATED", "created_at"),
+    ("ACTION", "action"),
+    ("SECTIONS", "sections"),
+]
+AUDIT_COLUMNS = [
+    ("ID", "id"),
+    ("AT", "at"),
+    ("ACTOR", "actor"),
+    ("ACTION", "action"),
+    ("SCOPE", "scope"),
+    ("SCOPE ID", "scope_id"),
+    ("OLD", "old_version"),
+    ("NEW", "new_version"),
+]
+WRITE_COLUMNS = [
+    ("VERSION", "version"),
+    ("PREVIOUS", "previous_version"),
+    ("CHANGED", "changed"),
+    ("SECTIONS", "sections"),
+]
 
 
 def _client(args: argparse.Namespace) -> ApiClient:
@@ -88,7 +129,11 @@ def cmd_login(args: argparse.Namespace) -> None:
 
 
 def cmd_td_create(args: argparse.Namespace) -> None:
-    emit(_client(args).post("/v1/trust-domains", {"name": args.name}), args.output, columns=TD_COLUMNS)
+    emit(
+        _client(args).post("/v1/trust-domains", {"name": args.name}),
+        args.output,
+        columns=TD_COLUMNS,
+    )
 
 
 def cmd_td_list(args: argparse.Namespace) -> None:
@@ -96,8 +141,11 @@ def cmd_td_list(args: argparse.Namespace) -> None:
 
 
 def cmd_td_info(args: argparse.Namespace) -> None:
-    emit(_client(args).get(f"/v1/trust-domains/{_object_id(args)}"), args.output,
-         columns=TD_COLUMNS + [("DEPLOYMENTS", "deployments")])
+    emit(
+        _client(args).get(f"/v1/trust-domains/{_object_id(args)}"),
+        args.output,
+        columns=TD_COLUMNS + [("DEPLOYMENTS", "deployments")],
+    )
 
 
 def cmd_td_delete(args: argparse.Namespace) -> None:
@@ -111,13 +159,18 @@ def cmd_tdd_create(args: argparse.Namespace) -> None:
 
 
 def cmd_tdd_list(args: argparse.Namespace) -> None:
-    items = _client(args).get("/v1/trust-domain-deployments", trust_domain_id=args.trust_domain)["items"]
+    items = _client(args).get("/v1/trust-domain-deployments", trust_domain_id=args.trust_domain)[
+        "items"
+    ]
     emit(items, args.output, columns=TDD_COLUMNS)
 
 
 def cmd_tdd_info(args: argparse.Namespace) -> None:
-    emit(_client(args).get(f"/v1/trust-domain-deployments/{_object_id(args)}"), args.output,
-         columns=TDD_COLUMNS + [("CLUSTERS", "clusters"), ("SERVERS", "servers")])
+    emit(
+        _client(args).get(f"/v1/trust-domain-deployments/{_object_id(args)}"),
+        args.output,
+        columns=TDD_COLUMNS + [("CLUSTERS", "clusters"), ("SERVERS", "servers")],
+    )
 
 
 def cmd_tdd_delete(args: argparse.Namespace) -> None:
@@ -131,8 +184,9 @@ def cmd_tdd_servers(args: argparse.Namespace) -> None:
 
 
 def cmd_tdd_join_token(args: argparse.Namespace) -> None:
-    result = _client(args).post(f"/v1/trust-domain-deployments/{_object_id(args)}/join-tokens",
-                                {"ttl_seconds": args.ttl})
+    result = _client(args).post(
+        f"/v1/trust-domain-deployments/{_object_id(args)}/join-tokens", {"ttl_seconds": args.ttl}
+    )
     if args.output == "table":
         print(result["token"])
     else:
@@ -145,12 +199,16 @@ def cmd_cluster_create(args: argparse.Namespace) -> None:
 
 
 def cmd_cluster_list(args: argparse.Namespace) -> None:
-    items = _client(args).get("/v1/clusters", trust_domain_deployment_id=args.trust_domain_deployment)["items"]
+    items = _client(args).get(
+        "/v1/clusters", trust_domain_deployment_id=args.trust_domain_deployment
+    )["items"]
     emit(items, args.output, columns=CLUSTER_COLUMNS)
 
 
 def cmd_cluster_info(args: argparse.Namespace) -> None:
-    emit(_client(args).get(f"/v1/clusters/{_object_id(args)}"), args.output, columns=CLUSTER_COLUMNS)
+    emit(
+        _client(args).get(f"/v1/clusters/{_object_id(args)}"), args.output, columns=CLUSTER_COLUMNS
+    )
 
 
 def cmd_cluster_delete(args: argparse.Namespace) -> None:
@@ -176,10 +234,14 @@ def _write_config(args: argparse.Namespace, validate_only: bool) -> None:
     if args.output != "table":
         emit(result, args.output)
     elif validate_only:
-        print(f"valid: {', '.join(result['sections'])} (nothing stored; current version {result['version']})")
+        print(
+            f"valid: {', '.join(result['sections'])} (nothing stored; current version {result['version']})"
+        )
     elif result["changed"]:
-        print(f"stored version {result['version']} (was {result['previous_version']}): "
-              f"sections {', '.join(result['sections']) or '(none)'}")
+        print(
+            f"stored version {result['version']} (was {result['previous_version']}): "
+            f"sections {', '.join(result['sections']) or '(none)'}"
+        )
     else:
         print(f"no change: version {result['version']} already holds this config")
 
@@ -193,8 +255,10 @@ def cmd_config_validate(args: argparse.Namespace) -> None:
 
 
 def _print_config_yaml(config: dict[str, Any]) -> None:
-    print(f"# {config['scope']} {config['id']} version {config['version']}"
-          + (f" by {config['actor']} at {config['updated_at']}" if config.get("actor") else ""))
+    print(
+        f"# {config['scope']} {config['id']} version {config['version']}"
+        + (f" by {config['actor']} at {config['updated_at']}" if config.get("actor") else "")
+    )
     docs = [s["yaml"].rstrip("\n") for s in config["sections"].values()]
     print("\n---\n".join(docs) if docs else "# (no sections)")
 
@@ -212,20 +276,30 @@ def cmd_config_get(args: argparse.Namespace) -> None:
 
 
 def cmd_config_effective(args: argparse.Namespace) -> None:
-    result = _client(args).get("/v1/effective-config", trust_domain_deployment_id=args.trust_domain_deployment,
-                               cluster_id=args.cluster)
+    result = _client(args).get(
+        "/v1/effective-config",
+        trust_domain_deployment_id=args.trust_domain_deployment,
+        cluster_id=args.cluster,
+    )
     if args.output != "table":
         emit(result, args.output)
         return
     print(f"# effective version {result['version']}")
     for name, section in result["sections"].items():
-        print(f"# {name}: from {section['scope']} {section['scope_id']} version {section['scope_version']}")
-    print("\n---\n".join(s["yaml"].rstrip("\n") for s in result["sections"].values()) or "# (no sections)")
+        print(
+            f"# {name}: from {section['scope']} {section['scope_id']} version {section['scope_version']}"
+        )
+    print(
+        "\n---\n".join(s["yaml"].rstrip("\n") for s in result["sections"].values())
+        or "# (no sections)"
+    )
 
 
 def cmd_config_history(args: argparse.Namespace) -> None:
     result = _client(args).get(_config_path(args, "/history"), limit=args.limit, before=args.before)
-    emit(result if args.output != "table" else result["items"], args.output, columns=HISTORY_COLUMNS)
+    emit(
+        result if args.output != "table" else result["items"], args.output, columns=HISTORY_COLUMNS
+    )
     if args.output == "table" and result.get("next_before"):
         print(f"(more: --before {result['next_before']})")
 
@@ -247,13 +321,18 @@ def cmd_config_diff(args: argparse.Namespace) -> None:
             continue
         old = (entry["old_yaml"] or "").splitlines(keepends=True)
         new = (entry["new_yaml"] or "").splitlines(keepends=True)
-        sys.stdout.writelines(difflib.unified_diff(old, new, f"v{from_version}/{entry['section']}",
-                                                   f"v{to_version}/{entry['section']}"))
+        sys.stdout.writelines(
+            difflib.unified_diff(
+                old, new, f"v{from_version}/{entry['section']}", f"v{to_version}/{entry['section']}"
+            )
+        )
 
 
 def cmd_config_rollback(args: argparse.Namespace) -> None:
-    result = _client(args).post(_config_path(args, "/rollback"),
-                                {"version": args.to_version, "expected_version": args.expected_version})
+    result = _client(args).post(
+        _config_path(args, "/rollback"),
+        {"version": args.to_version, "expected_version": args.expected_version},
+    )
     if args.output != "table":
         emit(result, args.output)
     elif result["changed"]:
@@ -263,8 +342,9 @@ def cmd_config_rollback(args: argparse.Namespace) -> None:
 
 
 def cmd_config_delete_section(args: argparse.Namespace) -> None:
-    result = _client(args).delete(_config_path(args, f"/sections/{args.section}"),
-                                  expected_version=args.expected_version)
+    result = _client(args).delete(
+        _config_path(args, f"/sections/{args.section}"), expected_version=args.expected_version
+    )
     if args.output != "table":
         emit(result, args.output)
     else:
@@ -275,7 +355,11 @@ def cmd_config_delete_section(args: argparse.Namespace) -> None:
 
 
 def cmd_audit_list(args: argparse.Namespace) -> None:
-    emit(_client(args).get("/v1/audit", limit=args.limit)["items"], args.output, columns=AUDIT_COLUMNS)
+    emit(
+        _client(args).get("/v1/audit", limit=args.limit)["items"],
+        args.output,
+        columns=AUDIT_COLUMNS,
+    )
 
 
 def cmd_terraform_install(args: argparse.Namespace) -> None:
@@ -290,15 +374,28 @@ def cmd_terraform_install(args: argparse.Namespace) -> None:
 
 
 def _common(p: argparse.ArgumentParser, output: bool = True) -> None:
-    p.add_argument("--endpoint", default=None, help="control plane URL (default: $SPIRL_ENDPOINT or login file)")
+    p.add_argument(
+        "--endpoint",
+        default=None,
+        help="control plane URL (default: $SPIRL_ENDPOINT or login file)",
+    )
     p.add_argument("--token", default=None, help="API token (default: $SPIRL_TOKEN or login file)")
     if output:
-        p.add_argument("-o", "--output", choices=FORMATS, default="table", help="output format (default: table)")
+        p.add_argument(
+            "-o",
+            "--output",
+            choices=FORMATS,
+            default="table",
+            help="output format (default: table)",
+        )
 
 
-def _leaf(sub: Any, name: str, func: Callable[[argparse.Namespace], None], help_text: str,
-          **kwargs: Any) -> argparse.ArgumentParser:
-    p: argparse.ArgumentParser = sub.add_parser(name, help=help_text, description=help_text, **kwargs)
+def _leaf(
+    sub: Any, name: str, func: Callable[[argparse.Namespace], None], help_text: str, **kwargs: Any
+) -> argparse.ArgumentParser:
+    p: argparse.ArgumentParser = sub.add_parser(
+        name, help=help_text, description=help_text, **kwargs
+    )
     _common(p)
     p.set_defaults(func=func)
     return p
@@ -320,7 +417,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     login = top.add_parser("login", help="save endpoint and token to the config file (0600)")
     login.add_argument("--endpoint", dest="login_endpoint", required=True, help="control plane URL")
-    login.add_argument("--token", dest="login_token", default=None, help="API token, or - to read it from stdin")
+    login.add_argument(
+        "--token", dest="login_token", default=None, help="API token, or - to read it from stdin"
+    )
     login.set_defaults(func=cmd_login, endpoint=None, token=None)
 
     # trust-domain [deployment]
@@ -330,8 +429,15 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("name", metavar="NAME", help="SPIFFE trust domain name, e.g. example.org")
     _leaf(td_sub, "list", cmd_td_list, "list trust domains")
     _id_args(_leaf(td_sub, "info", cmd_td_info, "show a trust domain"), "trust domain")
-    _id_args(_leaf(td_sub, "delete", cmd_td_delete, "delete a trust domain (refused while it has deployments)"),
-             "trust domain")
+    _id_args(
+        _leaf(
+            td_sub,
+            "delete",
+            cmd_td_delete,
+            "delete a trust domain (refused while it has deployments)",
+        ),
+        "trust domain",
+    )
 
     tdd = td_sub.add_parser("deployment", help="trust domain deployments")
     tdd_sub = tdd.add_subparsers(dest="tdd_command", required=True, metavar="COMMAND")
@@ -341,13 +447,31 @@ def build_parser() -> argparse.ArgumentParser:
     p = _leaf(tdd_sub, "list", cmd_tdd_list, "list deployments")
     p.add_argument("--trust-domain", default=None, help="only this trust domain")
     _id_args(_leaf(tdd_sub, "info", cmd_tdd_info, "show a deployment"), "deployment")
-    _id_args(_leaf(tdd_sub, "delete", cmd_tdd_delete, "delete a deployment (refused while it has clusters or servers)"),
-             "deployment")
-    _id_args(_leaf(tdd_sub, "servers", cmd_tdd_servers,
-                   "the deployment's servers: desired/applied version, health, error, last contact"), "deployment")
-    p = _leaf(tdd_sub, "join-token", cmd_tdd_join_token, "issue a single-use join token for a new server")
+    _id_args(
+        _leaf(
+            tdd_sub,
+            "delete",
+            cmd_tdd_delete,
+            "delete a deployment (refused while it has clusters or servers)",
+        ),
+        "deployment",
+    )
+    _id_args(
+        _leaf(
+            tdd_sub,
+            "servers",
+            cmd_tdd_servers,
+            "the deployment's servers: desired/applied version, health, error, last contact",
+        ),
+        "deployment",
+    )
+    p = _leaf(
+        tdd_sub, "join-token", cmd_tdd_join_token, "issue a single-use join token for a new server"
+    )
     _id_args(p, "deployment")
-    p.add_argument("--ttl", type=int, default=3600, help="seconds the token stays valid (default 3600)")
+    p.add_argument(
+        "--ttl", type=int, default=3600, help="seconds the token stays valid (default 3600)"
+    )
 
     # cluster
     cl = top.add_parser("cluster", help="clusters of a deployment")
@@ -358,36 +482,67 @@ def build_parser() -> argparse.ArgumentParser:
     p = _leaf(cl_sub, "list", cmd_cluster_list, "list clusters")
     p.add_argument("--trust-domain-deployment", default=None, help="only this deployment")
     _id_args(_leaf(cl_sub, "info", cmd_cluster_info, "show a cluster"), "cluster")
-    _id_args(_leaf(cl_sub, "delete", cmd_cluster_delete, "delete a cluster (refused while servers use it)"), "cluster")
+    _id_args(
+        _leaf(
+            cl_sub, "delete", cmd_cluster_delete, "delete a cluster (refused while servers use it)"
+        ),
+        "cluster",
+    )
 
     # config
-    cfg = top.add_parser("config", help="config documents at a scope",
-                         description=f"Config documents at a scope: {', '.join(SCOPES)}.")
+    cfg = top.add_parser(
+        "config",
+        help="config documents at a scope",
+        description=f"Config documents at a scope: {', '.join(SCOPES)}.",
+    )
     cfg_sub = cfg.add_subparsers(dest="config_command", required=True, metavar="COMMAND")
 
-    def scoped(name: str, func: Callable[[argparse.Namespace], None], help_text: str) -> argparse.ArgumentParser:
+    def scoped(
+        name: str, func: Callable[[argparse.Namespace], None], help_text: str
+    ) -> argparse.ArgumentParser:
         p = _leaf(cfg_sub, name, func, help_text)
-        p.add_argument("scope", choices=SCOPES, metavar="SCOPE", help=f"one of: {', '.join(SCOPES)}")
+        p.add_argument(
+            "scope", choices=SCOPES, metavar="SCOPE", help=f"one of: {', '.join(SCOPES)}"
+        )
         p.add_argument("--id", required=True, help="id of the trust domain, deployment or cluster")
         return p
 
-    for name, func, text in (("set", cmd_config_set, "validate and store documents (a new version)"),
-                             ("validate", cmd_config_validate, "validate documents on the server; store nothing")):
+    for name, func, text in (
+        ("set", cmd_config_set, "validate and store documents (a new version)"),
+        ("validate", cmd_config_validate, "validate documents on the server; store nothing"),
+    ):
         p = scoped(name, func, text)
-        p.add_argument("files", nargs="+", metavar="FILE", help="YAML files (several documents each allowed); - for stdin")
+        p.add_argument(
+            "files",
+            nargs="+",
+            metavar="FILE",
+            help="YAML files (several documents each allowed); - for stdin",
+        )
         p.add_argument("--prune", action="store_true", help="remove sections not in these files")
-        p.add_argument("--expected-version", type=int, default=None,
-                       help="refuse (409) unless the scope is at this version")
+        p.add_argument(
+            "--expected-version",
+            type=int,
+            default=None,
+            help="refuse (409) unless the scope is at this version",
+        )
     p = scoped("get", cmd_config_get, "print the current (or --version) config as YAML")
-    p.add_argument("--version", type=int, default=None, help="a stored version instead of the current one")
-    p = _leaf(cfg_sub, "effective", cmd_config_effective,
-              "the effective config a server of a deployment (and cluster) receives")
+    p.add_argument(
+        "--version", type=int, default=None, help="a stored version instead of the current one"
+    )
+    p = _leaf(
+        cfg_sub,
+        "effective",
+        cmd_config_effective,
+        "the effective config a server of a deployment (and cluster) receives",
+    )
     p.add_argument("--trust-domain-deployment", required=True)
     p.add_argument("--cluster", default=None)
     p = scoped("history", cmd_config_history, "list versions, newest first")
     p.add_argument("--limit", type=int, default=20)
     p.add_argument("--before", type=int, default=None, help="versions older than this one")
-    p = scoped("diff", cmd_config_diff, "per-section diff of two versions (default: previous -> current)")
+    p = scoped(
+        "diff", cmd_config_diff, "per-section diff of two versions (default: previous -> current)"
+    )
     p.add_argument("--from", dest="from_version", type=int, default=None)
     p.add_argument("--to", dest="to_version", type=int, default=None)
     p = scoped("rollback", cmd_config_rollback, "store an old version again as a new version")
@@ -406,8 +561,13 @@ def build_parser() -> argparse.ArgumentParser:
     # terraform
     tf = top.add_parser("terraform", help="Terraform provider helpers")
     tf_sub = tf.add_subparsers(dest="tf_command", required=True, metavar="COMMAND")
-    p = tf_sub.add_parser("install-provider", help="install terraform-provider-spirl into the implied local plugin folder")
-    p.add_argument("--plugin-dir", default=None, help="plugin root (default ~/.terraform.d/plugins)")
+    p = tf_sub.add_parser(
+        "install-provider",
+        help="install terraform-provider-spirl into the implied local plugin folder",
+    )
+    p.add_argument(
+        "--plugin-dir", default=None, help="plugin root (default ~/.terraform.d/plugins)"
+    )
     p.set_defaults(func=cmd_terraform_install)
     return parser
 

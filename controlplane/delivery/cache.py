@@ -102,7 +102,9 @@ class DeliveryCache:
         """Where a server sits; immutable after registration, so read once."""
         found = self._placements.get(server_id)
         if found is None:
-            found = await self._single_flight(("placement", server_id), self._load_placement, server_id)
+            found = await self._single_flight(
+                ("placement", server_id), self._load_placement, server_id
+            )
             self._placements[server_id] = found
             self._deployment_td[found.deployment_id] = found.trust_domain_id
             if found.cluster_id:
@@ -113,12 +115,15 @@ class DeliveryCache:
         keys = self._layer_keys(placement)
         for key in keys:
             if key not in self._scopes:
-                [config] = await self._single_flight(("scope", "/".join(key)), self._load_scopes, [key])
+                [config] = await self._single_flight(
+                    ("scope", "/".join(key)), self._load_scopes, [key]
+                )
                 self._store_scope(config)
         bundle = self._bundles.get(placement.trust_domain_id)
         if bundle is None:
-            bundle = await self._single_flight(("bundle", placement.trust_domain_id), self._load_bundle,
-                                               placement.trust_domain_id)
+            bundle = await self._single_flight(
+                ("bundle", placement.trust_domain_id), self._load_bundle, placement.trust_domain_id
+            )
             self._store_bundle(placement.trust_domain_id, bundle)
             bundle = self._bundles[placement.trust_domain_id]
         layers = [self._scopes[k] for k in keys]
@@ -147,7 +152,11 @@ class DeliveryCache:
         key = (placement.deployment_id, placement.cluster_id)
         memo = self._replies.get(key)
         if memo is None or memo[:2] != (snapshot.config_version, snapshot.bundle.version):
-            memo = (snapshot.config_version, snapshot.bundle.version, encode(sync_response(snapshot, self, True)))
+            memo = (
+                snapshot.config_version,
+                snapshot.bundle.version,
+                encode(sync_response(snapshot, self, True)),
+            )
             self._replies[key] = memo
         return memo[2]
 

@@ -50,7 +50,9 @@ def record(
     )
 
 
-def list_events(uow: UnitOfWork, *, limit: int = 50, before_id: int | None = None) -> list[dict[str, Any]]:
+def list_events(
+    uow: UnitOfWork, *, limit: int = 50, before_id: int | None = None
+) -> list[dict[str, Any]]:
     return [
         {
             "id": e.id,

@@ -59,14 +59,26 @@ def _new_secret(prefix: str) -> str:
     return prefix + secrets.token_urlsafe(32)
 
 
-def create_token(uow: UnitOfWork, role: str, name: str, actor: str = "cli") -> tuple[str, dict[str, Any]]:
+def create_token(
+    uow: UnitOfWork, role: str, name: str, actor: str = "cli"
+) -> tuple[str, dict[str, Any]]:
     if role not in USER_ROLES:
         raise BadRequest(f"role must be one of: {', '.join(USER_ROLES)}")
     token = _new_secret("spirl_")
-    row = TokenRow(id=new_id("server").replace("tds-", "tok-"), token_hash=hash_token(token), role=role,
-                   name=name, created_at=utc_now())
+    row = TokenRow(
+        id=new_id("server").replace("tds-", "tok-"),
+        token_hash=hash_token(token),
+        role=role,
+        name=name,
+        created_at=utc_now(),
+    )
     uow.repo.add(row)
-    audit.record(uow, actor=actor, action="token.create", details={"token_id": row.id, "role": role, "name": name})
+    audit.record(
+        uow,
+        actor=actor,
+        action="token.create",
+        details={"token_id": row.id, "role": role, "name": name},
+    )
     uow.commit()
     return token, {"id": row.id, "role": role, "name": name}
 
@@ -77,11 +89,18 @@ def authenticate(uow: UnitOfWork, token: str | None) -> Principal:
     row = uow.repo.token_by_hash(hash_token(token))
     if row is None or row.revoked_at is not None:
         raise Unauthenticated("unknown or revoked token")
-    return Principal(role=row.role, name=row.name, token_id=row.id,
-                     deployment_id=row.deployment_id, server_id=row.server_id)
+    return Principal(
+        role=row.role,
+        name=row.name,
+        token_id=row.id,
+        deployment_id=row.deployment_id,
+        server_id=row.server_id,
+    )
 
 
-def create_join_token(uow: UnitOfWork, deployment_id: str, ttl_seconds: object, actor: str) -> dict[str, Any]:
+def create_join_token(
+    uow: UnitOfWork, deployment_id: str, ttl_seconds: object, actor: str
+) -> dict[str, Any]:
     tdd = get_deployment_row(uow, deployment_id)
     if ttl_seconds is None:
         ttl_seconds = 3600
@@ -92,15 +111,34 @@ def create_join_token(uow: UnitOfWork, deployment_id: str, ttl_seconds: object, 
         raise BadRequest(f"ttl_seconds may be at most {int(MAX_JOIN_TOKEN_TTL.total_seconds())}")
     token = _new_secret("spirljt_")
     now = utc_now()
-    uow.repo.add(JoinTokenRow(token_hash=hash_token(token), deployment_id=tdd.id, created_by=actor,
-                              created_at=now, expires_at=now + ttl))
-    audit.record(uow, actor=actor, action="join_token.create", scope="trust-domain-deployment",
-                 scope_id=tdd.id, details={"expires_at": (now + ttl).isoformat()})
+    uow.repo.add(
+        JoinTokenRow(
+            token_hash=hash_token(token),
+            deployment_id=tdd.id,
+            created_by=actor,
+            created_at=now,
+            expires_at=now + ttl,
+        )
+    )
+    audit.record(
+        uow,
+        actor=actor,
+        action="join_token.create",
+        scope="trust-domain-deployment",
+        scope_id=tdd.id,
+        details={"expires_at": (now + ttl).isoformat()},
+    )
     uow.commit()
-    return {"token": token, "expires_at": (now + ttl).isoformat(), "trust_domain_deployment_id": tdd.id}
+    return {
+        "token": token,
+        "expires_at": (now + ttl).isoformat(),
+        "trust_domain_deployment_id": tdd.id,
+    }
 
 
-def register_server(uow: UnitOfWork, join_token: str | None, name: object, cluster_id: object) -> dict[str, Any]:
+def register_server(
+    uow: UnitOfWork, join_token: str | None, name: object, cluster_id: object
+) -> dict[str, Any]:
     if not join_token:
         raise Unauthenticated("registering needs a join token (Authorization: Bearer <join token>)")
     row = uow.repo.join_token_by_hash(hash_token(join_token))
@@ -126,13 +164,36 @@ def register_server(uow: UnitOfWork, join_token: str | None, name: object, clust
     row.used_at = now
     server_id = new_id("server")
     credential = _new_secret("spirlsc_")
-    uow.repo.add(ServerRow(id=server_id, name=name, deployment_id=tdd.id, cluster_id=cluster_id,
-                           registered_at=now, health="UNKNOWN", status_json="{}"))
-    uow.repo.add(TokenRow(id="tok-" + server_id[4:], token_hash=hash_token(credential), role=ROLE_SERVER,
-                          name=server_id, deployment_id=tdd.id, server_id=server_id, created_at=now))
-    audit.record(uow, actor=f"server:{server_id}", action="server.register",
-                 scope="trust-domain-deployment", scope_id=tdd.id,
-                 details={"server_id": server_id, "name": name, "cluster_id": cluster_id})
+    uow.repo.add(
+        ServerRow(
+            id=server_id,
+            name=name,
+            deployment_id=tdd.id,
+            cluster_id=cluster_id,
+            registered_at=now,
+            health="UNKNOWN",
+            status_json="{}",
+        )
+    )
+    uow.repo.add(
+        TokenRow(
+            id="tok-" + server_id[4:],
+            token_hash=hash_token(credential),
+            role=ROLE_SERVER,
+            name=server_id,
+            deployment_id=tdd.id,
+            server_id=server_id,
+            created_at=now,
+        )
+    )
+    audit.record(
+        uow,
+        actor=f"server:{server_id}",
+        action="server.register",
+        scope="trust-domain-deployment",
+        scope_id=tdd.id,
+        details={"server_id": server_id, "name": name, "cluster_id": cluster_id},
+    )
     uow.commit()
     return {
         "server_id": server_id,

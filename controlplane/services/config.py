@@ -82,7 +82,12 @@ def set_config(
     new_sections = {} if prune else dict(current.sections)
     new_sections.update({s.name: s for s in uploaded})
     return _write(
-        uow, current, new_sections, actor=actor, action="set", validate_only=validate_only,
+        uow,
+        current,
+        new_sections,
+        actor=actor,
+        action="set",
+        validate_only=validate_only,
         details={"prune": prune, "sections": sorted(s.name for s in uploaded)},
     )
 
@@ -104,8 +109,15 @@ def delete_section(
         have = ", ".join(current.sections) or "none"
         raise NotFound(f"{scope} {scope_id} has no section {section!r} (sections: {have})")
     new_sections = {k: v for k, v in current.sections.items() if k != section}
-    return _write(uow, current, new_sections, actor=actor, action="delete-section",
-                  validate_only=False, details={"section": section})
+    return _write(
+        uow,
+        current,
+        new_sections,
+        actor=actor,
+        action="delete-section",
+        validate_only=False,
+        details={"section": section},
+    )
 
 
 def rollback(
@@ -123,12 +135,23 @@ def rollback(
     _check_expected(current, expected_version)
     target = uow.repo.config_version(scope, scope_id, to_version)
     if target is None:
-        raise NotFound(f"{scope} {scope_id} has no version {to_version} (current is {current.version})")
-    return _write(uow, current, dict(target.sections), actor=actor, action="rollback",
-                  validate_only=False, details={"to_version": to_version})
+        raise NotFound(
+            f"{scope} {scope_id} has no version {to_version} (current is {current.version})"
+        )
+    return _write(
+        uow,
+        current,
+        dict(target.sections),
+        actor=actor,
+        action="rollback",
+        validate_only=False,
+        details={"to_version": to_version},
+    )
 
 
-def get_config(uow: UnitOfWork, scope: str, scope_id: str, version: int | None = None) -> dict[str, Any]:
+def get_config(
+    uow: UnitOfWork, scope: str, scope_id: str, version: int | None = None
+) -> dict[str, Any]:
     check_scope(scope)
     scope_owner_exists(uow, scope, scope_id)
     if version is None:
@@ -159,11 +182,14 @@ def history(
         }
         for r, names in rows
     ]
-    next_before = items[-1]["version"] if len(items) == limit and items[-1]["version"] > 1 else None
+    oldest = rows[-1][0].version if rows else 0
+    next_before = oldest if len(rows) == limit and oldest > 1 else None
     return {"items": items, "next_before": next_before}
 
 
-def diff(uow: UnitOfWork, scope: str, scope_id: str, from_version: int, to_version: int) -> dict[str, Any]:
+def diff(
+    uow: UnitOfWork, scope: str, scope_id: str, from_version: int, to_version: int
+) -> dict[str, Any]:
     from controlplane.documents import diff_sections
 
     check_scope(scope)
@@ -182,13 +208,20 @@ def diff(uow: UnitOfWork, scope: str, scope_id: str, from_version: int, to_versi
         "from": from_version,
         "to": to_version,
         "sections": [
-            {"section": d.section, "change": d.change, "old_yaml": d.old_yaml, "new_yaml": d.new_yaml}
+            {
+                "section": d.section,
+                "change": d.change,
+                "old_yaml": d.old_yaml,
+                "new_yaml": d.new_yaml,
+            }
             for d in changes
         ],
     }
 
 
-def layers_for(uow: UnitOfWork, deployment_id: str, cluster_id: str | None) -> list[tuple[str, str]]:
+def layers_for(
+    uow: UnitOfWork, deployment_id: str, cluster_id: str | None
+) -> list[tuple[str, str]]:
     """The scopes whose config applies to servers of (deployment, cluster), least specific first."""
     tdd = get_deployment_row(uow, deployment_id)
     keys = [(TRUST_DOMAIN, tdd.trust_domain_id), (DEPLOYMENT, tdd.id)]
@@ -277,8 +310,14 @@ def _write(
         latest = uow.repo.current_config(current.scope, current.scope_id)
         raise VersionConflict(current.scope, current.scope_id, current.version, latest.version)
     audit.record(
-        uow, actor=actor, action=f"config.{action}", scope=current.scope, scope_id=current.scope_id,
-        old_version=current.version, new_version=new_version, details=details,
+        uow,
+        actor=actor,
+        action=f"config.{action}",
+        scope=current.scope,
+        scope_id=current.scope_id,
+        old_version=current.version,
+        new_version=new_version,
+        details=details,
     )
     uow.record(Change("config", f"{current.scope}/{current.scope_id}", row.revision))
     uow.commit()

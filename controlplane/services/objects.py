@@ -88,10 +88,18 @@ def create_trust_domain(uow: UnitOfWork, name: object, actor: str) -> dict[str, 
         )
     if uow.repo.trust_domain_by_name(name):
         raise AlreadyExists(f"trust domain {name!r} already exists")
-    row = TrustDomainRow(id=new_id("trust_domain"), name=name, created_at=utc_now(), bundle_version=0)
+    row = TrustDomainRow(
+        id=new_id("trust_domain"), name=name, created_at=utc_now(), bundle_version=0
+    )
     uow.repo.add(row)
-    audit.record(uow, actor=actor, action="trust_domain.create", scope=TRUST_DOMAIN, scope_id=row.id,
-                 details={"name": name})
+    audit.record(
+        uow,
+        actor=actor,
+        action="trust_domain.create",
+        scope=TRUST_DOMAIN,
+        scope_id=row.id,
+        details={"name": name},
+    )
     _commit(uow, f"trust domain {name!r} already exists")
     return trust_domain_dict(row)
 
@@ -124,22 +132,35 @@ def delete_trust_domain(uow: UnitOfWork, td_id: str, actor: str) -> None:
     uow.commit()
 
 
-def create_deployment(uow: UnitOfWork, name: object, trust_domain_id: object, actor: str) -> dict[str, Any]:
+def create_deployment(
+    uow: UnitOfWork, name: object, trust_domain_id: object, actor: str
+) -> dict[str, Any]:
     name = _check_name(name, "deployment")
     if not isinstance(trust_domain_id, str):
         raise BadRequest("trust_domain_id is required")
     td = get_trust_domain_row(uow, trust_domain_id)
-    row = DeploymentRow(id=new_id("deployment"), name=name, trust_domain_id=td.id, created_at=utc_now())
+    row = DeploymentRow(
+        id=new_id("deployment"), name=name, trust_domain_id=td.id, created_at=utc_now()
+    )
     uow.repo.add(row)
-    audit.record(uow, actor=actor, action="deployment.create", scope=DEPLOYMENT, scope_id=row.id,
-                 details={"name": name, "trust_domain_id": td.id})
+    audit.record(
+        uow,
+        actor=actor,
+        action="deployment.create",
+        scope=DEPLOYMENT,
+        scope_id=row.id,
+        details={"name": name, "trust_domain_id": td.id},
+    )
     _commit(uow, f"trust domain {td.id} already has a deployment named {name!r}")
     return deployment_dict(row, td.name)
 
 
 def list_deployments(uow: UnitOfWork, trust_domain_id: str | None = None) -> list[dict[str, Any]]:
     names = {td.id: td.name for td in uow.repo.trust_domains()}
-    return [deployment_dict(r, names.get(r.trust_domain_id, "")) for r in uow.repo.deployments(trust_domain_id)]
+    return [
+        deployment_dict(r, names.get(r.trust_domain_id, ""))
+        for r in uow.repo.deployments(trust_domain_id)
+    ]
 
 
 def get_deployment(uow: UnitOfWork, tdd_id: str) -> dict[str, Any]:
@@ -173,15 +194,23 @@ def delete_deployment(uow: UnitOfWork, tdd_id: str, actor: str) -> None:
     uow.commit()
 
 
-def create_cluster(uow: UnitOfWork, name: object, deployment_id: object, actor: str) -> dict[str, Any]:
+def create_cluster(
+    uow: UnitOfWork, name: object, deployment_id: object, actor: str
+) -> dict[str, Any]:
     name = _check_name(name, "cluster")
     if not isinstance(deployment_id, str):
         raise BadRequest("trust_domain_deployment_id is required")
     tdd = get_deployment_row(uow, deployment_id)
     row = ClusterRow(id=new_id("cluster"), name=name, deployment_id=tdd.id, created_at=utc_now())
     uow.repo.add(row)
-    audit.record(uow, actor=actor, action="cluster.create", scope=CLUSTER, scope_id=row.id,
-                 details={"name": name, "trust_domain_deployment_id": tdd.id})
+    audit.record(
+        uow,
+        actor=actor,
+        action="cluster.create",
+        scope=CLUSTER,
+        scope_id=row.id,
+        details={"name": name, "trust_domain_deployment_id": tdd.id},
+    )
     _commit(uow, f"deployment {tdd.id} already has a cluster named {name!r}")
     return cluster_dict(row)
 

@@ -99,9 +99,14 @@ def _merge_bundle_keys(
             if not isinstance(x5c, list) or not x5c or not all(isinstance(c, str) for c in x5c):
                 raise BadRequest(f"{where}.x5c must list the CA certificate (base64 DER)")
             entry["x5c"] = x5c
-        row = BundleKeyRow(trust_domain_id=td_id, kid=kid, use=entry["use"],
-                           jwk_json=json.dumps(entry, sort_keys=True), not_after=not_after,
-                           server_id=server_id)
+        row = BundleKeyRow(
+            trust_domain_id=td_id,
+            kid=kid,
+            use=entry["use"],
+            jwk_json=json.dumps(entry, sort_keys=True),
+            not_after=not_after,
+            server_id=server_id,
+        )
         uow.repo.add(row)
         existing[kid] = row
         changed = True
@@ -120,7 +125,9 @@ def bundle_keys(uow: UnitOfWork, td_id: str) -> tuple[int, list[tuple[datetime, 
     ]
 
 
-def bundle_document(version: int, keys: list[tuple[datetime, dict[str, Any]]], now: datetime) -> dict[str, Any]:
+def bundle_document(
+    version: int, keys: list[tuple[datetime, dict[str, Any]]], now: datetime
+) -> dict[str, Any]:
     """The SPIFFE bundle (JWKS) served to everyone: unexpired keys, one per kid."""
     seen: set[str] = set()
     out = []
@@ -129,10 +136,16 @@ def bundle_document(version: int, keys: list[tuple[datetime, dict[str, Any]]], n
             continue
         seen.add(jwk["kid"])
         out.append(jwk)
-    return {"keys": out, "spiffe_sequence": version, "spiffe_refresh_hint": BUNDLE_REFRESH_HINT_SECONDS}
+    return {
+        "keys": out,
+        "spiffe_sequence": version,
+        "spiffe_refresh_hint": BUNDLE_REFRESH_HINT_SECONDS,
+    }
 
 
-def list_servers(uow: UnitOfWork, deployment_id: str, last_contact: dict[str, datetime]) -> list[dict[str, Any]]:
+def list_servers(
+    uow: UnitOfWork, deployment_id: str, last_contact: dict[str, datetime]
+) -> list[dict[str, Any]]:
     """`last_contact` holds contact times this process saw in long-polls (kept in memory, not written per poll)."""
     get_deployment_row(uow, deployment_id)
     return [server_dict(row, last_contact.get(row.id)) for row in uow.repo.servers(deployment_id)]

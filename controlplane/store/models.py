@@ -15,8 +15,8 @@ from sqlalchemy import (
     UniqueConstraint,
 )
 from sqlalchemy.engine import Dialect
-from sqlalchemy.types import TypeDecorator
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+from sqlalchemy.types import TypeDecorator
 
 # Deterministic constraint names so migrations are portable between SQLite and PostgreSQL.
 NAMING = {
@@ -95,9 +95,7 @@ class ConfigVersionRow(Base):
 
 class ConfigSectionRow(Base):
     __tablename__ = "config_sections"
-    revision: Mapped[int] = mapped_column(
-        ForeignKey("config_versions.revision"), primary_key=True
-    )
+    revision: Mapped[int] = mapped_column(ForeignKey("config_versions.revision"), primary_key=True)
     section: Mapped[str] = mapped_column(String(64), primary_key=True)
     schema: Mapped[str] = mapped_column(String(16))
     document_json: Mapped[str] = mapped_column(Text)

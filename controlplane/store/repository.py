@@ -148,7 +148,12 @@ class Repository:
     ) -> ConfigVersionRow | None:
         """Write a version and move the head, or return None when another writer got there first."""
         row = ConfigVersionRow(
-            scope=scope, scope_id=scope_id, version=version, actor=actor, action=action, created_at=at
+            scope=scope,
+            scope_id=scope_id,
+            version=version,
+            actor=actor,
+            action=action,
+            created_at=at,
         )
         self.session.add(row)
         self.session.flush()  # assigns the global revision
@@ -165,7 +170,9 @@ class Repository:
             )
         if expected_head_version == 0:
             self.session.add(
-                ConfigHeadRow(scope=scope, scope_id=scope_id, version=version, revision=row.revision)
+                ConfigHeadRow(
+                    scope=scope, scope_id=scope_id, version=version, revision=row.revision
+                )
             )
             self.session.flush()
         else:
@@ -242,9 +249,14 @@ class Repository:
         ).all()
 
     def count_servers(self, deployment_id: str) -> int:
-        return self.session.scalar(
-            select(func.count()).select_from(ServerRow).where(ServerRow.deployment_id == deployment_id)
-        ) or 0
+        return (
+            self.session.scalar(
+                select(func.count())
+                .select_from(ServerRow)
+                .where(ServerRow.deployment_id == deployment_id)
+            )
+            or 0
+        )
 
     def bundle_keys(self, trust_domain_id: str) -> Sequence[BundleKeyRow]:
         return self.session.scalars(
@@ -263,7 +275,9 @@ class Repository:
         return self.session.scalars(q).all()
 
     def delete_join_tokens(self, deployment_id: str) -> None:
-        self.session.execute(delete(JoinTokenRow).where(JoinTokenRow.deployment_id == deployment_id))
+        self.session.execute(
+            delete(JoinTokenRow).where(JoinTokenRow.deployment_id == deployment_id)
+        )
 
     def revoke_deployment_tokens(self, deployment_id: str, at: datetime) -> None:
         self.session.execute(

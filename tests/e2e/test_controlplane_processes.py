@@ -32,41 +32,91 @@ spec:
 def test_spirlctl_end_to_end(tmp_path: Path):
     with start_control_plane(tmp_path) as cp:
         td = cp.spirlctl_json("trust-domain", "create", "example.org")
-        tdd = cp.spirlctl_json("trust-domain", "deployment", "create", "prod", "--trust-domain", td["id"])
-        cluster = cp.spirlctl_json("cluster", "create", "east", "--trust-domain-deployment", tdd["id"])
-        assert td["id"].startswith("td-") and tdd["id"].startswith("tdd-") and cluster["id"].startswith("c-")
+        tdd = cp.spirlctl_json(
+            "trust-domain", "deployment", "create", "prod", "--trust-domain", td["id"]
+        )
+        cluster = cp.spirlctl_json(
+            "cluster", "create", "east", "--trust-domain-deployment", tdd["id"]
+        )
+        assert (
+            td["id"].startswith("td-")
+            and tdd["id"].startswith("tdd-")
+            and cluster["id"].startswith("c-")
+        )
 
         (tmp_path / "key-manager.yaml").write_text(SEED_KEY_MANAGER)
-        out = cp.spirlctl("config", "set", "trust-domain-deployment", "--id", tdd["id"],
-                          str(tmp_path / "key-manager.yaml")).stdout
+        out = cp.spirlctl(
+            "config",
+            "set",
+            "trust-domain-deployment",
+            "--id",
+            tdd["id"],
+            str(tmp_path / "key-manager.yaml"),
+        ).stdout
         assert "stored version 1" in out
         # Several documents from stdin, with expected version.
         both = KEY_MANAGER_AZURE.replace("my-key-vault", "vault-b") + "---\n" + KEY_LIFECYCLE
-        out = cp.spirlctl("config", "set", "trust-domain-deployment", "--id", tdd["id"], "-",
-                          "--expected-version", "1", input_text=both).stdout
+        out = cp.spirlctl(
+            "config",
+            "set",
+            "trust-domain-deployment",
+            "--id",
+            tdd["id"],
+            "-",
+            "--expected-version",
+            "1",
+            input_text=both,
+        ).stdout
         assert "stored version 2" in out
-        conflict = cp.spirlctl("config", "set", "trust-domain-deployment", "--id", tdd["id"], "-",
-                               "--expected-version", "1", input_text=KEY_LIFECYCLE, check=False)
-        assert conflict.returncode == 1 and "version 2" in conflict.stderr and "Traceback" not in conflict.stderr
+        conflict = cp.spirlctl(
+            "config",
+            "set",
+            "trust-domain-deployment",
+            "--id",
+            tdd["id"],
+            "-",
+            "--expected-version",
+            "1",
+            input_text=KEY_LIFECYCLE,
+            check=False,
+        )
+        assert (
+            conflict.returncode == 1
+            and "version 2" in conflict.stderr
+            and "Traceback" not in conflict.stderr
+        )
 
-        valid = cp.spirlctl("config", "validate", "cluster", "--id", cluster["id"], "-", input_text=KEY_LIFECYCLE)
+        valid = cp.spirlctl(
+            "config", "validate", "cluster", "--id", cluster["id"], "-", input_text=KEY_LIFECYCLE
+        )
         assert "valid" in valid.stdout and "nothing stored" in valid.stdout
 
         current = cp.spirlctl_json("config", "get", "trust-domain-deployment", "--id", tdd["id"])
-        assert current["version"] == 2 and set(current["sections"]) == {"KeyManager", "KeyLifecycle"}
-        history = cp.spirlctl("config", "history", "trust-domain-deployment", "--id", tdd["id"]).stdout
+        assert current["version"] == 2 and set(current["sections"]) == {
+            "KeyManager",
+            "KeyLifecycle",
+        }
+        history = cp.spirlctl(
+            "config", "history", "trust-domain-deployment", "--id", tdd["id"]
+        ).stdout
         assert history.splitlines()[0].split()[:2] == ["VERSION", "ACTOR"]
         diff = cp.spirlctl("config", "diff", "trust-domain-deployment", "--id", tdd["id"]).stdout
         assert "-      vaultURL: https://my-key-vault.vault.azure.net/" in diff
         assert "+      vaultURL: https://vault-b.vault.azure.net/" in diff
         assert "KeyLifecycle: added" in diff
-        rolled = cp.spirlctl("config", "rollback", "trust-domain-deployment", "--id", tdd["id"], "--to-version", "1")
+        rolled = cp.spirlctl(
+            "config", "rollback", "trust-domain-deployment", "--id", tdd["id"], "--to-version", "1"
+        )
         assert "stored as version 3" in rolled.stdout
-        removed = cp.spirlctl("config", "delete-section", "trust-domain-deployment", "--id", tdd["id"], "KeyManager")
+        removed = cp.spirlctl(
+            "config", "delete-section", "trust-domain-deployment", "--id", tdd["id"], "KeyManager"
+        )
         assert "stored version 4" in removed.stdout
 
         bad = SEED_KEY_MANAGER.replace("https://", "http://")
-        failed = cp.spirlctl("config", "set", "cluster", "--id", cluster["id"], "-", input_text=bad, check=False)
+        failed = cp.spirlctl(
+            "config", "set", "cluster", "--id", cluster["id"], "-", input_text=bad, check=False
+        )
         assert failed.returncode == 1
         assert "KeyManager /spec/extensions/azureKeyVault/vaultURL: " in failed.stderr
         assert cp.spirlctl_json("config", "get", "cluster", "--id", cluster["id"])["version"] == 0
@@ -76,7 +126,9 @@ def test_spirlctl_end_to_end(tmp_path: Path):
         servers = cp.spirlctl("trust-domain", "deployment", "servers", "--id", tdd["id"]).stdout
         assert servers.split()[:4] == ["ID", "NAME", "CLUSTER", "DESIRED"]
         audit = cp.spirlctl_json("audit", "list")
-        assert {"config.set", "config.rollback", "config.delete-section"} <= {e["action"] for e in audit}
+        assert {"config.set", "config.rollback", "config.delete-section"} <= {
+            e["action"] for e in audit
+        }
         assert cp.admin_token not in json.dumps(audit) and join["token"] not in json.dumps(audit)
         listed = cp.spirlctl("trust-domain", "list", "-o", "yaml").stdout
         assert "name: example.org" in listed
@@ -90,8 +142,14 @@ def test_spirlctl_login_and_clear_connection_errors(tmp_path: Path):
     env.pop("SPIRL_TOKEN", None)
 
     def run(*args: str, input_text: str | None = None) -> subprocess.CompletedProcess[str]:
-        return subprocess.run([script("spirlctl"), *args], capture_output=True, text=True, env=env,
-                              input=input_text, timeout=60)
+        return subprocess.run(
+            [script("spirlctl"), *args],
+            capture_output=True,
+            text=True,
+            env=env,
+            input=input_text,
+            timeout=60,
+        )
 
     unreachable = run("--version")
     assert unreachable.returncode == 0
@@ -112,12 +170,21 @@ def test_spirlctl_login_and_clear_connection_errors(tmp_path: Path):
 
 def test_serve_refuses_an_outdated_schema_unless_asked_to_migrate(tmp_path: Path):
     data = tmp_path / "data"
-    result = subprocess.run([script("spirl-controlplane"), "serve", "--data-dir", str(data), "--listen", "127.0.0.1:0"],
-                            capture_output=True, text=True, timeout=60)
+    result = subprocess.run(
+        [script("spirl-controlplane"), "serve", "--data-dir", str(data), "--listen", "127.0.0.1:0"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     assert result.returncode == 1
     assert "spirl-controlplane migrate" in result.stderr
-    migrated = subprocess.run([script("spirl-controlplane"), "migrate", "--data-dir", str(data)],
-                              capture_output=True, text=True, timeout=60, check=True)
+    migrated = subprocess.run(
+        [script("spirl-controlplane"), "migrate", "--data-dir", str(data)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=True,
+    )
     assert "-> 0001" in migrated.stdout
     token = create_admin_token(data)
     with start_control_plane(tmp_path, admin_token=token, name="after") as cp:
@@ -125,8 +192,12 @@ def test_serve_refuses_an_outdated_schema_unless_asked_to_migrate(tmp_path: Path
 
 
 def _sync(url: str, server: dict, params: dict, timeout: float = 40) -> dict:
-    response = httpx.get(f"{url}/v1/servers/{server['server_id']}/sync", params=params,
-                         headers={"Authorization": f"Bearer {server['credential']}"}, timeout=timeout)
+    response = httpx.get(
+        f"{url}/v1/servers/{server['server_id']}/sync",
+        params=params,
+        headers={"Authorization": f"Bearer {server['credential']}"},
+        timeout=timeout,
+    )
     response.raise_for_status()
     return response.json()
 
@@ -136,26 +207,44 @@ def test_two_replicas_on_postgres_wake_each_others_long_polls(tmp_path: Path, po
 
     url = postgres_server.create_database()
     token = create_admin_token(tmp_path / "a-data", url)
-    with start_control_plane(tmp_path, database_url=url, admin_token=token, name="a") as a, \
-            start_control_plane(tmp_path, database_url=url, admin_token=token, name="b") as b:
+    with (
+        start_control_plane(tmp_path, database_url=url, admin_token=token, name="a") as a,
+        start_control_plane(tmp_path, database_url=url, admin_token=token, name="b") as b,
+    ):
         with a.client() as client:
             td = client.post("/v1/trust-domains", json={"name": "example.org"}).json()
-            tdd = client.post("/v1/trust-domain-deployments", json={"name": "p", "trust_domain_id": td["id"]}).json()
-            join = client.post(f"/v1/trust-domain-deployments/{tdd['id']}/join-tokens", json={}).json()
-        server = httpx.post(f"{b.url}/v1/servers/register", json={"name": "s"},
-                            headers={"Authorization": f"Bearer {join['token']}"}).json()
+            tdd = client.post(
+                "/v1/trust-domain-deployments", json={"name": "p", "trust_domain_id": td["id"]}
+            ).json()
+            join = client.post(
+                f"/v1/trust-domain-deployments/{tdd['id']}/join-tokens", json={}
+            ).json()
+        server = httpx.post(
+            f"{b.url}/v1/servers/register",
+            json={"name": "s"},
+            headers={"Authorization": f"Bearer {join['token']}"},
+        ).json()
         first = _sync(b.url, server, {"wait": 0})
-        have = {"config_version": first["config"]["version"], "bundle_version": first["bundle"]["version"]}
+        have = {
+            "config_version": first["config"]["version"],
+            "bundle_version": first["bundle"]["version"],
+        }
 
         def held_poll_sees_write(new_yaml: str, before_write=lambda: None) -> dict:  # type: ignore[no-untyped-def]
             result: dict = {}
-            poll = threading.Thread(target=lambda: result.update(_sync(b.url, server, {**have, "wait": 30})))
+            poll = threading.Thread(
+                target=lambda: result.update(_sync(b.url, server, {**have, "wait": 30}))
+            )
             poll.start()
             time.sleep(0.5)  # let the poll reach replica b and wait there
             before_write()
             with a.client() as client:
-                assert client.put(f"/v1/config/trust-domain-deployment/{tdd['id']}",
-                                  json={"yaml": new_yaml}).status_code == 200
+                assert (
+                    client.put(
+                        f"/v1/config/trust-domain-deployment/{tdd['id']}", json={"yaml": new_yaml}
+                    ).status_code
+                    == 200
+                )
             poll.join(timeout=20)
             assert not poll.is_alive(), "replica b never heard of the write on replica a"
             return result
@@ -171,9 +260,11 @@ def test_two_replicas_on_postgres_wake_each_others_long_polls(tmp_path: Path, po
 
         def cut_listeners() -> None:
             with psycopg.connect(conninfo, autocommit=True) as admin:
-                killed.extend(admin.execute(
-                    "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE query LIKE 'LISTEN%'"
-                ).fetchall())
+                killed.extend(
+                    admin.execute(
+                        "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE query LIKE 'LISTEN%'"
+                    ).fetchall()
+                )
 
         reply = held_poll_sees_write(KEY_LIFECYCLE, before_write=cut_listeners)
         assert len(killed) == 2  # one listener connection per replica

@@ -7,8 +7,16 @@ from sqlalchemy import text
 
 from support.api import KEY_MANAGER_AZURE, make_topology, ok, put_config, register_server
 
-SAMPLE_IDS = {"td_id": "td-x", "tdd_id": "tdd-x", "cluster_id": "c-x", "scope": "cluster", "scope_id": "c-x",
-              "section": "KeyManager", "version": "1", "server_id": "tds-x"}
+SAMPLE_IDS = {
+    "td_id": "td-x",
+    "tdd_id": "tdd-x",
+    "cluster_id": "c-x",
+    "scope": "cluster",
+    "scope_id": "c-x",
+    "section": "KeyManager",
+    "version": "1",
+    "server_id": "tds-x",
+}
 
 
 def test_every_route_but_public_ones_requires_a_token(live_api):
@@ -19,12 +27,16 @@ def test_every_route_but_public_ones_requires_a_token(live_api):
     for path, operations in document["paths"].items():
         for method, op in operations.items():
             url = path.format(**SAMPLE_IDS)
-            response = anonymous.request(method.upper(), url, json={} if method in ("post", "put") else None)
+            response = anonymous.request(
+                method.upper(), url, json={} if method in ("post", "put") else None
+            )
             if op.get("security") == []:
                 assert response.status_code != 401, f"{method} {path} is public"
                 continue
             checked += 1
-            assert response.status_code == 401, f"{method.upper()} {path} answered {response.status_code}"
+            assert response.status_code == 401, (
+                f"{method.upper()} {path} answered {response.status_code}"
+            )
             assert response.json()["error"] == "unauthenticated"
             bad = anonymous.request(method.upper(), url, headers={"Authorization": "Bearer nope"})
             assert bad.status_code == 401
@@ -44,12 +56,21 @@ def test_server_credential_is_scoped_to_its_deployment(live_api):
     with live_api.client() as admin:
         ids = make_topology(admin)
         td2 = ok(admin.post("/v1/trust-domains", json={"name": "other.org"}), 201)
-        tdd2 = ok(admin.post("/v1/trust-domain-deployments", json={"name": "p", "trust_domain_id": td2["id"]}), 201)
+        tdd2 = ok(
+            admin.post(
+                "/v1/trust-domain-deployments", json={"name": "p", "trust_domain_id": td2["id"]}
+            ),
+            201,
+        )
         s1 = register_server(admin, live_api.url, ids["tdd"], ids["cluster"], name="a")
         s2 = register_server(admin, live_api.url, tdd2["id"], name="b")
     with live_api.client(s1["credential"]) as server:
-        assert server.get(f"/v1/servers/{s1['server_id']}/sync", params={"wait": 0}).status_code == 200
-        assert server.get(f"/v1/servers/{s2['server_id']}/sync", params={"wait": 0}).status_code == 403
+        assert (
+            server.get(f"/v1/servers/{s1['server_id']}/sync", params={"wait": 0}).status_code == 200
+        )
+        assert (
+            server.get(f"/v1/servers/{s2['server_id']}/sync", params={"wait": 0}).status_code == 403
+        )
         assert server.get(f"/v1/config/trust-domain-deployment/{tdd2['id']}").status_code == 403
         assert server.get("/v1/trust-domains").status_code == 403
 
@@ -57,7 +78,12 @@ def test_server_credential_is_scoped_to_its_deployment(live_api):
 def test_join_token_is_single_use(live_api):
     with live_api.client() as admin:
         ids = make_topology(admin)
-        join = ok(admin.post(f"/v1/trust-domain-deployments/{ids['tdd']}/join-tokens", json={"ttl_seconds": 60}), 201)
+        join = ok(
+            admin.post(
+                f"/v1/trust-domain-deployments/{ids['tdd']}/join-tokens", json={"ttl_seconds": 60}
+            ),
+            201,
+        )
     headers = {"Authorization": f"Bearer {join['token']}"}
     first = httpx.post(f"{live_api.url}/v1/servers/register", json={"name": "a"}, headers=headers)
     assert first.status_code == 201
@@ -68,21 +94,35 @@ def test_join_token_is_single_use(live_api):
 def test_tokens_are_stored_hashed_and_audit_has_no_secrets(live_api):
     with live_api.client() as admin:
         ids = make_topology(admin)
-        join = ok(admin.post(f"/v1/trust-domain-deployments/{ids['tdd']}/join-tokens", json={}), 201)
-        server = httpx.post(f"{live_api.url}/v1/servers/register", json={"name": "a"},
-                            headers={"Authorization": f"Bearer {join['token']}"}).json()
+        join = ok(
+            admin.post(f"/v1/trust-domain-deployments/{ids['tdd']}/join-tokens", json={}), 201
+        )
+        server = httpx.post(
+            f"{live_api.url}/v1/servers/register",
+            json={"name": "a"},
+            headers={"Authorization": f"Bearer {join['token']}"},
+        ).json()
         ok(put_config(admin, "trust-domain-deployment", ids["tdd"], KEY_MANAGER_AZURE))
         audit = ok(admin.get("/v1/audit"))["items"]
     secrets = [live_api.admin_token, live_api.viewer_token, join["token"], server["credential"]]
     with live_api.engine.connect() as conn:
         dump = []
-        for table in ("tokens", "join_tokens", "audit_events", "servers", "config_sections", "config_versions"):
+        for table in (
+            "tokens",
+            "join_tokens",
+            "audit_events",
+            "servers",
+            "config_sections",
+            "config_versions",
+        ):
             dump += [repr(tuple(row)) for row in conn.execute(text(f"SELECT * FROM {table}"))]
     blob = "\n".join(dump) + repr(audit)
     for secret in secrets:
         assert secret not in blob
     actions = [e["action"] for e in audit]
-    assert "config.set" in actions and "server.register" in actions and "join_token.create" in actions
+    assert (
+        "config.set" in actions and "server.register" in actions and "join_token.create" in actions
+    )
     config_event = next(e for e in audit if e["action"] == "config.set")
     assert config_event["old_version"] == 0 and config_event["new_version"] == 1
     assert config_event["actor"] == "admin:test-admin" and config_event["scope_id"] == ids["tdd"]
@@ -99,4 +139,7 @@ def test_health_ready_and_metrics(live_api):
         metrics = admin.get("/metrics").text
     assert 'spirl_config_versions{scope="trust-domain-deployment"} 1' in metrics
     assert "spirl_longpolls_waiting 0" in metrics
-    assert 'spirl_http_request_duration_seconds_count{method="PUT",route="/v1/config/{scope}/{scope_id}"} 1' in metrics
+    assert (
+        'spirl_http_request_duration_seconds_count{method="PUT",route="/v1/config/{scope}/{scope_id}"} 1'
+        in metrics
+    )

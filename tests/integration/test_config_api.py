@@ -5,6 +5,7 @@ from __future__ import annotations
 from sqlalchemy import func, select
 
 from controlplane.store.models import ConfigVersionRow
+
 from support.api import KEY_LIFECYCLE, KEY_MANAGER_AZURE, make_topology, ok, put_config
 
 TDD = "trust-domain-deployment"
@@ -19,15 +20,24 @@ def test_set_get_history_and_unchanged_upload(live_api):
     with live_api.client() as c:
         ids = make_topology(c)
         result = ok(put_config(c, TDD, ids["tdd"], KEY_MANAGER_AZURE))
-        assert result == {"version": 1, "previous_version": 0, "changed": True, "validate_only": False,
-                          "sections": ["KeyManager"]}
+        assert result == {
+            "version": 1,
+            "previous_version": 0,
+            "changed": True,
+            "validate_only": False,
+            "sections": ["KeyManager"],
+        }
         current = ok(c.get(f"/v1/config/{TDD}/{ids['tdd']}"))
         assert current["version"] == 1 and current["actor"] == "admin:test-admin"
         doc = current["sections"]["KeyManager"]["document"]
-        assert doc["spec"]["extensions"]["azureKeyVault"]["vaultURL"] == "https://my-key-vault.vault.azure.net/"
+        assert (
+            doc["spec"]["extensions"]["azureKeyVault"]["vaultURL"]
+            == "https://my-key-vault.vault.azure.net/"
+        )
         # The same document written differently stores nothing new.
-        reformatted = KEY_MANAGER_AZURE.replace('"https://my-key-vault.vault.azure.net/"',
-                                                "'https://my-key-vault.vault.azure.net/'")
+        reformatted = KEY_MANAGER_AZURE.replace(
+            '"https://my-key-vault.vault.azure.net/"', "'https://my-key-vault.vault.azure.net/'"
+        )
         again = ok(put_config(c, TDD, ids["tdd"], reformatted))
         assert again["changed"] is False and again["version"] == 1
         ok(put_config(c, TDD, ids["tdd"], KEY_LIFECYCLE))
@@ -37,7 +47,9 @@ def test_set_get_history_and_unchanged_upload(live_api):
         assert all(h["actor"] == "admin:test-admin" and h["created_at"] for h in history)
         page = ok(c.get(f"/v1/config/{TDD}/{ids['tdd']}/history", params={"limit": 1}))
         assert [h["version"] for h in page["items"]] == [2] and page["next_before"] == 2
-        older = ok(c.get(f"/v1/config/{TDD}/{ids['tdd']}/history", params={"limit": 1, "before": 2}))
+        older = ok(
+            c.get(f"/v1/config/{TDD}/{ids['tdd']}/history", params={"limit": 1, "before": 2})
+        )
         assert [h["version"] for h in older["items"]] == [1]
 
 
@@ -45,7 +57,10 @@ def test_several_documents_and_prune(live_api):
     with live_api.client() as c:
         ids = make_topology(c)
         ok(put_config(c, TDD, ids["tdd"], KEY_MANAGER_AZURE + "---\n" + KEY_LIFECYCLE))
-        assert set(ok(c.get(f"/v1/config/{TDD}/{ids['tdd']}"))["sections"]) == {"KeyManager", "KeyLifecycle"}
+        assert set(ok(c.get(f"/v1/config/{TDD}/{ids['tdd']}"))["sections"]) == {
+            "KeyManager",
+            "KeyLifecycle",
+        }
         result = ok(put_config(c, TDD, ids["tdd"], KEY_LIFECYCLE, prune=True))
         assert result["version"] == 2 and result["sections"] == ["KeyLifecycle"]
         assert set(ok(c.get(f"/v1/config/{TDD}/{ids['tdd']}"))["sections"]) == {"KeyLifecycle"}
@@ -70,9 +85,15 @@ def test_validate_only_stores_nothing(live_api):
         ids = make_topology(c)
         before = _versions(live_api.engine)
         result = ok(put_config(c, TDD, ids["tdd"], KEY_MANAGER_AZURE, validate_only=True))
-        assert result["validate_only"] is True and result["changed"] is False and result["version"] == 0
+        assert (
+            result["validate_only"] is True
+            and result["changed"] is False
+            and result["version"] == 0
+        )
         assert _versions(live_api.engine) == before
-        bad = put_config(c, TDD, ids["tdd"], KEY_MANAGER_AZURE.replace("https://", "http://"), validate_only=True)
+        bad = put_config(
+            c, TDD, ids["tdd"], KEY_MANAGER_AZURE.replace("https://", "http://"), validate_only=True
+        )
         assert bad.status_code == 422
 
 
@@ -80,14 +101,18 @@ def test_validation_errors_all_at_once_and_nothing_stored(live_api):
     with live_api.client() as c:
         ids = make_topology(c)
         ok(put_config(c, TDD, ids["tdd"], KEY_LIFECYCLE))
-        bad = KEY_MANAGER_AZURE.replace("https://", "http://") + "      keyTags: {'azure:team': x}\n"
+        bad = (
+            KEY_MANAGER_AZURE.replace("https://", "http://") + "      keyTags: {'azure:team': x}\n"
+        )
         r = put_config(c, TDD, ids["tdd"], KEY_LIFECYCLE.replace("12h", "-5m") + "---\n" + bad)
         assert r.status_code == 422
         errors = r.json()["errors"]
         pointers = {(e["section"], e["pointer"]) for e in errors}
         assert ("KeyManager", "/spec/extensions/azureKeyVault/vaultURL") in pointers
         assert ("KeyLifecycle", "/spec/jwtKeyTTL") in pointers
-        assert any(e["pointer"].startswith("/spec/extensions/azureKeyVault/keyTags") for e in errors)
+        assert any(
+            e["pointer"].startswith("/spec/extensions/azureKeyVault/keyTags") for e in errors
+        )
         assert ok(c.get(f"/v1/config/{TDD}/{ids['tdd']}"))["version"] == 1
 
 
@@ -113,7 +138,10 @@ def test_delete_section_diff_and_rollback(live_api):
         assert c.delete(f"{base}/sections/KeyLifecycle").status_code == 404
         diff = ok(c.get(f"{base}/diff", params={"from": 1, "to": 3}))
         by_section = {d["section"]: d for d in diff["sections"]}
-        assert by_section["KeyLifecycle"]["change"] == "removed" and by_section["KeyLifecycle"]["new_yaml"] is None
+        assert (
+            by_section["KeyLifecycle"]["change"] == "removed"
+            and by_section["KeyLifecycle"]["new_yaml"] is None
+        )
         assert by_section["KeyManager"]["change"] == "changed"
         assert "my-key-vault" in by_section["KeyManager"]["old_yaml"]
         assert "other-vault" in by_section["KeyManager"]["new_yaml"]
@@ -137,9 +165,20 @@ def test_effective_config_precedence_names_scopes(live_api):
         eff = ok(c.get("/v1/effective-config", params={"trust_domain_deployment_id": ids["tdd"]}))
         assert eff["sections"]["KeyManager"]["scope"] == TDD
         assert eff["sections"]["KeyLifecycle"]["scope"] == "trust-domain"
-        ok(put_config(c, "cluster", ids["cluster"], KEY_MANAGER_AZURE.replace("my-key-vault", "east-vault")))
-        eff2 = ok(c.get("/v1/effective-config",
-                        params={"trust_domain_deployment_id": ids["tdd"], "cluster_id": ids["cluster"]}))
+        ok(
+            put_config(
+                c,
+                "cluster",
+                ids["cluster"],
+                KEY_MANAGER_AZURE.replace("my-key-vault", "east-vault"),
+            )
+        )
+        eff2 = ok(
+            c.get(
+                "/v1/effective-config",
+                params={"trust_domain_deployment_id": ids["tdd"], "cluster_id": ids["cluster"]},
+            )
+        )
         km = eff2["sections"]["KeyManager"]
         assert km["scope"] == "cluster" and km["scope_id"] == ids["cluster"]
         assert "east-vault" in km["yaml"]

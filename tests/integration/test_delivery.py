@@ -9,16 +9,36 @@ from typing import Any
 
 import httpx
 
-from support.api import KEY_LIFECYCLE, KEY_MANAGER_AZURE, make_topology, ok, put_config, register_server
+from support.api import (
+    KEY_LIFECYCLE,
+    KEY_MANAGER_AZURE,
+    make_topology,
+    ok,
+    put_config,
+    register_server,
+)
 
 TDD = "trust-domain-deployment"
 
 
-def _sync(url: str, server: dict[str, Any], config_version: int | None, bundle_version: int | None, wait: float) -> dict[str, Any]:
+def _sync(
+    url: str,
+    server: dict[str, Any],
+    config_version: int | None,
+    bundle_version: int | None,
+    wait: float,
+) -> dict[str, Any]:
     response = httpx.get(
         f"{url}/v1/servers/{server['server_id']}/sync",
-        params={k: v for k, v in (("config_version", config_version), ("bundle_version", bundle_version),
-                                  ("wait", wait)) if v is not None},
+        params={
+            k: v
+            for k, v in (
+                ("config_version", config_version),
+                ("bundle_version", bundle_version),
+                ("wait", wait),
+            )
+            if v is not None
+        },
         headers={"Authorization": f"Bearer {server['credential']}"},
         timeout=wait + 30,
     )
@@ -44,7 +64,9 @@ def test_first_poll_is_immediate_and_carries_effective_config(live_api):
     assert sections["KeyManager"]["scope"] == TDD and sections["KeyLifecycle"]["scope"] == "cluster"
     assert reply["bundle"]["keys"] == []
     started = time.monotonic()
-    again = _sync(live_api.url, server, reply["config"]["version"], reply["bundle"]["version"], wait=0.5)
+    again = _sync(
+        live_api.url, server, reply["config"]["version"], reply["bundle"]["version"], wait=0.5
+    )
     assert again["changed"] is False and "sections" not in again["config"]
     assert time.monotonic() - started >= 0.45
 
@@ -55,8 +77,14 @@ def test_waiting_poll_wakes_on_change(live_api):
         server = register_server(c, live_api.url, ids["tdd"])
         first = _sync(live_api.url, server, None, None, wait=0)
         with ThreadPoolExecutor(1) as pool:
-            pending = pool.submit(_sync, live_api.url, server, first["config"]["version"],
-                                  first["bundle"]["version"], 30)
+            pending = pool.submit(
+                _sync,
+                live_api.url,
+                server,
+                first["config"]["version"],
+                first["bundle"]["version"],
+                30,
+            )
             _wait_until(lambda: live_api.state.cache.waiting == 1)
             ok(put_config(c, TDD, ids["tdd"], KEY_MANAGER_AZURE))
             reply = pending.result(timeout=10)
@@ -69,8 +97,10 @@ def _reads_for_one_change(live_api, c, ids, servers: list[dict[str, Any]], lifec
     """Hold a long-poll per server, write once, and count SQL statements until all have replied."""
     firsts = [_sync(live_api.url, s, None, None, wait=0) for s in servers]
     with ThreadPoolExecutor(len(servers)) as pool:
-        pending = [pool.submit(_sync, live_api.url, s, f["config"]["version"], f["bundle"]["version"], 30)
-                   for s, f in zip(servers, firsts, strict=True)]
+        pending = [
+            pool.submit(_sync, live_api.url, s, f["config"]["version"], f["bundle"]["version"], 30)
+            for s, f in zip(servers, firsts, strict=True)
+        ]
         _wait_until(lambda: live_api.state.cache.waiting == len(servers))
         live_api.queries.reset()
         ok(put_config(c, TDD, ids["tdd"], lifecycle))
@@ -82,11 +112,15 @@ def _reads_for_one_change(live_api, c, ids, servers: list[dict[str, Any]], lifec
 def test_a_change_costs_the_same_reads_for_1_or_12_waiting_servers(live_api):
     with live_api.client() as c:
         ids = make_topology(c)
-        ok(put_config(c, TDD, ids["tdd"], KEY_LIFECYCLE.replace("12h", "3h")))  # both measured writes update
+        ok(
+            put_config(c, TDD, ids["tdd"], KEY_LIFECYCLE.replace("12h", "3h"))
+        )  # both measured writes update
         one = [register_server(c, live_api.url, ids["tdd"], name="solo")]
         many = [register_server(c, live_api.url, ids["tdd"], name=f"s{i}") for i in range(12)]
         reads_one = _reads_for_one_change(live_api, c, ids, one, KEY_LIFECYCLE)
-        reads_many = _reads_for_one_change(live_api, c, ids, many, KEY_LIFECYCLE.replace("12h", "6h"))
+        reads_many = _reads_for_one_change(
+            live_api, c, ids, many, KEY_LIFECYCLE.replace("12h", "6h")
+        )
     assert reads_one == reads_many, live_api.queries.statements
     assert reads_many <= 25
 
@@ -99,20 +133,38 @@ def test_a_poll_with_nothing_new_touches_no_database(live_api):
     first = _sync(live_api.url, server, None, None, wait=0)
     live_api.queries.reset()
     for _ in range(3):
-        reply = _sync(live_api.url, server, first["config"]["version"], first["bundle"]["version"], wait=0.1)
+        reply = _sync(
+            live_api.url, server, first["config"]["version"], first["bundle"]["version"], wait=0.1
+        )
         assert reply["changed"] is False
     assert live_api.queries.count == 0, live_api.queries.statements
 
 
 def _status(key_kid: str, not_after: datetime) -> dict[str, Any]:
     return {
-        "desired_version": 1, "attempted_version": 1, "attempted_at": datetime.now(UTC).isoformat(),
-        "applied_version": 1, "applied_at": datetime.now(UTC).isoformat(), "health": "HEALTHY", "error": None,
+        "desired_version": 1,
+        "attempted_version": 1,
+        "attempted_at": datetime.now(UTC).isoformat(),
+        "applied_version": 1,
+        "applied_at": datetime.now(UTC).isoformat(),
+        "health": "HEALTHY",
+        "error": None,
         "key_manager": {"type": "default", "digest": "sha256:00"},
-        "keys": [{"kid": key_kid, "kind": "jwt", "key_manager": "default", "state": "active",
-                  "not_after": not_after.isoformat(),
-                  "jwk": {"kty": "EC", "crv": "P-256", "x": "f83OJ3D2xF1Bg8vub9tLe1gHMzV76e8Tus9uPHvRVEU",
-                          "y": "x_FEzRu9m36HLN_tue659LNpXW6pCyStikYjKIWI5a0"}}],
+        "keys": [
+            {
+                "kid": key_kid,
+                "kind": "jwt",
+                "key_manager": "default",
+                "state": "active",
+                "not_after": not_after.isoformat(),
+                "jwk": {
+                    "kty": "EC",
+                    "crv": "P-256",
+                    "x": "f83OJ3D2xF1Bg8vub9tLe1gHMzV76e8Tus9uPHvRVEU",
+                    "y": "x_FEzRu9m36HLN_tue659LNpXW6pCyStikYjKIWI5a0",
+                },
+            }
+        ],
     }
 
 
@@ -123,18 +175,26 @@ def test_status_reports_build_the_bundle_and_wake_peers(live_api):
         b = register_server(c, live_api.url, ids["tdd"], name="b")
         first = _sync(live_api.url, b, None, None, wait=0)
         with ThreadPoolExecutor(1) as pool:
-            pending = pool.submit(_sync, live_api.url, b, first["config"]["version"], first["bundle"]["version"], 30)
+            pending = pool.submit(
+                _sync, live_api.url, b, first["config"]["version"], first["bundle"]["version"], 30
+            )
             _wait_until(lambda: live_api.state.cache.waiting == 1)
             not_after = datetime.now(UTC) + timedelta(hours=1)
-            r = httpx.post(f"{live_api.url}/v1/servers/{a['server_id']}/status", json=_status("kid-1", not_after),
-                           headers={"Authorization": f"Bearer {a['credential']}"})
+            r = httpx.post(
+                f"{live_api.url}/v1/servers/{a['server_id']}/status",
+                json=_status("kid-1", not_after),
+                headers={"Authorization": f"Bearer {a['credential']}"},
+            )
             assert r.status_code == 204, r.text
             reply = pending.result(timeout=10)
         assert [k["kid"] for k in reply["bundle"]["keys"]] == ["kid-1"]
         assert reply["bundle"]["keys"][0]["use"] == "jwt-svid"
         # The same key reported again by another server appears once.
-        r = httpx.post(f"{live_api.url}/v1/servers/{b['server_id']}/status", json=_status("kid-1", not_after),
-                       headers={"Authorization": f"Bearer {b['credential']}"})
+        r = httpx.post(
+            f"{live_api.url}/v1/servers/{b['server_id']}/status",
+            json=_status("kid-1", not_after),
+            headers={"Authorization": f"Bearer {b['credential']}"},
+        )
         assert r.status_code == 204
         public = httpx.get(f"{live_api.url}/v1/trust-domains/{ids['td']}/bundle").json()
         assert [k["kid"] for k in public["keys"]] == ["kid-1"]
@@ -149,7 +209,10 @@ def test_status_with_private_key_material_is_refused(live_api):
         a = register_server(c, live_api.url, ids["tdd"], name="a")
     report = _status("kid-1", datetime.now(UTC) + timedelta(hours=1))
     report["keys"][0]["jwk"]["d"] = "secret"
-    r = httpx.post(f"{live_api.url}/v1/servers/{a['server_id']}/status", json=report,
-                   headers={"Authorization": f"Bearer {a['credential']}"})
+    r = httpx.post(
+        f"{live_api.url}/v1/servers/{a['server_id']}/status",
+        json=report,
+        headers={"Authorization": f"Bearer {a['credential']}"},
+    )
     assert r.status_code == 400 and "private" in r.json()["message"]
     assert httpx.get(f"{live_api.url}/v1/trust-domains/{ids['td']}/bundle").json()["keys"] == []

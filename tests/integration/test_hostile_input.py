@@ -6,6 +6,7 @@ import httpx
 from sqlalchemy import func, select
 
 from controlplane.store.models import AuditEventRow, ConfigSectionRow, ConfigVersionRow
+
 from corpus.bad_corpus import load_cases
 from support.api import KEY_LIFECYCLE, make_topology, ok, put_config
 
@@ -23,24 +24,35 @@ def test_bad_corpus_is_refused_and_nothing_changes(live_api):
     assert len(cases) >= 30
     with live_api.client() as c:
         ids = make_topology(c)
-        scope_ids = {"cluster": ids["cluster"], "trust-domain-deployment": ids["tdd"], "trust-domain": ids["td"]}
+        scope_ids = {
+            "cluster": ids["cluster"],
+            "trust-domain-deployment": ids["tdd"],
+            "trust-domain": ids["td"],
+        }
         for scope, scope_id in scope_ids.items():
             ok(put_config(c, scope, scope_id, KEY_LIFECYCLE))
         before = _row_counts(live_api.engine)
         failures = []
         for case in cases:
-            response = c.put(f"/v1/config/{case.scope}/{scope_ids[case.scope]}", content=case.data,
-                             headers={"Content-Type": "application/yaml"})
+            response = c.put(
+                f"/v1/config/{case.scope}/{scope_ids[case.scope]}",
+                content=case.data,
+                headers={"Content-Type": "application/yaml"},
+            )
             body = response.json()
             if case.kind == "input_rejected":
                 want = 413 if case.too_large else 400
-                if response.status_code != want or body.get("error") != "input_rejected" \
-                        or case.reason not in body.get("message", ""):
+                if (
+                    response.status_code != want
+                    or body.get("error") != "input_rejected"
+                    or case.reason not in body.get("message", "")
+                ):
                     failures.append(f"{case.name}: {response.status_code} {body}")
             else:
                 issues = body.get("errors", [])
                 if response.status_code != 422 or not any(
-                    case.reason in i["reason"] and (case.pointer is None or i["pointer"] == case.pointer)
+                    case.reason in i["reason"]
+                    and (case.pointer is None or i["pointer"] == case.pointer)
                     for i in issues
                 ):
                     failures.append(f"{case.name}: {response.status_code} {body}")
@@ -55,7 +67,12 @@ def test_malformed_json_and_wrong_types_are_400(live_api):
     with live_api.client() as c:
         ids = make_topology(c)
         url = f"/v1/config/cluster/{ids['cluster']}"
-        assert c.put(url, content=b"{not json", headers={"Content-Type": "application/json"}).status_code == 400
+        assert (
+            c.put(
+                url, content=b"{not json", headers={"Content-Type": "application/json"}
+            ).status_code
+            == 400
+        )
         assert c.put(url, json=["a list"]).status_code == 400
         r = c.put(url, json={"yaml": 42})
         assert r.status_code == 400 and "yaml must be a string" in r.json()["message"]
@@ -63,6 +80,8 @@ def test_malformed_json_and_wrong_types_are_400(live_api):
         assert r.status_code == 400 and "expected_version" in r.json()["message"]
         r = c.put(url, json={"yaml": KEY_LIFECYCLE, "prune": "yes"})
         assert r.status_code == 400 and "prune" in r.json()["message"]
-        huge = c.put(url, content=b"x" * (3 * 1024 * 1024), headers={"Content-Type": "application/json"})
+        huge = c.put(
+            url, content=b"x" * (3 * 1024 * 1024), headers={"Content-Type": "application/json"}
+        )
         assert huge.status_code == 413
         assert ok(c.get(url))["version"] == 0

@@ -22,20 +22,31 @@ class ControlPlane:
     database_url: str | None
 
     def client(self) -> httpx.Client:
-        return httpx.Client(base_url=self.url, headers={"Authorization": f"Bearer {self.admin_token}"},
-                            timeout=30)
+        return httpx.Client(
+            base_url=self.url, headers={"Authorization": f"Bearer {self.admin_token}"}, timeout=30
+        )
 
     def env(self) -> dict[str, str]:
         """Environment for spirlctl and the Terraform provider."""
         return {"SPIRL_ENDPOINT": self.url, "SPIRL_TOKEN": self.admin_token}
 
-    def spirlctl(self, *args: str, input_text: str | None = None, check: bool = True) -> subprocess.CompletedProcess[str]:
+    def spirlctl(
+        self, *args: str, input_text: str | None = None, check: bool = True
+    ) -> subprocess.CompletedProcess[str]:
         import os
 
-        result = subprocess.run([script("spirlctl"), *args], capture_output=True, text=True,
-                                env={**os.environ, **self.env()}, input=input_text, timeout=60)
+        result = subprocess.run(
+            [script("spirlctl"), *args],
+            capture_output=True,
+            text=True,
+            env={**os.environ, **self.env()},
+            input=input_text,
+            timeout=60,
+        )
         if check and result.returncode != 0:
-            raise AssertionError(f"spirlctl {' '.join(args)} failed ({result.returncode}): {result.stderr}")
+            raise AssertionError(
+                f"spirlctl {' '.join(args)} failed ({result.returncode}): {result.stderr}"
+            )
         return result
 
     def spirlctl_json(self, *args: str) -> Any:
@@ -64,23 +75,51 @@ def _db_args(data_dir: Path, database_url: str | None) -> list[str]:
 
 def create_admin_token(data_dir: Path, database_url: str | None = None) -> str:
     result = subprocess.run(
-        [script("spirl-controlplane"), "token", "create", "--role", "admin", "--migrate",
-         *_db_args(data_dir, database_url)],
-        capture_output=True, text=True, timeout=60, check=True,
+        [
+            script("spirl-controlplane"),
+            "token",
+            "create",
+            "--role",
+            "admin",
+            "--migrate",
+            *_db_args(data_dir, database_url),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=True,
     )
     return result.stdout.strip()
 
 
-def start_control_plane(tmp_path: Path, *, database_url: str | None = None, admin_token: str | None = None,
-                        extra_args: list[str] | None = None, name: str = "controlplane") -> ControlPlane:
+def start_control_plane(
+    tmp_path: Path,
+    *,
+    database_url: str | None = None,
+    admin_token: str | None = None,
+    extra_args: list[str] | None = None,
+    name: str = "controlplane",
+) -> ControlPlane:
     """Migrate, create an admin token, and start `spirl-controlplane serve` on a free loopback port."""
     data_dir = tmp_path / f"{name}-data"
     data_dir.mkdir(parents=True, exist_ok=True)
     token = admin_token or create_admin_token(data_dir, database_url)
     process = start_process(
-        [script("spirl-controlplane"), "serve", "--listen", "127.0.0.1:0", "--migrate",
-         *_db_args(data_dir, database_url), *(extra_args or [])],
+        [
+            script("spirl-controlplane"),
+            "serve",
+            "--listen",
+            "127.0.0.1:0",
+            "--migrate",
+            *_db_args(data_dir, database_url),
+            *(extra_args or []),
+        ],
         log_path=tmp_path / f"{name}.log",
     )
-    return ControlPlane(process=process, url=process.announcement["url"], admin_token=token,
-                        data_dir=data_dir, database_url=database_url)
+    return ControlPlane(
+        process=process,
+        url=process.announcement["url"],
+        admin_token=token,
+        data_dir=data_dir,
+        database_url=database_url,
+    )

@@ -56,14 +56,18 @@ class PostgresServer:
         import psycopg
 
         name = "t_" + uuid.uuid4().hex[:12]
-        with psycopg.connect(f"host=127.0.0.1 port={self.port} user=postgres dbname=postgres",
-                             autocommit=True) as conn:
+        with psycopg.connect(
+            f"host=127.0.0.1 port={self.port} user=postgres dbname=postgres", autocommit=True
+        ) as conn:
             conn.execute(f'CREATE DATABASE "{name}"')
         return self.url(name)
 
     def stop(self) -> None:
-        subprocess.run(_as_postgres([_pg_bin("pg_ctl"), "-D", str(self.data_dir), "-m", "immediate", "stop"]),
-                       capture_output=True, timeout=30)
+        subprocess.run(
+            _as_postgres([_pg_bin("pg_ctl"), "-D", str(self.data_dir), "-m", "immediate", "stop"]),
+            capture_output=True,
+            timeout=30,
+        )
         shutil.rmtree(self.data_dir.parent, ignore_errors=True)
 
 
@@ -74,15 +78,45 @@ def start_postgres() -> PostgresServer:
     if os.geteuid() == 0:
         shutil.chown(root, "postgres", "postgres")
     run = lambda cmd: subprocess.run(_as_postgres(cmd), capture_output=True, text=True, timeout=120)  # noqa: E731
-    result = run([_pg_bin("initdb"), "-D", str(data), "-U", "postgres", "--auth=trust", "-E", "UTF8",
-                  "--no-sync", "--no-instructions"])
+    result = run(
+        [
+            _pg_bin("initdb"),
+            "-D",
+            str(data),
+            "-U",
+            "postgres",
+            "--auth=trust",
+            "-E",
+            "UTF8",
+            "--no-sync",
+            "--no-instructions",
+        ]
+    )
     if result.returncode != 0:
         raise RuntimeError(f"initdb failed: {result.stderr or result.stdout}")
     port = free_port()
-    options = (f"-p {port} -k {root} -c listen_addresses=127.0.0.1 -c fsync=off "
-               "-c synchronous_commit=off -c full_page_writes=off -c max_connections=300")
-    result = run([_pg_bin("pg_ctl"), "-D", str(data), "-o", options, "-l", str(root / "server.log"), "-w", "start"])
+    options = (
+        f"-p {port} -k {root} -c listen_addresses=127.0.0.1 -c fsync=off "
+        "-c synchronous_commit=off -c full_page_writes=off -c max_connections=300"
+    )
+    result = run(
+        [
+            _pg_bin("pg_ctl"),
+            "-D",
+            str(data),
+            "-o",
+            options,
+            "-l",
+            str(root / "server.log"),
+            "-w",
+            "start",
+        ]
+    )
     if result.returncode != 0:
-        log = (root / "server.log").read_text(errors="replace") if (root / "server.log").exists() else ""
+        log = (
+            (root / "server.log").read_text(errors="replace")
+            if (root / "server.log").exists()
+            else ""
+        )
         raise RuntimeError(f"pg_ctl start failed: {result.stderr or result.stdout}\n{log}")
     return PostgresServer(data_dir=data, port=port)

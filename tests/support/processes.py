@@ -72,8 +72,9 @@ def start_process(
     log_path.parent.mkdir(parents=True, exist_ok=True)
     log = open(log_path, "ab")  # noqa: SIM115 - the child keeps writing to it
     full_env = {**os.environ, **(env or {})}
-    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=log, stdin=subprocess.DEVNULL,
-                            env=full_env, cwd=cwd)
+    proc = subprocess.Popen(
+        cmd, stdout=subprocess.PIPE, stderr=log, stdin=subprocess.DEVNULL, env=full_env, cwd=cwd
+    )
     log.close()
     assert proc.stdout is not None
     sel = selectors.DefaultSelector()
