@@ -39,7 +39,19 @@ def reported(diags: Diagnostics, action: str) -> Iterator[None]:
             f"Cannot {action}", f"{exc}. Set them in the provider block or the environment."
         )
     except ApiError as exc:
-        diags.add_error(f"Cannot {action}", str(exc))
+        diags.add_error(f"Cannot {action}", api_error_detail(exc))
+
+
+def api_error_detail(exc: ApiError) -> str:
+    """The error line plus, for a 422, every validation issue the control plane listed."""
+    lines = [str(exc)]
+    errors = exc.body.get("errors")
+    if isinstance(errors, list):
+        for err in errors:
+            if isinstance(err, dict):
+                where = " ".join(str(err.get(k)) for k in ("section", "pointer") if err.get(k))
+                lines.append(f"- {where}: {err.get('reason', '')}")
+    return "\n".join(lines)
 
 
 class ProviderBound:

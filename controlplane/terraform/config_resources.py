@@ -257,6 +257,8 @@ class _ConfigResource(ProviderBound, Resource):
         desired = planned.get("sections") or {}
         expected = int(current.get("version") or 0)
         with reported(ctx.diagnostics, f"write the config of {self.SCOPE_KIND} {scope_id}"):
+            if self._invalid_sections(ctx.diagnostics, desired):  # values unknown at plan time
+                return None
             version = self._write(ctx.diagnostics, scope_id, desired, expected)
             # Return exactly the planned text: Terraform insists the result equals the plan.
             return self._state(scope_id, desired, version, self._updated_at(scope_id, version))
