@@ -1,8 +1,13 @@
 """`make run`: the main job on the embedded defaults, narrated.
 
-Starts the control plane on SQLite, creates a trust domain and a deployment, applies the vendor
-seed's KeyManager document with spirlctl, and shows the stored version and its history. Every
-step prints the command a user would type. State lives in ./.run/ (wiped at each start).
+The vendor's migration from the default key manager to Azure Key Vault, live:
+the control plane on SQLite, two trust domain servers on the default key manager, the loopback
+Key Vault emulator standing in for a Premium vault; `spirlctl config set` hot-swaps both
+servers to Azure Key Vault without a restart, the next rotation creates HSM keys in the vault,
+and the old keys drain from the bundle when they expire. Every SVID issued along the way is
+verified against the bundle of the *other* server. Key lifetimes are 10 minutes and the servers
+run on a simulated clock (their hidden --clock-file flag), so the demo takes seconds, not hours.
+Every step prints the command a user would type. State lives in ./.run/ (wiped at each start).
 """
 
 from __future__ import annotations
@@ -27,8 +32,22 @@ schema: v1
 spec:
   extensions:
     azureKeyVault:
-      vaultURL: "https://my-key-vault.vault.azure.net/"
+      vaultURL: "{vault_url}"
+      keyTags:
+        team: identity
 """
+
+SHORT_LIFETIMES = """\
+section: KeyLifecycle
+schema: v1
+spec:
+  x509CATTL: 10m
+  jwtKeyTTL: 10m
+"""
+
+TRUST_DOMAIN = "example.org"
+# The Workload Identity (client id) the servers run as, with the two RBAC roles the vendor asks for.
+SERVER_IDENTITY = "5b0e9c3c-2f1a-4d7e-9a51-3c2d1e0f4a6b"
 
 
 def say(text: str) -> None:
@@ -39,6 +58,7 @@ class Demo:
     def __init__(self, run_dir: Path) -> None:
         self.run_dir = run_dir
         self.processes: list[subprocess.Popen[bytes]] = []
+        self.stoppers: list[Callable[[], None]] = []
         self.env = dict(os.environ)
 
     # -- processes ----------------------------------------------------------------------------
@@ -65,6 +85,8 @@ class Demo:
         return info
 
     def stop_all(self) -> None:
+        for stop in self.stoppers:
+            stop()
         for proc in reversed(self.processes):
             if proc.poll() is None:
                 proc.send_signal(signal.SIGTERM)
@@ -109,6 +131,54 @@ def wait_for(predicate: Callable[[], bool], timeout: float, what: str) -> None:
         time.sleep(0.1)
 
 
+class SimulatedClock:
+    """The offset file the demo's servers read their clock from (their hidden --clock-file flag)."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self.offset = 0.0
+        self.set(0.0)
+
+    def set(self, seconds: float) -> None:
+        self.offset = seconds
+        tmp = self.path.with_suffix(".tmp")
+        tmp.write_text(str(seconds))
+        tmp.replace(self.path)
+        time.sleep(0.5)  # servers re-read it every 50 ms; the rotator ticks every 0.2 s
+
+    def now(self) -> float:
+        return time.time() + self.offset
+
+
+class Server:
+    def __init__(self, name: str, info: dict[str, Any]) -> None:
+        self.name = name
+        self.url = info["listen"]
+        self.server_id = info["server_id"]
+        self.pid = info["pid"]
+
+    def status(self) -> dict[str, Any]:
+        import httpx
+
+        return httpx.get(f"{self.url}/v1/status", timeout=10).json()  # type: ignore[no-any-return]
+
+    def bundle(self) -> dict[str, Any]:
+        import httpx
+
+        return httpx.get(f"{self.url}/v1/bundle", timeout=10).json()  # type: ignore[no-any-return]
+
+    def jwt_svid(self, path: str, ttl: str = "90s") -> str:
+        import httpx
+
+        response = httpx.post(
+            f"{self.url}/v1/svid/jwt",
+            timeout=10,
+            json={"spiffe_id": f"spiffe://{TRUST_DOMAIN}/{path}", "audience": ["demo"], "ttl": ttl},
+        )
+        response.raise_for_status()
+        return str(response.json()["token"])
+
+
 def control_plane_stage(demo: Demo) -> dict[str, str]:
     say("1. Start the control plane on the embedded SQLite database")
     data = demo.run_dir / "controlplane"
@@ -139,8 +209,8 @@ def control_plane_stage(demo: Demo) -> dict[str, str]:
     print(f"   export SPIRL_ENDPOINT={info['url']} SPIRL_TOKEN=<admin token>")
 
     say("2. Create a trust domain, a deployment and a cluster")
-    td = demo.run_json("spirlctl", "trust-domain", "create", "example.org")
-    print(f"$ spirlctl trust-domain create example.org            -> {td['id']}")
+    td = demo.run_json("spirlctl", "trust-domain", "create", TRUST_DOMAIN)
+    print(f"$ spirlctl trust-domain create {TRUST_DOMAIN}            -> {td['id']}")
     tdd = demo.run_json(
         "spirlctl", "trust-domain", "deployment", "create", "prod", "--trust-domain", td["id"]
     )
@@ -149,17 +219,182 @@ def control_plane_stage(demo: Demo) -> dict[str, str]:
         "spirlctl", "cluster", "create", "east", "--trust-domain-deployment", tdd["id"]
     )
     print(f"$ spirlctl cluster create east ...                    -> {cluster['id']}")
+    lifetimes = demo.run_dir / "key-lifecycle.yaml"
+    lifetimes.write_text(SHORT_LIFETIMES)
+    print("   short key lifetimes so rotation is visible:")
+    print("   " + SHORT_LIFETIMES.rstrip().replace("\n", "\n   "))
+    demo.run("spirlctl", "config", "set", "trust-domain", "--id", td["id"], str(lifetimes))
+    return {"td": td["id"], "tdd": tdd["id"], "cluster": cluster["id"], "url": info["url"]}
 
-    say("3. Apply the vendor's KeyManager document (key-manager.yaml)")
+
+def start_servers(
+    demo: Demo, ids: dict[str, str], clock: SimulatedClock, env: dict[str, str]
+) -> list[Server]:
+    say("4. Two trust domain servers join the deployment (default key manager)")
+    servers = []
+    for name in ("tds-a", "tds-b"):
+        join = demo.run_json(
+            "spirlctl", "trust-domain", "deployment", "join-token", "--id", ids["tdd"]
+        )
+        print(
+            f'$ spirlctl trust-domain deployment join-token --id {ids["tdd"]} -o json   -> {{"token": ...}}'
+        )
+        folder = demo.run_dir / name
+        cmd = [
+            str(BIN / "spirl-tds"),
+            "run",
+            "--endpoint",
+            ids["url"],
+            "--join-token",
+            join["token"],
+            "--trust-domain-deployment",
+            ids["tdd"],
+            "--cluster",
+            ids["cluster"],
+            "--data-dir",
+            str(folder),
+            "--listen",
+            "127.0.0.1:0",
+            "--name",
+            name,
+            "--key-identifier-file",
+            str(folder / "server_id"),
+            "--clock-file",
+            str(clock.path),
+            "--rotate-interval",
+            "0.2",
+        ]
+        print(
+            f"$ spirl-tds run --endpoint $SPIRL_ENDPOINT --join-token <token> --trust-domain-deployment "
+            f"{ids['tdd']} --cluster {ids['cluster']} --data-dir .run/{name} --listen 127.0.0.1:0 "
+            f"--key-identifier-file .run/{name}/server_id"
+        )
+        servers.append(Server(name, demo.start(name, cmd, env=env)))
+    wait_for(
+        lambda: all(s.status().get("applied_version") for s in servers),
+        15,
+        "servers to apply config",
+    )
+    demo.run("spirlctl", "trust-domain", "deployment", "servers", "--id", ids["tdd"])
+    return servers
+
+
+def show_keys(server: Server) -> None:
+    status = server.status()
+    manager = status.get("key_manager") or status.get("active_key_manager") or {}
+    mtype = manager.get("type") if isinstance(manager, dict) else manager
+    print(
+        f"   {server.name} (pid {server.pid}): config version {status.get('applied_version')}, "
+        f"active key manager {mtype}"
+    )
+    from controlplane.cli.output import table
+
+    rows = []
+    for key in status.get("keys", []):
+        km = key.get("key_manager")
+        rows.append(
+            [
+                str(key.get("kind")),
+                str(key.get("kid")),
+                str(km.get("type") if isinstance(km, dict) else km),
+                str(key.get("state")),
+                str(key.get("not_after", ""))[:19],
+            ]
+        )
+    text = table(rows, ["KIND", "KID", "KEY MANAGER", "STATE", "NOT AFTER"])
+    print("\n".join("   " + line for line in text.splitlines()))
+
+
+def verify(token: str, verifier: Server, clock: SimulatedClock) -> str:
+    """Verify a JWT-SVID with PyJWT against the other server's bundle (independent code)."""
+    import jwt
+
+    kid = jwt.get_unverified_header(token)["kid"]
+    keys = [
+        k for k in verifier.bundle()["keys"] if k.get("kid") == kid and k.get("use") == "jwt-svid"
+    ]
+    if not keys:
+        return f"kid {kid} NOT in {verifier.name}'s bundle"
+    key = jwt.PyJWK(keys[0])
+    claims = jwt.decode(
+        token,
+        key.key,
+        algorithms=["ES256", "ES384", "RS256", "PS256"],
+        audience="demo",
+        options={"verify_exp": False, "verify_iat": False, "verify_nbf": False},
+    )
+    left = claims["exp"] - clock.now()
+    state = f"valid for {left:.0f}s more" if left > 0 else "expired"
+    return f"signature OK with kid {kid} from {verifier.name}'s bundle ({claims['sub']}, {state})"
+
+
+def vault_keys(emulator: Any) -> list[Any]:
+    from azure.identity import WorkloadIdentityCredential
+    from azure.keyvault.keys import KeyClient
+
+    token_file = emulator.write_federated_token(SERVER_IDENTITY)
+    credential = WorkloadIdentityCredential(
+        tenant_id=emulator.tenant_id,
+        client_id=SERVER_IDENTITY,
+        token_file_path=str(token_file),
+        authority=emulator.authority_host,
+        disable_instance_discovery=True,
+        connection_verify=emulator.ca_file,
+    )
+    client = KeyClient(
+        emulator.vault_url,
+        credential,
+        verify_challenge_resource=False,
+        connection_verify=emulator.ca_file,
+    )
+    return list(client.list_properties_of_keys())
+
+
+def migration_stage(demo: Demo, ids: dict[str, str]) -> None:
+    from controlplane.emulators.keyvault.process import start_emulator
+
+    say("3. Prepare Azure resources: a Premium Key Vault (the loopback emulator) and RBAC roles")
+    emulator = start_emulator(
+        demo.run_dir / "keyvault",
+        sku="premium",
+        principals={SERVER_IDENTITY: ["Key Vault Crypto Officer", "Key Vault Crypto User"]},
+    )
+    demo.stoppers.append(emulator.stop)
+    print(
+        f"   vault {emulator.vault_url} (pid {emulator.pid}); workload identity {SERVER_IDENTITY} has "
+        "Key Vault Crypto Officer + Key Vault Crypto User"
+    )
+    env = emulator.sdk_env(SERVER_IDENTITY)  # Workload Identity token file, authority, CA
+    clock = SimulatedClock(demo.run_dir / "clock")
+    servers = start_servers(demo, ids, clock, env)
+    a, b = servers
+    for server in servers:
+        show_keys(server)
+    first = a.jwt_svid("web")
+    print('$ curl -X POST $TDS_A/v1/svid/jwt -d \'{"spiffe_id": "spiffe://example.org/web", ...}\'')
+    print(f"   JWT-SVID #1 from tds-a: {verify(first, b, clock)}")
+
+    say(
+        "5. Apply the vendor's KeyManager document: Azure Key Vault becomes active at once, no restart"
+    )
     doc = demo.run_dir / "key-manager.yaml"
-    doc.write_text(SEED_KEY_MANAGER)
-    print(SEED_KEY_MANAGER.rstrip())
-    demo.run("spirlctl", "config", "set", "trust-domain-deployment", "--id", tdd["id"], str(doc))
+    doc.write_text(SEED_KEY_MANAGER.format(vault_url=emulator.vault_url))
+    print(doc.read_text().rstrip())
+    demo.run("spirlctl", "config", "set", "trust-domain-deployment", "--id", ids["tdd"], str(doc))
+    wait_for(lambda: all(_manager_type(s) == "azureKeyVault" for s in servers), 15, "the hot swap")
+    demo.run("spirlctl", "trust-domain", "deployment", "servers", "--id", ids["tdd"])
+    for server in servers:
+        show_keys(server)
+    print(
+        f"   keys in the vault now: {len(vault_keys(emulator))} (none: a swap creates no key; the "
+        "default keys keep signing)"
+    )
+    second = a.jwt_svid("api")
+    print(f"   JWT-SVID #2 from tds-a: {verify(second, b, clock)}")
 
-    say("4. A bad document is refused with every error at once; nothing is stored")
-    bad = (
-        SEED_KEY_MANAGER.replace("https://", "http://")
-        + "      keyTags: {'azure:team': identity}\n"
+    say("6. A bad document is refused with every error at once; nothing is stored")
+    bad = SEED_KEY_MANAGER.format(vault_url="http://my-key-vault.vault.azure.net/").replace(
+        "team: identity", "'azure:team': identity"
     )
     demo.run(
         "spirlctl",
@@ -167,23 +402,67 @@ def control_plane_stage(demo: Demo) -> dict[str, str]:
         "set",
         "trust-domain-deployment",
         "--id",
-        tdd["id"],
+        ids["tdd"],
         "-",
         input_text=bad,
         check=False,
     )
 
-    say("5. The stored version and its history")
-    demo.run("spirlctl", "config", "get", "trust-domain-deployment", "--id", tdd["id"])
-    demo.run("spirlctl", "config", "history", "trust-domain-deployment", "--id", tdd["id"])
-    demo.run("spirlctl", "audit", "list", "--limit", "5")
-    return {
-        "td": td["id"],
-        "tdd": tdd["id"],
-        "cluster": cluster["id"],
-        "token": token,
-        "url": info["url"],
-    }
+    say(
+        "7. Time-lapse to the next rotation (half-life): the next keys are made in Key Vault as HSM keys"
+    )
+    clock.set(5 * 60 + 30)
+    wait_for(lambda: len(vault_keys(emulator)) >= 4, 20, "HSM keys in the vault")
+    for props in vault_keys(emulator):
+        print(f"   {props.id}  tags={dict(sorted((props.tags or {}).items()))}")
+    clock.set(8 * 60 + 10)
+    third = a.jwt_svid("late")
+    print(f"   JWT-SVID #3 from tds-a just before activation: {verify(third, b, clock)}")
+
+    say("8. Activation (5/6 of the lifetime): HSM keys sign; the old keys stay in the bundle")
+    clock.set(8 * 60 + 40)
+    wait_for(
+        lambda: all(_active_types(s) == {"azureKeyVault"} for s in servers), 20, "Azure keys active"
+    )
+    for server in servers:
+        show_keys(server)
+    fourth = a.jwt_svid("after")
+    print(f"   JWT-SVID #4 from tds-a (Key Vault signed): {verify(fourth, b, clock)}")
+    print(f"   JWT-SVID #3 (old key, still outstanding):  {verify(third, b, clock)}")
+    signs = [e for e in emulator.control.audit() if e.get("operationName") == "KeySign"]
+    print(f"   Key Vault audit log: {len(signs)} KeySign AuditEvent(s)")
+
+    say("9. The old keys expire: they leave the bundle and the default key manager is closed")
+    clock.set(10 * 60 + 30)
+    wait_for(
+        lambda: all("default" not in _bundle_managers(s) for s in servers), 20, "old keys to drain"
+    )
+    for server in servers:
+        show_keys(server)
+    print(f"   JWT-SVID #4: {verify(fourth, b, clock)}")
+    print(f"   same processes throughout: tds-a pid {a.pid}, tds-b pid {b.pid}")
+
+    say("10. History of the deployment's config and the audit log")
+    demo.run("spirlctl", "config", "history", "trust-domain-deployment", "--id", ids["tdd"])
+    demo.run("spirlctl", "audit", "list", "--limit", "6")
+
+
+def _manager_type(server: Server) -> str | None:
+    manager = server.status().get("key_manager") or {}
+    return manager.get("type") if isinstance(manager, dict) else manager
+
+
+def _active_types(server: Server) -> set[str]:
+    return {_km_type(k) for k in server.status().get("keys", []) if k.get("state") == "active"}
+
+
+def _bundle_managers(server: Server) -> set[str]:
+    return {_km_type(k) for k in server.status().get("keys", [])}
+
+
+def _km_type(key: dict[str, Any]) -> str:
+    km = key.get("key_manager")
+    return str(km.get("type") if isinstance(km, dict) else km)
 
 
 def main() -> int:
@@ -192,7 +471,8 @@ def main() -> int:
     RUN_DIR.mkdir(parents=True)
     demo = Demo(RUN_DIR.resolve())
     try:
-        control_plane_stage(demo)
+        ids = control_plane_stage(demo)
+        migration_stage(demo, ids)
         say("Done. Logs and state are in ./.run/")
     except KeyboardInterrupt:
         return 130
