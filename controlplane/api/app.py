@@ -49,7 +49,6 @@ TOKEN_CACHE_SECONDS = 30.0
 @dataclass
 class Settings:
     max_request_bytes: int = MAX_REQUEST_BYTES
-    metrics_require_token: bool = True
 
 
 @dataclass
@@ -203,8 +202,7 @@ async def readyz(request: Request) -> Response:
 
 async def metrics(request: Request) -> Response:
     """Prometheus metrics."""
-    if _state(request).settings.metrics_require_token:
-        await _user(request)
+    await _user(request)  # without a token only on the separate --metrics-listen address
     return PlainTextResponse(
         _state(request).metrics.render(), media_type="text/plain; version=0.0.4"
     )

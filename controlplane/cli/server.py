@@ -99,7 +99,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
     except SchemaOutdated as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1
-    settings = Settings(metrics_require_token=args.metrics_listen is None)
+    settings = Settings()
     app = create_app(engine, settings)
     sock = _listen_socket(args.listen)
     host, port = sock.getsockname()[:2]

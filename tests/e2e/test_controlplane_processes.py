@@ -269,3 +269,14 @@ def test_two_replicas_on_postgres_wake_each_others_long_polls(tmp_path: Path, po
         reply = held_poll_sees_write(KEY_LIFECYCLE, before_write=cut_listeners)
         assert len(killed) == 2  # one listener connection per replica
         assert reply["changed"] is True and "KeyLifecycle" in reply["config"]["sections"]
+
+
+def test_metrics_on_a_separate_address_need_no_token(tmp_path: Path):
+    with start_control_plane(tmp_path, extra_args=["--metrics-listen", "127.0.0.1:0"]) as cp:
+        metrics_url = cp.process.announcement["metrics_url"]
+        with cp.client() as client:
+            client.post("/v1/trust-domains", json={"name": "example.org"})
+        text = httpx.get(metrics_url, timeout=10).text
+        assert "spirl_longpolls_waiting 0" in text
+        assert 'route="/v1/trust-domains"' in text
+        assert httpx.get(f"{cp.url}/metrics", timeout=10).status_code == 401
