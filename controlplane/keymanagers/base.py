@@ -72,7 +72,9 @@ class KeyManager(Protocol):
     def check(self) -> None:
         """Prove the key manager can work (credentials, reachability, tier, permissions).
 
-        Called before a hot swap; raises KeyManagerError with a clear reason. Creates no key.
+        Called before a hot swap; raises KeyManagerError with a clear reason. Creates no key
+        that can sign SVIDs; a manager may create and remove a probe (the Azure Key Vault
+        manager does, to prove the tier and its permissions).
         """
         ...
 
