@@ -38,6 +38,11 @@ class EmulatorSettings:
     sku: str = "premium"
     control_token: str = ""
     limits: Limits = Limits()
+    # Where the tenant lives (tenant id, token signing key, TLS CA); default: state_dir.
+    # Several vault processes given the same tenant dir act as vaults of one Azure tenant:
+    # a token from any of their Entra endpoints is good at all of them, one CA file trusts
+    # all of them. Keys, principals (role assignments) and faults stay per vault.
+    tenant_dir: Path | None = None
 
 
 def _tenant_id(state_dir: Path) -> str:
@@ -64,15 +69,16 @@ def _msi_header(state_dir: Path) -> str:
 class EmulatorApp:
     def __init__(self, settings: EmulatorSettings) -> None:
         state_dir = settings.state_dir
+        tenant_dir = settings.tenant_dir or state_dir
         self.settings = settings
         self._sku = settings.sku
         self._lock = threading.Lock()
-        self.tenant_id = _tenant_id(state_dir)
+        self.tenant_id = _tenant_id(tenant_dir)
         self.msi_header = _msi_header(state_dir)
         self.clock = Clock()
         self.store = KeyStore(state_dir / "keys.json", self.clock)
         self.principals = PrincipalStore(state_dir / "principals.json")
-        self.signer = TokenSigner(state_dir / "token-signing-key.pem")
+        self.signer = TokenSigner(tenant_dir / "token-signing-key.pem")
         self.limiter = RateLimiter(settings.limits)
         self.faults = FaultInjector()
         self.audit = AuditLog(state_dir / "audit.jsonl")

@@ -55,6 +55,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--sku", choices=("premium", "standard"), default="premium")
     p.add_argument("--state-dir", type=Path, required=True)
     p.add_argument(
+        "--tenant-dir",
+        type=Path,
+        default=None,
+        help="share one tenant (tenant id, token signing key, TLS CA) with other emulated "
+        "vaults started with the same folder; default: the state dir",
+    )
+    p.add_argument(
         "--principal",
         type=_parse_principal,
         action="append",
@@ -104,7 +111,10 @@ def main(argv: list[str] | None = None) -> int:
     state_dir: Path = args.state_dir.resolve()
     state_dir.mkdir(parents=True, exist_ok=True)
     os.chmod(state_dir, 0o700)
-    tls = ensure_tls_files(state_dir)
+    tenant_dir: Path = (args.tenant_dir or state_dir).resolve()
+    tenant_dir.mkdir(parents=True, exist_ok=True)
+    os.chmod(tenant_dir, 0o700)
+    tls = ensure_tls_files(tenant_dir)
     token, token_file = _control_token(args, state_dir)
     limits = Limits(
         window_seconds=args.limit_window,
@@ -116,7 +126,13 @@ def main(argv: list[str] | None = None) -> int:
         other=args.limit_other,
     )
     app = EmulatorApp(
-        EmulatorSettings(state_dir=state_dir, sku=args.sku, control_token=token, limits=limits)
+        EmulatorSettings(
+            state_dir=state_dir,
+            sku=args.sku,
+            control_token=token,
+            limits=limits,
+            tenant_dir=tenant_dir,
+        )
     )
     for name, roles in args.principal:
         try:

@@ -227,10 +227,13 @@ def start_emulator(
     limits: Mapping[str, float] | None = None,
     log_level: str = "INFO",
     startup_timeout: float = 30.0,
+    tenant_dir: Path | str | None = None,
 ) -> EmulatorProcess:
     """Start `spirl-keyvault-emulator` and wait for its JSON line.
 
     limits: window_seconds, hsm_create, software_create, sign, sign_rsa3072, sign_rsa4096, other.
+    tenant_dir: share one tenant (tenant id, token signing key, CA) with other vaults started
+    with the same folder (start them one after the other: the first one creates it).
     stderr goes to STATE_DIR/emulator.log.
     """
     state = Path(state_dir).resolve()
@@ -247,6 +250,8 @@ def start_emulator(
         "--log-level",
         log_level,
     ]
+    if tenant_dir is not None:
+        cmd += ["--tenant-dir", str(Path(tenant_dir).resolve())]
     for name, roles in (principals or {}).items():
         cmd += ["--principal", f"{name}={','.join(roles)}"]
     flag = {
