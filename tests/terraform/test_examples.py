@@ -92,7 +92,9 @@ def test_azure_key_vault_lifecycle(
         "section: KeyManager\nschema: v1\nspec:\n  extensions:\n    azureKeyVault:\n"
         "      vaultURL: https://other-vault.vault.azure.net/\n"
     )
-    assert put_config(admin_api, "cluster", cluster_id, drift) == 3
+    # The vendor page's other path: `spirlctl config set cluster --id <id> key-manager.yaml`.
+    control_plane.spirlctl("config", "set", "cluster", "--id", cluster_id, "-", input_text=drift)
+    assert config(admin_api, "cluster", cluster_id)["version"] == 3
     res = tf.plan_exit()
     assert res.returncode == 2, str(res)
     assert "changed outside of Terraform" in res.output
