@@ -170,8 +170,8 @@ def main() -> None:
         "and validation loads the document layer (PyYAML, jsonschema: ~110 ms) in two of them. "
         "The refresh after apply changes the plan time by "
         f"{ms(refresh_plans) - ms(create_plans):+.0f} ms: 4 sequential API round trips of "
-        f"~{ms(round_trips):.0f} ms each, partly hidden because httpx is loaded in the "
-        "background right after ConfigureProvider.",
+        f"~{ms(round_trips):.0f} ms each (httpx itself is imported in the background right "
+        "after ConfigureProvider, so its ~150 ms import does not add).",
         "",
         NOTES,
         "",
