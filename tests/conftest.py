@@ -104,7 +104,9 @@ def live_api(engine: Engine) -> Iterator[LiveApi]:
     with UnitOfWorkFactory(engine)() as uow:
         viewer, _ = create_token(uow, "viewer", "test-viewer")
     app = create_app(engine)
-    sock = socket.socket()
+    sock = socket.socket(
+        socket.AF_INET, socket.SOCK_STREAM, socket.IPPROTO_TCP
+    )  # lets asyncio set TCP_NODELAY
     sock.bind(("127.0.0.1", 0))
     sock.listen(1024)
     port = sock.getsockname()[1]

@@ -23,7 +23,9 @@ def _listen_socket(listen: str) -> socket.socket:
     if not host or not port.isdigit():
         raise SystemExit(f"--listen must be HOST:PORT, not {listen!r}")
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
-    sock = socket.socket(family, socket.SOCK_STREAM)
+    # IPPROTO_TCP explicitly: asyncio only turns Nagle off (TCP_NODELAY) on sockets whose proto
+    # says TCP; without it every small response waits ~40 ms for the client's delayed ACK.
+    sock = socket.socket(family, socket.SOCK_STREAM, socket.IPPROTO_TCP)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     try:
         sock.bind((host.strip("[]"), int(port)))
@@ -55,6 +57,19 @@ def _add_db_args(p: argparse.ArgumentParser) -> None:
     )
 
 
+def _current_engine(args: argparse.Namespace):  # type: ignore[no-untyped-def]
+    """An engine on a current schema (migrating first with --migrate), or None after saying why."""
+    from controlplane.store.database import SchemaOutdated, ensure_schema_current
+
+    engine = _engine(args)
+    try:
+        ensure_schema_current(engine, auto_migrate=args.migrate)
+    except SchemaOutdated as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return None
+    return engine
+
+
 def cmd_migrate(args: argparse.Namespace) -> int:
     from controlplane.store.database import migrate, schema_status
 
@@ -67,14 +82,10 @@ def cmd_migrate(args: argparse.Namespace) -> int:
 
 def cmd_token_create(args: argparse.Namespace) -> int:
     from controlplane.services.auth import create_token
-    from controlplane.store.database import SchemaOutdated, ensure_schema_current
     from controlplane.store.unit_of_work import UnitOfWorkFactory
 
-    engine = _engine(args)
-    try:
-        ensure_schema_current(engine, auto_migrate=args.migrate)
-    except SchemaOutdated as exc:
-        print(f"error: {exc}", file=sys.stderr)
+    engine = _current_engine(args)
+    if engine is None:
         return 1
     with UnitOfWorkFactory(engine)() as uow:
         token, info = create_token(uow, args.role, args.name or f"{args.role}-token")
@@ -90,14 +101,10 @@ def cmd_serve(args: argparse.Namespace) -> int:
 
     from controlplane import logs
     from controlplane.api.app import Settings, create_app
-    from controlplane.store.database import SchemaOutdated, ensure_schema_current
 
     logs.configure(args.log_level)
-    engine = _engine(args)
-    try:
-        ensure_schema_current(engine, auto_migrate=args.migrate)
-    except SchemaOutdated as exc:
-        print(f"error: {exc}", file=sys.stderr)
+    engine = _current_engine(args)
+    if engine is None:
         return 1
     settings = Settings()
     app = create_app(engine, settings)

@@ -75,10 +75,7 @@ def set_config(
     expected_version: int | None = None,
     validate_only: bool = False,
 ) -> WriteResult:
-    check_scope(scope)
-    scope_owner_exists(uow, scope, scope_id)
-    current = uow.repo.current_config(scope, scope_id)
-    _check_expected(current, expected_version)
+    current = _current_for_write(uow, scope, scope_id, expected_version)
     new_sections = {} if prune else dict(current.sections)
     new_sections.update({s.name: s for s in uploaded})
     return _write(
@@ -92,6 +89,17 @@ def set_config(
     )
 
 
+def _current_for_write(
+    uow: UnitOfWork, scope: str, scope_id: str, expected_version: int | None
+) -> ScopeConfig:
+    """The scope's current config, after checking the scope, its owner and the expected version."""
+    check_scope(scope)
+    scope_owner_exists(uow, scope, scope_id)
+    current = uow.repo.current_config(scope, scope_id)
+    _check_expected(current, expected_version)
+    return current
+
+
 def delete_section(
     uow: UnitOfWork,
     scope: str,
@@ -101,10 +109,7 @@ def delete_section(
     actor: str,
     expected_version: int | None = None,
 ) -> WriteResult:
-    check_scope(scope)
-    scope_owner_exists(uow, scope, scope_id)
-    current = uow.repo.current_config(scope, scope_id)
-    _check_expected(current, expected_version)
+    current = _current_for_write(uow, scope, scope_id, expected_version)
     if section not in current.sections:
         have = ", ".join(current.sections) or "none"
         raise NotFound(f"{scope} {scope_id} has no section {section!r} (sections: {have})")
@@ -129,10 +134,7 @@ def rollback(
     actor: str,
     expected_version: int | None = None,
 ) -> WriteResult:
-    check_scope(scope)
-    scope_owner_exists(uow, scope, scope_id)
-    current = uow.repo.current_config(scope, scope_id)
-    _check_expected(current, expected_version)
+    current = _current_for_write(uow, scope, scope_id, expected_version)
     target = uow.repo.config_version(scope, scope_id, to_version)
     if target is None:
         raise NotFound(
