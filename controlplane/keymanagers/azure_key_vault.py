@@ -21,10 +21,15 @@ Naming. Standard mode: one Key Vault key per (trust domain, server, key id), nam
 server finds its keys without a listing, and regenerating an id adds a new version
 (the manager only ever signs with the newest one). Shared keys mode: the name comes
 from ``keyNameTemplate``; a key that another server created less than 15 minutes ago
-is reused instead of adding a duplicate version.
+is reused instead of adding a duplicate version. Two servers that both found nothing fresh
+and created a version at the same moment converge: both use the oldest version of that
+burst (versions created within 15 minutes of the newest one), so they still share one key,
+and a restarted server picks the same version by the same rule. ``shares_keys`` tells the
+trust domain server to ask for stable, per-slot JWT key ids in this mode.
 
-Housekeeping (the caller schedules it): ``refresh_own_keys()`` every 6 h bumps the
-``updated`` time of this server's keys; ``delete_stale_keys(protected)`` every 48 h
+Housekeeping (the caller schedules it): ``refresh_own_keys(in_use)`` every 6 h bumps the
+``updated`` time of this server's keys (in shared keys mode: the keys it created plus the
+shared keys it still uses, never other servers' own keys, so a vanished server's keys age); ``delete_stale_keys(protected)`` every 48 h
 deletes (soft delete) keys of the same trust domain made by other servers and not
 updated for 14 days, never one named in ``protected``. The trust domain comparison
 uses the raw tag and the raw trust domain, so dotted domains (``example.org``) work.
@@ -232,6 +237,11 @@ class AzureKeyVaultKeyManager:
         self._crypto: dict[str, CryptographyClient] = {}
         self._closed = False
 
+    @property
+    def shares_keys(self) -> bool:
+        """True in shared keys mode: servers of a deployment share JWT keys by key id."""
+        return self.config.shared_keys is not None
+
     # -- plumbing ----------------------------------------------------------------------------
 
     def _call(self, operation: str, subject: str, fn: Callable[[], T]) -> T:
@@ -331,6 +341,8 @@ class AzureKeyVaultKeyManager:
     def _fetch(self, key_id: str) -> _Entry:
         name = self.key_name(key_id)
         key = self._call("get", name, lambda: self._keys.get_key(name))
+        if self.config.shared_keys is not None:
+            key = self._settle_shared(name, key)
         tags = key.properties.tags or {}
         if tags.get(TAG_TRUST_DOMAIN) != self.trust_domain or (
             self.config.shared_keys is None
@@ -344,6 +356,67 @@ class AzureKeyVaultKeyManager:
             self._cache[key_id] = entry
         log.info("using Key Vault key %s for key id %s", key.id, key_id)
         return entry
+
+    def _settle_shared(self, name: str, latest: KeyVaultKey) -> KeyVaultKey:
+        """The version of shared key `name` that all servers use, given its newest version.
+
+        A server adds a version only when the newest is more than 15 minutes old, so the
+        versions of one rotation come in a burst, more than one only when servers raced
+        (both found nothing fresh, both created). The agreed version is the oldest one,
+        among the newest version and the versions other servers made in the 15 minutes
+        before it. A server's own newer version replaces its own older ones (the contract:
+        regenerating an id makes the old key unusable). Every server, and a restarted one,
+        applies this rule to the same listing, so they all sign with and publish one key.
+        """
+        newest = latest.properties.created_on
+        creator = (latest.properties.tags or {}).get(TAG_SERVER_ID)
+        if newest is None:
+            return latest
+        listed = self._call(
+            "list",
+            f"versions of {name}",
+            lambda: list(self._keys.list_properties_of_key_versions(name)),
+        )
+        candidates = [
+            p
+            for p in listed
+            if p.version == latest.properties.version
+            or (
+                p.created_on is not None
+                and p.version
+                and p.enabled is not False
+                and newest - SHARED_KEY_FRESHNESS <= p.created_on <= newest
+                and (p.tags or {}).get(TAG_TRUST_DOMAIN) == self.trust_domain
+                and (p.tags or {}).get(TAG_SERVER_ID) != creator
+            )
+        ]
+        if len(candidates) < 2:
+            return latest
+        # `created` has one-second resolution: within a tie the newest version (the one
+        # `get` returns) was made last, and the emulator lists in creation order. A server
+        # that raced ahead saw only its own version and kept it; this order makes the
+        # later servers pick that same one.
+        order = {id(p): i for i, p in enumerate(candidates)}
+        first = min(
+            candidates,
+            key=lambda p: (
+                p.created_on or newest,
+                p.version == latest.properties.version,
+                order[id(p)],
+            ),
+        )
+        if first.version == latest.properties.version:
+            return latest
+        version = str(first.version)
+        chosen = self._call("get", name, lambda: self._keys.get_key(name, version))
+        log.info(
+            "Key Vault key %s got versions from %d servers in one rotation (they raced); "
+            "using the first, %s, as every server does",
+            name,
+            len(candidates),
+            chosen.id,
+        )
+        return chosen
 
     def _resolve(self, key_id: str) -> _Entry:
         with self._lock:
@@ -485,10 +558,17 @@ class AzureKeyVaultKeyManager:
                 lambda: self._keys.begin_recover_deleted_key(name, _polling_interval=0.5).result(),  # type: ignore[call-arg]
             )
             key = self._call("create", name, create)
+        log.info("created Key Vault key %s (%s) for key id %s", key.id, key_type.value, key_id)
+        if self.config.shared_keys is not None:
+            key = self._settle_shared(name, key)
         entry = self._entry(name, key, key_id)
+        if entry.public.key_type is not key_type:
+            raise KeyManagerError(
+                f"shared Key Vault key {key.id} is {entry.public.key_type.value}, not "
+                f"{key_type.value}; servers sharing keys must use the same keyType"
+            )
         with self._lock:
             self._cache[key_id] = entry
-        log.info("created Key Vault key %s (%s) for key id %s", key.id, key_type.value, key_id)
         return entry.public
 
     def _fresh_shared_key(self, name: str, key_id: str, key_type: KeyType) -> _Entry | None:
@@ -506,6 +586,7 @@ class AzureKeyVaultKeyManager:
             or self._clock() - created > SHARED_KEY_FRESHNESS
         ):
             return None
+        key = self._settle_shared(name, key)
         entry = self._entry(name, key, key_id)
         if entry.public.key_type is not key_type:
             return None
@@ -580,16 +661,27 @@ class AzureKeyVaultKeyManager:
 
     # -- housekeeping ------------------------------------------------------------------------
 
-    def refresh_own_keys(self) -> list[str]:
+    def refresh_own_keys(self, in_use_key_ids: Collection[str] = ()) -> list[str]:
         """Bump `updated` of this server's keys (call every REFRESH_INTERVAL); returns names.
 
         Other servers' stale-key cleanup judges keys by `updated`; refreshing keeps ours.
+        In shared keys mode "ours" is what this server created plus the shared keys named
+        in `in_use_key_ids` (key ids it still signs or verifies with), so the keys of a
+        server that vanished are left to age out.
         """
+        in_use = set(in_use_key_ids)
         listed = self._call("list", "", lambda: list(self._keys.list_properties_of_keys()))
         refreshed: list[str] = []
         errors: list[KeyManagerError] = []
         for props in listed:
-            if self._key_id_of(props) is None or not props.name:
+            key_id = self._key_id_of(props)
+            if key_id is None or not props.name:
+                continue
+            if (
+                self.config.shared_keys is not None
+                and (props.tags or {}).get(TAG_SERVER_ID) != self.server_id
+                and key_id not in in_use
+            ):
                 continue
             name, tags = props.name, dict(props.tags or {})
             try:

@@ -32,6 +32,7 @@ __all__ = [
     "DigestSigner",
     "b64url",
     "digest_for",
+    "jwk_thumbprint",
     "jwt_alg_for",
     "public_jwk",
     "sign_certificate",
@@ -69,6 +70,18 @@ def digest_for(data: bytes, algorithm: SigningAlgorithm) -> bytes:
 
 def b64url(data: bytes) -> str:
     return b64url_encode(data)
+
+
+def jwk_thumbprint(public_key_der: bytes) -> str:
+    """RFC 7638 JWK thumbprint (SHA-256, base64url) of a DER SubjectPublicKeyInfo.
+
+    The same public key gives the same value on every server, so it can serve as a kid
+    that servers sharing one key agree on without talking to each other.
+    """
+    jwk = public_jwk(public_key_der)
+    members = ("crv", "kty", "x", "y") if jwk["kty"] == "EC" else ("e", "kty", "n")
+    canonical = json.dumps({m: jwk[m] for m in members}, separators=(",", ":"), sort_keys=True)
+    return b64url(hashlib.sha256(canonical.encode("utf-8")).digest())
 
 
 def sign_jws(

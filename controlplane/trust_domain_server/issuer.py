@@ -138,7 +138,7 @@ class Issuer:
             "iat": int(now.timestamp()),
         }
         return sign_jws(
-            header, claims, rec.key_type, lambda d, a: self._sign(handle, rec.kid, d, a)
+            header, claims, rec.key_type, lambda d, a: self._sign(handle, rec.key_id, d, a)
         )
 
     def issue_x509(
@@ -219,7 +219,7 @@ class Issuer:
         except (TypeError, ValueError) as exc:
             raise IssuanceError(f"unsupported CSR public key: {exc}") from exc
         leaf = sign_certificate(
-            builder, rec.key_type, lambda d, a: self._sign(handle, rec.kid, d, a)
+            builder, rec.key_type, lambda d, a: self._sign(handle, rec.key_id, d, a)
         )
         return [leaf, ca_cert]
 

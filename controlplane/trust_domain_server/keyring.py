@@ -9,6 +9,15 @@ it signed. Retired keys stay published until their not-after.
 No I/O of its own and no clock of its own: `rotate(now)` is driven by the caller. Key
 manager calls (which may hit the network) are made without holding the keyring lock so that
 issuance continues while a key is being generated.
+
+Key ids and kids. A record's `key_id` is the id asked of the key manager, its `kid` the id
+in the bundle and in JWT headers. Normally both are the same fresh random id. A manager
+that shares keys between the servers of a deployment (``shares_keys`` true: Azure Key Vault
+with ``sharedKeys``) gets stable JWT key ids that alternate per slot (``jwt-signer-a``,
+``jwt-signer-b``), so servers preparing the same slot at about the same time end up with
+one key; the kid is then the RFC 7638 thumbprint of the public key, the same on every server,
+so the bundle carries the shared key once. X.509 CA keys are never shared (each server has
+its own CA certificate).
 """
 
 from __future__ import annotations
@@ -33,7 +42,7 @@ from controlplane.keymanagers.base import (
     SigningAlgorithm,
 )
 
-from .crypto import sign_certificate
+from .crypto import jwk_thumbprint, sign_certificate
 
 __all__ = [
     "DEFAULT_LIFETIME",
@@ -44,6 +53,7 @@ __all__ = [
     "Lifetimes",
     "ManagerHandle",
     "NoActiveKeyError",
+    "SHARED_JWT_KEY_IDS",
     "activation_threshold",
     "close_manager",
     "preparation_threshold",
@@ -57,6 +67,8 @@ _MAX_PREPARE = timedelta(days=30)
 _MAX_ACTIVATE = timedelta(days=7)
 # CA certificates are backdated a little so a verifier whose clock lags still accepts them.
 _BACKDATE = timedelta(seconds=10)
+# Stable per-slot key ids asked of a manager that shares JWT keys between servers.
+SHARED_JWT_KEY_IDS = ("jwt-signer-a", "jwt-signer-b")
 
 
 class KeyKind(StrEnum):
@@ -111,6 +123,11 @@ class KeyRecord:
     public_key_der: bytes
     ca_cert_der: bytes | None = None
     provider_ref: str = ""
+    key_id: str = ""  # the id the key manager knows the key by; "" = same as kid
+
+    def __post_init__(self) -> None:
+        if not self.key_id:
+            self.key_id = self.kid
 
     @property
     def lifetime(self) -> timedelta:
@@ -130,6 +147,7 @@ class KeyRecord:
             "public_key_der": self.public_key_der.hex(),
             "ca_cert_der": self.ca_cert_der.hex() if self.ca_cert_der else None,
             "provider_ref": self.provider_ref,
+            "key_id": self.key_id,
         }
 
     @classmethod
@@ -147,6 +165,7 @@ class KeyRecord:
             public_key_der=bytes.fromhex(data["public_key_der"]),
             ca_cert_der=bytes.fromhex(data["ca_cert_der"]) if data.get("ca_cert_der") else None,
             provider_ref=data.get("provider_ref", ""),
+            key_id=data.get("key_id", ""),
         )
 
 
@@ -316,10 +335,11 @@ class Keyring:
             for kind in KeyKind:
                 try:
                     changed |= self._rotate_kind(kind, now)
-                except KeyManagerError as exc:
-                    # Keep the current key signing; retry on the next tick.
+                except Exception as exc:
+                    # Keep the current key signing; retry on the next tick. Not only
+                    # KeyManagerError: an unexpected SDK error must not skip the other kind.
                     self.last_error = f"generating {kind.value} key failed: {exc}"
-                    log.error("%s", self.last_error)
+                    log.error("%s; the current key keeps signing, retrying", self.last_error)
             for handle in to_close:
                 close_manager(handle)
             if changed:
@@ -331,13 +351,20 @@ class Keyring:
         in the protocol). Safe: no SVID outlives its key's not-after."""
         with self._lock:
             handles = {h.id: h for h in dropped} | dict(self._managers)
+            # A stable (shared) key id may already name a newer key: never release that.
+            live = {(r.manager_id, r.key_id) for s in self._slots.values() for r in s.all()}
         for rec in removed:
             handle = handles.get(rec.manager_id)
             release = getattr(handle.instance, "release_key", None) if handle else None
-            if handle is None or handle.closed or release is None:
+            if (
+                handle is None
+                or handle.closed
+                or release is None
+                or (rec.manager_id, rec.key_id) in live
+            ):
                 continue
             try:
-                release(rec.kid)
+                release(rec.key_id)
             except KeyManagerError as exc:  # best effort: a leftover key is only clutter
                 log.warning(
                     "could not release expired key %s from %s: %s", rec.kid, handle.type, exc
@@ -398,14 +425,19 @@ class Keyring:
                 nxt.state = KeyState.ACTIVE
                 slots.current, slots.next = nxt, None
             log.info(
-                "activated %s key %s (%s) until %s", kind.value, nxt.kid, nxt.km_type, nxt.not_after
+                "activated %s key %s (%s%s) until %s",
+                kind.value,
+                nxt.kid,
+                nxt.km_type,
+                _ref(nxt),
+                nxt.not_after,
             )
             return True
         if nxt is None and now >= preparation_threshold(cur.not_before, cur.not_after):
             nxt = self._generate(kind, now)
             with self._lock:
                 slots.next = nxt
-            log.info("prepared %s key %s (%s)", kind.value, nxt.kid, nxt.km_type)
+            log.info("prepared %s key %s (%s%s)", kind.value, nxt.kid, nxt.km_type, _ref(nxt))
             changed = True
         if nxt is not None and now >= activation_threshold(cur.not_before, cur.not_after):
             with self._lock:
@@ -414,10 +446,11 @@ class Keyring:
                 slots.retired.append(cur)
                 slots.current, slots.next = nxt, None
             log.info(
-                "activated %s key %s (%s); %s retired, published until %s",
+                "activated %s key %s (%s%s); %s retired, published until %s",
                 kind.value,
                 nxt.kid,
                 nxt.km_type,
+                _ref(nxt),
                 cur.kid,
                 cur.not_after,
             )
@@ -434,8 +467,11 @@ class Keyring:
             lifetime = self._lifetimes.for_kind(kind)
         if handle is None:
             raise KeyManagerError("no key manager configured")
-        kid = _new_kid(kind)
-        pub = handle.instance.generate_key(kid, handle.key_type)
+        shared = kind is KeyKind.JWT and bool(getattr(handle.instance, "shares_keys", False))
+        key_id = self._shared_key_id(kind) if shared else _new_kid(kind)
+        pub = handle.instance.generate_key(key_id, handle.key_type)
+        # A shared key is named by its public key, so every server gives it the same kid.
+        kid = f"jwt-{jwk_thumbprint(pub.public_key_der)}" if shared else key_id
         rec = KeyRecord(
             kid=kid,
             kind=kind,
@@ -448,11 +484,20 @@ class Keyring:
             not_after=now + lifetime,
             public_key_der=pub.public_key_der,
             provider_ref=pub.provider_ref,
+            key_id=key_id,
         )
         if kind is KeyKind.X509_CA:
             rec.ca_cert_der = self._make_ca_cert(rec, handle)
         self.last_error = None
         return rec
+
+    def _shared_key_id(self, kind: KeyKind) -> str:
+        """The stable key id for the next shared key: the slot id the newest key of this kind
+        does not use (so the key still signing is never overwritten)."""
+        with self._lock:
+            newest = max(self._slots[kind].all(), key=lambda r: r.not_before, default=None)
+        first, second = SHARED_JWT_KEY_IDS
+        return second if newest is not None and newest.key_id == first else first
 
     def _make_ca_cert(self, rec: KeyRecord, handle: ManagerHandle) -> bytes:
         public_key = serialization.load_der_public_key(rec.public_key_der)
@@ -497,7 +542,7 @@ class Keyring:
         )
 
         def sign(digest: bytes, alg: SigningAlgorithm) -> bytes:
-            return handle.instance.sign_digest(rec.kid, digest, alg)
+            return handle.instance.sign_digest(rec.key_id, digest, alg)
 
         cert = sign_certificate(builder, rec.key_type, sign)
         return cert.public_bytes(serialization.Encoding.DER)
@@ -516,6 +561,11 @@ class Keyring:
             self._active_manager = None
         for handle in handles:
             close_manager(handle)
+
+
+def _ref(rec: KeyRecord) -> str:
+    """ ", <provider ref>" for logs: the Key Vault key id URL operators look for."""
+    return f", {rec.provider_ref}" if rec.provider_ref else ""
 
 
 def close_manager(handle: ManagerHandle) -> None:

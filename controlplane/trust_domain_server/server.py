@@ -19,6 +19,7 @@ from controlplane.keymanagers.base import KeyManager, KeyManagerError, KeyType
 from controlplane.keymanagers.signatures import public_jwk
 
 from .clock import Clock
+from .housekeeping import StaleKeyHousekeeping
 from .issuer import Issuer
 from .keyring import (
     KeyKind,
@@ -128,6 +129,8 @@ class TrustDomainServer:
         self.health = HEALTHY
         self.error: str | None = None
         self.bundle: dict[str, Any] = {"keys": []}
+        self._bundle_fresh = False  # a bundle arrived from the control plane since start
+        self.housekeeping = StaleKeyHousekeeping(self.keyring, self._bundle_kids)
 
     # --- listeners (status reporter) ---------------------------------------------------------
 
@@ -236,12 +239,28 @@ class TrustDomainServer:
     def set_bundle(self, bundle: Mapping[str, Any]) -> None:
         with self._lock:
             self.bundle = dict(bundle)
+            self._bundle_fresh = True
         self.save()
+
+    def _bundle_kids(self) -> set[str] | None:
+        """Kids of the control plane's bundle; None until one arrived since start."""
+        with self._lock:
+            if not self._bundle_fresh:
+                return None
+            keys = self.bundle.get("keys") or []
+        return {str(k["kid"]) for k in keys if isinstance(k, dict) and k.get("kid")}
 
     # --- rotation --------------------------------------------------------------------------
 
     def rotate(self) -> bool:
-        return self.keyring.rotate(self.clock.now())
+        """One rotator tick: rotate keys, then stale-key housekeeping when it is due."""
+        now = self.clock.now()
+        changed = self.keyring.rotate(now)
+        try:
+            self.housekeeping.run(now)
+        except Exception:  # housekeeping must never stop rotation
+            log.exception("stale key housekeeping failed")
+        return changed
 
     # --- persistence -----------------------------------------------------------------------
 

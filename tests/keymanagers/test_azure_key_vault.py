@@ -11,7 +11,6 @@ import secrets
 import ssl
 import uuid
 from collections.abc import Iterator
-from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -437,18 +436,41 @@ def test_shared_key_is_reused_across_servers(admin: KeyClient, make_manager: Any
 
 
 def test_shared_key_older_than_15_minutes_gets_a_new_version(
-    admin: KeyClient, make_manager: Any
+    kv: EmulatorProcess, admin: KeyClient, make_manager: Any
 ) -> None:
     td = f"shared-{secrets.token_hex(3)}.example.org"
     a = make_manager(server_id="server-a", trust_domain=td, config={"sharedKeys": SHARED})
-    later = lambda: datetime.now(UTC) + timedelta(minutes=16)  # noqa: E731
-    b = make_manager(
-        server_id="server-b", trust_domain=td, config={"sharedKeys": SHARED}, clock=later
-    )
+    b = make_manager(server_id="server-b", trust_domain=td, config={"sharedKeys": SHARED})
+    # A's key is made 16 minutes "ago" (the vault's clock), as B sees it now.
+    kv.control.set_clock_offset(-16 * 60)
     pub_a = a.generate_key("jwt-signer", KeyType.EC_P256)
+    kv.control.set_clock_offset(0)
     pub_b = b.generate_key("jwt-signer", KeyType.EC_P256)
     assert pub_b.public_key_der != pub_a.public_key_der
     assert len(list(admin.list_properties_of_key_versions(a.key_name("jwt-signer")))) == 2
+
+
+def test_servers_racing_on_a_shared_key_converge_on_one_version(
+    admin: KeyClient, make_manager: Any
+) -> None:
+    td = f"race-{secrets.token_hex(3)}.example.org"
+    a = make_manager(server_id="server-a", trust_domain=td, config={"sharedKeys": SHARED})
+    pub_a = a.generate_key("jwt-signer-a", KeyType.EC_P256)
+    name = a.key_name("jwt-signer-a")
+    # Server B found nothing fresh at the same moment and created its own version.
+    racing = admin.create_ec_key(
+        name,
+        curve="P-256",
+        hardware_protected=True,
+        tags={TAG_TRUST_DOMAIN: td, TAG_SERVER_ID: "server-b", TAG_KEY_ID: "jwt-signer-a"},
+    )
+    assert racing.properties.version != a.get_public_key("jwt-signer-a").provider_ref[-32:]
+    b = make_manager(server_id="server-b", trust_domain=td, config={"sharedKeys": SHARED})
+    a_restarted = make_manager(server_id="server-a", trust_domain=td, config={"sharedKeys": SHARED})
+    for manager in (b, a_restarted):
+        pub = manager.get_public_key("jwt-signer-a")
+        assert pub.public_key_der == pub_a.public_key_der
+        assert_signs_and_verifies(manager, pub)
 
 
 def test_shared_regex_that_captures_the_wrong_part_is_refused(make_manager: Any) -> None:
