@@ -89,11 +89,15 @@ def url_problem(value: str, *, schemes: tuple[str, ...], path_allowed: bool) -> 
     return None
 
 
-def check_key_id_regex(regex: str, samples: list[tuple[str, str]]) -> str | None:
+def check_key_id_regex(
+    regex: str, samples: list[tuple[str, str]], *, require_match: bool = True
+) -> str | None:
     """Why `regex` cannot recover key ids from key names, or None.
 
     `samples` are (key name, key id it must yield) pairs. Like the server, we use re.search
-    and the first capture group.
+    and the first capture group. With `require_match` False a sample the regex does not match
+    at all is accepted: the names then depend on the real trust domain or server id, which a
+    regex may spell out literally, and the server checks again with the real values.
     """
     try:
         compiled = re.compile(regex)
@@ -106,6 +110,8 @@ def check_key_id_regex(regex: str, samples: list[tuple[str, str]]) -> str | None
         )
     for name, key_id in samples:
         match = compiled.search(name)
+        if match is None and not require_match:
+            continue
         if match is None:
             return (
                 f"does not match {name!r}, the name keyNameTemplate gives key id {key_id!r} "
@@ -128,6 +134,7 @@ def _shared_keys(shared: dict[str, Any]) -> Problems:
     regex = shared.get("keyIdExtractionRegex")
     problems: Problems = []
     samples: list[tuple[str, str]] = []
+    depends_on_context = False
     if isinstance(template, str) and template:
         where = base + "/keyNameTemplate"
         try:
@@ -143,6 +150,14 @@ def _shared_keys(shared: dict[str, Any]) -> Problems:
                 )
                 for key_id in SAMPLE_KEY_IDS
             ]
+            # Names that change with the trust domain or server id cannot be known here.
+            depends_on_context = any(
+                render_key_name_template(
+                    template, trust_domain="other.test", server_id="other-server", key_id=key_id
+                )
+                != name
+                for name, key_id in samples
+            )
         except TemplateError as exc:
             problems.append((where, f"is not a valid template: {exc}"))
         for name, key_id in samples:
@@ -170,7 +185,7 @@ def _shared_keys(shared: dict[str, Any]) -> Problems:
     if isinstance(regex, str) and regex:
         # With the template missing or broken, samples is empty: the regex is still
         # checked on its own (compiles, one capture group).
-        reason = check_key_id_regex(regex, samples)
+        reason = check_key_id_regex(regex, samples, require_match=not depends_on_context)
         if reason:
             problems.append((base + "/keyIdExtractionRegex", reason))
     return problems

@@ -407,6 +407,14 @@ def test_working_shared_keys(template: str, regex: str) -> None:
     assert shared_keys(template, regex) == []
 
 
+def test_a_regex_naming_the_real_trust_domain_is_accepted() -> None:
+    # The control plane cannot know the trust domain here; a regex spelling it out must pass
+    # (the server checks it against real names), but a wrong capture on the sample still fails.
+    template = 'spire-{{ .TrustDomain | replace "." "-" }}-{{ .KeyID }}'
+    assert shared_keys(template, "^spire-prod-acme-com-(.+)$") == []
+    assert shared_keys(template, "^spire-[^-]+-(.+)$") != []
+
+
 @pytest.mark.parametrize(
     ("template", "regex", "pointer", "reason"),
     [
