@@ -104,6 +104,19 @@ def retry_after_seconds(exc: HttpResponseError) -> float | None:
         return None
 
 
+# Key Vault's words when a key's own state forbids an operation (403 like RBAC denials).
+_KEY_STATE_PHRASES = (
+    "on a disabled key",
+    "on an expired key",
+    "not yet valid",
+    "not permitted on this key",
+)
+
+
+def _is_key_state_refusal(message: str) -> bool:
+    return any(p in message.lower() for p in _KEY_STATE_PHRASES)
+
+
 def _service_message(exc: HttpResponseError) -> str:
     if exc.error is not None and exc.error.message:
         return str(exc.error.message).splitlines()[0].strip()
@@ -132,6 +145,10 @@ def map_azure_error(
                 "(EC-HSM/RSA-HSM), which require a Premium tier vault; upgrade the vault's SKU "
                 "to Premium or point vaultURL at a Premium vault."
             )
+        if status == 403 and _is_key_state_refusal(message):
+            # Forbidden by the key's own state (expired, disabled, not yet valid, key_ops),
+            # not by RBAC: naming a role here would send the operator the wrong way.
+            return KeyManagerError(f"Key Vault {vault} refused to {what}: {message}")
         if status == 403:
             return PermissionDeniedError(
                 f"Key Vault {vault} denied the server's identity permission to {what}: it needs "

@@ -465,7 +465,8 @@ class AzureKeyVaultKeyManager:
                 AzureKeyType.ec_hsm,
                 curve="P-256",
                 key_operations=["sign"],
-                expires_on=datetime.now(UTC) + PROBE_LIFETIME,
+                # On the server's clock (which tests move, with the vault's clock).
+                expires_on=self._clock() + PROBE_LIFETIME,
                 tags={
                     TAG_TRUST_DOMAIN: self.trust_domain,
                     TAG_SERVER_ID: self.server_id,

@@ -1,0 +1,567 @@
+"""End to end with Azure Key Vault: a real control plane, real spirl-tds servers, and real
+Key Vault emulator processes that the unmodified Azure SDK in the servers talks to over
+HTTPS (Workload Identity through the emulator's Entra ID).
+
+Time jumps: the servers' hidden --clock-file, and the emulators' clock offset moved with it
+(so `created`/`updated` of Key Vault keys follow the same simulated time).
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import threading
+import time
+import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+from azure.identity import ClientSecretCredential
+from azure.keyvault.keys import KeyClient, KeyProperties
+from e2e.test_tds_e2e import TD, SimClock, Tds, kid_of, verify_jwt, verify_x509, wait_for
+
+from controlplane.emulators.keyvault import EmulatorProcess, start_emulator
+
+from support.controlplane import ControlPlane, start_control_plane
+from support.processes import script, start_process
+
+pytestmark = pytest.mark.e2e
+
+H = timedelta(hours=1)
+D = timedelta(days=1)
+APP = "tds-workload-app"  # the servers' Workload Identity
+NO_SIGN_APP = str(uuid.UUID(int=77))  # an app registration with Crypto Officer only
+ADMIN = "kv-admin"
+ADMIN_SECRET = "kv-admin-secret"
+SHARED = {
+    "keyNameTemplate": "spire-{{ .TrustDomain | sha256sum | trunc 8 }}-{{ .KeyID }}",
+    "keyIdExtractionRegex": "^spire-[0-9a-f]{8}-(.+)$",
+}
+
+
+@dataclass
+class Vault:
+    emu: EmulatorProcess
+    admin: KeyClient
+
+    @property
+    def url(self) -> str:
+        return self.emu.vault_url
+
+    def listed(self) -> list[KeyProperties]:
+        return list(self.admin.list_properties_of_keys())
+
+
+@dataclass
+class AzureEnv:
+    tmp: Path
+    cp: ControlPlane
+    clock: SimClock
+    tenant_dir: Path
+    td_id: str
+    tdd_id: str
+    cluster_id: str
+    vaults: list[Vault] = field(default_factory=list)
+    servers: list[Tds] = field(default_factory=list)
+    sdk_env: dict[str, str] = field(default_factory=dict)
+
+    def start_vault(self, name: str, sku: str = "premium") -> Vault:
+        emu = start_emulator(
+            self.tmp / f"vault-{name}",
+            tenant_dir=self.tenant_dir,
+            sku=sku,
+            principals={APP: ["crypto-officer", "crypto-user"], ADMIN: ["administrator"]},
+        )
+        emu.control.add_principal(ADMIN, client_secret=ADMIN_SECRET)
+        emu.control.set_clock_offset(self.clock.offset.total_seconds())
+        credential = ClientSecretCredential(
+            emu.tenant_id,
+            ADMIN,
+            ADMIN_SECRET,
+            authority=emu.authority_host,
+            disable_instance_discovery=True,
+            connection_verify=emu.ca_file,
+        )
+        admin = KeyClient(
+            emu.vault_url,
+            credential,
+            verify_challenge_resource=False,
+            connection_verify=emu.ca_file,
+        )
+        vault = Vault(emu, admin)
+        self.vaults.append(vault)
+        if not self.sdk_env:
+            # One tenant for every vault: the first vault's Entra ID serves them all.
+            self.sdk_env = emu.sdk_env(APP)
+        return vault
+
+    def jump_to(self, offset: timedelta) -> None:
+        # Vaults first: keys a server makes after its jump must carry the new time.
+        for vault in self.vaults:
+            vault.emu.control.set_clock_offset(offset.total_seconds())
+        self.clock.jump_to(offset)
+
+    def start_tds(self, name: str, *identifier: str) -> Tds:
+        token = (
+            self.cp.client()
+            .post(f"/v1/trust-domain-deployments/{self.tdd_id}/join-tokens", json={})
+            .json()["token"]
+        )
+        data_dir = self.tmp / f"tds-{name}"
+        args = [
+            script("spirl-tds"),
+            "run",
+            "--endpoint",
+            self.cp.url,
+            "--join-token",
+            token,
+            "--trust-domain-deployment",
+            self.tdd_id,
+            "--cluster",
+            self.cluster_id,
+            "--data-dir",
+            str(data_dir),
+            "--listen",
+            "127.0.0.1:0",
+            "--name",
+            name,
+            "--clock-file",
+            str(self.clock.path),
+            "--rotate-interval",
+            "0.1",
+            *identifier,
+        ]
+        proc = start_process(args, log_path=self.tmp / f"tds-{name}.log", env=self.sdk_env)
+        tds = Tds(proc, proc.announcement["listen"], proc.announcement["server_id"], data_dir, args)
+        self.servers.append(tds)
+        return tds
+
+    def set_config(self, yaml_text: str) -> int:
+        """The vendor's step: spirlctl config set trust-domain-deployment --id <tdd> file."""
+        path = self.tmp / f"config-{time.monotonic_ns()}.yaml"
+        path.write_text(yaml_text)
+        out = self.cp.spirlctl(
+            "config", "set", "trust-domain-deployment", "--id", self.tdd_id, str(path), "-o", "json"
+        )
+        return int(json.loads(out.stdout)["version"])
+
+    def cp_bundle(self) -> dict[str, Any]:
+        return httpx.get(f"{self.cp.url}/v1/trust-domains/{self.td_id}/bundle", timeout=10).json()
+
+
+def key_manager_doc(azure: dict[str, Any] | None) -> str:
+    spec = {"extensions": {"azureKeyVault": azure} if azure else {}}
+    return json.dumps({"section": "KeyManager", "schema": "v1", "spec": spec}) + "\n"
+
+
+def lifecycle_doc(x509: str, jwt_ttl: str) -> str:
+    return (
+        f"section: KeyLifecycle\nschema: v1\nspec:\n  x509CATTL: {x509}\n  jwtKeyTTL: {jwt_ttl}\n"
+    )
+
+
+@pytest.fixture
+def aenv(tmp_path: Path) -> Iterator[AzureEnv]:
+    cp = start_control_plane(tmp_path)
+    env: AzureEnv | None = None
+    try:
+        c = cp.client()
+        td = c.post("/v1/trust-domains", json={"name": TD}).json()
+        tdd = c.post(
+            "/v1/trust-domain-deployments", json={"name": "prod", "trust_domain_id": td["id"]}
+        ).json()
+        cl = c.post(
+            "/v1/clusters", json={"name": "east", "trust_domain_deployment_id": tdd["id"]}
+        ).json()
+        env = AzureEnv(
+            tmp_path,
+            cp,
+            SimClock(tmp_path / "clock"),
+            tmp_path / "tenant",
+            td["id"],
+            tdd["id"],
+            cl["id"],
+        )
+        yield env
+    finally:
+        if env is not None:
+            for s in env.servers:
+                s.stop()
+            for v in env.vaults:
+                v.emu.stop()
+        cp.stop()
+
+
+def keys_of(tds: Tds, **match: str) -> list[dict[str, Any]]:
+    return [
+        k
+        for k in tds.status()["keys"]
+        if all((k["key_manager"]["type"] if f == "type" else k[f]) == v for f, v in match.items())
+    ]
+
+
+class Issuing:
+    """Issues JWT- and X.509-SVIDs from every server in a loop; records every failure."""
+
+    def __init__(self, servers: list[Tds]) -> None:
+        self.servers = servers
+        self.failures: list[str] = []
+        self.issued = 0
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def _run(self) -> None:
+        with httpx.Client(timeout=30) as client:
+            while not self._stop.is_set():
+                for s in self.servers:
+                    r = client.post(
+                        f"{s.url}/v1/svid/jwt",
+                        json={"spiffe_id": f"spiffe://{TD}/load", "audience": ["aud"]},
+                    )
+                    if r.status_code != 200:
+                        self.failures.append(r.text)
+                    self.issued += 1
+                time.sleep(0.01)
+
+    def __enter__(self) -> Issuing:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join()
+
+
+def assert_tags(props: KeyProperties, server_id: str, kid: str) -> None:
+    tags = props.tags or {}
+    assert tags["spire-server-td"] == TD
+    assert tags["spire-server-id"] == server_id
+    assert tags["spire-key-id"] == kid
+    assert tags["team"] == "identity"
+
+
+def test_migration_default_to_azure_to_vault_b_and_back(aenv: AzureEnv) -> None:
+    vault_a = aenv.start_vault("a")
+    # 6 h keys: next key prepared at 3 h, activated at 5 h, expired at 6 h; SVIDs <= 1 h.
+    aenv.set_config(lifecycle_doc("6h", "6h"))
+    id_file = aenv.tmp / "ids" / "server-id"
+    a = aenv.start_tds("a", "--key-identifier-file", str(id_file))
+    server_id = id_file.read_text().strip()
+    assert uuid.UUID(server_id) and (id_file.stat().st_mode & 0o777) == 0o600
+    pid = a.process.pid
+    default_kids = {k["kid"] for k in keys_of(a, type="default")}
+    assert len(default_kids) == 2
+
+    svids: list[tuple[str, Any, datetime]] = []  # every SVID issued, verified at the end
+
+    def issue(label: str) -> str:
+        token, chain = a.jwt(label, "1h"), a.x509(label, "1h")
+        now = aenv.clock.now()
+        verify_jwt(token, a.bundle(), now)  # verifies right when issued
+        verify_x509(chain, a.bundle(), now)
+        svids.append((token, chain, now))
+        return token
+
+    issue("on-default")
+
+    # Step 2: apply the vendor's document. Active at once, no key in the vault yet.
+    azure = {"vaultURL": vault_a.url, "keyTags": {"team": "identity"}}
+    version = aenv.set_config(key_manager_doc(azure))
+    wait_for(lambda: a.status()["applied_version"] == version, what="Azure config applied")
+    st = a.status()
+    assert st["key_manager"]["type"] == "azureKeyVault" and st["health"] == "HEALTHY"
+    assert vault_a.listed() == [], "a swap must not create a key in the vault"
+    assert {k["kid"] for k in st["keys"]} == default_kids
+    assert kid_of(issue("after-swap")) in default_kids  # the old keys keep signing
+    wait_for(
+        lambda: (
+            aenv.cp.client()
+            .get(f"/v1/trust-domain-deployments/{aenv.tdd_id}/servers")
+            .json()["items"][0]["key_manager"]["type"]
+            == "azureKeyVault"
+        ),
+        what="the control plane sees the Azure key manager",
+    )
+
+    # Step 3: the next rotation makes HSM keys in the vault, tagged.
+    aenv.jump_to(3 * H + timedelta(minutes=1))
+    wait_for(lambda: len(keys_of(a, type="azureKeyVault")) == 2, what="Azure keys prepared")
+    in_vault = {(p.tags or {}).get("spire-key-id"): p for p in vault_a.listed()}
+    azure_kids = {k["kid"] for k in keys_of(a, type="azureKeyVault")}
+    assert set(in_vault) == azure_kids
+    for kid, props in in_vault.items():
+        assert_tags(props, server_id, kid)
+        assert vault_a.admin.get_key(str(props.name)).key_type == "EC-HSM"
+    assert kid_of(issue("prepared")) in default_kids
+
+    aenv.jump_to(5 * H + timedelta(minutes=1))
+    wait_for(
+        lambda: {k["kid"] for k in keys_of(a, state="active")} == azure_kids,
+        what="Azure keys active",
+    )
+    assert kid_of(issue("on-azure")) in azure_kids
+    # The old keys stay published (retired) until they expire; all SVIDs still verify.
+    assert {k["kid"] for k in keys_of(a, state="retired")} == default_kids
+    now = aenv.clock.now()
+    for token, chain, at in svids:
+        if at + H > now:
+            verify_jwt(token, a.bundle(), now)
+            verify_x509(chain, a.bundle(), now)
+    wait_for(
+        lambda: azure_kids <= {k["kid"] for k in aenv.cp_bundle()["keys"]},
+        what="Azure keys in the control plane bundle",
+    )
+    # Signs are Key Vault AuditEvents.
+    assert any(e.get("operationName") == "KeySign" for e in vault_a.emu.control.audit())
+
+    # The vendor's Verify step: the Key Vault key ids in use are logged.
+    log = a.process.log_text()
+    key_urls = {str(p.id) for p in in_vault.values()}
+    assert all(url.startswith(vault_a.url + "keys/") for url in key_urls)
+    assert all(url in log for url in key_urls), "Key Vault key ids not logged"
+
+    # Vault A -> vault B (same tenant, another vault): again a swap without a key.
+    vault_b = aenv.start_vault("b")
+    version = aenv.set_config(
+        key_manager_doc({"vaultURL": vault_b.url, "keyTags": {"team": "identity"}})
+    )
+    wait_for(lambda: a.status()["applied_version"] == version, what="vault B applied")
+    assert vault_b.listed() == []
+    log = a.process.log_text()
+    swap_log = log[log.rfind("applied config version") :]
+    assert all(url in swap_log.split("\n", 1)[0] for url in key_urls), "keys not logged on swap"
+    aenv.jump_to(6 * H + timedelta(minutes=2))  # old default keys expire; next keys -> vault B
+    wait_for(lambda: len(vault_b.listed()) == 2, what="keys created in vault B")
+    wait_for(lambda: not keys_of(a, type="default"), what="default keys expired")
+    assert kid_of(issue("still-vault-a")) in azure_kids  # vault A's key is still current
+    b_kids = {p.tags["spire-key-id"] for p in vault_b.listed() if p.tags}
+    aenv.jump_to(8 * H + timedelta(minutes=2))
+    wait_for(
+        lambda: {k["kid"] for k in keys_of(a, state="active")} == b_kids, what="vault B keys active"
+    )
+    assert kid_of(issue("on-vault-b")) in b_kids
+
+    # Azure back to default: the next keys are local again, vault B's keys drain.
+    version = aenv.set_config(key_manager_doc(None))
+    wait_for(lambda: a.status()["key_manager"]["type"] == "default", what="back to default")
+    aenv.jump_to(9 * H + timedelta(minutes=3))  # vault A keys expire, its manager closes
+    wait_for(lambda: len(keys_of(a, type="default")) == 2, what="default keys prepared")
+    aenv.jump_to(11 * H + timedelta(minutes=3))
+    wait_for(
+        lambda: all(k["key_manager"]["type"] == "default" for k in keys_of(a, state="active")),
+        what="default keys active",
+    )
+    token = issue("default-again")
+    assert kid_of(token) not in b_kids | azure_kids | default_kids
+    now = aenv.clock.now()
+    for token, chain, at in svids:  # everything still unexpired verifies
+        if at + H > now:
+            verify_jwt(token, a.bundle(), now)
+            verify_x509(chain, a.bundle(), now)
+    assert "closing key manager" in a.process.log_text()
+    assert a.process.pid == pid and a.process.proc.poll() is None
+    metrics = httpx.get(f"{a.url}/metrics").text
+    assert "tds_svid_failures_total{" not in metrics
+
+
+def test_refusals_throttling_and_outage_never_fail_an_issuance(aenv: AzureEnv) -> None:
+    vault = aenv.start_vault("a")
+    aenv.set_config(lifecycle_doc("6h", "6h"))
+    a = aenv.start_tds("a", "--key-identifier-value", "server-a")
+    default_kids = {k["kid"] for k in a.status()["keys"]}
+
+    def outcome(version: int) -> dict[str, Any]:
+        return wait_for(
+            lambda: (
+                (
+                    # The attempt's outcome, not its start (a previous NACK's error may linger).
+                    (x := a.status())["applied_version"] == version
+                    or f"config version {version} not applied" in (x["error"] or "")
+                )
+                and x
+            ),
+            what=f"config {version} attempted",
+        )
+
+    with Issuing([a]) as load:
+        # A Standard tier vault is refused (NACK); the old manager keeps signing.
+        vault.emu.control.set_sku("standard")
+        version = aenv.set_config(key_manager_doc({"vaultURL": vault.url}))
+        st = outcome(version)
+        assert st["health"] == "UNHEALTHY" and st["key_manager"]["type"] == "default"
+        assert "Standard tier" in st["error"] and "Premium" in st["error"]
+        vault.emu.control.set_sku("premium")
+
+        # An identity without Crypto User: refused, naming the permission and the role.
+        vault.emu.control.add_principal(
+            NO_SIGN_APP, ["crypto-officer"], client_secret="no-sign-secret"
+        )
+        secret_file = aenv.tmp / "no-sign-secret"
+        secret_file.write_text("no-sign-secret\n")
+        secret_file.chmod(0o600)
+        version = aenv.set_config(
+            key_manager_doc(
+                {
+                    "vaultURL": vault.url,
+                    "credentials": {
+                        "clientSecret": {
+                            "tenantID": vault.emu.tenant_id,
+                            "clientID": NO_SIGN_APP,
+                            "clientSecretFile": str(secret_file),
+                        }
+                    },
+                }
+            )
+        )
+        st = outcome(version)
+        assert st["health"] == "UNHEALTHY" and st["key_manager"]["type"] == "default"
+        assert "sign" in st["error"] and "Key Vault Crypto User" in st["error"]
+        assert "no-sign-secret" not in json.dumps(st)
+
+        # A good document heals; still no key in the vault.
+        version = aenv.set_config(key_manager_doc({"vaultURL": vault.url}))
+        st = outcome(version)
+        assert st["health"] == "HEALTHY" and st["key_manager"]["type"] == "azureKeyVault"
+        assert vault.listed() == []
+
+        # Vault outage at rotation time: the default keys keep signing, rotation retries.
+        vault.emu.control.add_fault("outage", target="vault")
+        aenv.jump_to(3 * H + timedelta(minutes=1))
+        wait_for(
+            lambda: "generating" in (a.status()["error"] or ""), what="rotation failure reported"
+        )
+        assert not keys_of(a, type="azureKeyVault")
+        time.sleep(0.5)  # a few more failed attempts while SVIDs are being issued
+        vault.emu.control.clear_faults()
+        wait_for(
+            lambda: len(keys_of(a, type="azureKeyVault")) == 2,
+            timeout=30,
+            what="rotation retried after the outage",
+        )
+        wait_for(lambda: a.status()["health"] == "HEALTHY", what="healthy again")
+        aenv.jump_to(5 * H + timedelta(minutes=1))
+        wait_for(
+            lambda: all(
+                k["key_manager"]["type"] == "azureKeyVault" for k in keys_of(a, state="active")
+            ),
+            what="Azure keys active",
+        )
+
+        # A throttling storm on key creation at the next rotation: ridden out with
+        # Retry-After; the current (Azure) key keeps signing meanwhile.
+        vault.emu.control.add_fault("throttle", operations=["KeyCreate"], count=3, retry_after=1)
+        aenv.jump_to(7 * H)  # Azure keys from ~3 h: prepare at ~6 h, activate at ~8 h
+        wait_for(
+            lambda: len(keys_of(a, state="prepared")) == 2,
+            timeout=30,
+            what="keys prepared through the storm",
+        )
+        assert vault.emu.control.faults() == []  # the storm was used up
+    assert "answered 429" in a.process.log_text()
+    assert load.issued > 50 and load.failures == [], load.failures[:3]
+    assert not {kid_of(a.jwt("after"))} & default_kids
+    metrics = httpx.get(f"{a.url}/metrics").text
+    assert "tds_config_nacks_total 2" in metrics
+    assert "tds_svid_failures_total{" not in metrics
+
+
+def test_shared_keys_across_servers_and_stale_key_cleanup(aenv: AzureEnv) -> None:
+    vault = aenv.start_vault("a")
+    # Long keys: at day 15 the first keys are still published (protected), and the next
+    # JWT key is prepared (day 10) by both servers at the same moment.
+    aenv.set_config(lifecycle_doc("20d", "20d"))
+    aenv.set_config(
+        key_manager_doc(
+            {"vaultURL": vault.url, "keyTags": {"team": "identity"}, "sharedKeys": SHARED}
+        )
+    )
+    # A key of a server that vanished long ago (never in any bundle).
+    gone = vault.admin.create_ec_key(
+        "spire-key-of-a-vanished-server",
+        curve="P-256",
+        hardware_protected=True,
+        tags={"spire-server-td": TD, "spire-server-id": "server-gone", "spire-key-id": "x509-ca-0"},
+    )
+    a = aenv.start_tds("a", "--key-identifier-value", "server-a")
+    b = aenv.start_tds("b", "--key-identifier-value", "server-b")
+    c = aenv.start_tds("c", "--key-identifier-value", "server-c")
+    servers = (a, b, c)
+    # The vendor's Verify step at startup: the Key Vault key ids in use are logged.
+    ready = [ln for ln in a.process.log_text().splitlines() if " ready; " in ln]
+    assert ready and f"{vault.url}keys/" in ready[-1]
+
+    # One JWT key in the vault for all three; X.509 CA keys stay per server.
+    jwt_keys = [p for p in vault.listed() if re.search(r"-jwt-signer-[ab]$", p.name or "")]
+    assert len(jwt_keys) == 1
+    assert len(list(vault.admin.list_properties_of_key_versions(jwt_keys[0].name))) == 1
+    jwt_kids = {k["kid"] for s in servers for k in keys_of(s, kind="jwt")}
+    assert len(jwt_kids) == 1
+    x509_kids = {k["kid"] for s in servers for k in keys_of(s, kind="x509-ca")}
+    assert len(x509_kids) == 3
+    assert {p.tags["spire-key-id"] for p in vault.listed() if p.tags} >= x509_kids
+
+    def bundle_count(bundle: dict[str, Any], kid: str) -> int:
+        return sum(k.get("kid") == kid for k in bundle["keys"])
+
+    (jwt_kid,) = jwt_kids
+    wait_for(
+        lambda: (
+            (b := aenv.cp_bundle())
+            and bundle_count(b, jwt_kid) == 1
+            and x509_kids <= {k["kid"] for k in b["keys"]}
+        ),
+        what="the control plane bundle carries the shared key once",
+    )
+    for s in servers:
+        assert bundle_count(s.bundle(), jwt_kid) == 1
+    token = a.jwt("from-a")
+    for s in servers:  # a JWT from one server verifies with every server's bundle
+        verify_jwt(token, s.bundle(), aenv.clock.now())
+        assert kid_of(s.jwt("x")) == jwt_kid
+
+    # Server c vanishes; its X.509 CA key stays in the bundle until day 20.
+    c.stop()
+    aenv.servers.remove(c)
+
+    # Day 15: keys not updated since day 0 are stale. Both servers also prepare the next
+    # JWT key at the same tick (a race), and must still end with one shared key.
+    aenv.jump_to(15 * D)
+    for s in (a, b):
+        wait_for(lambda s=s: len(keys_of(s, kind="jwt")) == 2, what="next JWT key prepared")
+    for s in (a, b):  # one cleanup at start, one at day 15
+        wait_for(
+            lambda s=s: s.process.log_text().count("stale key cleanup with azureKeyVault") >= 2,
+            what="stale key cleanup at day 15",
+        )
+    assert "deleted stale Key Vault key" in a.process.log_text() + b.process.log_text()
+    names = {p.name for p in vault.listed()}
+    assert gone.name not in names
+    deleted = {d.name for d in vault.admin.list_deleted_keys()}
+    assert gone.name in deleted
+    # Protected: c's CA key (stale, but may still verify SVIDs until day 20), and every
+    # key a and b use.
+    in_vault = {(p.tags or {}).get("spire-key-id") for p in vault.listed()}
+    assert x509_kids <= in_vault
+    server_c_keys = [
+        p for p in vault.listed() if (p.tags or {}).get("spire-server-id") == "server-c"
+    ]
+    assert server_c_keys, "the vanished server's still-published key was deleted"
+    next_kids = [{k["kid"] for k in keys_of(s, kind="jwt", state="prepared")} for s in (a, b)]
+    assert next_kids[0] == next_kids[1] and len(next_kids[0]) == 1, "racing servers diverged"
+    wait_for(
+        lambda: bundle_count(aenv.cp_bundle(), next(iter(next_kids[0]))) == 1,
+        what="the next shared key once in the bundle",
+    )
+    # Own keys were refreshed at day 15 (the vault's clock), so nobody sees them stale.
+    refreshed = [
+        p
+        for p in vault.listed()
+        if (p.tags or {}).get("spire-server-id") in ("server-a", "server-b")
+        and p.updated_on is not None
+    ]
+    assert refreshed and all(p.updated_on > aenv.clock.now() - D for p in refreshed)
