@@ -332,17 +332,22 @@ class Keyring:
             removed, to_close = self._expire(now)
             changed = bool(removed or to_close)
             self._release(removed, to_close)
+            errors: list[str] = []
             for kind in KeyKind:
                 try:
                     changed |= self._rotate_kind(kind, now)
                 except Exception as exc:
                     # Keep the current key signing; retry on the next tick. Not only
                     # KeyManagerError: an unexpected SDK error must not skip the other kind.
-                    self.last_error = f"generating {kind.value} key failed: {exc}"
-                    log.error("%s; the current key keeps signing, retrying", self.last_error)
+                    errors.append(f"generating {kind.value} key failed: {exc}")
+                    log.error("%s; the current key keeps signing, retrying", errors[-1])
             for handle in to_close:
                 close_manager(handle)
-            if changed:
+            error = "; ".join(errors) or None
+            # A new or cleared error is news for the status report too.
+            changed_error = error != self.last_error
+            self.last_error = error
+            if changed or changed_error:
                 self._changed()
             return changed
 
@@ -488,7 +493,6 @@ class Keyring:
         )
         if kind is KeyKind.X509_CA:
             rec.ca_cert_der = self._make_ca_cert(rec, handle)
-        self.last_error = None
         return rec
 
     def _shared_key_id(self, kind: KeyKind) -> str:

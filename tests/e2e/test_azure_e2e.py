@@ -436,7 +436,19 @@ def test_refusals_throttling_and_outage_never_fail_an_issuance(aenv: AzureEnv) -
             lambda: "generating" in (a.status()["error"] or ""), what="rotation failure reported"
         )
         assert not keys_of(a, type="azureKeyVault")
-        time.sleep(0.5)  # a few more failed attempts while SVIDs are being issued
+        wait_for(  # reported to the control plane as it happens, not at the next heartbeat
+            lambda: (
+                "generating"
+                in (
+                    aenv.cp.client()
+                    .get(f"/v1/trust-domain-deployments/{aenv.tdd_id}/servers")
+                    .json()["items"][0]["error"]
+                    or ""
+                )
+            ),
+            what="the control plane sees the failed rotation",
+        )
+        time.sleep(0.3)  # a few more failed attempts while SVIDs are being issued
         vault.emu.control.clear_faults()
         wait_for(
             lambda: len(keys_of(a, type="azureKeyVault")) == 2,

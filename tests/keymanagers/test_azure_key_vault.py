@@ -579,3 +579,33 @@ def test_control_api_is_reachable_only_with_token(kv: EmulatorProcess) -> None:
         f"{kv.control_url}health", verify=ssl.create_default_context(cafile=kv.ca_file)
     )
     assert resp.status_code == 401
+
+
+def test_key_state_refusal_is_not_blamed_on_rbac() -> None:
+    from azure.core.exceptions import HttpResponseError
+
+    from controlplane.keymanagers.azure_errors import map_azure_error
+
+    exc = HttpResponseError(message="Operation sign is not allowed on an expired key.")
+    exc.status_code = 403
+    err = map_azure_error(exc, "sign", "https://v.vault.azure.net/", "k")
+    assert not isinstance(err, PermissionDeniedError)
+    assert "expired key" in str(err) and "Crypto User" not in str(err)
+    denied = HttpResponseError(message="Caller is not authorized to perform action on resource.")
+    denied.status_code = 403
+    assert isinstance(map_azure_error(denied, "sign", "https://v/", "k"), PermissionDeniedError)
+
+
+def test_shared_mode_refresh_leaves_a_vanished_servers_own_keys_to_age(
+    admin: KeyClient, make_manager: Any
+) -> None:
+    td = f"refresh-{secrets.token_hex(3)}.example.org"
+    shared = {"sharedKeys": SHARED}
+    a = make_manager(server_id="server-a", trust_domain=td, config=shared)
+    gone = make_manager(server_id="server-gone", trust_domain=td, config=shared)
+    gone.generate_key("jwt-signer-a", KeyType.EC_P256)  # shared, used by a too
+    gone.generate_key("x509-ca-0123", KeyType.EC_P256)  # the vanished server's own key
+    a.generate_key("x509-ca-4567", KeyType.EC_P256)
+    refreshed = set(a.refresh_own_keys(["jwt-signer-a", "x509-ca-4567"]))
+    assert refreshed == {a.key_name("jwt-signer-a"), a.key_name("x509-ca-4567")}
+    assert a.key_name("x509-ca-0123") not in refreshed
