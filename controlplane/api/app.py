@@ -503,6 +503,11 @@ async def register(request: Request) -> Response:
 
 async def server_sync(request: Request) -> Response:
     """Long-poll for the server's effective config and trust bundle (?config_version=&bundle_version=&wait=)."""
+    return Response(await sync_body(request), media_type="application/json")
+
+
+async def sync_body(request: Request) -> bytes:
+    """The long-poll's reply: at once when the server's versions are stale, else at a change or `wait`."""
     state = _state(request)
     server_id = request.path_params["server_id"]
     principal = await authenticate(request)
@@ -524,14 +529,10 @@ async def server_sync(request: Request) -> Response:
         if snapshot.config_version != have_config or snapshot.bundle.version != have_bundle:
             state.cache.deliveries += 1
             state.metrics.inc("spirl_deliveries_total")
-            return Response(
-                state.cache.changed_reply(placement, snapshot), media_type="application/json"
-            )
+            return state.cache.changed_reply(placement, snapshot)
         remaining = deadline - loop.time()
         if remaining <= 0:
-            return Response(
-                encode(sync_response(snapshot, state.cache, False)), media_type="application/json"
-            )
+            return encode(sync_response(snapshot, state.cache, False))
         await state.cache.wait_for_change(placement.trust_domain_id, remaining)
 
 
@@ -651,21 +652,34 @@ class LongPollFastPath:
         start = time.perf_counter()
         scope["app"] = self.app
         scope["path_params"] = {"server_id": match.group(1)}
+        status = 200
         try:
-            response = await server_sync(Request(scope, receive))
+            body = await sync_body(Request(scope, receive))
         except Exception as exc:
-            response = to_response(exc)
-        await response(scope, receive, send)
+            error = to_response(exc)
+            status, body = error.status_code, bytes(error.body)
+        # Raw ASGI messages: thousands of replies go out at once after a change.
+        await send(
+            {
+                "type": "http.response.start",
+                "status": status,
+                "headers": [
+                    (b"content-type", b"application/json"),
+                    (b"content-length", str(len(body)).encode()),
+                ],
+            }
+        )
+        await send({"type": "http.response.body", "body": body})
         elapsed = time.perf_counter() - start
         self._metrics.observe_latency((("method", "GET"), ("route", SYNC_ROUTE)), elapsed)
-        if response.status_code >= 400:
+        if status >= 400:
             log.info(
                 "request",
                 extra={
                     "method": "GET",
                     "path": scope["path"],
                     "route": SYNC_ROUTE,
-                    "status": response.status_code,
+                    "status": status,
                     "duration_ms": round(elapsed * 1000, 2),
                 },
             )

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import bisect
+import itertools
 import threading
 from collections import defaultdict
 from collections.abc import Callable, Iterable
@@ -40,12 +42,10 @@ class Metrics:
             series[labels] = series.get(labels, 0.0) + amount
 
     def observe_latency(self, labels: Labels, seconds: float) -> None:
+        # Per-bucket counts here; render() makes them cumulative (cheap on the hot path).
         with self._lock:
             buckets = self._hist.setdefault(labels, [0.0] * (len(LATENCY_BUCKETS) + 1))
-            for i, bound in enumerate(LATENCY_BUCKETS):
-                if seconds <= bound:
-                    buckets[i] += 1
-            buckets[-1] += 1
+            buckets[bisect.bisect_left(LATENCY_BUCKETS, seconds)] += 1
             self._hist_sum[labels] += seconds
 
     def add_gauge_source(
@@ -64,13 +64,14 @@ class Metrics:
             name = "spirl_http_request_duration_seconds"
             lines += [f"# HELP {name} HTTP request latency by route", f"# TYPE {name} histogram"]
             for lb, buckets in sorted(self._hist.items()):
-                for bound, count in zip(LATENCY_BUCKETS, buckets, strict=False):
-                    lines.append(
-                        f"{name}_bucket{_fmt_labels(lb + (('le', f'{bound:g}'),))} {count:g}"
-                    )
-                lines.append(f"{name}_bucket{_fmt_labels(lb + (('le', '+Inf'),))} {buckets[-1]:g}")
+                cumulative = list(itertools.accumulate(buckets))
+                for bound, count in zip(LATENCY_BUCKETS, cumulative, strict=False):
+                    le = (("le", f"{bound:g}"),)
+                    lines.append(f"{name}_bucket{_fmt_labels(lb + le)} {count:g}")
+                total = cumulative[-1]
+                lines.append(f"{name}_bucket{_fmt_labels(lb + (('le', '+Inf'),))} {total:g}")
                 lines.append(f"{name}_sum{_fmt_labels(lb)} {self._hist_sum[lb]:.6f}")
-                lines.append(f"{name}_count{_fmt_labels(lb)} {buckets[-1]:g}")
+                lines.append(f"{name}_count{_fmt_labels(lb)} {total:g}")
         described: set[str] = set()
         for source in self._gauge_sources:
             for gname, text, lb, value in source():
