@@ -184,7 +184,7 @@ def env(tmp_path: Path) -> Iterator[Env]:
         cl = c.post(
             "/v1/clusters", json={"name": "east", "trust_domain_deployment_id": tdd["id"]}
         ).json()
-        yield Env(
+        env = Env(
             tmp_path,
             cp,
             keyservice,
@@ -194,11 +194,14 @@ def env(tmp_path: Path) -> Iterator[Env]:
             cl["id"],
             servers,
         )
+        yield env
     finally:
         for s in servers:
             s.stop()
         keyservice.stop()
         cp.stop()
+        if "env" in locals() and env.cp is not cp:
+            env.cp.stop()  # a test restarted the control plane
 
 
 def verify_jwt(token: str, bundle: dict[str, Any], at: datetime) -> None:
