@@ -21,10 +21,11 @@ from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.verification import PolicyBuilder, Store
-from support.controlplane import ControlPlane, start_control_plane
-from support.processes import RunningProcess, script, start_process
 
 from controlplane.emulators.keyservice import KeyServiceProcess, start_keyservice
+
+from support.controlplane import ControlPlane, start_control_plane
+from support.processes import RunningProcess, script, start_process
 
 pytestmark = pytest.mark.e2e
 

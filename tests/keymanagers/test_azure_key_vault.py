@@ -18,7 +18,6 @@ import httpx
 import pytest
 from azure.identity import ClientSecretCredential
 from azure.keyvault.keys import KeyClient
-from contract import KeyManagerContract, assert_signs_and_verifies
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.hazmat.primitives.asymmetric.utils import Prehashed
@@ -41,6 +40,8 @@ from controlplane.keymanagers.base import (
 )
 from controlplane.keymanagers.signatures import digest as hash_digest
 from controlplane.keymanagers.signatures import hash_for_key_type
+
+from contract import KeyManagerContract, assert_signs_and_verifies
 
 TRUST_DOMAIN = "example.org"  # dotted on purpose: cleanup must compare the raw name
 ADMIN = str(uuid.UUID(int=1))

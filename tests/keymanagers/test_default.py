@@ -11,7 +11,6 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from contract import KeyManagerContract, assert_signs_and_verifies
 from cryptography.hazmat.primitives import serialization
 
 from controlplane.keymanagers.base import (
@@ -22,6 +21,8 @@ from controlplane.keymanagers.base import (
     SigningAlgorithm,
 )
 from controlplane.keymanagers.default import DefaultKeyManager, load_or_create_kek
+
+from contract import KeyManagerContract, assert_signs_and_verifies
 
 
 class TestDefaultKeyManagerContract(KeyManagerContract):

@@ -6,7 +6,6 @@ import secrets
 from pathlib import Path
 
 import pytest
-from contract import assert_signs_and_verifies
 
 from controlplane.keymanagers import (
     DEFAULT_KEYS_SUBDIR,
@@ -19,6 +18,8 @@ from controlplane.keymanagers import (
 )
 from controlplane.keymanagers.default import DefaultKeyManager
 from controlplane.keymanagers.webhook import WebhookKeyManager
+
+from contract import assert_signs_and_verifies
 
 
 @pytest.fixture

@@ -13,7 +13,6 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from contract import KeyManagerContract, assert_signs_and_verifies
 
 from controlplane.emulators.keyservice import KeyServiceProcess, start_keyservice
 from controlplane.keymanagers.base import (
@@ -26,6 +25,8 @@ from controlplane.keymanagers.base import (
 )
 from controlplane.keymanagers.signatures import digest
 from controlplane.keymanagers.webhook import WebhookKeyManager, redact_url
+
+from contract import KeyManagerContract, assert_signs_and_verifies
 
 SHA256 = SigningAlgorithm(HashAlgorithm.SHA256)
 

@@ -5,9 +5,10 @@ from __future__ import annotations
 import os
 
 import pytest
-from corpus.bad_corpus import BAD_DIR, BadCase, load_cases
 
 from controlplane.documents import DocumentValidationError, InputRejectedError, parse_sections
+
+from corpus.bad_corpus import BAD_DIR, BadCase, load_cases
 
 CASES = load_cases()
 

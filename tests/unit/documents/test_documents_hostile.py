@@ -7,7 +7,6 @@ import sys
 from collections.abc import Iterator
 
 import pytest
-from corpus.bad_corpus import BadCase, load_cases
 
 from controlplane.documents import (
     DEFAULT_LIMITS,
@@ -17,6 +16,8 @@ from controlplane.documents import (
     parse_sections,
     safe_yaml,
 )
+
+from corpus.bad_corpus import BadCase, load_cases
 
 VALID = 'section: KeyManager\nschema: v1\nspec:\n  extensions:\n    webhook: {webhookURL: "https://k.example.com/"}\n'
 
