@@ -1,6 +1,6 @@
 """Baseline for the propagation benchmark: the least a long-poll fan-out can do.
 
-A bare asyncio HTTP/1.1 server, no framework, no database, no validation, no auth:
+A bare asyncio HTTP/1.1 server on uvloop (as the control plane), no framework, no database, no validation, no auth:
 `GET /sync?...` waits for the next write; `POST /write` bumps the version and answers every
 waiter. Prints one JSON line {"url", "pid"} when listening.
 """
@@ -67,7 +67,10 @@ async def main() -> None:
 
 
 if __name__ == "__main__":
+    import uvloop  # the same event loop the control plane runs on
+
     try:
-        asyncio.run(main())
+        with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
+            runner.run(main())
     except KeyboardInterrupt:
         sys.exit(0)
