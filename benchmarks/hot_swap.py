@@ -14,7 +14,8 @@ clients (keep-alive HTTP/1.1 connections, one asyncio task each) issue JWT-SVIDs
    second, cycling webhook (a new key service namespace each time) -> webhook (another
    namespace) -> default -> ..., each change a real write through the control plane API
    that the server receives by long-poll, checks and hot-swaps. Keys made during the phase
-   come from whichever manager is active when the rotator prepares them.
+   come from the manager active when the rotator prepares them; the cycle is aligned with
+   the server's next key preparation so that a webhook manager makes it (see `swapper`).
 
 Reported: failed issuances (goal 0), p50/p99 issuance latency in each phase (goal: swap p99
 <= 2x steady p99), config apply latency (PUT sent -> `applied_at` on the server),
@@ -62,6 +63,7 @@ from support.controlplane import ControlPlane, start_control_plane  # noqa: E402
 from support.processes import RunningProcess, script, start_process  # noqa: E402
 
 TD = "bench.example.org"
+LIFETIME_SECONDS = 60  # both key kinds; the schema's minimum
 LIFECYCLE = "section: KeyLifecycle\nschema: v1\nspec:\n  jwtKeyTTL: 1m\n  x509CATTL: 1m\n"
 WEBHOOK_KM = (
     "section: KeyManager\nschema: v1\nspec:\n  extensions:\n    webhook:\n"
@@ -243,8 +245,28 @@ async def status_poller(env: Env, stop_at: float, run: Run) -> None:
             await asyncio.sleep(0.1)
 
 
+async def next_preparation(env: Env) -> float:
+    """perf_counter time at which the server prepares its next JWT key: the newest key's
+    not_after minus half the lifetime (keys of both kinds were made together)."""
+    async with httpx.AsyncClient(base_url=env.tds_url, timeout=10) as http:
+        keys = (await http.get("/v1/status")).json()["keys"]
+    newest = max(datetime.fromisoformat(k["not_after"]).timestamp() for k in keys)
+    return newest - LIFETIME_SECONDS / 2 - time.time() + time.perf_counter()
+
+
 async def swapper(env: Env, start_at: float, stop_at: float, run: Run) -> None:
-    """Rewrites the cluster's KeyManager once a second between start_at and stop_at."""
+    """Rewrites the cluster's KeyManager once a second between start_at and stop_at.
+
+    Cycle: webhook (new namespace) -> webhook (another) -> default. Each webhook step builds
+    and checks a new manager. Key preparation comes about every 30 s, a multiple of the
+    cycle, so without care every preparation can land on the same step (an early version of
+    this benchmark never saw a webhook-made key). The cycle is aligned so that the server's
+    next preparation (its rotator ticks within a second of the threshold) falls in the two
+    webhook steps, and keys made by a webhook manager sign during the phase too.
+    """
+    await asyncio.sleep(max(0.0, start_at - 2 - time.perf_counter()))
+    step_of_preparation = int(await next_preparation(env) - start_at)
+    offset = -step_of_preparation % 3
     headers = {"Authorization": f"Bearer {env.cp.admin_token}"}
     async with httpx.AsyncClient(base_url=env.cp.url, headers=headers, timeout=30) as http:
         i = 0
@@ -253,10 +275,7 @@ async def swapper(env: Env, start_at: float, stop_at: float, run: Run) -> None:
             if due >= stop_at:
                 return
             await asyncio.sleep(max(0.0, due - time.perf_counter()))
-            # Two webhook configs (each a new namespace: a new manager, built and checked),
-            # then default: rotations (coin tosses at the rotator's tick) mostly land on a
-            # webhook manager, so its keys sign during the run too.
-            if i % 3 == 2:
+            if (i + offset) % 3 == 2:
                 km, text = "default", DEFAULT_KM
             else:
                 km, text = "webhook", WEBHOOK_KM.format(url=env.keyservice.namespace_url(f"ns{i}"))
