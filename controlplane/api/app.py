@@ -12,6 +12,7 @@ import json
 import logging
 import re
 import time
+import urllib.parse
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
@@ -78,7 +79,10 @@ async def _service(request: Request, fn: Callable[..., T], *args: Any, **kwargs:
 
 
 def _bearer(request: Request) -> str | None:
-    header = request.headers.get("authorization", "")
+    return _bearer_from(request.headers.get("authorization", ""))
+
+
+def _bearer_from(header: str) -> str | None:
     scheme, _, token = header.partition(" ")
     if scheme.lower() != "bearer" or not token.strip():
         return None
@@ -86,8 +90,10 @@ def _bearer(request: Request) -> str | None:
 
 
 async def authenticate(request: Request) -> Principal:
-    state = _state(request)
-    token = _bearer(request)
+    return await authenticate_token(_state(request), _bearer(request))
+
+
+async def authenticate_token(state: AppState, token: str | None) -> Principal:
     if token is None:
         raise Unauthenticated("missing bearer token (Authorization: Bearer <token>)")
     key = auth_service.hash_token(token)
@@ -503,22 +509,33 @@ async def register(request: Request) -> Response:
 
 async def server_sync(request: Request) -> Response:
     """Long-poll for the server's effective config and trust bundle (?config_version=&bundle_version=&wait=)."""
-    return Response(await sync_body(request), media_type="application/json")
+    body = await long_poll(
+        _state(request),
+        request.path_params["server_id"],
+        _bearer(request),
+        request.scope.get("query_string", b""),
+    )
+    return Response(body, media_type="application/json")
 
 
-async def sync_body(request: Request) -> bytes:
-    """The long-poll's reply: at once when the server's versions are stale, else at a change or `wait`."""
-    state = _state(request)
-    server_id = request.path_params["server_id"]
-    principal = await authenticate(request)
+async def long_poll(
+    state: AppState, server_id: str, token: str | None, query_string: bytes
+) -> bytes:
+    """The long-poll's reply: at once when the server's versions are stale, else at a change or `wait`.
+
+    Takes plain values, not a Request: thousands of these wait at once, and each holds only
+    what it needs while it waits.
+    """
+    principal = await authenticate_token(state, token)
     principal.require_server(server_id)
-    q = request.query_params
+    q = dict(urllib.parse.parse_qsl(query_string.decode("latin-1")))
     have_config = _int_param(q.get("config_version"), "config_version")
     have_bundle = _int_param(q.get("bundle_version"), "bundle_version")
     try:
         wait = float(q.get("wait", DEFAULT_WAIT_SECONDS))
     except ValueError as exc:
         raise BadRequest("wait must be a number of seconds") from exc
+    del q, principal
     wait = max(0.0, min(wait, MAX_WAIT_SECONDS))
     placement = await state.cache.placement(server_id)
     state.cache.last_contact[server_id] = utc_now()
@@ -533,6 +550,7 @@ async def sync_body(request: Request) -> bytes:
         remaining = deadline - loop.time()
         if remaining <= 0:
             return encode(sync_response(snapshot, state.cache, False))
+        del snapshot
         await state.cache.wait_for_change(placement.trust_domain_id, remaining)
 
 
@@ -638,6 +656,7 @@ class LongPollFastPath:
     def __init__(self, app: Starlette) -> None:
         self.app = app
         self.state = app.state
+        self._state: AppState = app.state.spirl
         self._metrics: Metrics = app.state.spirl.metrics
 
     async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
@@ -650,11 +669,13 @@ class LongPollFastPath:
             await self.app(scope, receive, send)
             return
         start = time.perf_counter()
-        scope["app"] = self.app
-        scope["path_params"] = {"server_id": match.group(1)}
         status = 200
         try:
-            body = await sync_body(Request(scope, receive))
+            token = None
+            for name, value in scope["headers"]:
+                if name == b"authorization":
+                    token = _bearer_from(value.decode("latin-1"))
+            body = await long_poll(self._state, match.group(1), token, scope["query_string"])
         except Exception as exc:
             error = to_response(exc)
             status, body = error.status_code, bytes(error.body)

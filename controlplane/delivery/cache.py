@@ -62,7 +62,7 @@ class DeliveryCache:
         self._effective: dict[tuple[str, str | None], tuple[int, dict[str, Any]]] = {}
         # Encoded "changed" replies, shared by every server of a placement: a fan-out encodes once.
         self._replies: dict[tuple[str, str | None], tuple[int, int, bytes]] = {}
-        self._signals: dict[str, asyncio.Future[None]] = {}
+        self._waiters: dict[str, set[asyncio.Future[None]]] = {}
         self._announced: dict[tuple[str, str], int] = {}
         self._reloading: set[tuple[str, str]] = set()
         self._inflight: dict[tuple[str, str], asyncio.Task[Any]] = {}
@@ -138,15 +138,17 @@ class DeliveryCache:
     async def wait_for_change(self, trust_domain_id: str, timeout: float) -> None:
         """Wait until something under this trust domain may have changed, or the timeout."""
         assert self._loop is not None
-        signal = self._signals.get(trust_domain_id)
-        if signal is None or signal.done():
-            signal = self._loop.create_future()
-            self._signals[trust_domain_id] = signal
+        waiter: asyncio.Future[None] = self._loop.create_future()
+        waiters = self._waiters.setdefault(trust_domain_id, set())
+        waiters.add(waiter)
+        timer = self._loop.call_later(timeout, _release, waiter)
         self.waiting += 1
         try:
-            await asyncio.wait({signal}, timeout=timeout)
+            await waiter
         finally:
             self.waiting -= 1
+            timer.cancel()
+            waiters.discard(waiter)
 
     def changed_reply(self, placement: ServerPlacement, snapshot: Snapshot) -> bytes:
         key = (placement.deployment_id, placement.cluster_id)
@@ -193,7 +195,7 @@ class DeliveryCache:
             self.apply_changes([Change("bundle", td_id, 1 << 62)])
         for slot in list(self._announced):
             self._announced[slot] = 0
-        for td_id in list(self._signals):
+        for td_id in list(self._waiters):
             self._signal(td_id)
 
     async def _reload(self, slot: tuple[str, str]) -> None:
@@ -242,9 +244,8 @@ class DeliveryCache:
             self._signal(td_id)
 
     def _signal(self, td_id: str) -> None:
-        signal = self._signals.pop(td_id, None)
-        if signal is not None and not signal.done():
-            signal.set_result(None)
+        for waiter in self._waiters.pop(td_id, ()):
+            _release(waiter)
 
     def _forget(self, object_id: str) -> None:
         for key in [k for k in self._scopes if k[1] == object_id]:
@@ -298,6 +299,11 @@ class DeliveryCache:
         with self._uow() as uow:
             version, keys = server_service.bundle_keys(uow, td_id)
             return Bundle(version=version, keys=keys)
+
+
+def _release(waiter: asyncio.Future[None]) -> None:
+    if not waiter.done():
+        waiter.set_result(None)
 
 
 def sync_response(snapshot: Snapshot, cache: DeliveryCache, changed: bool) -> dict[str, Any]:
