@@ -178,6 +178,7 @@ class Run:
     applied_at: dict[int, float] = field(default_factory=dict)  # version -> applied wall time
     swap_writes: int = 0
     phase_bounds: dict[str, tuple[float, float]] = field(default_factory=dict)
+    cpu: dict[str, dict[str, float]] = field(default_factory=dict)  # phase -> process -> cores
 
 
 async def client_loop(
@@ -294,6 +295,28 @@ async def swapper(env: Env, start_at: float, stop_at: float, run: Run) -> None:
             i += 1
 
 
+def cpu_seconds(pid: int) -> float:
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")  # utime + stime
+
+
+async def cpu_sampler(env: Env, run: Run) -> None:
+    """CPU used per process in each phase, in cores (1.0 = one core busy all the time)."""
+    pids = {
+        "spirl-tds": env.tds.pid,
+        "control plane": env.cp.pid,
+        "key service": env.keyservice.pid,
+        "load client (this)": os.getpid(),
+    }
+    for phase, (lo, hi) in run.phase_bounds.items():
+        await asyncio.sleep(max(0.0, lo - time.perf_counter()))
+        before = {name: cpu_seconds(pid) for name, pid in pids.items()}
+        await asyncio.sleep(max(0.0, hi - time.perf_counter()))
+        run.cpu[phase] = {
+            name: (cpu_seconds(pid) - before[name]) / (hi - lo) for name, pid in pids.items()
+        }
+
+
 async def drive(env: Env, clients: int, warmup: float, steady: float, duration: float) -> Run:
     run = Run()
     host, port = env.tds_url.removeprefix("http://").split(":")
@@ -308,6 +331,7 @@ async def drive(env: Env, clients: int, warmup: float, steady: float, duration: 
     ]
     tasks.append(asyncio.create_task(status_poller(env, end + 0.5, run)))
     tasks.append(asyncio.create_task(swapper(env, swap_from, end, run)))
+    tasks.append(asyncio.create_task(cpu_sampler(env, run)))
     await asyncio.gather(*tasks)
     return run
 
@@ -468,6 +492,13 @@ def report(args: argparse.Namespace, r: dict[str, Any]) -> str:
         f"{r['swaps']:.0f} hot swaps, {r['nacks']:.0f} NACKs; "
         f"{len(applied)} versions seen applied; apply latency (PUT sent -> `applied_at` on the server) "
         f"p50 {percentile(apply_ms, 0.5):.0f} ms, max {apply_ms[-1] if apply_ms else float('nan'):.0f} ms.",
+        "",
+        "CPU per process, in cores (the machine has "
+        f"{os.cpu_count()}): "
+        + "; ".join(
+            f"{phase}: " + ", ".join(f"{name} {cores:.2f}" for name, cores in usage.items())
+            for phase, usage in run.cpu.items()
+        ),
         "",
         "Issuance latency by the key manager that signed (kid -> manager from /v1/status):",
         "",
