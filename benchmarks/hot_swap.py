@@ -24,7 +24,7 @@ baseline is measured in the same run, after the processes are stopped: raw `cryp
 ECDSA P-256 signing (one thread) of the very digests the server signed (goal: issuance >=
 0.5x raw). An in-process variant calls `Issuer.issue_jwt` directly (default key manager, no
 HTTP) so the cost of the HTTP layer is visible. `--profile` prints a cProfile of the
-in-process issuer to stderr. Prints a Markdown report.
+in-process issuer and a timeit breakdown of its pieces to stderr. Prints a Markdown report.
 """
 
 from __future__ import annotations
@@ -414,6 +414,46 @@ def profile_issuer(server: Any, calls: int) -> str:
     return out.getvalue()
 
 
+def breakdown(server: Any) -> str:
+    """Per-call cost of the pieces of one in-process JWT-SVID issuance (timeit, best of 3)."""
+    import timeit
+
+    from controlplane.keymanagers.base import HashAlgorithm, KeyType, SigningAlgorithm
+    from controlplane.trust_domain_server.crypto import sign_jws
+    from controlplane.trust_domain_server.issuer import validate_spiffe_id
+    from controlplane.trust_domain_server.keyring import KeyKind
+
+    rec, handle = server.keyring.signer_for(KeyKind.JWT, server.clock.now())
+    manager = handle.instance
+    digest = hashlib.sha256(b"x").digest()
+    alg = SigningAlgorithm(HashAlgorithm.SHA256)
+    key = ec.generate_private_key(ec.SECP256R1())
+    ecdsa = ec.ECDSA(Prehashed(hashes.SHA256()))
+    sid = f"spiffe://{TD}/bench/inproc"
+    header = {"alg": "ES256", "kid": rec.kid, "typ": "JWT"}
+    claims = {"sub": sid, "aud": ["bench"], "exp": 1, "iat": 1}
+    pieces = {
+        "raw cryptography sign (prehashed)": lambda: key.sign(digest, ecdsa),
+        "DefaultKeyManager.sign_digest": lambda: manager.sign_digest(rec.kid, digest, alg),
+        "  its key lookup (_entry: path, stat, lock)": lambda: manager._entry(rec.kid),
+        "sign_jws around a raw signer": lambda: sign_jws(
+            header, claims, KeyType.EC_P256, lambda d, a: key.sign(d, ecdsa)
+        ),
+        "validate_spiffe_id": lambda: validate_spiffe_id(sid, TD),
+        "Keyring.signer_for + clock": lambda: server.keyring.signer_for(
+            KeyKind.JWT, server.clock.now()
+        ),
+        "Metrics.sign_latency": lambda: server.metrics.sign_latency("default", 0.001),
+        "Issuer.issue_jwt (all of it)": lambda: server.issuer.issue_jwt(sid, ["bench"]),
+    }
+    n = 20000
+    lines = ["| piece | µs per call |", "|---|---|"]
+    for name, fn in pieces.items():
+        best = min(timeit.repeat(fn, number=n, repeat=3)) / n * 1e6
+        lines.append(f"| {name} | {best:.1f} |")
+    return "\n".join(lines)
+
+
 # --- report ---------------------------------------------------------------------------------
 
 
@@ -579,6 +619,7 @@ def main() -> None:
             inproc.append(issue_rate(server, args.baseline_seconds))
         if args.profile:
             print(profile_issuer(server, 20000), file=sys.stderr)
+            print(breakdown(server), file=sys.stderr)
         server.close()
 
     results = {
