@@ -72,6 +72,10 @@ class _Handler(BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"
     server_version = "spirl-keyvault-emulator"
     sys_version = ""
+    # Buffered writer: headers and body leave in one write (handle_one_request flushes after
+    # each request). Unbuffered, the body waits behind Nagle for the client's delayed ACK
+    # of the headers: ~40 ms per call on Linux.
+    wbufsize = -1
     server: EmulatorHTTPServer
 
     def log_message(self, format: str, *args: Any) -> None:  # noqa: A002 - stdlib signature
@@ -140,6 +144,9 @@ class EmulatorHTTPServer(ThreadingHTTPServer):
     def finish_request(self, request: Any, client_address: Any) -> None:
         sock: socket.socket = request
         sock.settimeout(self.idle_timeout)
+        with contextlib.suppress(OSError):
+            # TLS records of one response must not wait for the client's delayed ACK.
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         try:
             tls = self.ssl_context.wrap_socket(sock, server_side=True)
         except (OSError, ssl.SSLError) as exc:
