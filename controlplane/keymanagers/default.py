@@ -150,6 +150,8 @@ class DefaultKeyManager:
     """KeyManager with KEK-wrapped private keys in `data_dir`. Thread-safe."""
 
     type_name = "default"
+    # Signing is CPU only (no network): the trust domain server may sign on its event loop.
+    signs_locally = True
 
     def __init__(self, data_dir: Path, kek: bytes) -> None:
         if not isinstance(kek, bytes) or len(kek) != KEK_SIZE:

@@ -1,5 +1,10 @@
-"""The server's local HTTP API (Starlette). Handlers are plain functions: Starlette runs them
-in its thread pool, so a slow key manager (network signing) blocks one worker, not the loop.
+"""The server's local HTTP API (Starlette).
+
+Issuance signed by an in-process key manager (the default one: ~60 µs of CPU) runs inline on
+the event loop: a hand-off to a worker thread costs more than the work, and the GIL would
+serialise it anyway. When the current key's manager signs over the network (webhook, Azure
+Key Vault) the issuance runs in Starlette's thread pool, so a slow call blocks one worker,
+not the loop. Other handlers are plain functions, which Starlette runs in its thread pool.
 
 No authentication: it listens on loopback for workloads on the same host (as SPIRE's
 server API is reached through the agent). Bind it to 127.0.0.1 only.
@@ -20,7 +25,7 @@ from starlette.routing import Route
 
 from controlplane.documents.durations import parse_duration
 
-from .issuer import IssuanceError, chain_pem
+from .issuer import IssuanceError, SignerNotLocal, chain_pem
 from .server import TrustDomainServer
 
 __all__ = ["create_app"]
@@ -73,10 +78,12 @@ def create_app(server: TrustDomainServer) -> Starlette:
             ttl = _ttl(body)
         except IssuanceError as exc:
             return rejected("jwt", exc)
+        spiffe_id, audience = body.get("spiffe_id", ""), body.get("audience", [])
         try:
-            token = await run_in_threadpool(
-                server.issuer.issue_jwt, body.get("spiffe_id", ""), body.get("audience", []), ttl
-            )
+            try:
+                token = server.issuer.issue_jwt(spiffe_id, audience, ttl, local_only=True)
+            except SignerNotLocal:
+                token = await run_in_threadpool(server.issuer.issue_jwt, spiffe_id, audience, ttl)
         except IssuanceError as exc:
             return _error(exc.status, exc.code, exc.reason)
         return JSONResponse({"token": token})
@@ -90,10 +97,12 @@ def create_app(server: TrustDomainServer) -> Starlette:
             ttl = _ttl(body)
         except IssuanceError as exc:
             return rejected("x509", exc)
+        spiffe_id = body.get("spiffe_id", "")
         try:
-            chain = await run_in_threadpool(
-                server.issuer.issue_x509, body.get("spiffe_id", ""), csr, ttl
-            )
+            try:
+                chain = server.issuer.issue_x509(spiffe_id, csr, ttl, local_only=True)
+            except SignerNotLocal:
+                chain = await run_in_threadpool(server.issuer.issue_x509, spiffe_id, csr, ttl)
         except IssuanceError as exc:
             return _error(exc.status, exc.code, exc.reason)
         return JSONResponse(

@@ -20,7 +20,7 @@ from .crypto import jwt_alg_for, sign_certificate, sign_jws
 from .keyring import KeyKind, KeyRecord, Keyring, ManagerHandle, NoActiveKeyError, svid_ttl_cap
 from .metrics import Metrics
 
-__all__ = ["IssuanceError", "Issuer", "chain_pem", "validate_spiffe_id"]
+__all__ = ["IssuanceError", "Issuer", "SignerNotLocal", "chain_pem", "validate_spiffe_id"]
 
 log = logging.getLogger(__name__)
 
@@ -38,6 +38,20 @@ class IssuanceError(Exception):
         self.reason = reason
         self.status = status
         self.code = code
+
+
+class SignerNotLocal(Exception):
+    """Raised by ``issue_*(local_only=True)`` before any work that could block: the current
+    key's manager signs over the network, so the caller should retry in a worker thread."""
+
+
+def signs_locally(handle: ManagerHandle) -> bool:
+    """True when the manager signs in process (CPU only, no I/O that can stall for long).
+
+    Opt-in through a ``signs_locally = True`` attribute on the manager (the default key
+    manager has it), so an unknown manager is treated as a network one.
+    """
+    return getattr(handle.instance, "signs_locally", False) is True
 
 
 def validate_spiffe_id(spiffe_id: str, trust_domain: str) -> None:
@@ -74,11 +88,24 @@ class Issuer:
     def trust_domain(self) -> str:
         return self._keyring.trust_domain
 
-    def _signer(self, kind: KeyKind) -> tuple[KeyRecord, ManagerHandle]:
+    def _signer(self, kind: KeyKind, local_only: bool) -> tuple[KeyRecord, ManagerHandle]:
         try:
-            return self._keyring.signer_for(kind, self._clock.now())
+            rec, handle = self._keyring.signer_for(kind, self._clock.now())
         except NoActiveKeyError as exc:
             raise IssuanceError(str(exc), status=503, code="unavailable") from exc
+        if local_only and not signs_locally(handle):
+            raise SignerNotLocal(handle.type)
+        return rec, handle
+
+    def _require_local(self, kind: KeyKind) -> None:
+        """Raise SignerNotLocal before costly checks (a CSR's signature) that a retry in a
+        worker thread would repeat. No key at all is left for the real lookup to report."""
+        try:
+            _, handle = self._keyring.signer_for(kind, self._clock.now())
+        except NoActiveKeyError:
+            return
+        if not signs_locally(handle):
+            raise SignerNotLocal(handle.type)
 
     def _sign(self, handle: ManagerHandle, kid: str, digest: bytes, alg: SigningAlgorithm) -> bytes:
         start = time.perf_counter()
@@ -109,16 +136,27 @@ class Issuer:
         else:
             self._metrics.failure(svid_type, exc.code)
 
-    def issue_jwt(self, spiffe_id: str, audience: list[str], ttl: timedelta | None = None) -> str:
+    def issue_jwt(
+        self,
+        spiffe_id: str,
+        audience: list[str],
+        ttl: timedelta | None = None,
+        *,
+        local_only: bool = False,
+    ) -> str:
+        """A signed JWT-SVID. With `local_only`, raise SignerNotLocal (nothing counted, nothing
+        signed) when the current key's manager is a network one."""
         try:
-            token = self._issue_jwt(spiffe_id, audience, ttl)
+            token = self._issue_jwt(spiffe_id, audience, ttl, local_only)
         except IssuanceError as exc:
             self._count("jwt", exc)
             raise
         self._count("jwt", None)
         return token
 
-    def _issue_jwt(self, spiffe_id: str, audience: list[str], ttl: timedelta | None) -> str:
+    def _issue_jwt(
+        self, spiffe_id: str, audience: list[str], ttl: timedelta | None, local_only: bool
+    ) -> str:
         validate_spiffe_id(spiffe_id, self.trust_domain)
         if (
             not isinstance(audience, list)
@@ -126,7 +164,7 @@ class Issuer:
             or not all(isinstance(a, str) and a for a in audience)
         ):
             raise IssuanceError("audience must be a non-empty list of non-empty strings")
-        rec, handle = self._signer(KeyKind.JWT)
+        rec, handle = self._signer(KeyKind.JWT, local_only)
         now = self._clock.now()
         lifetime = self._ttl(ttl, DEFAULT_JWT_TTL, rec)
         exp = min(now + lifetime, rec.not_after)
@@ -142,11 +180,16 @@ class Issuer:
         )
 
     def issue_x509(
-        self, spiffe_id: str, csr_pem: str | bytes, ttl: timedelta | None = None
+        self,
+        spiffe_id: str,
+        csr_pem: str | bytes,
+        ttl: timedelta | None = None,
+        *,
+        local_only: bool = False,
     ) -> list[x509.Certificate]:
-        """Leaf first, then the CA certificate that signed it."""
+        """Leaf first, then the CA certificate that signed it. `local_only` as for issue_jwt."""
         try:
-            chain = self._issue_x509(spiffe_id, csr_pem, ttl)
+            chain = self._issue_x509(spiffe_id, csr_pem, ttl, local_only)
         except IssuanceError as exc:
             self._count("x509", exc)
             raise
@@ -154,12 +197,14 @@ class Issuer:
         return chain
 
     def _issue_x509(
-        self, spiffe_id: str, csr_pem: str | bytes, ttl: timedelta | None
+        self, spiffe_id: str, csr_pem: str | bytes, ttl: timedelta | None, local_only: bool
     ) -> list[x509.Certificate]:
+        if local_only:
+            self._require_local(KeyKind.X509_CA)
         validate_spiffe_id(spiffe_id, self.trust_domain)
         csr = _load_csr(csr_pem)
         _check_csr_uris(csr, spiffe_id)
-        rec, handle = self._signer(KeyKind.X509_CA)
+        rec, handle = self._signer(KeyKind.X509_CA, local_only)
         assert rec.ca_cert_der is not None
         ca_cert = x509.load_der_x509_certificate(rec.ca_cert_der)
         now = self._clock.now()

@@ -6,6 +6,7 @@ counters to prove what was (not) called.
 
 from __future__ import annotations
 
+import threading
 from typing import Any
 
 from cryptography.hazmat.primitives import hashes, serialization
@@ -34,6 +35,7 @@ class FakeKeyManager:
         self.signs = 0
         self.closed = False
         self.released: list[str] = []
+        self.sign_threads: list[str] = []  # thread name of each sign_digest call
 
     def check(self) -> None:
         self.checks += 1
@@ -74,6 +76,7 @@ class FakeKeyManager:
         if key_id not in self.keys:
             raise KeyNotFoundError(key_id)
         self.signs += 1
+        self.sign_threads.append(threading.current_thread().name)
         key, _ = self.keys[key_id]
         prehashed = utils.Prehashed(_HASH[algorithm.hash.value]())
         if isinstance(key, ec.EllipticCurvePrivateKey):

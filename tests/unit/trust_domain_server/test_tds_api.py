@@ -7,6 +7,7 @@ import socket
 import threading
 import time
 from collections.abc import Iterator
+from contextlib import contextmanager
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -27,12 +28,18 @@ from controlplane.trust_domain_server.server import TrustDomainServer
 SID = "spiffe://example.org/api"
 
 
-@pytest.fixture
-def served() -> Iterator[tuple[httpx.Client, TrustDomainServer]]:
+SERVER_THREAD = "tds-api-loop"
+
+
+@contextmanager
+def serve(
+    manager: FakeKeyManager | None = None,
+) -> Iterator[tuple[httpx.Client, TrustDomainServer]]:
+    """The API on a real uvicorn whose event loop runs in a thread named SERVER_THREAD."""
     server = TrustDomainServer(
         "example.org",
         ManualClock(datetime(2030, 1, 1, tzinfo=UTC)),
-        lambda spec: FakeKeyManager("default"),
+        lambda spec: manager or FakeKeyManager("default"),
         key_manager_digest,
     )
     server.apply_config({"version": 1, "sections": {}})
@@ -41,7 +48,9 @@ def served() -> Iterator[tuple[httpx.Client, TrustDomainServer]]:
     sock.bind(("127.0.0.1", 0))
     port = sock.getsockname()[1]
     http = uvicorn.Server(uvicorn.Config(create_app(server), log_level="warning", lifespan="off"))
-    thread = threading.Thread(target=http.run, kwargs={"sockets": [sock]}, daemon=True)
+    thread = threading.Thread(
+        target=http.run, kwargs={"sockets": [sock]}, daemon=True, name=SERVER_THREAD
+    )
     thread.start()
     deadline = time.monotonic() + 10
     while not http.started:
@@ -52,6 +61,46 @@ def served() -> Iterator[tuple[httpx.Client, TrustDomainServer]]:
     http.should_exit = True
     thread.join(timeout=10)
     sock.close()
+
+
+@pytest.fixture
+def served() -> Iterator[tuple[httpx.Client, TrustDomainServer]]:
+    with serve() as pair:
+        yield pair
+
+
+def _csr_pem() -> str:
+    return (
+        x509.CertificateSigningRequestBuilder()
+        .subject_name(x509.Name([]))
+        .sign(ec.generate_private_key(ec.SECP256R1()), hashes.SHA256())
+        .public_bytes(serialization.Encoding.PEM)
+        .decode()
+    )
+
+
+@pytest.mark.parametrize("local", [True, False])
+def test_local_managers_sign_on_the_loop_network_ones_in_a_worker(local: bool) -> None:
+    # A local (CPU-only) manager is called inline on the event loop; any other manager in
+    # the thread pool, so a slow network call cannot stall the loop.
+    manager = FakeKeyManager("default" if local else "webhook")
+    if local:
+        manager.signs_locally = True  # type: ignore[attr-defined]
+    with serve(manager) as (c, _):
+        r = c.post("/v1/svid/jwt", json={"spiffe_id": SID, "audience": ["a"]})
+        assert r.status_code == 200, r.text
+        r = c.post("/v1/svid/x509", json={"spiffe_id": SID, "csr": _csr_pem()})
+        assert r.status_code == 200, r.text
+        # The same validation errors either way, counted once.
+        r = c.post("/v1/svid/jwt", json={"spiffe_id": "spiffe://other.org/x", "audience": ["a"]})
+        assert r.status_code == 400 and "trust domain" in r.json()["message"]
+        metrics = c.get("/metrics").text
+    # Signs made during rotate() ran in the test's thread; the two issuances are the last two.
+    on_loop = [name == SERVER_THREAD for name in manager.sign_threads[-2:]]
+    assert on_loop == [local, local], manager.sign_threads
+    assert 'tds_svid_issued_total{type="jwt"} 1' in metrics
+    assert 'tds_svid_issued_total{type="x509"} 1' in metrics
+    assert 'tds_svid_failures_total{type="jwt",reason="bad_request"} 1' in metrics
 
 
 def test_jwt_and_x509_and_bundle(served: tuple[httpx.Client, TrustDomainServer]) -> None:
