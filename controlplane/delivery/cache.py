@@ -60,6 +60,9 @@ class DeliveryCache:
         self._deployment_td: dict[str, str] = {}
         self._cluster_deployment: dict[str, str] = {}
         self._effective: dict[tuple[str, str | None], tuple[int, dict[str, Any]]] = {}
+        # Bumped whenever a scope, bundle or placement changes in the cache.
+        self._generation = 0
+        self._snapshots: dict[tuple[str, str | None], tuple[int, Snapshot]] = {}
         # Encoded "changed" replies, shared by every server of a placement: a fan-out encodes once.
         self._replies: dict[tuple[str, str | None], tuple[int, int, bytes]] = {}
         self._waiters: dict[str, set[asyncio.Future[None]]] = {}
@@ -112,6 +115,12 @@ class DeliveryCache:
         return found
 
     async def snapshot(self, placement: ServerPlacement) -> Snapshot:
+        # Fan-out fast path: nothing was stored since this placement's last snapshot.
+        memo_key = (placement.deployment_id, placement.cluster_id)
+        cached = self._snapshots.get(memo_key)
+        if cached is not None and cached[0] == self._generation:
+            return cached[1]
+        generation = self._generation
         keys = self._layer_keys(placement)
         for key in keys:
             if key not in self._scopes:
@@ -128,12 +137,14 @@ class DeliveryCache:
             bundle = self._bundles[placement.trust_domain_id]
         layers = [self._scopes[k] for k in keys]
         version = max((layer.revision for layer in layers), default=0)
-        memo_key = (placement.deployment_id, placement.cluster_id)
         memo = self._effective.get(memo_key)
         if memo is None or memo[0] != version:
             memo = (version, effective_dict(layers))
             self._effective[memo_key] = memo
-        return Snapshot(config_version=version, config=memo[1], bundle=bundle)
+        snapshot = Snapshot(config_version=version, config=memo[1], bundle=bundle)
+        if generation == self._generation:
+            self._snapshots[memo_key] = (generation, snapshot)
+        return snapshot
 
     async def wait_for_change(self, trust_domain_id: str, timeout: float) -> None:
         """Wait until something under this trust domain may have changed, or the timeout."""
@@ -230,6 +241,7 @@ class DeliveryCache:
         if old is not None and old.revision >= config.revision and config.revision != 0:
             return
         self._scopes[key] = config
+        self._generation += 1
         if old is not None and old.revision != config.revision:
             td_id = self._trust_domain_of(key)
             if td_id:
@@ -240,6 +252,7 @@ class DeliveryCache:
         if old is not None and old.version > bundle.version:
             return
         self._bundles[td_id] = bundle
+        self._generation += 1
         if old is not None and old.version != bundle.version:
             self._signal(td_id)
 
@@ -248,6 +261,7 @@ class DeliveryCache:
             _release(waiter)
 
     def _forget(self, object_id: str) -> None:
+        self._generation += 1
         for key in [k for k in self._scopes if k[1] == object_id]:
             del self._scopes[key]
         self._bundles.pop(object_id, None)
