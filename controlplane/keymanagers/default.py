@@ -12,9 +12,15 @@ Layout of ``data_dir`` (0700)::
 
 File names are hashes because key ids may hold any printable character; the id itself
 is inside the file. Several instances may share one folder (a hot swap back to the
-default key manager builds a new instance over the same folder): the in-memory cache
-is checked against the file's identity on every use, so an id overwritten by another
-instance is never served stale.
+default key manager builds a new instance over the same folder), so the in-memory cache
+is checked against the file's identity (inode, mtime, size):
+
+- `get_public_key` and `list_public_keys` check it on every call;
+- `sign_digest`, the hot path, skips the ``stat()`` while nothing can have changed: it
+  checks again after any instance *in this process* generated or released a key in the
+  folder (a per-folder generation counter), and otherwise at most every
+  `recheck_seconds` (1 s). So a key replaced by another instance is used at once, one
+  replaced or removed by another *process* within a second.
 """
 
 from __future__ import annotations
@@ -22,12 +28,14 @@ from __future__ import annotations
 import base64
 import binascii
 import contextlib
+import functools
 import hashlib
 import json
 import logging
 import os
 import secrets
 import threading
+import time
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -35,10 +43,11 @@ from typing import Any
 
 from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives import serialization
-from cryptography.hazmat.primitives.asymmetric import ec, rsa, utils
+from cryptography.hazmat.primitives.asymmetric import ec, padding, rsa, utils
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
 from controlplane.keymanagers.base import (
+    HashAlgorithm,
     KeyManagerError,
     KeyNotFoundError,
     KeyType,
@@ -62,6 +71,31 @@ _FORMAT = "spirl-default-key/v1"
 _SUFFIX = ".key.json"
 
 _PrivateKey = ec.EllipticCurvePrivateKey | rsa.RSAPrivateKey
+
+# How often sign_digest re-checks a key file that no instance in this process has touched.
+DEFAULT_RECHECK_SECONDS = 1.0
+
+# Immutable signature parameters, built once rather than per signature.
+_PREHASHED = {h: utils.Prehashed(cryptography_hash(h)) for h in HashAlgorithm}
+_ECDSA = {h: ec.ECDSA(_PREHASHED[h]) for h in HashAlgorithm}
+_RSA_PADDING: dict[tuple[HashAlgorithm, bool], padding.AsymmetricPadding] = {
+    (h, pss): rsa_padding(SigningAlgorithm(h, pss)) for h in HashAlgorithm for pss in (False, True)
+}
+
+# Per folder (real path): a counter bumped by every generate_key / release_key of any
+# instance in this process. A one-element list so instances share and read it cheaply.
+_generations_lock = threading.Lock()
+_generations: dict[str, list[int]] = {}
+
+
+def _generation_cell(folder: Path) -> list[int]:
+    with _generations_lock:
+        return _generations.setdefault(os.path.realpath(folder), [0])
+
+
+@functools.lru_cache(maxsize=1024)
+def _file_name(key_id: str) -> str:
+    return hashlib.sha256(key_id.encode("utf-8")).hexdigest() + _SUFFIX
 
 
 def _decode_kek(text: str | bytes, source: str) -> bytes:
@@ -146,6 +180,21 @@ def _file_identity(stat: os.stat_result) -> tuple[int, int, int]:
     return (stat.st_ino, stat.st_mtime_ns, stat.st_size)
 
 
+class _Signer:
+    """The sign_digest fast path for one key: the entry and when its file was last checked."""
+
+    __slots__ = ("checked_at", "ec_key", "entry", "generation", "rsa_key")
+
+    def __init__(self, entry: _Entry, checked_at: float, generation: int) -> None:
+        self.entry = entry
+        # Typed once here, so signing needs no isinstance (an ABC check) per call.
+        key = entry.private_key
+        self.ec_key = key if isinstance(key, ec.EllipticCurvePrivateKey) else None
+        self.rsa_key = key if isinstance(key, rsa.RSAPrivateKey) else None
+        self.checked_at = checked_at
+        self.generation = generation
+
+
 class DefaultKeyManager:
     """KeyManager with KEK-wrapped private keys in `data_dir`. Thread-safe."""
 
@@ -153,15 +202,21 @@ class DefaultKeyManager:
     # Signing is CPU only (no network): the trust domain server may sign on its event loop.
     signs_locally = True
 
-    def __init__(self, data_dir: Path, kek: bytes) -> None:
+    def __init__(
+        self, data_dir: Path, kek: bytes, *, recheck_seconds: float = DEFAULT_RECHECK_SECONDS
+    ) -> None:
         if not isinstance(kek, bytes) or len(kek) != KEK_SIZE:
             raise KeyManagerError(f"the KEK must be {KEK_SIZE} bytes")
         self._dir = Path(data_dir)
+        self._dir_text = str(self._dir)
         self._aesgcm = AESGCM(kek)
         self._lock = threading.RLock()
         self._cache: dict[str, _Entry] = {}
+        self._signers: dict[str, _Signer] = {}
+        self._recheck = recheck_seconds
         self._closed = False
         _ensure_private_dir(self._dir)
+        self._generation = _generation_cell(self._dir)
 
     @property
     def data_dir(self) -> Path:
@@ -217,6 +272,8 @@ class DefaultKeyManager:
         with self._lock:
             identity = _write_atomically(path, json.dumps(record).encode("utf-8"))
             self._cache[key_id] = _Entry(public, private_key, identity)
+            self._signers.pop(key_id, None)
+        self._bump_generation()
         log.info("generated %s key %r in %s", key_type.value, key_id, path)
         return public
 
@@ -243,18 +300,28 @@ class DefaultKeyManager:
         return keys
 
     def sign_digest(self, key_id: str, digest: bytes, algorithm: SigningAlgorithm) -> bytes:
-        entry = self._entry(require_key_id(key_id))
+        # Fast path (the issuance hot path): a signer checked recently, with no key
+        # generated or released in this folder by this process since. `type(...) is str`
+        # also keeps an unhashable id away from the dict; the slow path reports it.
+        signer = self._signers.get(key_id) if type(key_id) is str else None
+        if (
+            signer is None
+            or signer.generation != self._generation[0]
+            or time.monotonic() - signer.checked_at >= self._recheck
+        ):
+            signer = self._refresh_signer(key_id)
         try:
             check_digest_length(digest, algorithm.hash)
         except ValueError as exc:
             raise KeyManagerError(str(exc)) from None
-        prehashed = utils.Prehashed(cryptography_hash(algorithm.hash))
-        key = entry.private_key
-        if isinstance(key, ec.EllipticCurvePrivateKey):
+        if signer.ec_key is not None:
             if algorithm.rsa_pss:
                 raise KeyManagerError(f"key {key_id!r} is an EC key; RSA-PSS does not apply")
-            return key.sign(digest, ec.ECDSA(prehashed))
-        return key.sign(digest, rsa_padding(algorithm), prehashed)
+            return signer.ec_key.sign(digest, _ECDSA[algorithm.hash])
+        assert signer.rsa_key is not None  # _unwrap admits EC and RSA keys only
+        return signer.rsa_key.sign(
+            digest, _RSA_PADDING[(algorithm.hash, algorithm.rsa_pss)], _PREHASHED[algorithm.hash]
+        )
 
     def release_key(self, key_id: str) -> None:
         """Delete a key's file (not part of the KeyManager protocol; the webhook manager has it too).
@@ -266,16 +333,20 @@ class DefaultKeyManager:
         self._ensure_open()
         with self._lock:
             self._cache.pop(key_id, None)
+            self._signers.pop(key_id, None)
             try:
                 self._path(key_id).unlink()
             except FileNotFoundError:
                 raise KeyNotFoundError(f"no key {key_id!r} in {self._dir}") from None
+            finally:
+                self._bump_generation()
         log.info("released key %r from %s", key_id, self._dir)
 
     def close(self) -> None:
         with self._lock:
             self._closed = True
             self._cache.clear()
+            self._signers.clear()
 
     # -- internals ---------------------------------------------------------------------------
 
@@ -284,21 +355,41 @@ class DefaultKeyManager:
             raise KeyManagerError(f"default key manager for {self._dir} is closed")
 
     def _path(self, key_id: str) -> Path:
-        return self._dir / (hashlib.sha256(key_id.encode("utf-8")).hexdigest() + _SUFFIX)
+        return self._dir / _file_name(key_id)
+
+    def _bump_generation(self) -> None:
+        with _generations_lock:
+            self._generation[0] += 1
+
+    def _refresh_signer(self, key_id: str) -> _Signer:
+        """Check the key file (stat) and record the result for sign_digest's fast path."""
+        key_id = require_key_id(key_id)
+        # Read the generation first: a bump racing with the check forces one more check.
+        generation = self._generation[0]
+        entry = self._entry(key_id)
+        signer = _Signer(entry, time.monotonic(), generation)
+        with self._lock:
+            if not self._closed:
+                self._signers[key_id] = signer
+        return signer
 
     def _entry(self, key_id: str) -> _Entry:
+        """The key's entry, its file's identity checked now (stat) and unwrapped if changed."""
         self._ensure_open()
-        path = self._path(key_id)
+        path = os.path.join(self._dir_text, _file_name(key_id))
         with self._lock:
             try:
-                stat = path.stat()
+                stat = os.stat(path)
             except FileNotFoundError:
                 self._cache.pop(key_id, None)
+                self._signers.pop(key_id, None)
                 raise KeyNotFoundError(f"no key {key_id!r} in {self._dir}") from None
             cached = self._cache.get(key_id)
             if cached is not None and cached.file_identity == _file_identity(stat):
                 return cached
-            entry = self._unwrap(key_id, path)
+            # Replaced since we cached it: the fast path must not keep the old key either.
+            self._signers.pop(key_id, None)
+            entry = self._unwrap(key_id, Path(path))
             self._cache[key_id] = entry
             return entry
 

@@ -2,12 +2,17 @@
 
 from __future__ import annotations
 
+import re
+
 from controlplane.keymanagers.base import KeyManagerError, KeyType
 
 __all__ = ["MAX_KEY_ID_LENGTH", "coerce_key_type", "require_key_id"]
 
 # Generous, but bounded: ids end up in file names, URLs and Key Vault tags (256 chars max).
 MAX_KEY_ID_LENGTH = 256
+
+# C0 controls and DEL; one regex search instead of a Python loop over the characters.
+_CONTROL_CHARS = re.compile("[\x00-\x1f\x7f]")
 
 
 def require_key_id(key_id: object) -> str:
@@ -16,7 +21,7 @@ def require_key_id(key_id: object) -> str:
         raise KeyManagerError("key id must be a non-empty string")
     if len(key_id) > MAX_KEY_ID_LENGTH:
         raise KeyManagerError(f"key id is longer than {MAX_KEY_ID_LENGTH} characters")
-    if any(ord(ch) < 0x20 or ord(ch) == 0x7F for ch in key_id):
+    if _CONTROL_CHARS.search(key_id):
         raise KeyManagerError("key id must not contain control characters")
     return key_id
 

@@ -9,6 +9,8 @@ identifier), then the TBS digest is signed by the key manager and the DER is rea
 
 from __future__ import annotations
 
+import binascii
+import functools
 import hashlib
 import json
 import threading
@@ -37,6 +39,7 @@ __all__ = [
     "public_jwk",
     "sign_certificate",
     "sign_jws",
+    "sign_jwt",
     "signing_algorithm_for",
 ]
 
@@ -65,7 +68,8 @@ def jwt_alg_for(key_type: KeyType) -> str:
 
 
 def digest_for(data: bytes, algorithm: SigningAlgorithm) -> bytes:
-    return bytes(_HASHES[algorithm.hash](data).digest())
+    digest: bytes = _HASHES[algorithm.hash](data).digest()
+    return digest
 
 
 def b64url(data: bytes) -> str:
@@ -84,20 +88,49 @@ def jwk_thumbprint(public_key_der: bytes) -> str:
     return b64url(hashlib.sha256(canonical.encode("utf-8")).digest())
 
 
+# One encoder for every token: json.dumps with options builds a new encoder per call.
+_COMPACT_JSON = json.JSONEncoder(separators=(",", ":"))
+_B64URL = bytes.maketrans(b"+/", b"-_")
+
+
+def _b64url_fast(data: bytes) -> bytes:
+    # Same output as b64url (unpadded base64url), as bytes, without the str round trips.
+    return binascii.b2a_base64(data, newline=False).translate(_B64URL).rstrip(b"=")
+
+
+@functools.lru_cache(maxsize=64)
+def _signing_algorithm(key_type: KeyType) -> SigningAlgorithm:
+    return signing_algorithm_for(key_type)
+
+
+@functools.lru_cache(maxsize=256)
+def _jwt_header_segment(alg: str, kid: str) -> bytes:
+    # A key's JWT header never changes, so it is encoded once per (alg, kid).
+    return _b64url_fast(_COMPACT_JSON.encode({"alg": alg, "kid": kid, "typ": "JWT"}).encode())
+
+
+def _compact_jws(
+    header_segment: bytes, claims: dict[str, Any], key_type: KeyType, sign: DigestSigner
+) -> str:
+    alg = _signing_algorithm(key_type)
+    signing_input = header_segment + b"." + _b64url_fast(_COMPACT_JSON.encode(claims).encode())
+    signature = sign(digest_for(signing_input, alg), alg)
+    if key_type.is_ec:
+        signature = ecdsa_der_to_raw(signature, key_type)
+    return (signing_input + b"." + _b64url_fast(signature)).decode("ascii")
+
+
 def sign_jws(
     header: dict[str, Any], claims: dict[str, Any], key_type: KeyType, sign: DigestSigner
 ) -> str:
     """Compact JWS. EC signatures come back DER from the key manager; JWS wants raw r||s."""
-    alg = signing_algorithm_for(key_type)
-    signing_input = (
-        b64url(json.dumps(header, separators=(",", ":")).encode())
-        + "."
-        + b64url(json.dumps(claims, separators=(",", ":")).encode())
-    )
-    signature = sign(digest_for(signing_input.encode("ascii"), alg), alg)
-    if key_type.is_ec:
-        signature = ecdsa_der_to_raw(signature, key_type)
-    return signing_input + "." + b64url(signature)
+    return _compact_jws(_b64url_fast(_COMPACT_JSON.encode(header).encode()), claims, key_type, sign)
+
+
+def sign_jwt(kid: str, claims: dict[str, Any], key_type: KeyType, sign: DigestSigner) -> str:
+    """A JWT with header ``{"alg", "kid", "typ": "JWT"}``: :func:`sign_jws` with that header,
+    encoded once per key instead of once per token."""
+    return _compact_jws(_jwt_header_segment(jwt_alg_for(key_type), kid), claims, key_type, sign)
 
 
 # --- certificates -----------------------------------------------------------------------------

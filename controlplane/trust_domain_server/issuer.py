@@ -3,9 +3,10 @@ current key. Validation failures raise IssuanceError with a reason a caller can 
 
 from __future__ import annotations
 
+import functools
 import logging
 import time
-from datetime import timedelta
+from datetime import datetime, timedelta
 from urllib.parse import urlsplit
 
 from cryptography import x509
@@ -16,7 +17,7 @@ from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 from controlplane.keymanagers.base import KeyManagerError, SigningAlgorithm
 
 from .clock import Clock
-from .crypto import jwt_alg_for, sign_certificate, sign_jws
+from .crypto import sign_certificate, sign_jwt
 from .keyring import KeyKind, KeyRecord, Keyring, ManagerHandle, NoActiveKeyError, svid_ttl_cap
 from .metrics import Metrics
 
@@ -27,6 +28,7 @@ log = logging.getLogger(__name__)
 DEFAULT_JWT_TTL = timedelta(minutes=5)
 DEFAULT_X509_TTL = timedelta(hours=1)
 _BACKDATE = timedelta(seconds=10)
+_MAX_CACHED_ID = 512
 _SEGMENT_CHARS = frozenset("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789.-_")
 
 
@@ -59,6 +61,17 @@ def validate_spiffe_id(spiffe_id: str, trust_domain: str) -> None:
     non-empty path, no query/fragment/port/userinfo, no dot segments)."""
     if not isinstance(spiffe_id, str) or not spiffe_id.startswith("spiffe://"):
         raise IssuanceError(f"spiffe_id {spiffe_id!r} must start with spiffe://")
+    if len(spiffe_id) > _MAX_CACHED_ID:
+        _check_spiffe_id.__wrapped__(spiffe_id, trust_domain)
+        return
+    # Workloads ask again and again for the same ids: remember the valid ones (an
+    # invalid id raises, and lru_cache keeps no result for it). Long ids are not cached,
+    # so the cache stays small whatever clients send.
+    _check_spiffe_id(spiffe_id, trust_domain)
+
+
+@functools.lru_cache(maxsize=4096)
+def _check_spiffe_id(spiffe_id: str, trust_domain: str) -> None:
     parts = urlsplit(spiffe_id)
     if parts.query or parts.fragment or "?" in spiffe_id or "#" in spiffe_id:
         raise IssuanceError("spiffe_id may not have a query or fragment")
@@ -88,9 +101,11 @@ class Issuer:
     def trust_domain(self) -> str:
         return self._keyring.trust_domain
 
-    def _signer(self, kind: KeyKind, local_only: bool) -> tuple[KeyRecord, ManagerHandle]:
+    def _signer(
+        self, kind: KeyKind, now: datetime, local_only: bool
+    ) -> tuple[KeyRecord, ManagerHandle]:
         try:
-            rec, handle = self._keyring.signer_for(kind, self._clock.now())
+            rec, handle = self._keyring.signer_for(kind, now)
         except NoActiveKeyError as exc:
             raise IssuanceError(str(exc), status=503, code="unavailable") from exc
         if local_only and not signs_locally(handle):
@@ -164,19 +179,18 @@ class Issuer:
             or not all(isinstance(a, str) and a for a in audience)
         ):
             raise IssuanceError("audience must be a non-empty list of non-empty strings")
-        rec, handle = self._signer(KeyKind.JWT, local_only)
-        now = self._clock.now()
+        now = self._clock.now()  # one reading for the key choice and the claims
+        rec, handle = self._signer(KeyKind.JWT, now, local_only)
         lifetime = self._ttl(ttl, DEFAULT_JWT_TTL, rec)
         exp = min(now + lifetime, rec.not_after)
-        header = {"alg": jwt_alg_for(rec.key_type), "kid": rec.kid, "typ": "JWT"}
         claims = {
             "sub": spiffe_id,
             "aud": audience,
             "exp": int(exp.timestamp()),
             "iat": int(now.timestamp()),
         }
-        return sign_jws(
-            header, claims, rec.key_type, lambda d, a: self._sign(handle, rec.key_id, d, a)
+        return sign_jwt(
+            rec.kid, claims, rec.key_type, lambda d, a: self._sign(handle, rec.key_id, d, a)
         )
 
     def issue_x509(
@@ -204,10 +218,10 @@ class Issuer:
         validate_spiffe_id(spiffe_id, self.trust_domain)
         csr = _load_csr(csr_pem)
         _check_csr_uris(csr, spiffe_id)
-        rec, handle = self._signer(KeyKind.X509_CA, local_only)
+        now = self._clock.now()
+        rec, handle = self._signer(KeyKind.X509_CA, now, local_only)
         assert rec.ca_cert_der is not None
         ca_cert = x509.load_der_x509_certificate(rec.ca_cert_der)
-        now = self._clock.now()
         lifetime = self._ttl(ttl, DEFAULT_X509_TTL, rec)
         not_after = min(now + lifetime, rec.not_after)
         ca_ski = ca_cert.extensions.get_extension_for_class(x509.SubjectKeyIdentifier).value

@@ -6,6 +6,7 @@ fixed buckets) per key manager type.
 
 from __future__ import annotations
 
+import bisect
 import threading
 from collections import defaultdict
 from collections.abc import Iterable
@@ -54,10 +55,11 @@ class Metrics:
         with self._lock:
             self._sign_count[km_type] += 1
             self._sign_sum[km_type] += seconds
-            buckets = self._sign_buckets.setdefault(km_type, [0] * len(_BUCKETS))
-            for i, bound in enumerate(_BUCKETS):
-                if seconds <= bound:
-                    buckets[i] += 1
+            # One counter per bucket (the last one is +Inf); render() makes them cumulative.
+            buckets = self._sign_buckets.get(km_type)
+            if buckets is None:
+                buckets = self._sign_buckets[km_type] = [0] * (len(_BUCKETS) + 1)
+            buckets[bisect.bisect_left(_BUCKETS, seconds)] += 1
 
     def render(self, keys_by_state: dict[tuple[str, str], int]) -> str:
         """`keys_by_state` maps (kind, state) to a count, read from the keyring at scrape time."""
@@ -80,13 +82,15 @@ class Metrics:
                     f"tds_svid_failures_total{_labels([('type', svid_type), ('reason', reason)])} {n}"
                 )
             lines += [
-                "# HELP tds_sign_seconds Key manager signing latency.",
+                "# HELP tds_sign_seconds Key manager signing latency (wall time, includes GIL waits).",
                 "# TYPE tds_sign_seconds histogram",
             ]
             for km_type in sorted(self._sign_count):
-                for bound, n in zip(_BUCKETS, self._sign_buckets[km_type], strict=True):
+                cumulative = 0
+                for bound, n in zip(_BUCKETS, self._sign_buckets[km_type], strict=False):
+                    cumulative += n
                     lbl = _labels([("key_manager", km_type), ("le", repr(bound))])
-                    lines.append(f"tds_sign_seconds_bucket{lbl} {n}")
+                    lines.append(f"tds_sign_seconds_bucket{lbl} {cumulative}")
                 lbl_inf = _labels([("key_manager", km_type), ("le", "+Inf")])
                 lines.append(f"tds_sign_seconds_bucket{lbl_inf} {self._sign_count[km_type]}")
                 lbl = _labels([("key_manager", km_type)])

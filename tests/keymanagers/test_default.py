@@ -7,6 +7,8 @@ import json
 import os
 import secrets
 import stat
+import subprocess
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -21,6 +23,7 @@ from controlplane.keymanagers.base import (
     SigningAlgorithm,
 )
 from controlplane.keymanagers.default import DefaultKeyManager, load_or_create_kek
+from controlplane.keymanagers.signatures import digest, verify_digest_signature
 
 from contract import KeyManagerContract, assert_signs_and_verifies
 
@@ -116,6 +119,81 @@ def test_overwrite_by_another_instance_is_seen(tmp_path: Path, kek: bytes) -> No
     # `a` cached the old key; it must notice the file changed and sign with the new one.
     assert a.get_public_key("shared").public_key_der == new.public_key_der
     assert_signs_and_verifies(a, new)
+
+
+def _sign_verifies(manager: DefaultKeyManager, key_id: str, public_der: bytes) -> bool:
+    algorithm = SigningAlgorithm(HashAlgorithm.SHA256)
+    data = digest(b"which key signs?", algorithm.hash)
+    signature = manager.sign_digest(key_id, data, algorithm)
+    return verify_digest_signature(public_der, data, signature, algorithm)
+
+
+def _generate_in_another_process(folder: Path, kek: bytes, key_id: str) -> bytes:
+    """Overwrite `key_id` from a separate Python process; returns the new public key DER."""
+    code = (
+        "import sys\n"
+        "from pathlib import Path\n"
+        "from controlplane.keymanagers.base import KeyType\n"
+        "from controlplane.keymanagers.default import DefaultKeyManager\n"
+        "kek = bytes.fromhex(sys.stdin.read().strip())\n"  # stdin: keep the KEK out of argv
+        "key = DefaultKeyManager(Path(sys.argv[1]), kek).generate_key(sys.argv[2], KeyType.EC_P256)\n"
+        "sys.stdout.write(key.public_key_der.hex())\n"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", code, str(folder), key_id],
+        input=kek.hex(),
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=True,
+    )
+    return bytes.fromhex(done.stdout)
+
+
+def test_sign_sees_overwrite_by_another_instance_at_once(tmp_path: Path, kek: bytes) -> None:
+    # No get_public_key in between: sign_digest's own fast path must notice the change.
+    folder = tmp_path / "keys"
+    a = DefaultKeyManager(folder, kek, recheck_seconds=3600)
+    b = DefaultKeyManager(folder, kek, recheck_seconds=3600)
+    old = a.generate_key("shared", KeyType.EC_P256)
+    assert _sign_verifies(a, "shared", old.public_key_der)
+    new = b.generate_key("shared", KeyType.EC_P256)
+    assert _sign_verifies(a, "shared", new.public_key_der)
+    assert not _sign_verifies(a, "shared", old.public_key_der)
+
+
+def test_sign_sees_release_by_another_instance_at_once(tmp_path: Path, kek: bytes) -> None:
+    folder = tmp_path / "keys"
+    a = DefaultKeyManager(folder, kek, recheck_seconds=3600)
+    b = DefaultKeyManager(folder, kek, recheck_seconds=3600)
+    key = a.generate_key("doomed", KeyType.EC_P256)
+    assert _sign_verifies(a, "doomed", key.public_key_der)
+    b.release_key("doomed")
+    with pytest.raises(KeyNotFoundError):
+        a.sign_digest("doomed", b"\0" * 32, SigningAlgorithm(HashAlgorithm.SHA256))
+
+
+def test_sign_rechecks_files_another_process_replaced(tmp_path: Path, kek: bytes) -> None:
+    # Another process bumps no counter of ours: the file is re-checked once recheck_seconds
+    # have passed since the last check (0 here: every signature).
+    folder = tmp_path / "keys"
+    manager = DefaultKeyManager(folder, kek, recheck_seconds=0)
+    old = manager.generate_key("shared", KeyType.EC_P256)
+    assert _sign_verifies(manager, "shared", old.public_key_der)
+    new_der = _generate_in_another_process(folder, kek, "shared")
+    assert new_der != old.public_key_der
+    assert _sign_verifies(manager, "shared", new_der)
+
+
+def test_public_key_lookup_refreshes_the_signing_path(tmp_path: Path, kek: bytes) -> None:
+    # Within the recheck window, a lookup that sees the file changed also moves signing on.
+    folder = tmp_path / "keys"
+    manager = DefaultKeyManager(folder, kek, recheck_seconds=3600)
+    old = manager.generate_key("shared", KeyType.EC_P256)
+    assert _sign_verifies(manager, "shared", old.public_key_der)
+    new_der = _generate_in_another_process(folder, kek, "shared")
+    assert manager.get_public_key("shared").public_key_der == new_der
+    assert _sign_verifies(manager, "shared", new_der)
 
 
 def test_removed_file_is_not_found(tmp_path: Path, kek: bytes) -> None:
