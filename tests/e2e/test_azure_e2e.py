@@ -23,12 +23,11 @@ import httpx
 import pytest
 from azure.identity import ClientSecretCredential
 from azure.keyvault.keys import KeyClient, KeyProperties
-from e2e.test_tds_e2e import TD, SimClock, Tds, kid_of, verify_jwt, verify_x509, wait_for
 
 from controlplane.emulators.keyvault import EmulatorProcess, start_emulator
 
 from support.controlplane import ControlPlane, start_control_plane
-from support.processes import script, start_process
+from support.tds import TD, SimClock, Tds, kid_of, start_tds, verify_jwt, verify_x509, wait_for
 
 pytestmark = pytest.mark.e2e
 
@@ -107,37 +106,16 @@ class AzureEnv:
         self.clock.jump_to(offset)
 
     def start_tds(self, name: str, *identifier: str) -> Tds:
-        token = (
-            self.cp.client()
-            .post(f"/v1/trust-domain-deployments/{self.tdd_id}/join-tokens", json={})
-            .json()["token"]
+        tds = start_tds(
+            self.cp,
+            tdd_id=self.tdd_id,
+            cluster_id=self.cluster_id,
+            tmp=self.tmp,
+            name=name,
+            clock=self.clock,
+            extra_args=identifier,
+            env=self.sdk_env,
         )
-        data_dir = self.tmp / f"tds-{name}"
-        args = [
-            script("spirl-tds"),
-            "run",
-            "--endpoint",
-            self.cp.url,
-            "--join-token",
-            token,
-            "--trust-domain-deployment",
-            self.tdd_id,
-            "--cluster",
-            self.cluster_id,
-            "--data-dir",
-            str(data_dir),
-            "--listen",
-            "127.0.0.1:0",
-            "--name",
-            name,
-            "--clock-file",
-            str(self.clock.path),
-            "--rotate-interval",
-            "0.1",
-            *identifier,
-        ]
-        proc = start_process(args, log_path=self.tmp / f"tds-{name}.log", env=self.sdk_env)
-        tds = Tds(proc, proc.announcement["listen"], proc.announcement["server_id"], data_dir, args)
         self.servers.append(tds)
         return tds
 
