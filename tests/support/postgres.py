@@ -15,7 +15,11 @@ import uuid
 from dataclasses import dataclass
 from pathlib import Path
 
-PG_BIN_DIRS = [Path("/usr/lib/postgresql/15/bin"), Path("/usr/local/bin"), Path("/usr/bin")]
+PG_BIN_DIRS = [
+    *sorted(Path("/usr/lib/postgresql").glob("*/bin"), reverse=True),  # Debian: newest major first
+    Path("/usr/local/bin"),
+    Path("/usr/bin"),
+]
 
 
 def _pg_bin(name: str) -> str:
