@@ -16,7 +16,13 @@ SCOPES: tuple[str, ...] = (TRUST_DOMAIN, DEPLOYMENT, CLUSTER)
 # Most specific scope last: a cluster's section beats the deployment's, which beats the trust domain's.
 SCOPE_PRECEDENCE: tuple[str, ...] = (TRUST_DOMAIN, DEPLOYMENT, CLUSTER)
 
-ID_PREFIXES = {"trust_domain": "td-", "deployment": "tdd-", "cluster": "c-", "server": "tds-"}
+ID_PREFIXES = {
+    "trust_domain": "td-",
+    "deployment": "tdd-",
+    "cluster": "c-",
+    "server": "tds-",
+    "token": "tok-",
+}
 SCOPE_ID_PREFIX = {TRUST_DOMAIN: "td-", DEPLOYMENT: "tdd-", CLUSTER: "c-"}
 
 ROLE_ADMIN = "admin"

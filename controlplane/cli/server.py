@@ -96,6 +96,48 @@ def cmd_token_create(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_token_list(args: argparse.Namespace) -> int:
+    from controlplane.cli.output import emit
+    from controlplane.services.auth import list_tokens
+    from controlplane.store.unit_of_work import UnitOfWorkFactory
+
+    engine = _current_engine(args)
+    if engine is None:
+        return 1
+    with UnitOfWorkFactory(engine)() as uow:
+        tokens = list_tokens(uow)
+    emit(
+        tokens,
+        args.output,
+        columns=[
+            ("ID", "id"),
+            ("ROLE", "role"),
+            ("NAME", "name"),
+            ("CREATED", "created_at"),
+            ("REVOKED", "revoked_at"),
+        ],
+    )
+    return 0
+
+
+def cmd_token_revoke(args: argparse.Namespace) -> int:
+    from controlplane.domain import NotFound
+    from controlplane.services.auth import revoke_token
+    from controlplane.store.unit_of_work import UnitOfWorkFactory
+
+    engine = _current_engine(args)
+    if engine is None:
+        return 1
+    try:
+        with UnitOfWorkFactory(engine)() as uow:
+            result = revoke_token(uow, args.token_id)
+    except NotFound as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    print(f"revoked {result['id']} at {result['revoked_at']}")
+    return 0
+
+
 def cmd_serve(args: argparse.Namespace) -> int:
     import uvicorn
 
@@ -235,6 +277,22 @@ def build_parser() -> argparse.ArgumentParser:
     create.add_argument("--migrate", action="store_true", help="migrate an outdated schema first")
     create.add_argument("-o", "--output", choices=["text", "json"], default="text")
     create.set_defaults(func=cmd_token_create)
+    listing = token_sub.add_parser(
+        "list", help="list admin and viewer tokens (ids, roles, names; never secrets)"
+    )
+    _add_db_args(listing)
+    listing.add_argument("-o", "--output", choices=["table", "json"], default="table")
+    listing.set_defaults(func=cmd_token_list, migrate=False)
+    revoke = token_sub.add_parser(
+        "revoke",
+        help="revoke a token by id (running control planes stop accepting it within 30 s: "
+        "they cache credentials that long)",
+    )
+    _add_db_args(revoke)
+    revoke.add_argument(
+        "token_id", metavar="TOKEN_ID", help="the id shown by `token list` (tok-...)"
+    )
+    revoke.set_defaults(func=cmd_token_revoke, migrate=False)
     return parser
 
 

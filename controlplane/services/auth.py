@@ -14,6 +14,7 @@ from controlplane.domain import (
     USER_ROLES,
     BadRequest,
     Forbidden,
+    NotFound,
     Unauthenticated,
     new_id,
     utc_now,
@@ -66,7 +67,7 @@ def create_token(
         raise BadRequest(f"role must be one of: {', '.join(USER_ROLES)}")
     token = _new_secret("spirl_")
     row = TokenRow(
-        id=new_id("server").replace("tds-", "tok-"),
+        id=new_id("token"),
         token_hash=hash_token(token),
         role=role,
         name=name,
@@ -81,6 +82,31 @@ def create_token(
     )
     uow.commit()
     return token, {"id": row.id, "role": role, "name": name}
+
+
+def list_tokens(uow: UnitOfWork) -> list[dict[str, Any]]:
+    """Admin and viewer tokens (never their secrets; server credentials are listed with servers)."""
+    return [
+        {
+            "id": row.id,
+            "role": row.role,
+            "name": row.name,
+            "created_at": row.created_at.isoformat(),
+            "revoked_at": row.revoked_at.isoformat() if row.revoked_at else None,
+        }
+        for row in uow.repo.user_tokens()
+    ]
+
+
+def revoke_token(uow: UnitOfWork, token_id: str, actor: str = "cli") -> dict[str, Any]:
+    row = uow.repo.token(token_id)
+    if row is None:
+        raise NotFound(f"token {token_id} not found")
+    if row.revoked_at is None:
+        row.revoked_at = utc_now()
+        audit.record(uow, actor=actor, action="token.revoke", details={"token_id": token_id})
+        uow.commit()
+    return {"id": row.id, "revoked_at": row.revoked_at.isoformat()}
 
 
 def authenticate(uow: UnitOfWork, token: str | None) -> Principal:

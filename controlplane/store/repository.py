@@ -235,6 +235,14 @@ class Repository:
     def token_by_hash(self, token_hash: str) -> TokenRow | None:
         return self.session.scalar(select(TokenRow).where(TokenRow.token_hash == token_hash))
 
+    def token(self, token_id: str) -> TokenRow | None:
+        return self.session.get(TokenRow, token_id)
+
+    def user_tokens(self) -> Sequence[TokenRow]:
+        return self.session.scalars(
+            select(TokenRow).where(TokenRow.server_id.is_(None)).order_by(TokenRow.created_at)
+        ).all()
+
     def join_token_by_hash(self, token_hash: str) -> JoinTokenRow | None:
         return self.session.get(JoinTokenRow, token_hash)
 

@@ -280,3 +280,54 @@ def test_metrics_on_a_separate_address_need_no_token(tmp_path: Path):
         assert "spirl_longpolls_waiting 0" in text
         assert 'route="/v1/trust-domains"' in text
         assert httpx.get(f"{cp.url}/metrics", timeout=10).status_code == 401
+
+
+def test_tokens_are_listed_without_secrets_and_can_be_revoked(tmp_path: Path):
+    with start_control_plane(tmp_path) as cp:
+        db = ["--data-dir", str(cp.data_dir)]
+        created = subprocess.run(
+            [
+                script("spirl-controlplane"),
+                "token",
+                "create",
+                "--role",
+                "viewer",
+                "--name",
+                "ci",
+                "-o",
+                "json",
+                *db,
+            ],
+            capture_output=True,
+            text=True,
+            timeout=60,
+            check=True,
+        )
+        viewer = json.loads(created.stdout)
+        listed = subprocess.run(
+            [script("spirl-controlplane"), "token", "list", "-o", "json", *db],
+            capture_output=True,
+            text=True,
+            timeout=60,
+            check=True,
+        ).stdout
+        assert viewer["token"] not in listed and cp.admin_token not in listed
+        assert {t["name"]: t["role"] for t in json.loads(listed)}["ci"] == "viewer"
+        revoked = subprocess.run(
+            [script("spirl-controlplane"), "token", "revoke", viewer["id"], *db],
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+        assert revoked.returncode == 0 and viewer["id"] in revoked.stdout
+        response = httpx.get(
+            f"{cp.url}/v1/trust-domains", headers={"Authorization": f"Bearer {viewer['token']}"}
+        )
+        assert response.status_code == 401
+        missing = subprocess.run(
+            [script("spirl-controlplane"), "token", "revoke", "tok-nope", *db],
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+        assert missing.returncode == 1 and "tok-nope not found" in missing.stderr
