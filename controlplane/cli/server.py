@@ -159,6 +159,9 @@ def cmd_serve(args: argparse.Namespace) -> int:
         limit_concurrency=args.max_connections,
         backlog=2048,
         timeout_keep_alive=75,
+        # No Server/Date headers: nothing needs them, and a fan-out writes thousands of replies.
+        server_header=False,
+        date_header=False,
     )
     server = uvicorn.Server(config)
     metrics_sock = _listen_socket(args.metrics_listen) if args.metrics_listen else None
