@@ -30,7 +30,7 @@ T = TypeVar("T")
 COLD_READ_CONCURRENCY = 8
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class ServerPlacement:
     server_id: str
     deployment_id: str

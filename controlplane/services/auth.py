@@ -27,7 +27,7 @@ from controlplane.store.unit_of_work import UnitOfWork
 MAX_JOIN_TOKEN_TTL = timedelta(days=7)
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class Principal:
     role: str  # admin | viewer | server
     name: str
