@@ -8,14 +8,10 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
 import logging
-import re
 import time
-import urllib.parse
 from collections.abc import AsyncIterator, Awaitable, Callable
-from dataclasses import dataclass, field
-from typing import Any, TypeVar
+from typing import Any
 
 from sqlalchemy import Engine, text
 from starlette.applications import Starlette
@@ -25,159 +21,34 @@ from starlette.responses import JSONResponse, PlainTextResponse, Response
 from starlette.routing import Route
 
 from controlplane.api import openapi
-from controlplane.api.errors import PayloadTooLarge, handle_exception, to_response
+from controlplane.api.context import (
+    YAML_MEDIA_TYPES,
+    AppState,
+    Settings,
+    app_state,
+    authenticate,
+    bearer,
+    bool_param,
+    call_service,
+    int_param,
+    query_bool,
+    read_body,
+    read_json,
+    require_user,
+)
+from controlplane.api.errors import handle_exception
+from controlplane.api.longpoll import LongPollFastPath, server_sync
 from controlplane.api.metrics import Metrics
-from controlplane.delivery.cache import DeliveryCache, encode, sync_response
-from controlplane.domain import BadRequest, DomainError, Unauthenticated, utc_now
+from controlplane.delivery.cache import DeliveryCache
+from controlplane.domain import BadRequest, DomainError, utc_now
 from controlplane.services import audit as audit_service
 from controlplane.services import auth as auth_service
 from controlplane.services import config as config_service
 from controlplane.services import objects as object_service
 from controlplane.services import servers as server_service
-from controlplane.services.auth import Principal
-from controlplane.store.unit_of_work import UnitOfWork, UnitOfWorkFactory
+from controlplane.store.unit_of_work import UnitOfWorkFactory
 
 log = logging.getLogger("controlplane.api")
-T = TypeVar("T")
-
-MAX_REQUEST_BYTES = 1_048_576 + 65_536  # a maximal YAML upload plus its JSON envelope
-MAX_WAIT_SECONDS = 60.0
-DEFAULT_WAIT_SECONDS = 30.0
-YAML_MEDIA_TYPES = ("application/yaml", "application/x-yaml", "text/yaml")
-TOKEN_CACHE_SECONDS = 30.0
-
-
-@dataclass
-class Settings:
-    max_request_bytes: int = MAX_REQUEST_BYTES
-
-
-@dataclass
-class AppState:
-    engine: Engine
-    uow: UnitOfWorkFactory
-    cache: DeliveryCache
-    metrics: Metrics
-    settings: Settings
-    listener: Any = None
-    # token hash -> (principal, expiry): long-polls authenticate without a database read.
-    token_cache: dict[str, tuple[Principal, float]] = field(default_factory=dict)
-
-
-def _state(request: Request) -> AppState:
-    return request.app.state.spirl  # type: ignore[no-any-return]
-
-
-async def _service(request: Request, fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
-    state = _state(request)
-
-    def call() -> T:
-        with state.uow() as uow:
-            return fn(uow, *args, **kwargs)
-
-    return await run_in_threadpool(call)
-
-
-def _bearer(request: Request) -> str | None:
-    return _bearer_from(request.headers.get("authorization", ""))
-
-
-def _bearer_from(header: str) -> str | None:
-    scheme, _, token = header.partition(" ")
-    if scheme.lower() != "bearer" or not token.strip():
-        return None
-    return token.strip()
-
-
-async def authenticate(request: Request) -> Principal:
-    return await authenticate_token(_state(request), _bearer(request))
-
-
-async def authenticate_token(state: AppState, token: str | None) -> Principal:
-    if token is None:
-        raise Unauthenticated("missing bearer token (Authorization: Bearer <token>)")
-    key = auth_service.hash_token(token)
-    cached = state.token_cache.get(key)
-    now = time.monotonic()
-    if cached and cached[1] > now:
-        return cached[0]
-
-    def lookup() -> Principal:
-        with state.uow() as uow:
-            return auth_service.authenticate(uow, token)
-
-    principal = await state.cache.cold_read(lookup)
-    state.token_cache[key] = (principal, now + TOKEN_CACHE_SECONDS)
-    return principal
-
-
-async def _user(request: Request, *, admin: bool = False) -> Principal:
-    principal = await authenticate(request)
-    principal.require_user()
-    if admin:
-        principal.require_admin()
-    return principal
-
-
-async def read_body(request: Request) -> bytes:
-    """The request body, refusing (413) anything over the limit before reading it all."""
-    limit = _state(request).settings.max_request_bytes
-    declared = request.headers.get("content-length")
-    if declared and declared.isdigit() and int(declared) > limit:
-        raise PayloadTooLarge(f"request body of {declared} bytes is over the {limit}-byte limit")
-    body = bytearray()
-    async for chunk in request.stream():
-        body += chunk
-        if len(body) > limit:
-            raise PayloadTooLarge(f"request body is over the {limit}-byte limit")
-    return bytes(body)
-
-
-async def read_json(request: Request) -> dict[str, Any]:
-    body = await read_body(request)
-    if not body:
-        return {}
-    try:
-        data = json.loads(body)
-    except (ValueError, UnicodeDecodeError) as exc:
-        raise BadRequest(f"request body is not valid JSON: {exc}") from exc
-    if not isinstance(data, dict):
-        raise BadRequest("request body must be a JSON object")
-    return data
-
-
-def _int_param(value: Any, name: str, *, minimum: int = 0, required: bool = False) -> int | None:
-    if value is None or value == "":
-        if required:
-            raise BadRequest(f"{name} is required")
-        return None
-    if isinstance(value, bool):
-        raise BadRequest(f"{name} must be an integer")
-    try:
-        number = int(value)
-    except (TypeError, ValueError) as exc:
-        raise BadRequest(f"{name} must be an integer, not {value!r}") from exc
-    if number < minimum:
-        raise BadRequest(f"{name} must be at least {minimum}")
-    return number
-
-
-def _query_bool(value: str | None, name: str) -> bool:
-    if value is None or value.lower() in ("", "false", "0"):
-        return False
-    if value.lower() in ("true", "1"):
-        return True
-    raise BadRequest(f"{name} must be true or false")
-
-
-def _bool_param(value: Any, name: str) -> bool:
-    if value is None:
-        return False
-    if not isinstance(value, bool):
-        raise BadRequest(f"{name} must be true or false")
-    return value
-
-
 # -- health, metrics, openapi ---------------------------------------------------------------
 
 
@@ -188,7 +59,7 @@ async def healthz(request: Request) -> Response:
 
 async def readyz(request: Request) -> Response:
     """Readiness: the database answers and its schema is current."""
-    state = _state(request)
+    state = app_state(request)
 
     def check() -> None:
         from controlplane.store.database import schema_status
@@ -208,9 +79,9 @@ async def readyz(request: Request) -> Response:
 
 async def metrics(request: Request) -> Response:
     """Prometheus metrics."""
-    await _user(request)  # without a token only on the separate --metrics-listen address
+    await require_user(request)  # without a token only on the separate --metrics-listen address
     return PlainTextResponse(
-        _state(request).metrics.render(), media_type="text/plain; version=0.0.4"
+        app_state(request).metrics.render(), media_type="text/plain; version=0.0.4"
     )
 
 
@@ -226,33 +97,33 @@ async def openapi_document(request: Request) -> Response:
 async def trust_domains(request: Request) -> Response:
     """List trust domains (GET) or create one (POST {name})."""
     if request.method == "POST":
-        principal = await _user(request, admin=True)
+        principal = await require_user(request, admin=True)
         body = await read_json(request)
-        result = await _service(
+        result = await call_service(
             request, object_service.create_trust_domain, body.get("name"), principal.actor
         )
         return JSONResponse(result, status_code=201)
-    await _user(request)
-    return JSONResponse({"items": await _service(request, object_service.list_trust_domains)})
+    await require_user(request)
+    return JSONResponse({"items": await call_service(request, object_service.list_trust_domains)})
 
 
 async def trust_domain(request: Request) -> Response:
     """Get (GET) or delete (DELETE) a trust domain."""
     td_id = request.path_params["td_id"]
     if request.method == "DELETE":
-        principal = await _user(request, admin=True)
-        await _service(request, object_service.delete_trust_domain, td_id, principal.actor)
+        principal = await require_user(request, admin=True)
+        await call_service(request, object_service.delete_trust_domain, td_id, principal.actor)
         return Response(status_code=204)
-    await _user(request)
-    return JSONResponse(await _service(request, object_service.get_trust_domain, td_id))
+    await require_user(request)
+    return JSONResponse(await call_service(request, object_service.get_trust_domain, td_id))
 
 
 async def deployments(request: Request) -> Response:
     """List deployments (GET ?trust_domain_id=) or create one (POST {name, trust_domain_id})."""
     if request.method == "POST":
-        principal = await _user(request, admin=True)
+        principal = await require_user(request, admin=True)
         body = await read_json(request)
-        result = await _service(
+        result = await call_service(
             request,
             object_service.create_deployment,
             body.get("name"),
@@ -260,8 +131,8 @@ async def deployments(request: Request) -> Response:
             principal.actor,
         )
         return JSONResponse(result, status_code=201)
-    await _user(request)
-    items = await _service(
+    await require_user(request)
+    items = await call_service(
         request, object_service.list_deployments, request.query_params.get("trust_domain_id")
     )
     return JSONResponse({"items": items})
@@ -271,19 +142,19 @@ async def deployment(request: Request) -> Response:
     """Get (GET) or delete (DELETE) a trust domain deployment."""
     tdd_id = request.path_params["tdd_id"]
     if request.method == "DELETE":
-        principal = await _user(request, admin=True)
-        await _service(request, object_service.delete_deployment, tdd_id, principal.actor)
+        principal = await require_user(request, admin=True)
+        await call_service(request, object_service.delete_deployment, tdd_id, principal.actor)
         return Response(status_code=204)
-    await _user(request)
-    return JSONResponse(await _service(request, object_service.get_deployment, tdd_id))
+    await require_user(request)
+    return JSONResponse(await call_service(request, object_service.get_deployment, tdd_id))
 
 
 async def clusters(request: Request) -> Response:
     """List clusters (GET ?trust_domain_deployment_id=) or create one (POST {name, trust_domain_deployment_id})."""
     if request.method == "POST":
-        principal = await _user(request, admin=True)
+        principal = await require_user(request, admin=True)
         body = await read_json(request)
-        result = await _service(
+        result = await call_service(
             request,
             object_service.create_cluster,
             body.get("name"),
@@ -291,8 +162,8 @@ async def clusters(request: Request) -> Response:
             principal.actor,
         )
         return JSONResponse(result, status_code=201)
-    await _user(request)
-    items = await _service(
+    await require_user(request)
+    items = await call_service(
         request,
         object_service.list_clusters,
         request.query_params.get("trust_domain_deployment_id"),
@@ -304,18 +175,18 @@ async def cluster(request: Request) -> Response:
     """Get (GET) or delete (DELETE) a cluster."""
     cluster_id = request.path_params["cluster_id"]
     if request.method == "DELETE":
-        principal = await _user(request, admin=True)
-        await _service(request, object_service.delete_cluster, cluster_id, principal.actor)
+        principal = await require_user(request, admin=True)
+        await call_service(request, object_service.delete_cluster, cluster_id, principal.actor)
         return Response(status_code=204)
-    await _user(request)
-    return JSONResponse(await _service(request, object_service.get_cluster, cluster_id))
+    await require_user(request)
+    return JSONResponse(await call_service(request, object_service.get_cluster, cluster_id))
 
 
 async def join_tokens(request: Request) -> Response:
     """Issue a single-use join token for a deployment (POST {ttl_seconds})."""
-    principal = await _user(request, admin=True)
+    principal = await require_user(request, admin=True)
     body = await read_json(request)
-    result = await _service(
+    result = await call_service(
         request,
         auth_service.create_join_token,
         request.path_params["tdd_id"],
@@ -327,12 +198,12 @@ async def join_tokens(request: Request) -> Response:
 
 async def deployment_servers(request: Request) -> Response:
     """The servers of a deployment with their desired/applied versions, health and last contact."""
-    await _user(request)
-    items = await _service(
+    await require_user(request)
+    items = await call_service(
         request,
         server_service.list_servers,
         request.path_params["tdd_id"],
-        dict(_state(request).cache.last_contact),
+        dict(app_state(request).cache.last_contact),
     )
     return JSONResponse({"items": items})
 
@@ -344,31 +215,31 @@ async def config(request: Request) -> Response:
     """Get the current config of a scope (GET) or update it (PUT {yaml, prune, expected_version, validate_only})."""
     scope, scope_id = request.path_params["scope"], request.path_params["scope_id"]
     if request.method == "GET":
-        await _user(request)
-        return JSONResponse(await _service(request, config_service.get_config, scope, scope_id))
-    principal = await _user(request, admin=True)
+        await require_user(request)
+        return JSONResponse(await call_service(request, config_service.get_config, scope, scope_id))
+    principal = await require_user(request, admin=True)
     yaml_text: str | bytes
     if request.headers.get("content-type", "").split(";")[0].strip() in YAML_MEDIA_TYPES:
         # Raw YAML body (curl --data-binary @file); options in the query string.
         yaml_text = await read_body(request)
         q = request.query_params
-        prune = _query_bool(q.get("prune"), "prune")
-        validate_only = _query_bool(q.get("validate_only"), "validate_only")
-        expected = _int_param(q.get("expected_version"), "expected_version")
+        prune = query_bool(q.get("prune"), "prune")
+        validate_only = query_bool(q.get("validate_only"), "validate_only")
+        expected = int_param(q.get("expected_version"), "expected_version")
     else:
         body = await read_json(request)
         text_field = body.get("yaml")
         if not isinstance(text_field, str):
             raise BadRequest("yaml must be a string holding one or more YAML documents")
         yaml_text = text_field
-        prune = _bool_param(body.get("prune"), "prune")
-        validate_only = _bool_param(body.get("validate_only"), "validate_only")
-        expected = _int_param(body.get("expected_version"), "expected_version")
+        prune = bool_param(body.get("prune"), "prune")
+        validate_only = bool_param(body.get("validate_only"), "validate_only")
+        expected = int_param(body.get("expected_version"), "expected_version")
     from controlplane.domain import check_scope
 
     check_scope(scope)
     uploaded = await run_in_threadpool(config_service.parse_upload, yaml_text, scope)
-    result = await _service(
+    result = await call_service(
         request,
         config_service.set_config,
         scope,
@@ -380,16 +251,16 @@ async def config(request: Request) -> Response:
         validate_only=validate_only,
     )
     if result.changed:
-        _state(request).metrics.inc("spirl_config_writes_total", (("scope", scope),))
+        app_state(request).metrics.inc("spirl_config_writes_total", (("scope", scope),))
     return JSONResponse(result.to_dict())
 
 
 async def config_section(request: Request) -> Response:
     """Delete one section of a scope's config (DELETE ?expected_version=)."""
-    principal = await _user(request, admin=True)
+    principal = await require_user(request, admin=True)
     p = request.path_params
-    expected = _int_param(request.query_params.get("expected_version"), "expected_version")
-    result = await _service(
+    expected = int_param(request.query_params.get("expected_version"), "expected_version")
+    result = await call_service(
         request,
         config_service.delete_section,
         p["scope"],
@@ -403,13 +274,13 @@ async def config_section(request: Request) -> Response:
 
 async def config_history(request: Request) -> Response:
     """Versions of a scope's config, newest first (?limit=&before=)."""
-    await _user(request)
+    await require_user(request)
     q = request.query_params
-    limit = _int_param(q.get("limit"), "limit", minimum=1) or 20
-    before = _int_param(q.get("before"), "before", minimum=1)
+    limit = int_param(q.get("limit"), "limit", minimum=1) or 20
+    before = int_param(q.get("before"), "before", minimum=1)
     p = request.path_params
     return JSONResponse(
-        await _service(
+        await call_service(
             request, config_service.history, p["scope"], p["scope_id"], limit=limit, before=before
         )
     )
@@ -417,35 +288,35 @@ async def config_history(request: Request) -> Response:
 
 async def config_version(request: Request) -> Response:
     """One stored version of a scope's config."""
-    await _user(request)
+    await require_user(request)
     p = request.path_params
-    version = _int_param(p["version"], "version", minimum=1)
+    version = int_param(p["version"], "version", minimum=1)
     return JSONResponse(
-        await _service(request, config_service.get_config, p["scope"], p["scope_id"], version)
+        await call_service(request, config_service.get_config, p["scope"], p["scope_id"], version)
     )
 
 
 async def config_diff(request: Request) -> Response:
     """Per-section diff of two versions (?from=&to=)."""
-    await _user(request)
+    await require_user(request)
     q, p = request.query_params, request.path_params
-    from_v = _int_param(q.get("from"), "from", required=True)
-    to_v = _int_param(q.get("to"), "to", required=True)
+    from_v = int_param(q.get("from"), "from", required=True)
+    to_v = int_param(q.get("to"), "to", required=True)
     assert from_v is not None and to_v is not None
     return JSONResponse(
-        await _service(request, config_service.diff, p["scope"], p["scope_id"], from_v, to_v)
+        await call_service(request, config_service.diff, p["scope"], p["scope_id"], from_v, to_v)
     )
 
 
 async def config_rollback(request: Request) -> Response:
     """Write an old version as a new version (POST {version, expected_version})."""
-    principal = await _user(request, admin=True)
+    principal = await require_user(request, admin=True)
     body = await read_json(request)
-    version = _int_param(body.get("version"), "version", minimum=1, required=True)
-    expected = _int_param(body.get("expected_version"), "expected_version")
+    version = int_param(body.get("version"), "version", minimum=1, required=True)
+    expected = int_param(body.get("expected_version"), "expected_version")
     p = request.path_params
     assert version is not None
-    result = await _service(
+    result = await call_service(
         request,
         config_service.rollback,
         p["scope"],
@@ -459,25 +330,25 @@ async def config_rollback(request: Request) -> Response:
 
 async def effective(request: Request) -> Response:
     """Effective config of a (deployment, cluster) pair, with the scope each section came from."""
-    await _user(request)
+    await require_user(request)
     q = request.query_params
     tdd_id = q.get("trust_domain_deployment_id")
     if not tdd_id:
         raise BadRequest("trust_domain_deployment_id is required")
     return JSONResponse(
-        await _service(request, config_service.get_effective, tdd_id, q.get("cluster_id"))
+        await call_service(request, config_service.get_effective, tdd_id, q.get("cluster_id"))
     )
 
 
 async def audit_log(request: Request) -> Response:
     """The audit log, newest first (?limit=&before=)."""
-    await _user(request)
+    await require_user(request)
     q = request.query_params
-    limit = _int_param(q.get("limit"), "limit", minimum=1) or 50
-    before = _int_param(q.get("before"), "before", minimum=1)
+    limit = int_param(q.get("limit"), "limit", minimum=1) or 50
+    before = int_param(q.get("before"), "before", minimum=1)
     return JSONResponse(
         {
-            "items": await _service(
+            "items": await call_service(
                 request, audit_service.list_events, limit=min(limit, 500), before_id=before
             )
         }
@@ -490,10 +361,10 @@ async def audit_log(request: Request) -> Response:
 async def register(request: Request) -> Response:
     """Register a trust domain server with a join token (Authorization: Bearer <join token>)."""
     body = await read_json(request)
-    result = await _service(
+    result = await call_service(
         request,
         auth_service.register_server,
-        _bearer(request),
+        bearer(request),
         body.get("name"),
         body.get("cluster_id"),
     )
@@ -507,74 +378,25 @@ async def register(request: Request) -> Response:
     return JSONResponse(result, status_code=201)
 
 
-async def server_sync(request: Request) -> Response:
-    """Long-poll for the server's effective config and trust bundle (?config_version=&bundle_version=&wait=)."""
-    body = await long_poll(
-        _state(request),
-        request.path_params["server_id"],
-        _bearer(request),
-        request.scope.get("query_string", b""),
-    )
-    return Response(body, media_type="application/json")
-
-
-async def long_poll(
-    state: AppState, server_id: str, token: str | None, query_string: bytes
-) -> bytes:
-    """The long-poll's reply: at once when the server's versions are stale, else at a change or `wait`.
-
-    Takes plain values, not a Request: thousands of these wait at once, and each holds only
-    what it needs while it waits.
-    """
-    principal = await authenticate_token(state, token)
-    principal.require_server(server_id)
-    q = dict(urllib.parse.parse_qsl(query_string.decode("latin-1")))
-    have_config = _int_param(q.get("config_version"), "config_version")
-    have_bundle = _int_param(q.get("bundle_version"), "bundle_version")
-    try:
-        wait = float(q.get("wait", DEFAULT_WAIT_SECONDS))
-    except ValueError as exc:
-        raise BadRequest("wait must be a number of seconds") from exc
-    del q, principal
-    wait = max(0.0, min(wait, MAX_WAIT_SECONDS))
-    placement = await state.cache.placement(server_id)
-    state.cache.last_contact[server_id] = utc_now()
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + wait
-    while True:
-        snapshot = await state.cache.snapshot(placement)
-        if snapshot.config_version != have_config or snapshot.bundle.version != have_bundle:
-            state.cache.deliveries += 1
-            state.metrics.inc("spirl_deliveries_total")
-            return state.cache.changed_reply(placement, snapshot)
-        remaining = deadline - loop.time()
-        if remaining <= 0:
-            return encode(sync_response(snapshot, state.cache, False))
-        del snapshot
-        await state.cache.wait_for_change(placement.trust_domain_id, remaining)
-
-
 async def server_status(request: Request) -> Response:
     """A server reports its desired/attempted/applied versions, health, key manager and keys."""
     server_id = request.path_params["server_id"]
     principal = await authenticate(request)
     principal.require_server(server_id)
     body = await read_json(request)
-    await _service(request, server_service.report_status, server_id, body)
-    _state(request).cache.last_contact[server_id] = utc_now()
+    await call_service(request, server_service.report_status, server_id, body)
+    app_state(request).cache.last_contact[server_id] = utc_now()
     return Response(status_code=204)
 
 
 async def trust_bundle(request: Request) -> Response:
     """The trust domain's SPIFFE bundle (JWKS). Public: bundles hold only public keys."""
     td_id = request.path_params["td_id"]
-    version, keys = await _service(request, server_service.bundle_keys, td_id)
+    version, keys = await call_service(request, server_service.bundle_keys, td_id)
     return JSONResponse(server_service.bundle_document(version, keys, utc_now()))
 
 
 # -- application --------------------------------------------------------------------------------
-
-PUBLIC_PATHS = {"/healthz", "/readyz", "/v1/trust-domains/{td_id}/bundle"}
 
 ROUTES = [
     Route("/healthz", healthz, methods=["GET"]),
@@ -636,71 +458,6 @@ class RequestLogMiddleware:
                     "path": scope["path"],
                     "route": route,
                     "status": status["code"],
-                    "duration_ms": round(elapsed * 1000, 2),
-                },
-            )
-
-
-SYNC_PATH = re.compile(r"^/v1/servers/(tds-[0-9a-f]+)/sync$")
-SYNC_ROUTE = "/v1/servers/{server_id}/sync"
-
-
-class LongPollFastPath:
-    """Serves the long-poll route without the middleware and router stack.
-
-    Thousands of these requests wait at once; skipping four layers of wrapper coroutines per
-    waiting request roughly halves the memory each one holds. Same handler, same errors,
-    same metrics and logs as every other route.
-    """
-
-    def __init__(self, app: Starlette) -> None:
-        self.app = app
-        self.state = app.state
-        self._state: AppState = app.state.spirl
-        self._metrics: Metrics = app.state.spirl.metrics
-
-    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
-        match = (
-            SYNC_PATH.match(scope["path"])
-            if scope["type"] == "http" and scope["method"] == "GET"
-            else None
-        )
-        if match is None:
-            await self.app(scope, receive, send)
-            return
-        start = time.perf_counter()
-        status = 200
-        try:
-            token = None
-            for name, value in scope["headers"]:
-                if name == b"authorization":
-                    token = _bearer_from(value.decode("latin-1"))
-            body = await long_poll(self._state, match.group(1), token, scope["query_string"])
-        except Exception as exc:
-            error = to_response(exc)
-            status, body = error.status_code, bytes(error.body)
-        # Raw ASGI messages: thousands of replies go out at once after a change.
-        await send(
-            {
-                "type": "http.response.start",
-                "status": status,
-                "headers": [
-                    (b"content-type", b"application/json"),
-                    (b"content-length", str(len(body)).encode()),
-                ],
-            }
-        )
-        await send({"type": "http.response.body", "body": body})
-        elapsed = time.perf_counter() - start
-        self._metrics.observe_latency((("method", "GET"), ("route", SYNC_ROUTE)), elapsed)
-        if status >= 400:
-            log.info(
-                "request",
-                extra={
-                    "method": "GET",
-                    "path": scope["path"],
-                    "route": SYNC_ROUTE,
-                    "status": status,
                     "duration_ms": round(elapsed * 1000, 2),
                 },
             )
@@ -822,4 +579,4 @@ def create_app(
     return LongPollFastPath(app)
 
 
-__all__ = ["AppState", "Settings", "UnitOfWork", "create_app", "to_response"]
+__all__ = ["AppState", "Settings", "create_app"]

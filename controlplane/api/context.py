@@ -1,0 +1,158 @@
+"""What every handler shares: the application state, authentication, and reading input safely."""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any, TypeVar
+
+from sqlalchemy import Engine
+from starlette.concurrency import run_in_threadpool
+from starlette.requests import Request
+
+from controlplane.api.errors import PayloadTooLarge
+from controlplane.api.metrics import Metrics
+from controlplane.delivery.cache import DeliveryCache
+from controlplane.domain import BadRequest, Unauthenticated
+from controlplane.services import auth as auth_service
+from controlplane.services.auth import Principal
+from controlplane.store.unit_of_work import UnitOfWorkFactory
+
+T = TypeVar("T")
+
+MAX_REQUEST_BYTES = 1_048_576 + 65_536  # a maximal YAML upload plus its JSON envelope
+YAML_MEDIA_TYPES = ("application/yaml", "application/x-yaml", "text/yaml")
+TOKEN_CACHE_SECONDS = 30.0
+
+
+@dataclass
+class Settings:
+    max_request_bytes: int = MAX_REQUEST_BYTES
+
+
+@dataclass
+class AppState:
+    engine: Engine
+    uow: UnitOfWorkFactory
+    cache: DeliveryCache
+    metrics: Metrics
+    settings: Settings
+    listener: Any = None
+    # token hash -> (principal, expiry): long-polls authenticate without a database read.
+    token_cache: dict[str, tuple[Principal, float]] = field(default_factory=dict)
+
+
+def app_state(request: Request) -> AppState:
+    return request.app.state.spirl  # type: ignore[no-any-return]
+
+
+async def call_service(request: Request, fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
+    state = app_state(request)
+
+    def call() -> T:
+        with state.uow() as uow:
+            return fn(uow, *args, **kwargs)
+
+    return await run_in_threadpool(call)
+
+
+def bearer(request: Request) -> str | None:
+    return bearer_from(request.headers.get("authorization", ""))
+
+
+def bearer_from(header: str) -> str | None:
+    scheme, _, token = header.partition(" ")
+    if scheme.lower() != "bearer" or not token.strip():
+        return None
+    return token.strip()
+
+
+async def authenticate(request: Request) -> Principal:
+    return await authenticate_token(app_state(request), bearer(request))
+
+
+async def authenticate_token(state: AppState, token: str | None) -> Principal:
+    if token is None:
+        raise Unauthenticated("missing bearer token (Authorization: Bearer <token>)")
+    key = auth_service.hash_token(token)
+    cached = state.token_cache.get(key)
+    now = time.monotonic()
+    if cached and cached[1] > now:
+        return cached[0]
+
+    def lookup() -> Principal:
+        with state.uow() as uow:
+            return auth_service.authenticate(uow, token)
+
+    principal = await state.cache.cold_read(lookup)
+    state.token_cache[key] = (principal, now + TOKEN_CACHE_SECONDS)
+    return principal
+
+
+async def require_user(request: Request, *, admin: bool = False) -> Principal:
+    principal = await authenticate(request)
+    principal.require_user()
+    if admin:
+        principal.require_admin()
+    return principal
+
+
+async def read_body(request: Request) -> bytes:
+    """The request body, refusing (413) anything over the limit before reading it all."""
+    limit = app_state(request).settings.max_request_bytes
+    declared = request.headers.get("content-length")
+    if declared and declared.isdigit() and int(declared) > limit:
+        raise PayloadTooLarge(f"request body of {declared} bytes is over the {limit}-byte limit")
+    body = bytearray()
+    async for chunk in request.stream():
+        body += chunk
+        if len(body) > limit:
+            raise PayloadTooLarge(f"request body is over the {limit}-byte limit")
+    return bytes(body)
+
+
+async def read_json(request: Request) -> dict[str, Any]:
+    body = await read_body(request)
+    if not body:
+        return {}
+    try:
+        data = json.loads(body)
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise BadRequest(f"request body is not valid JSON: {exc}") from exc
+    if not isinstance(data, dict):
+        raise BadRequest("request body must be a JSON object")
+    return data
+
+
+def int_param(value: Any, name: str, *, minimum: int = 0, required: bool = False) -> int | None:
+    if value is None or value == "":
+        if required:
+            raise BadRequest(f"{name} is required")
+        return None
+    if isinstance(value, bool):
+        raise BadRequest(f"{name} must be an integer")
+    try:
+        number = int(value)
+    except (TypeError, ValueError) as exc:
+        raise BadRequest(f"{name} must be an integer, not {value!r}") from exc
+    if number < minimum:
+        raise BadRequest(f"{name} must be at least {minimum}")
+    return number
+
+
+def query_bool(value: str | None, name: str) -> bool:
+    if value is None or value.lower() in ("", "false", "0"):
+        return False
+    if value.lower() in ("true", "1"):
+        return True
+    raise BadRequest(f"{name} must be true or false")
+
+
+def bool_param(value: Any, name: str) -> bool:
+    if value is None:
+        return False
+    if not isinstance(value, bool):
+        raise BadRequest(f"{name} must be true or false")
+    return value
