@@ -26,6 +26,7 @@ from azure.keyvault.keys import KeyClient, KeyProperties
 
 from controlplane.emulators.keyvault import EmulatorProcess, start_emulator
 
+from support.api import make_topology
 from support.controlplane import ControlPlane, start_control_plane
 from support.tds import TD, SimClock, Tds, kid_of, start_tds, verify_jwt, verify_x509, wait_for
 
@@ -148,22 +149,15 @@ def aenv(tmp_path: Path) -> Iterator[AzureEnv]:
     cp = start_control_plane(tmp_path)
     env: AzureEnv | None = None
     try:
-        c = cp.client()
-        td = c.post("/v1/trust-domains", json={"name": TD}).json()
-        tdd = c.post(
-            "/v1/trust-domain-deployments", json={"name": "prod", "trust_domain_id": td["id"]}
-        ).json()
-        cl = c.post(
-            "/v1/clusters", json={"name": "east", "trust_domain_deployment_id": tdd["id"]}
-        ).json()
+        ids = make_topology(cp.client(), TD)
         env = AzureEnv(
             tmp_path,
             cp,
             SimClock(tmp_path / "clock"),
             tmp_path / "tenant",
-            td["id"],
-            tdd["id"],
-            cl["id"],
+            ids["td"],
+            ids["tdd"],
+            ids["cluster"],
         )
         yield env
     finally:

@@ -17,6 +17,7 @@ import pytest
 
 from controlplane.emulators.keyservice import KeyServiceProcess, start_keyservice
 
+from support.api import make_topology
 from support.controlplane import ControlPlane, start_control_plane
 from support.processes import start_process
 from support.tds import TD, SimClock, Tds, kid_of, start_tds, verify_jwt, verify_x509, wait_for
@@ -68,22 +69,15 @@ def env(tmp_path: Path) -> Iterator[Env]:
     keyservice = start_keyservice(tmp_path)
     servers: list[Tds] = []
     try:
-        c = cp.client()
-        td = c.post("/v1/trust-domains", json={"name": TD}).json()
-        tdd = c.post(
-            "/v1/trust-domain-deployments", json={"name": "prod", "trust_domain_id": td["id"]}
-        ).json()
-        cl = c.post(
-            "/v1/clusters", json={"name": "east", "trust_domain_deployment_id": tdd["id"]}
-        ).json()
+        ids = make_topology(cp.client(), TD)
         env = Env(
             tmp_path,
             cp,
             keyservice,
             SimClock(tmp_path / "clock"),
-            td["id"],
-            tdd["id"],
-            cl["id"],
+            ids["td"],
+            ids["tdd"],
+            ids["cluster"],
             servers,
         )
         yield env
