@@ -27,7 +27,6 @@ from controlplane.api.context import (
 )
 from controlplane.api.errors import to_response
 from controlplane.api.metrics import Metrics
-from controlplane.delivery.cache import encode, sync_response
 from controlplane.domain import BadRequest, utc_now
 
 log = logging.getLogger("controlplane.api")
@@ -75,10 +74,10 @@ async def long_poll(
         if snapshot.config_version != have_config or snapshot.bundle.version != have_bundle:
             state.cache.deliveries += 1
             state.metrics.inc("spirl_deliveries_total")
-            return state.cache.changed_reply(placement, snapshot)
+            return snapshot.changed_reply
         remaining = deadline - loop.time()
         if remaining <= 0:
-            return encode(sync_response(snapshot, state.cache, False))
+            return snapshot.unchanged_reply()
         del snapshot
         await state.cache.wait_for_change(placement.trust_domain_id, remaining)
 

@@ -9,6 +9,7 @@ costs one reload of the one scope (or bundle) that changed, however many servers
 from __future__ import annotations
 
 import asyncio
+import functools
 import json
 import logging
 from collections.abc import Callable, Iterable
@@ -46,9 +47,32 @@ class Bundle:
 
 @dataclass(frozen=True)
 class Snapshot:
+    """What one placement should have now. Shared by every waiting server of that placement."""
+
     config_version: int
     config: dict[str, Any]
     bundle: Bundle
+
+    def unchanged_reply(self) -> bytes:
+        return encode(
+            {
+                "changed": False,
+                "config": {"version": self.config_version},
+                "bundle": {"version": self.bundle.version},
+            }
+        )
+
+    @functools.cached_property
+    def changed_reply(self) -> bytes:
+        """Encoded once, however many servers a change wakes."""
+        bundle = server_service.bundle_document(self.bundle.version, self.bundle.keys, utc_now())
+        return encode(
+            {
+                "changed": True,
+                "config": self.config,
+                "bundle": {"version": self.bundle.version, **bundle},
+            }
+        )
 
 
 class DeliveryCache:
@@ -59,12 +83,9 @@ class DeliveryCache:
         self._placements: dict[str, ServerPlacement] = {}
         self._deployment_td: dict[str, str] = {}
         self._cluster_deployment: dict[str, str] = {}
-        self._effective: dict[tuple[str, str | None], tuple[int, dict[str, Any]]] = {}
         # Bumped whenever a scope, bundle or placement changes in the cache.
         self._generation = 0
         self._snapshots: dict[tuple[str, str | None], tuple[int, Snapshot]] = {}
-        # Encoded "changed" replies, shared by every server of a placement: a fan-out encodes once.
-        self._replies: dict[tuple[str, str | None], tuple[int, int, bytes]] = {}
         self._waiters: dict[str, set[asyncio.Future[None]]] = {}
         self._announced: dict[tuple[str, str], int] = {}
         self._reloading: set[tuple[str, str]] = set()
@@ -135,13 +156,8 @@ class DeliveryCache:
             )
             self._store_bundle(placement.trust_domain_id, bundle)
             bundle = self._bundles[placement.trust_domain_id]
-        layers = [self._scopes[k] for k in keys]
-        version = max((layer.revision for layer in layers), default=0)
-        memo = self._effective.get(memo_key)
-        if memo is None or memo[0] != version:
-            memo = (version, effective_dict(layers))
-            self._effective[memo_key] = memo
-        snapshot = Snapshot(config_version=version, config=memo[1], bundle=bundle)
+        effective = effective_dict([self._scopes[k] for k in keys])
+        snapshot = Snapshot(config_version=effective["version"], config=effective, bundle=bundle)
         if generation == self._generation:
             self._snapshots[memo_key] = (generation, snapshot)
         return snapshot
@@ -161,21 +177,6 @@ class DeliveryCache:
             timer.cancel()
             waiters.discard(waiter)
 
-    def changed_reply(self, placement: ServerPlacement, snapshot: Snapshot) -> bytes:
-        key = (placement.deployment_id, placement.cluster_id)
-        memo = self._replies.get(key)
-        if memo is None or memo[:2] != (snapshot.config_version, snapshot.bundle.version):
-            memo = (
-                snapshot.config_version,
-                snapshot.bundle.version,
-                encode(sync_response(snapshot, self, True)),
-            )
-            self._replies[key] = memo
-        return memo[2]
-
-    def bundle_document(self, bundle: Bundle) -> dict[str, Any]:
-        return server_service.bundle_document(bundle.version, bundle.keys, utc_now())
-
     # -- change handling (runs on the event loop) --------------------------------------------
 
     def publish_threadsafe(self, changes: list[Change]) -> None:
@@ -193,21 +194,24 @@ class DeliveryCache:
             if change.revision <= self._announced.get(slot, 0):
                 continue  # already known (e.g. our own NOTIFY echoed back)
             self._announced[slot] = change.revision
-            if self._is_cached(slot) and slot not in self._reloading:
-                self._reloading.add(slot)
-                assert self._loop is not None
-                self._loop.create_task(self._reload(slot))
+            if self._is_cached(slot):
+                self._schedule_reload(slot)
 
     def resync_all(self) -> None:
         """After a lost notification channel: re-read everything cached and wake every waiter."""
-        for key in list(self._scopes):
-            self.apply_changes([Change("config", f"{key[0]}/{key[1]}", 1 << 62)])
+        self._announced.clear()
+        for scope, scope_id in list(self._scopes):
+            self._schedule_reload(("config", f"{scope}/{scope_id}"))
         for td_id in list(self._bundles):
-            self.apply_changes([Change("bundle", td_id, 1 << 62)])
-        for slot in list(self._announced):
-            self._announced[slot] = 0
+            self._schedule_reload(("bundle", td_id))
         for td_id in list(self._waiters):
             self._signal(td_id)
+
+    def _schedule_reload(self, slot: tuple[str, str]) -> None:
+        if slot not in self._reloading:
+            self._reloading.add(slot)
+            assert self._loop is not None
+            self._loop.create_task(self._reload(slot))
 
     async def _reload(self, slot: tuple[str, str]) -> None:
         kind, key = slot
@@ -318,20 +322,6 @@ class DeliveryCache:
 def _release(waiter: asyncio.Future[None]) -> None:
     if not waiter.done():
         waiter.set_result(None)
-
-
-def sync_response(snapshot: Snapshot, cache: DeliveryCache, changed: bool) -> dict[str, Any]:
-    if not changed:
-        return {
-            "changed": False,
-            "config": {"version": snapshot.config_version},
-            "bundle": {"version": snapshot.bundle.version},
-        }
-    return {
-        "changed": True,
-        "config": snapshot.config,
-        "bundle": {"version": snapshot.bundle.version, **cache.bundle_document(snapshot.bundle)},
-    }
 
 
 def encode(body: dict[str, Any]) -> bytes:
