@@ -13,8 +13,6 @@ DEPLOYMENT = "trust-domain-deployment"
 CLUSTER = "cluster"
 SCOPES: tuple[str, ...] = (TRUST_DOMAIN, DEPLOYMENT, CLUSTER)
 
-# Most specific scope last: a cluster's section beats the deployment's, which beats the trust domain's.
-SCOPE_PRECEDENCE: tuple[str, ...] = (TRUST_DOMAIN, DEPLOYMENT, CLUSTER)
 
 ID_PREFIXES = {
     "trust_domain": "td-",
@@ -23,7 +21,6 @@ ID_PREFIXES = {
     "server": "tds-",
     "token": "tok-",
 }
-SCOPE_ID_PREFIX = {TRUST_DOMAIN: "td-", DEPLOYMENT: "tdd-", CLUSTER: "c-"}
 
 ROLE_ADMIN = "admin"
 ROLE_VIEWER = "viewer"

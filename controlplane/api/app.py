@@ -46,7 +46,7 @@ from controlplane.services import auth as auth_service
 from controlplane.services import config as config_service
 from controlplane.services import objects as object_service
 from controlplane.services import servers as server_service
-from controlplane.store.unit_of_work import UnitOfWorkFactory
+from controlplane.store.unit_of_work import UnitOfWork, UnitOfWorkFactory
 
 log = logging.getLogger("controlplane.api")
 # -- health, metrics, openapi ---------------------------------------------------------------
@@ -94,6 +94,42 @@ async def openapi_document(request: Request) -> Response:
 # -- objects ----------------------------------------------------------------------------------
 
 
+def _object_item(
+    param: str,
+    what: str,
+    get: Callable[[UnitOfWork, str], dict[str, Any]],
+    delete: Callable[[UnitOfWork, str, str], None],
+) -> Callable[[Request], Awaitable[Response]]:
+    """GET (viewer) or DELETE (admin) of one trust domain, deployment or cluster."""
+
+    async def handler(request: Request) -> Response:
+        object_id = request.path_params[param]
+        if request.method == "DELETE":
+            principal = await require_user(request, admin=True)
+            await call_service(request, delete, object_id, principal.actor)
+            return Response(status_code=204)
+        await require_user(request)
+        return JSONResponse(await call_service(request, get, object_id))
+
+    handler.__name__ = what.replace(" ", "_")
+    handler.__doc__ = f"Get (GET) or delete (DELETE) a {what}."
+    return handler
+
+
+trust_domain = _object_item(
+    "td_id", "trust domain", object_service.get_trust_domain, object_service.delete_trust_domain
+)
+deployment = _object_item(
+    "tdd_id",
+    "trust domain deployment",
+    object_service.get_deployment,
+    object_service.delete_deployment,
+)
+cluster = _object_item(
+    "cluster_id", "cluster", object_service.get_cluster, object_service.delete_cluster
+)
+
+
 async def trust_domains(request: Request) -> Response:
     """List trust domains (GET) or create one (POST {name})."""
     if request.method == "POST":
@@ -105,17 +141,6 @@ async def trust_domains(request: Request) -> Response:
         return JSONResponse(result, status_code=201)
     await require_user(request)
     return JSONResponse({"items": await call_service(request, object_service.list_trust_domains)})
-
-
-async def trust_domain(request: Request) -> Response:
-    """Get (GET) or delete (DELETE) a trust domain."""
-    td_id = request.path_params["td_id"]
-    if request.method == "DELETE":
-        principal = await require_user(request, admin=True)
-        await call_service(request, object_service.delete_trust_domain, td_id, principal.actor)
-        return Response(status_code=204)
-    await require_user(request)
-    return JSONResponse(await call_service(request, object_service.get_trust_domain, td_id))
 
 
 async def deployments(request: Request) -> Response:
@@ -138,17 +163,6 @@ async def deployments(request: Request) -> Response:
     return JSONResponse({"items": items})
 
 
-async def deployment(request: Request) -> Response:
-    """Get (GET) or delete (DELETE) a trust domain deployment."""
-    tdd_id = request.path_params["tdd_id"]
-    if request.method == "DELETE":
-        principal = await require_user(request, admin=True)
-        await call_service(request, object_service.delete_deployment, tdd_id, principal.actor)
-        return Response(status_code=204)
-    await require_user(request)
-    return JSONResponse(await call_service(request, object_service.get_deployment, tdd_id))
-
-
 async def clusters(request: Request) -> Response:
     """List clusters (GET ?trust_domain_deployment_id=) or create one (POST {name, trust_domain_deployment_id})."""
     if request.method == "POST":
@@ -169,17 +183,6 @@ async def clusters(request: Request) -> Response:
         request.query_params.get("trust_domain_deployment_id"),
     )
     return JSONResponse({"items": items})
-
-
-async def cluster(request: Request) -> Response:
-    """Get (GET) or delete (DELETE) a cluster."""
-    cluster_id = request.path_params["cluster_id"]
-    if request.method == "DELETE":
-        principal = await require_user(request, admin=True)
-        await call_service(request, object_service.delete_cluster, cluster_id, principal.actor)
-        return Response(status_code=204)
-    await require_user(request)
-    return JSONResponse(await call_service(request, object_service.get_cluster, cluster_id))
 
 
 async def join_tokens(request: Request) -> Response:
