@@ -117,8 +117,13 @@ def test_workload_identity_via_default_credential(
     assert sign_events and sign_events[-1]["identity"]["claim"]["appid"] == client_id
 
 
-def test_workload_identity_in_a_child_process(emulator: EmulatorProcess) -> None:
+def test_workload_identity_in_a_child_process(
+    emulator: EmulatorProcess, sdk: SdkFactory, admin_credential: ClientSecretCredential
+) -> None:
     """sdk_env() is all a separate process needs (CA via REQUESTS_CA_BUNDLE, no code changes)."""
+    known = sdk.key_client(admin_credential).create_ec_key(
+        _name("seen-by-child"), hardware_protected=True
+    )
     client_id = _name("child")
     emulator.control.add_principal(client_id, ["crypto-user"])
     script = (
@@ -127,7 +132,7 @@ def test_workload_identity_in_a_child_process(emulator: EmulatorProcess) -> None
         "from azure.keyvault.keys import KeyClient\n"
         "c = KeyClient(sys.argv[1], DefaultAzureCredential(disable_instance_discovery=True,"
         " exclude_managed_identity_credential=True), verify_challenge_resource=False)\n"
-        "print(sum(1 for _ in c.list_properties_of_keys()))\n"
+        "print('\\n'.join(k.name for k in c.list_properties_of_keys()))\n"
     )
     env = {"PATH": "/usr/bin:/bin", **emulator.sdk_env(client_id)}
     out = subprocess.run(
@@ -139,7 +144,7 @@ def test_workload_identity_in_a_child_process(emulator: EmulatorProcess) -> None
         check=False,
     )
     assert out.returncode == 0, out.stderr
-    assert int(out.stdout.strip()) >= 0
+    assert known.name in out.stdout.split()
 
 
 def test_federated_assertion_with_unknown_subject_is_refused(
@@ -299,7 +304,10 @@ def test_audit_log_lines(
 
 
 def test_managed_identity_credential(
-    emulator: EmulatorProcess, sdk: SdkFactory, monkeypatch: pytest.MonkeyPatch
+    emulator: EmulatorProcess,
+    sdk: SdkFactory,
+    admin_credential: ClientSecretCredential,
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     from azure.identity import ManagedIdentityCredential
 
@@ -307,8 +315,12 @@ def test_managed_identity_credential(
     emulator.control.add_principal(client_id, ["crypto-user"], managed_identity="user")
     for name, value in emulator.managed_identity_env().items():
         monkeypatch.setenv(name, value)
+    known = sdk.key_client(admin_credential).create_ec_key(
+        _name("seen-by-mi"), hardware_protected=True
+    )
     credential = ManagedIdentityCredential(client_id=client_id)
-    assert sum(1 for _ in sdk.key_client(credential).list_properties_of_keys()) >= 0
+    names = {k.name for k in sdk.key_client(credential).list_properties_of_keys()}
+    assert known.name in names
     events = [e for e in emulator.control.audit() if e["operationName"] == "KeyList"]
     assert events[-1]["identity"]["claim"]["appid"] == client_id
     monkeypatch.setenv("IDENTITY_HEADER", "wrong")
