@@ -25,8 +25,6 @@ from pathlib import Path
 from types import TracebackType
 from typing import Any
 
-import httpx
-
 __all__ = ["ControlClient", "EmulatorError", "EmulatorProcess", "start_emulator"]
 
 
@@ -38,6 +36,8 @@ class ControlClient:
     """Client of the emulator's `/_emulator/` control API."""
 
     def __init__(self, control_url: str, token: str, ca_file: str) -> None:
+        import httpx  # here, not at the top: the emulator process imports this package too
+
         self._client = httpx.Client(
             base_url=control_url,
             headers={"Authorization": f"Bearer {token}"},
