@@ -234,3 +234,17 @@ def test_clock_offset_backdates_new_keys(
     new = admin_client.create_ec_key(_name("new"), hardware_protected=True)
     age = new.properties.updated_on - old.properties.updated_on
     assert age.total_seconds() >= 15 * 86400 - 60
+
+
+def test_bad_limit_values_are_refused_and_the_vault_keeps_serving(
+    emulator: EmulatorProcess, admin_client: KeyClient
+) -> None:
+    from controlplane.emulators.keyvault.process import EmulatorError
+
+    for bad in ({"sign": "5"}, {"sign": 5.5}, {"hsm_create": -1}, {"window_seconds": 0}):
+        with pytest.raises(EmulatorError, match="400"):
+            emulator.control.set_limits(**bad)
+    key = admin_client.create_ec_key(
+        f"after-bad-limits-{secrets.token_hex(3)}", hardware_protected=True
+    )
+    assert admin_client.get_key(key.name).id == key.id

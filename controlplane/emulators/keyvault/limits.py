@@ -31,6 +31,17 @@ class Limits:
     sign_rsa4096: int = 250
     other: int = 4000  # all other transactions (get, list, update, ...)
 
+    def __post_init__(self) -> None:
+        # Checked here so a bad value (flag or control API) is refused, not a 500 on every request.
+        window = self.window_seconds
+        if isinstance(window, bool) or not isinstance(window, int | float) or not window > 0:
+            raise ValueError(f"window_seconds must be a number > 0, not {window!r}")
+        for name, value in vars(self).items():
+            if name != "window_seconds" and (
+                isinstance(value, bool) or not isinstance(value, int) or value < 0
+            ):
+                raise ValueError(f"limit {name} must be an integer >= 0, not {value!r}")
+
     def for_class(self, cls: str) -> int:
         value = getattr(self, cls, None)
         if not isinstance(value, int):
