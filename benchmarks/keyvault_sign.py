@@ -17,11 +17,8 @@ issued, errors surfaced to the caller (goal 0), 429 answers ridden out by the ma
 (retries per call, the most in one call vs the manager's bound), throughput vs the limit,
 and latency. Prints a Markdown report.
 
-`--emulator-single-write` is a diagnostic, not the product: it runs the same emulator with
-its response writer buffered (`_Handler.wbufsize = -1`), so headers and body leave in one
-write. As shipped, the emulator writes the headers, then the body: with Nagle's algorithm on
-the server and delayed ACKs on the client every answer waits about 40 ms, which swamps
-what part 1 compares. The flag shows the numbers without that stall.
+The emulator sends each answer in one write (buffered handler, TCP_NODELAY); before that fix
+every answer stalled ~40 ms on Nagle + delayed ACK, which hid what part 1 compares.
 """
 
 from __future__ import annotations
@@ -118,22 +115,6 @@ class Setup:
             disable_instance_discovery=True,
             connection_verify=self.emu.ca_file,
         )
-
-
-_SINGLE_WRITE = (
-    "import sys\n"
-    "from controlplane.emulators.keyvault import httpd\n"
-    "httpd._Handler.wbufsize = -1\n"
-    "from controlplane.emulators.keyvault.cli import main\n"
-    "sys.exit(main())\n"
-)
-
-
-def use_single_write_emulator() -> None:
-    """Diagnostic: start the emulator with a buffered response writer (see the docstring)."""
-    import controlplane.emulators.keyvault.process as emulator_process
-
-    emulator_process._command = lambda: [sys.executable, "-c", _SINGLE_WRITE]
 
 
 def start(tmp: Path) -> Setup:
@@ -395,14 +376,7 @@ def main() -> None:
     parser.add_argument("--burst", type=float, default=3.0, help="part 2: unthrottled seconds")
     parser.add_argument("--limit-sign", type=int, default=2000)
     parser.add_argument("--limit-window", type=float, default=10.0)
-    parser.add_argument(
-        "--emulator-single-write",
-        action="store_true",
-        help="diagnostic: emulator writes each response at once (no Nagle/delayed-ACK stall)",
-    )
     args = parser.parse_args()
-    if args.emulator_single_write:
-        use_single_write_emulator()
     logging.basicConfig(level=logging.ERROR, stream=sys.stderr)
 
     with tempfile.TemporaryDirectory() as tmpdir:
