@@ -313,6 +313,7 @@ class TrustDomainServer:
         records = [KeyRecord.from_dict(k) for k in data.get("keys", [])]
         live = {r.manager_id for r in records if r.not_after > now}
         active_id = data.get("active_manager")
+        active_handle: ManagerHandle | None = None
         for m in data.get("managers", []):
             if m["id"] not in live and m["id"] != active_id:
                 continue
@@ -331,7 +332,7 @@ class TrustDomainServer:
                 instance=instance,
             )
             if m["id"] == active_id:
-                self.keyring.install_manager(handle)
+                active_handle = handle
             else:
                 self.keyring.adopt(handle)
         self.keyring.restore(records, now)
@@ -349,6 +350,11 @@ class TrustDomainServer:
             if data.get("applied_at"):
                 self.applied_at = datetime.fromisoformat(data["applied_at"])
             self.bundle = data.get("bundle") or self.bundle
+        if active_handle is not None:
+            # Last: installing fires the change callback, whose save() must see the keys and
+            # applied config restored above, not an empty state.
+            for dropped in self.keyring.install_manager(active_handle):
+                close_manager(dropped)
         log.info(
             "restored state: config version %s; %s", self.applied_version, self.describe_keys()
         )

@@ -199,6 +199,37 @@ def test_restart_serves_with_same_keys_using_real_default_key_manager(tmp_path: 
     leaf.verify_directly_issued_by(ca)
 
 
+def test_restore_keeps_state_file_intact_before_any_close(tmp_path: Path) -> None:
+    # Installing the active manager at restore fires a save(); it must not write an empty
+    # state (no keys, no applied version) over the persisted one.
+    ctx = KeyManagerContext(
+        data_dir=tmp_path / "km", kek=os.urandom(32), trust_domain="example.org", server_id="s1"
+    )
+    clock = ManualClock(T0)
+
+    def build(spec: Any) -> Any:
+        return build_key_manager(spec, ctx)
+
+    first = TrustDomainServer(
+        "example.org", clock, build, key_manager_digest, StateStore(tmp_path / "d")
+    )
+    first.apply_config(config(4))
+    first.rotate()
+    kids = sorted(r.kid for r in first.keyring.records())
+    assert kids
+    first.close()
+
+    second = TrustDomainServer(
+        "example.org", clock, build, key_manager_digest, StateStore(tmp_path / "d")
+    )
+    assert second.restore()
+    on_disk = json.loads((tmp_path / "d" / "state.json").read_text(encoding="utf-8"))
+    assert sorted(k["kid"] for k in on_disk["keys"]) == kids
+    assert on_disk["applied_version"] == 4
+    assert on_disk["active_manager"] is not None
+    second.close()
+
+
 def test_status_keys_carry_public_material_only() -> None:
     server, _, _ = make()
     server.apply_config(config(1))
