@@ -4,13 +4,21 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Literal
-
-from .sections import Section
+from typing import Literal, Protocol
 
 __all__ = ["Change", "SectionDiff", "diff_sections"]
 
 Change = Literal["added", "removed", "changed", "unchanged"]
+
+
+class DiffableSection(Protocol):
+    """What a diff reads: parsed `Section`s and stored sections both fit."""
+
+    @property
+    def digest(self) -> str: ...
+
+    @property
+    def canonical_yaml(self) -> str: ...
 
 
 @dataclass(frozen=True)
@@ -21,7 +29,9 @@ class SectionDiff:
     new_yaml: str | None
 
 
-def diff_sections(old: Mapping[str, Section], new: Mapping[str, Section]) -> list[SectionDiff]:
+def diff_sections(
+    old: Mapping[str, DiffableSection], new: Mapping[str, DiffableSection]
+) -> list[SectionDiff]:
     """Compare two versions section by section (by digest), sorted by section name."""
     out: list[SectionDiff] = []
     for name in sorted(set(old) | set(new)):

@@ -205,7 +205,7 @@ def diff(
             raise NotFound(f"{scope} {scope_id} has no version {version}")
         return found.sections
 
-    changes = diff_sections(load(from_version), load(to_version))  # type: ignore[arg-type]
+    changes = diff_sections(load(from_version), load(to_version))
     return {
         "from": from_version,
         "to": to_version,
