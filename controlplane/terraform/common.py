@@ -5,7 +5,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Iterator
 from contextlib import contextmanager
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from tf.utils import Diagnostics
 
@@ -59,8 +59,3 @@ class ProviderBound:
 
     def __init__(self, provider: SpirlProvider):
         self.provider = provider
-
-
-def text(value: Any) -> str | None:
-    """A known string or None (unknown values are not str)."""
-    return value if isinstance(value, str) else None

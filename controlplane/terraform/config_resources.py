@@ -35,12 +35,9 @@ from controlplane.terraform.client import ApiClient, ConflictError, NotFoundErro
 from controlplane.terraform.common import Failed, ProviderBound, reported
 
 
-def conflict_detail(
-    kind: str, scope_id: str, exc: ConflictError | None, expected: Any, current: Any
-) -> str:
-    if exc is not None:
-        expected = exc.expected_version if exc.expected_version is not None else expected
-        current = exc.current_version if exc.current_version is not None else current
+def conflict_detail(kind: str, scope_id: str, exc: ConflictError, expected: Any) -> str:
+    expected = exc.expected_version if exc.expected_version is not None else expected
+    current = exc.current_version if exc.current_version is not None else "?"
     return (
         f"The {kind} config of {scope_id} changed on the control plane since Terraform last read it: "
         f"Terraform expected version {expected}, the control plane is at version {current}. "
@@ -169,7 +166,7 @@ class _ConfigResource(ProviderBound, Resource):
         except ConflictError as exc:
             diags.add_error(
                 f"spirl_{self.NAME}: version conflict on {scope_id}",
-                conflict_detail(self.SCOPE_KIND, scope_id, exc, expected_version, "?"),
+                conflict_detail(self.SCOPE_KIND, scope_id, exc, expected_version),
                 path=["sections"],
             )
             raise Failed from exc

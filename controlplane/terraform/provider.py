@@ -159,6 +159,5 @@ class SpirlProvider:
 def _warm_up(client: ApiClient) -> None:
     try:
         client.warm_up()
-        import controlplane.documents  # noqa: F401  (plan-time canonicalisation)
     except Exception:  # only an optimisation: the real request reports any error
         log.debug("warm-up failed", exc_info=True)
