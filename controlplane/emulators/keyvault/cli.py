@@ -18,10 +18,11 @@ import threading
 from pathlib import Path
 from types import FrameType
 
+from controlplane.emulators.tls import ensure_tls_files
+
 from .app import EmulatorApp, EmulatorSettings
 from .httpd import EmulatorHTTPServer
 from .limits import Limits
-from .tls import ensure_tls_files
 
 __all__ = ["main"]
 
