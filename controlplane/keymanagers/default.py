@@ -27,7 +27,6 @@ from __future__ import annotations
 
 import base64
 import binascii
-import contextlib
 import functools
 import hashlib
 import json
@@ -46,6 +45,7 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec, padding, rsa, utils
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
+from controlplane.files import ensure_private_dir, write_private_atomically
 from controlplane.keymanagers.base import (
     HashAlgorithm,
     KeyManagerError,
@@ -133,7 +133,7 @@ def load_or_create_kek(
     if env_value:
         return _decode_kek(env_value, f"environment variable {env_var}")
     path = Path(data_dir) / KEK_FILE_NAME
-    _ensure_private_dir(Path(data_dir))
+    ensure_private_dir(Path(data_dir))
     try:
         return _decode_kek(path.read_text(encoding="ascii"), f"file {path}")
     except FileNotFoundError:
@@ -154,15 +154,6 @@ def load_or_create_kek(
         env_var,
     )
     return kek
-
-
-def _ensure_private_dir(path: Path) -> None:
-    path.mkdir(mode=0o700, parents=True, exist_ok=True)
-    mode = path.stat().st_mode & 0o777
-    if mode != 0o700:
-        # An existing folder may have been made with a looser umask; keys need 0700.
-        os.chmod(path, 0o700)
-        log.info("tightened permissions of %s from %o to 700", path, mode)
 
 
 def _aad(key_id: str, key_type: KeyType) -> bytes:
@@ -215,7 +206,7 @@ class DefaultKeyManager:
         self._signers: dict[str, _Signer] = {}
         self._recheck = recheck_seconds
         self._closed = False
-        _ensure_private_dir(self._dir)
+        ensure_private_dir(self._dir)
         self._generation = _generation_cell(self._dir)
 
     @property
@@ -231,7 +222,7 @@ class DefaultKeyManager:
         """The folder is writable and every stored key unwraps with this KEK."""
         self._ensure_open()
         try:
-            _ensure_private_dir(self._dir)
+            ensure_private_dir(self._dir)
             probe = self._dir / f".probe-{secrets.token_hex(8)}"
             fd = os.open(probe, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
             os.close(fd)
@@ -270,7 +261,9 @@ class DefaultKeyManager:
         path = self._path(key_id)
         public = PublicKey(key_id, key_type, public_der, provider_ref=str(path))
         with self._lock:
-            identity = _write_atomically(path, json.dumps(record).encode("utf-8"))
+            identity = _file_identity(
+                write_private_atomically(path, json.dumps(record).encode("utf-8"))
+            )
             self._cache[key_id] = _Entry(public, private_key, identity)
             self._signers.pop(key_id, None)
         self._bump_generation()
@@ -442,27 +435,3 @@ def _new_private_key(key_type: KeyType) -> _PrivateKey:
         return ec.generate_private_key(ec.SECP384R1())
     size = 2048 if key_type is KeyType.RSA_2048 else 4096
     return rsa.generate_private_key(public_exponent=65537, key_size=size)
-
-
-def _write_atomically(path: Path, data: bytes) -> tuple[int, int, int]:
-    """Write `data` to `path` via a 0600 temp file + rename; returns the new file's identity."""
-    tmp = path.with_name(f".{path.name}.{secrets.token_hex(6)}.tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    try:
-        with os.fdopen(fd, "wb") as handle:
-            handle.write(data)
-            handle.flush()
-            os.fsync(handle.fileno())
-            identity = _file_identity(os.fstat(handle.fileno()))
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(FileNotFoundError):
-            tmp.unlink()
-        raise
-    # fsync the folder so the rename itself survives a crash.
-    dir_fd = os.open(path.parent, os.O_RDONLY)
-    try:
-        os.fsync(dir_fd)
-    finally:
-        os.close(dir_fd)
-    return identity

@@ -116,6 +116,7 @@ class TrustDomainServer:
         self._store = store
         self._lock = threading.RLock()
         self._apply_lock = threading.Lock()
+        self._save_lock = threading.Lock()
         self._listeners: list[Callable[[], None]] = []
         self.keyring = Keyring(trust_domain, on_change=self._keyring_changed)
         self.issuer = Issuer(self.keyring, clock, self.metrics)
@@ -298,7 +299,10 @@ class TrustDomainServer:
         if self._store is None:
             return
         try:
-            self._store.save_state(self.snapshot())
+            # Serialised: the rotator and sync threads save concurrently; a later snapshot
+            # must not be overwritten by an earlier one written after it.
+            with self._save_lock:
+                self._store.save_state(self.snapshot())
         except OSError:
             log.exception("saving state failed")
 

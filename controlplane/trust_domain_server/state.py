@@ -18,6 +18,8 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
+from controlplane.files import ensure_private_dir, write_private_atomically
+
 __all__ = ["Identity", "StateStore", "load_or_create_key_identifier"]
 
 log = logging.getLogger(__name__)
@@ -38,25 +40,6 @@ class Identity:
 
     def __repr__(self) -> str:  # keep the credential out of logs and tracebacks
         return f"Identity(server_id={self.server_id!r}, trust_domain={self.trust_domain!r})"
-
-
-def ensure_private_dir(path: Path) -> None:
-    path.mkdir(parents=True, exist_ok=True)
-    os.chmod(path, 0o700)
-
-
-def write_private(path: Path, data: bytes) -> None:
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    try:
-        with os.fdopen(fd, "wb") as handle:
-            handle.write(data)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
 
 
 class StateStore:
@@ -82,13 +65,17 @@ class StateStore:
         return Identity(**data) if data else None
 
     def save_identity(self, identity: Identity) -> None:
-        write_private(self.data_dir / IDENTITY_FILE, json.dumps(asdict(identity)).encode())
+        write_private_atomically(
+            self.data_dir / IDENTITY_FILE, json.dumps(asdict(identity)).encode()
+        )
 
     def load_state(self) -> dict[str, Any] | None:
         return self._read(STATE_FILE)
 
     def save_state(self, state: dict[str, Any]) -> None:
-        write_private(self.data_dir / STATE_FILE, json.dumps(state, sort_keys=True).encode())
+        write_private_atomically(
+            self.data_dir / STATE_FILE, json.dumps(state, sort_keys=True).encode()
+        )
 
 
 def load_or_create_key_identifier(path: Path) -> str:

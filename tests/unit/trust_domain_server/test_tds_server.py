@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import stat
+import threading
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -228,6 +229,44 @@ def test_restore_keeps_state_file_intact_before_any_close(tmp_path: Path) -> Non
     assert on_disk["applied_version"] == 4
     assert on_disk["active_manager"] is not None
     second.close()
+
+
+def test_concurrent_saves_keep_state_file_valid(tmp_path: Path) -> None:
+    server, _, _ = make(tmp_path)
+    server.apply_config(config(3))
+    server.rotate()
+    path = tmp_path / "state.json"
+    errors: list[BaseException] = []
+    stop = threading.Event()
+
+    def saver() -> None:
+        try:
+            for _ in range(100):
+                server.save()
+        except BaseException as exc:  # any failure fails the test
+            errors.append(exc)
+
+    def reader() -> None:
+        while not stop.is_set():
+            try:
+                data = json.loads(path.read_text(encoding="utf-8"))
+                assert data["applied_version"] == 3 and data["keys"]
+            except BaseException as exc:
+                errors.append(exc)
+                return
+
+    watcher = threading.Thread(target=reader)
+    watcher.start()
+    threads = [threading.Thread(target=saver) for _ in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    stop.set()
+    watcher.join()
+    assert errors == []
+    assert json.loads(path.read_text(encoding="utf-8"))["applied_version"] == 3
+    assert not [p.name for p in tmp_path.iterdir() if p.name.endswith(".tmp")]
 
 
 def test_status_keys_carry_public_material_only() -> None:
