@@ -31,11 +31,5 @@ def control_plane(tmp_path: Path) -> Iterator[Any]:
 @pytest.fixture
 def admin_api(control_plane: Any) -> Iterator[Any]:
     """httpx client with the admin token, for checking and for changing things behind Terraform."""
-    import httpx
-
-    with httpx.Client(
-        base_url=control_plane.url,
-        headers={"Authorization": f"Bearer {control_plane.admin_token}"},
-        timeout=30,
-    ) as client:
+    with control_plane.client() as client:
         yield client

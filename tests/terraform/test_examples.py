@@ -12,6 +12,8 @@ import httpx
 import pytest
 from tf_harness import Terraform, copy_example, edit
 
+from support.api import ok, put_config
+
 pytestmark = pytest.mark.terraform
 
 
@@ -20,23 +22,15 @@ def tf_for(example: str, tmp_path: Path, control_plane: Any) -> tuple[Terraform,
     tf = Terraform.isolated(
         tmp_path,
         work,
-        {"SPIRL_ENDPOINT": control_plane.url, "SPIRL_TOKEN": control_plane.admin_token},
+        control_plane.env(),
     )
     tf.init()
     return tf, work / "main.tf"
 
 
 def config(api: httpx.Client, scope: str, scope_id: str) -> dict[str, Any]:
-    resp = api.get(f"/v1/config/{scope}/{scope_id}")
-    resp.raise_for_status()
-    body: dict[str, Any] = resp.json()
+    body: dict[str, Any] = ok(api.get(f"/v1/config/{scope}/{scope_id}"))
     return body
-
-
-def put_config(api: httpx.Client, scope: str, scope_id: str, text: str) -> int:
-    resp = api.put(f"/v1/config/{scope}/{scope_id}", json={"yaml": text, "prune": True})
-    assert resp.status_code == 200, resp.text
-    return int(resp.json()["version"])
 
 
 KEY_MANAGER_REFORMATTED = """\
@@ -103,7 +97,7 @@ def test_azure_key_vault_lifecycle(
     # A change between plan and apply: the saved plan fails with a clear conflict, nothing lost.
     tf.ok("plan", "-input=false", "-out=tfplan")
     concurrent = drift.replace("other-vault", "concurrent-vault")
-    assert put_config(admin_api, "cluster", cluster_id, concurrent) == 4
+    assert ok(put_config(admin_api, "cluster", cluster_id, concurrent, prune=True))["version"] == 4
     res = tf.run("apply", "-input=false", "tfplan")
     assert res.returncode == 1, str(res)
     flat = " ".join(res.output.split())
