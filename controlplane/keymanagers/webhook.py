@@ -22,12 +22,12 @@ import logging
 import ssl
 import threading
 from collections.abc import Mapping
-from datetime import timedelta
 from typing import Any
 from urllib.parse import quote, urlsplit, urlunsplit
 
 import httpx
 
+from controlplane.documents import parse_duration
 from controlplane.keymanagers.base import (
     KeyManagerError,
     KeyNotFoundError,
@@ -46,27 +46,6 @@ log = logging.getLogger(__name__)
 DEFAULT_TIMEOUT_SECONDS = 5.0
 _TRANSIENT_STATUSES = frozenset({408, 425, 429, 500, 502, 503, 504})
 _MAX_REASON = 300
-
-
-def _parse_duration(text: str) -> timedelta:
-    try:
-        from controlplane.documents import parse_duration
-    except ImportError:  # the document layer may not export it yet; same grammar, local copy
-        return _parse_duration_fallback(text)
-    return parse_duration(text)
-
-
-def _parse_duration_fallback(text: str) -> timedelta:
-    import re
-
-    match = re.fullmatch(r"(?:(\d+)d)?(?:(\d+)h)?(?:(\d+)m)?(?:(\d+)s)?", text)
-    if not text or match is None:
-        raise ValueError("must be a duration such as '5s' or '1m30s'")
-    days, hours, minutes, seconds = (int(g or 0) for g in match.groups())
-    value = timedelta(days=days, hours=hours, minutes=minutes, seconds=seconds)
-    if value <= timedelta(0):
-        raise ValueError("must be longer than zero")
-    return value
 
 
 def redact_url(url: str) -> str:
@@ -88,7 +67,7 @@ def _timeout_seconds(value: Any) -> float:
         seconds = float(value)
     elif isinstance(value, str):
         try:
-            seconds = _parse_duration(value).total_seconds()
+            seconds = parse_duration(value).total_seconds()
         except ValueError as exc:
             raise KeyManagerError(f"webhook timeout {value!r}: {exc}") from None
     else:
