@@ -15,13 +15,14 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import signal
 import subprocess
 import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
+
+from controlplane.processes import ProcessStartError, start_announced, stop_process
 
 RUN_DIR = Path(".run")
 BIN = Path(sys.executable).parent
@@ -65,36 +66,20 @@ class Demo:
 
     def start(self, name: str, cmd: list[str], env: dict[str, str] | None = None) -> dict[str, Any]:
         """Start a process that announces itself with one JSON line on stdout."""
-        log = open(self.run_dir / f"{name}.log", "ab")  # noqa: SIM115 - the child owns it
-        proc = subprocess.Popen(
-            cmd,
-            stdout=subprocess.PIPE,
-            stderr=log,
-            stdin=subprocess.DEVNULL,
-            env={**self.env, **(env or {})},
-        )
-        log.close()
-        self.processes.append(proc)
-        assert proc.stdout is not None
-        line = proc.stdout.readline()
+        log_path = self.run_dir / f"{name}.log"
         try:
-            info: dict[str, Any] = json.loads(line)
-        except ValueError as exc:
-            raise SystemExit(f"{name} did not start; see {self.run_dir / (name + '.log')}") from exc
-        print(f"   started {name} (pid {proc.pid}); log: {self.run_dir / (name + '.log')}")
+            proc, info = start_announced(cmd, log_path=log_path, env={**self.env, **(env or {})})
+        except ProcessStartError as exc:
+            raise SystemExit(f"{name} did not start: {exc}") from exc
+        self.processes.append(proc)
+        print(f"   started {name} (pid {proc.pid}); log: {log_path}")
         return info
 
     def stop_all(self) -> None:
         for stop in self.stoppers:
             stop()
         for proc in reversed(self.processes):
-            if proc.poll() is None:
-                proc.send_signal(signal.SIGTERM)
-        for proc in self.processes:
-            try:
-                proc.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                proc.kill()
+            stop_process(proc)
 
     # -- commands -----------------------------------------------------------------------------
 

@@ -28,14 +28,12 @@ from __future__ import annotations
 import argparse
 import base64
 import binascii
-import contextlib
 import datetime
 import json
 import logging
 import os
 import re
 import secrets
-import select
 import signal
 import socket
 import ssl
@@ -57,6 +55,7 @@ from cryptography.hazmat.primitives.asymmetric import ec, rsa, utils
 from controlplane.emulators.tls import ensure_tls_files
 from controlplane.keymanagers.base import HashAlgorithm, KeyType, SigningAlgorithm
 from controlplane.keymanagers.signatures import check_digest_length, cryptography_hash, rsa_padding
+from controlplane.processes import start_announced, stop_process
 
 __all__ = ["KeyServiceProcess", "KeyServiceState", "main", "start_keyservice"]
 
@@ -461,14 +460,7 @@ class KeyServiceProcess:
         return result
 
     def stop(self, timeout: float = 5.0) -> None:
-        if self._process.poll() is not None:
-            return
-        os.kill(self.pid, signal.SIGTERM)
-        try:
-            self._process.wait(timeout)
-        except subprocess.TimeoutExpired:
-            os.kill(self.pid, signal.SIGKILL)
-            self._process.wait(timeout)
+        stop_process(self._process, timeout)
 
     def __enter__(self) -> KeyServiceProcess:
         return self
@@ -483,36 +475,13 @@ def start_keyservice(
     """Start the key service as a child process and wait for its JSON line."""
     state_dir = Path(tmp_dir) / "keyservice-state"
     state_dir.mkdir(parents=True, exist_ok=True)
-    log_file = open(Path(tmp_dir) / "keyservice.log", "ab")  # noqa: SIM115 - owned by the child
     command = [sys.executable, "-m", "controlplane.emulators.keyservice"]
     command += ["--listen", listen, "--state-dir", str(state_dir)]
     if tls:
         command.append("--tls")
-    # stderr to a file: an unread pipe would fill up and block the service.
-    process = subprocess.Popen(
-        command, stdout=subprocess.PIPE, stderr=log_file, stdin=subprocess.DEVNULL
+    process, info = start_announced(
+        command, log_path=Path(tmp_dir) / "keyservice.log", timeout=timeout
     )
-    log_file.close()
-    assert process.stdout is not None
-    deadline = time.monotonic() + timeout
-    line = b""
-    with contextlib.ExitStack() as cleanup:
-        cleanup.callback(process.kill)
-        while not line.endswith(b"\n"):
-            remaining = deadline - time.monotonic()
-            if remaining <= 0 or process.poll() is not None:
-                raise RuntimeError(
-                    f"spirl-keyservice did not start (exit code {process.poll()}); "
-                    f"see {Path(tmp_dir) / 'keyservice.log'}"
-                )
-            ready, _, _ = select.select([process.stdout], [], [], remaining)
-            if ready:
-                chunk = os.read(process.stdout.fileno(), 4096)
-                if not chunk:
-                    continue
-                line += chunk
-        info = json.loads(line)
-        cleanup.pop_all()
     return KeyServiceProcess(
         url=info["url"],
         pid=info["pid"],

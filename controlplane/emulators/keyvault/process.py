@@ -9,21 +9,19 @@ Example::
 
 from __future__ import annotations
 
-import json
 import os
 import secrets
-import select
 import shutil
-import signal
 import ssl
 import subprocess
 import sys
-import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
 from typing import Any
+
+from controlplane.processes import ProcessStartError, start_announced, stop_process
 
 __all__ = ["ControlClient", "EmulatorError", "EmulatorProcess", "start_emulator"]
 
@@ -184,16 +182,7 @@ class EmulatorProcess:
     def stop(self, timeout: float = 10.0) -> None:
         """SIGTERM by pid, then SIGKILL if it does not exit in time."""
         self.control.close()
-        if self.process.stdout is not None:
-            self.process.stdout.close()
-        if self.process.poll() is not None:
-            return
-        os.kill(self.process.pid, signal.SIGTERM)
-        try:
-            self.process.wait(timeout)
-        except subprocess.TimeoutExpired:
-            os.kill(self.process.pid, signal.SIGKILL)
-            self.process.wait(timeout)
+        stop_process(self.process, timeout)
 
     def __enter__(self) -> EmulatorProcess:
         return self
@@ -266,32 +255,15 @@ def start_emulator(
     for key, value in (limits or {}).items():
         cmd += [flag[key], str(value)]
     # The token travels by environment, not argv, so it is not visible in `ps`.
-    env = {**os.environ, "SPIRL_KV_EMULATOR_CONTROL_TOKEN": token}
-    log_file = (state / "emulator.log").open("ab")
     try:
-        proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=log_file, env=env)
-    finally:
-        log_file.close()
-    assert proc.stdout is not None
-    deadline = time.monotonic() + startup_timeout
-    line = b""
-    while not line.endswith(b"\n"):
-        remaining = deadline - time.monotonic()
-        ready, _, _ = select.select([proc.stdout], [], [], max(0.0, remaining))
-        if not ready:
-            proc.kill()
-            proc.wait()
-            raise EmulatorError(
-                f"emulator did not start within {startup_timeout}s; see {state / 'emulator.log'}"
-            )
-        chunk = os.read(proc.stdout.fileno(), 4096)
-        if not chunk:
-            proc.wait()
-            raise EmulatorError(
-                f"emulator exited with {proc.returncode}; see {state / 'emulator.log'}"
-            )
-        line += chunk
-    info = json.loads(line.decode().splitlines()[0])
+        proc, info = start_announced(
+            cmd,
+            log_path=state / "emulator.log",
+            env={"SPIRL_KV_EMULATOR_CONTROL_TOKEN": token},
+            timeout=startup_timeout,
+        )
+    except ProcessStartError as exc:
+        raise EmulatorError(str(exc)) from exc
     return EmulatorProcess(
         process=proc,
         vault_url=info["vault_url"],
