@@ -66,7 +66,6 @@ class StaleKeyHousekeeping:
         # manager id -> when the next refresh / cleanup is due (None = at once)
         self._next_refresh: dict[str, datetime] = {}
         self._next_cleanup: dict[str, datetime] = {}
-        self.deleted: list[str] = []  # names deleted by cleanup, for status and tests
 
     def protected(self) -> set[str]:
         """Key ids and kids that may still verify an unexpired SVID."""
@@ -129,8 +128,6 @@ class StaleKeyHousekeeping:
             self._next_cleanup[handle.id] = now + RETRY_AFTER
             return
         self._next_cleanup[handle.id] = now + self._cleanup_interval
-        if deleted:
-            self.deleted.extend(deleted)
         log.info(
             "stale key cleanup with %s (%s): deleted %d key(s)%s; %d key id(s) protected",
             handle.type,

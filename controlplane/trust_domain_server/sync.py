@@ -213,7 +213,6 @@ class StatusReporter(threading.Thread):
         self._dirty = threading.Event()
         self._stop = threading.Event()
         self.backoff = Backoff()
-        self.reports_sent = 0
 
     def mark_dirty(self) -> None:
         self._dirty.set()
@@ -231,7 +230,6 @@ class StatusReporter(threading.Thread):
             self._dirty.clear()
             try:
                 self._client.report(self._identity, self._build_report())
-                self.reports_sent += 1
                 self.backoff.reset()
             except (httpx.HTTPError, ValueError) as exc:
                 delay = self.backoff.next_delay()
