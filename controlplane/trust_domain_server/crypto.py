@@ -29,6 +29,7 @@ from controlplane.keymanagers.signatures import (
     jws_algorithm,
     public_jwk,
 )
+from controlplane.keymanagers.signatures import jwk_thumbprint as _jwk_thumbprint
 
 __all__ = [
     "DigestSigner",
@@ -77,15 +78,13 @@ def b64url(data: bytes) -> str:
 
 
 def jwk_thumbprint(public_key_der: bytes) -> str:
-    """RFC 7638 JWK thumbprint (SHA-256, base64url) of a DER SubjectPublicKeyInfo.
+    """RFC 7638 JWK thumbprint (SHA-256, base64url) of a DER SubjectPublicKeyInfo, via
+    `controlplane.keymanagers.signatures.jwk_thumbprint`.
 
     The same public key gives the same value on every server, so it can serve as a kid
     that servers sharing one key agree on without talking to each other.
     """
-    jwk = public_jwk(public_key_der)
-    members = ("crv", "kty", "x", "y") if jwk["kty"] == "EC" else ("e", "kty", "n")
-    canonical = json.dumps({m: jwk[m] for m in members}, separators=(",", ":"), sort_keys=True)
-    return b64url(hashlib.sha256(canonical.encode("utf-8")).digest())
+    return _jwk_thumbprint(public_jwk(public_key_der))
 
 
 # One encoder for every token: json.dumps with options builds a new encoder per call.
