@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import datetime as dt
 import ipaddress
-import os
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -18,6 +17,8 @@ from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
+
+from controlplane.files import write_private_atomically
 
 __all__ = ["TlsFiles", "ensure_tls_files"]
 
@@ -27,13 +28,6 @@ class TlsFiles:
     ca_file: Path
     cert_file: Path
     key_file: Path
-
-
-def _write_private(path: Path, data: bytes) -> None:
-    # Private keys are 0600 from the first byte: create with the mode, never chmod after.
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(fd, "wb") as f:
-        f.write(data)
 
 
 def _pem_key(key: ec.EllipticCurvePrivateKey) -> bytes:
@@ -80,7 +74,7 @@ def _load_or_make_ca(state_dir: Path) -> tuple[x509.Certificate, ec.EllipticCurv
         .add_extension(x509.SubjectKeyIdentifier.from_public_key(key.public_key()), critical=False)
         .sign(key, hashes.SHA256())
     )
-    _write_private(ca_key_file, _pem_key(key))
+    write_private_atomically(ca_key_file, _pem_key(key))
     ca_file.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
     return cert, key
 
@@ -120,6 +114,6 @@ def ensure_tls_files(state_dir: Path) -> TlsFiles:
         )
         .sign(ca_key, hashes.SHA256())
     )
-    _write_private(key_file, _pem_key(key))
+    write_private_atomically(key_file, _pem_key(key))
     cert_file.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
     return TlsFiles(state_dir / "ca.pem", cert_file, key_file)
