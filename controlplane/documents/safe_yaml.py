@@ -5,7 +5,10 @@ the stack), it expands aliases (billion laughs) and it silently keeps the last o
 duplicate keys. Instead we walk the parser's event stream (an iterative state machine) and
 build the values ourselves, so every limit is checked before any work is spent on it:
 
-- depth is the length of an explicit stack, never Python recursion;
+- depth is the length of an explicit stack, never Python recursion; before any parser runs, a
+  bracket count refuses flow collections (`[[[[...`) nested past the limit, because a parser's
+  look-ahead reads up to 1,024 characters before it hands us an event and newer libyaml
+  releases stop at 1,000 levels there with their own error;
 - each anchor remembers the node count and height of its subtree, so an alias costs O(1)
   to account for while the expanded node count (what a consumer would see) stays exact;
 - only the JSON-compatible core tags are accepted; anything else (!!python/object, !!binary,
@@ -18,6 +21,7 @@ value such as `2024-01-01` is meant as text, and documents must stay JSON-compat
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -86,7 +90,22 @@ def decode_upload(data: bytes | str, limits: Limits = DEFAULT_LIMITS) -> str:
             ) from None
     else:
         raise TypeError(f"expected bytes or str, got {type(data).__name__}")
-    return text.removeprefix("\ufeff")
+    text = text.removeprefix("\ufeff")
+    bad = _NOT_YAML_TEXT.search(text)
+    if bad is not None:
+        line = text.count("\n", 0, bad.start()) + 1
+        column = bad.start() - (text.rfind("\n", 0, bad.start()) + 1) + 1
+        raise InputRejectedError(
+            f"character U+{ord(bad.group()):04X} at line {line}, column {column}: control "
+            "characters are not allowed in YAML text (write them as escapes in a double-quoted "
+            "string)"
+        )
+    return text
+
+
+# YAML's printable set (YAML 1.1 §5.1, as PyYAML's reader enforces it): checked here so the
+# refusal and its wording are ours whichever parser or version runs.
+_NOT_YAML_TEXT = re.compile("[^\t\n\r\x20-\x7e\x85\xa0-\ud7ff\ue000-\ufffd\U00010000-\U0010ffff]")
 
 
 def _too_large_upload(limits: Limits) -> InputRejectedError:
@@ -360,6 +379,7 @@ def load_documents(
     malformed.
     """
     text = decode_upload(data, limits)
+    _check_flow_depth(text, limits)
     builder = _Builder(text, limits)
     parser: Any = None
     try:
@@ -378,6 +398,36 @@ def load_documents(
         if parser is not None:
             parser.dispose()
     return builder.documents, builder.doc_index + 1
+
+
+# A parser reaches its own nesting limit (libyaml: 1,000) only when that many brackets open
+# within its look-ahead; with fewer brackets than this in the whole upload it never can.
+_FLOW_BRACKETS_WITHOUT_RISK = 256
+_BRACKETS = re.compile(r"[\[\]{}]")
+
+
+def _check_flow_depth(text: str, limits: Limits) -> None:
+    """Refuse flow collections nested deeper than the limit, before any parser sees them.
+
+    Brackets inside quoted scalars or comments are counted too: the count is an upper bound of
+    the real nesting (closers only lower it to zero), so a document refused here nests at least
+    that deep unless it quotes dozens of unbalanced brackets. Only uploads with many brackets
+    pay for the scan; the parse itself enforces the exact limit on every document.
+    """
+    if text.count("[") + text.count("{") <= _FLOW_BRACKETS_WITHOUT_RISK:
+        return
+    depth = 0
+    for match in _BRACKETS.finditer(text):
+        if match.group() in "[{":
+            depth += 1
+            if depth > limits.max_depth:
+                line = text.count("\n", 0, match.start()) + 1
+                raise InputRejectedError(
+                    f"upload nests flow collections ('[', '{{') deeper than "
+                    f"{limits.max_depth} levels (line {line})"
+                )
+        elif depth:
+            depth -= 1
 
 
 # Tests switch this off to run the same checks over PyYAML's pure-Python parser.

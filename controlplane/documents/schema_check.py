@@ -18,11 +18,10 @@ from . import pointer
 
 __all__ = ["SCHEMAS_DIR", "load_schema", "schema_problems"]
 
-# The repository's top-level schemas/ folder (controlplane/documents/ -> repo root).
-# os.path rather than pathlib: pathlib alone costs several ms of import time.
-SCHEMAS_DIR = os.path.join(
-    os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))), "schemas"
-)
+# controlplane/schemas: a symlink to the top-level schemas/ in a checkout, a real folder in the
+# wheel (see pyproject.toml). os.path rather than pathlib: pathlib alone costs several ms of
+# import time.
+SCHEMAS_DIR = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "schemas")
 
 _lock = threading.Lock()
 

@@ -11,7 +11,9 @@ from sqlalchemy.engine import make_url
 
 log = logging.getLogger(__name__)
 
-MIGRATIONS_DIR = Path(__file__).resolve().parents[2] / "migrations"
+# controlplane/migrations: a symlink to the top-level migrations/ in a checkout, a real folder in
+# the wheel (see pyproject.toml), so one path works installed or not.
+MIGRATIONS_DIR = Path(__file__).resolve().parents[1] / "migrations"
 DATABASE_URL_ENV = "SPIRL_DATABASE_URL"
 DEFAULT_DATA_DIR = Path("data")
 
