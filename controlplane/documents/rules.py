@@ -8,7 +8,6 @@ wins: it is the more precise one.
 
 from __future__ import annotations
 
-import re
 from collections.abc import Callable
 from datetime import timedelta
 from typing import Any
@@ -17,6 +16,7 @@ from urllib.parse import urlsplit
 from . import pointer
 from .durations import parse_duration
 from .key_names import is_valid_key_vault_key_name
+from .patterns import PatternError, compile_pattern
 from .schema_check import show
 from .templates import TemplateError, render_key_name_template
 
@@ -94,15 +94,15 @@ def check_key_id_regex(
 ) -> str | None:
     """Why `regex` cannot recover key ids from key names, or None.
 
-    `samples` are (key name, key id it must yield) pairs. Like the server, we use re.search
-    and the first capture group. With `require_match` False a sample the regex does not match
+    `samples` are (key name, key id it must yield) pairs. Like the server, we search with RE2
+    (Go's syntax and linear-time semantics, see patterns.py) and take the first capture group. With `require_match` False a sample the regex does not match
     at all is accepted: the names then depend on the real trust domain or server id, which a
     regex may spell out literally, and the server checks again with the real values.
     """
     try:
-        compiled = re.compile(regex)
-    except re.error as exc:
-        return f"does not compile as a regular expression: {exc}"
+        compiled = compile_pattern(regex)
+    except PatternError as exc:
+        return str(exc)
     if compiled.groups != 1:
         return (
             f"must have exactly one capture group, it has {compiled.groups}; "
