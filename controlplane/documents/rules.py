@@ -18,6 +18,7 @@ from .durations import parse_duration
 from .key_names import is_valid_key_vault_key_name
 from .patterns import PatternError, compile_pattern
 from .schema_check import show
+from .tags import RESERVED_TAG_PREFIXES, control_character, reserved_prefix_problem
 from .templates import TemplateError, render_key_name_template
 
 __all__ = [
@@ -33,7 +34,6 @@ __all__ = [
 
 Problems = list[tuple[str, str]]
 
-RESERVED_TAG_PREFIXES = ("azure:", "defakto-", "spire-")
 SAMPLE_TRUST_DOMAIN = "example.org"
 SAMPLE_SERVER_ID = "5f0c8a43-1b7e-4d2a-9c61-3e8f2b7d9a10"
 SAMPLE_KEY_IDS = ("jwt-signer-a", "x509-ca-a")
@@ -200,17 +200,22 @@ def _azure_key_vault(akv: dict[str, Any]) -> Problems:
             problems.append((AKV + "/vaultURL", reason))
     tags = akv.get("keyTags")
     if isinstance(tags, dict):
-        for name in tags:
-            lowered = str(name).lower()
-            for prefix in RESERVED_TAG_PREFIXES:
-                if lowered.startswith(prefix):
-                    problems.append(
-                        (
-                            pointer.join(AKV + "/keyTags", name),
-                            f"tag name starts with the reserved prefix {prefix!r}; names "
-                            "starting with azure:, defakto- or spire- (any case) are reserved",
-                        )
+        for name, value in tags.items():
+            where = pointer.join(AKV + "/keyTags", name)
+            control = control_character(name)
+            if control:
+                problems.append((where, f"tag name holds a control character ({control})"))
+            reason = reserved_prefix_problem(name)
+            if reason:
+                problems.append((where, reason))
+            control = control_character(value) if isinstance(value, str) else None
+            if control:
+                problems.append(
+                    (
+                        where,
+                        f"tag value holds a control character ({control}); values are one line of text",
                     )
+                )
     shared = akv.get("sharedKeys")
     if isinstance(shared, dict):
         problems.extend(_shared_keys(shared))

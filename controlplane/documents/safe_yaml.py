@@ -134,6 +134,18 @@ class _Anchored:
     height: int  # 0 for scalars
 
 
+# Integers are 64-bit, as in JSON's interoperable range and every database we store to. The
+# longest 64-bit literal YAML 1.1 allows is binary with underscores (130 characters).
+_MAX_INT_CHARS = 200
+
+
+def _out_of_range(event: ScalarEvent) -> InputRejectedError:
+    return InputRejectedError(
+        f"scalar at line {_line(event)} cannot be read as int: integers must fit in 64 bits "
+        "(quote the value if it is text)"
+    )
+
+
 def _show(value: object, limit: int = 40) -> str:
     text = repr(value)
     return text if len(text) <= limit else text[: limit - 3] + "..."
@@ -294,13 +306,21 @@ class _Builder:
 
     def _construct(self, tag: str, event: ScalarEvent) -> Any:
         node = ScalarNode(tag, event.value)
+        kind = tag.replace(_CORE, "")
+        if tag == _INT and len(event.value) > _MAX_INT_CHARS:
+            # Checked before int() runs: a long hex or octal literal converts to a number whose
+            # decimal form Python refuses to print (over 4,300 digits) wherever it is shown.
+            raise _out_of_range(event)
         try:
-            return self.constructor.yaml_constructors[tag](self.constructor, node)
+            value = self.constructor.yaml_constructors[tag](self.constructor, node)
         except (ValueError, yaml.YAMLError):
             # The exception's text is not echoed: it quotes the value, which may be anything.
             raise InputRejectedError(
-                f"scalar at line {_line(event)} cannot be read as {tag.replace(_CORE, '')}"
+                f"scalar at line {_line(event)} cannot be read as {kind}"
             ) from None
+        if tag == _INT and not -(2**63) <= value < 2**63:
+            raise _out_of_range(event)
+        return value
 
     def _start(self, event: MappingStartEvent | SequenceStartEvent) -> None:
         is_map = isinstance(event, MappingStartEvent)
