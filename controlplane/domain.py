@@ -86,6 +86,14 @@ class BadRequest(DomainError):
     status = 400
 
 
+class Unavailable(DomainError):
+    """The database cannot be reached: nothing was done, the same request may be retried."""
+
+    code = "unavailable"
+    status = 503
+    retry_after_seconds = 5
+
+
 def check_scope(scope: str) -> str:
     if scope not in SCOPES:
         raise NotFound(f"unknown scope {scope!r}; scopes are: {', '.join(SCOPES)}")

@@ -28,19 +28,18 @@ from controlplane.api.context import (
     app_state,
     authenticate,
     bearer,
-    bool_param,
     call_service,
-    int_param,
-    query_bool,
+    parse_off_loop,
     read_body,
     read_json,
     require_user,
 )
 from controlplane.api.errors import handle_exception
+from controlplane.api.inputs import json_bool, json_int, query_bool, query_int
 from controlplane.api.longpoll import LongPollFastPath, server_sync
 from controlplane.api.metrics import Metrics
 from controlplane.delivery.cache import DeliveryCache
-from controlplane.domain import BadRequest, DomainError, utc_now
+from controlplane.domain import BadRequest, DomainError, check_scope, utc_now
 from controlplane.services import audit as audit_service
 from controlplane.services import auth as auth_service
 from controlplane.services import config as config_service
@@ -49,6 +48,8 @@ from controlplane.services import servers as server_service
 from controlplane.store.unit_of_work import UnitOfWork, UnitOfWorkFactory
 
 log = logging.getLogger("controlplane.api")
+HISTORY_MAX = 200
+AUDIT_MAX = 500
 # -- health, metrics, openapi ---------------------------------------------------------------
 
 
@@ -193,7 +194,7 @@ async def join_tokens(request: Request) -> Response:
         request,
         auth_service.create_join_token,
         request.path_params["tdd_id"],
-        body.get("ttl_seconds"),
+        json_int(body.get("ttl_seconds"), "ttl_seconds", minimum=1),
         principal.actor,
     )
     return JSONResponse(result, status_code=201)
@@ -228,20 +229,18 @@ async def config(request: Request) -> Response:
         q = request.query_params
         prune = query_bool(q.get("prune"), "prune")
         validate_only = query_bool(q.get("validate_only"), "validate_only")
-        expected = int_param(q.get("expected_version"), "expected_version")
+        expected = query_int(q.get("expected_version"), "expected_version")
     else:
         body = await read_json(request)
         text_field = body.get("yaml")
         if not isinstance(text_field, str):
             raise BadRequest("yaml must be a string holding one or more YAML documents")
         yaml_text = text_field
-        prune = bool_param(body.get("prune"), "prune")
-        validate_only = bool_param(body.get("validate_only"), "validate_only")
-        expected = int_param(body.get("expected_version"), "expected_version")
-    from controlplane.domain import check_scope
-
+        prune = json_bool(body.get("prune"), "prune")
+        validate_only = json_bool(body.get("validate_only"), "validate_only")
+        expected = json_int(body.get("expected_version"), "expected_version")
     check_scope(scope)
-    uploaded = await run_in_threadpool(config_service.parse_upload, yaml_text, scope)
+    uploaded = await parse_off_loop(request, config_service.parse_upload, yaml_text, scope)
     result = await call_service(
         request,
         config_service.set_config,
@@ -262,7 +261,7 @@ async def config_section(request: Request) -> Response:
     """Delete one section of a scope's config (DELETE ?expected_version=)."""
     principal = await require_user(request, admin=True)
     p = request.path_params
-    expected = int_param(request.query_params.get("expected_version"), "expected_version")
+    expected = query_int(request.query_params.get("expected_version"), "expected_version")
     result = await call_service(
         request,
         config_service.delete_section,
@@ -279,8 +278,8 @@ async def config_history(request: Request) -> Response:
     """Versions of a scope's config, newest first (?limit=&before=)."""
     await require_user(request)
     q = request.query_params
-    limit = int_param(q.get("limit"), "limit", minimum=1) or 20
-    before = int_param(q.get("before"), "before", minimum=1)
+    limit = query_int(q.get("limit"), "limit", minimum=1, maximum=HISTORY_MAX) or 20
+    before = query_int(q.get("before"), "before", minimum=1)
     p = request.path_params
     return JSONResponse(
         await call_service(
@@ -293,7 +292,7 @@ async def config_version(request: Request) -> Response:
     """One stored version of a scope's config."""
     await require_user(request)
     p = request.path_params
-    version = int_param(p["version"], "version", minimum=1)
+    version = query_int(p["version"], "version", minimum=1, required=True)
     return JSONResponse(
         await call_service(request, config_service.get_config, p["scope"], p["scope_id"], version)
     )
@@ -303,8 +302,8 @@ async def config_diff(request: Request) -> Response:
     """Per-section diff of two versions (?from=&to=)."""
     await require_user(request)
     q, p = request.query_params, request.path_params
-    from_v = int_param(q.get("from"), "from", required=True)
-    to_v = int_param(q.get("to"), "to", required=True)
+    from_v = query_int(q.get("from"), "from", required=True)
+    to_v = query_int(q.get("to"), "to", required=True)
     assert from_v is not None and to_v is not None
     return JSONResponse(
         await call_service(request, config_service.diff, p["scope"], p["scope_id"], from_v, to_v)
@@ -315,8 +314,8 @@ async def config_rollback(request: Request) -> Response:
     """Write an old version as a new version (POST {version, expected_version})."""
     principal = await require_user(request, admin=True)
     body = await read_json(request)
-    version = int_param(body.get("version"), "version", minimum=1, required=True)
-    expected = int_param(body.get("expected_version"), "expected_version")
+    version = json_int(body.get("version"), "version", minimum=1, required=True)
+    expected = json_int(body.get("expected_version"), "expected_version")
     p = request.path_params
     assert version is not None
     result = await call_service(
@@ -347,12 +346,12 @@ async def audit_log(request: Request) -> Response:
     """The audit log, newest first (?limit=&before=)."""
     await require_user(request)
     q = request.query_params
-    limit = int_param(q.get("limit"), "limit", minimum=1) or 50
-    before = int_param(q.get("before"), "before", minimum=1)
+    limit = query_int(q.get("limit"), "limit", minimum=1, maximum=AUDIT_MAX) or 50
+    before = query_int(q.get("before"), "before", minimum=1)
     return JSONResponse(
         {
             "items": await call_service(
-                request, audit_service.list_events, limit=min(limit, 500), before_id=before
+                request, audit_service.list_events, limit=limit, before_id=before
             )
         }
     )

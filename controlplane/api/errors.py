@@ -8,7 +8,7 @@ from typing import Any
 from starlette.requests import Request
 from starlette.responses import JSONResponse
 
-from controlplane.domain import DomainError, VersionConflict
+from controlplane.domain import DomainError, Unavailable, VersionConflict
 
 log = logging.getLogger(__name__)
 
@@ -34,6 +34,10 @@ def to_response(exc: Exception) -> JSONResponse:
             expected_version=exc.expected_version,
             current_version=exc.current_version,
         )
+    if isinstance(exc, Unavailable):
+        response = error_response(exc.status, exc.code, str(exc))
+        response.headers["Retry-After"] = str(exc.retry_after_seconds)
+        return response
     if isinstance(exc, DomainError):
         return error_response(exc.status, exc.code, str(exc))
     if isinstance(exc, DocumentValidationError):

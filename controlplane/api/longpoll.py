@@ -23,11 +23,11 @@ from controlplane.api.context import (
     authenticate_token,
     bearer,
     bearer_from,
-    int_param,
 )
 from controlplane.api.errors import to_response
+from controlplane.api.inputs import query_int, query_number
 from controlplane.api.metrics import Metrics
-from controlplane.domain import BadRequest, utc_now
+from controlplane.domain import utc_now
 
 log = logging.getLogger("controlplane.api")
 
@@ -57,14 +57,10 @@ async def long_poll(
     principal = await authenticate_token(state, token)
     principal.require_server(server_id)
     q = dict(urllib.parse.parse_qsl(query_string.decode("latin-1")))
-    have_config = int_param(q.get("config_version"), "config_version")
-    have_bundle = int_param(q.get("bundle_version"), "bundle_version")
-    try:
-        wait = float(q.get("wait", DEFAULT_WAIT_SECONDS))
-    except ValueError as exc:
-        raise BadRequest("wait must be a number of seconds") from exc
+    have_config = query_int(q.get("config_version"), "config_version")
+    have_bundle = query_int(q.get("bundle_version"), "bundle_version")
+    wait = min(query_number(q.get("wait"), "wait", default=DEFAULT_WAIT_SECONDS), MAX_WAIT_SECONDS)
     del q, principal
-    wait = max(0.0, min(wait, MAX_WAIT_SECONDS))
     placement = await state.cache.placement(server_id)
     state.cache.last_contact[server_id] = utc_now()
     loop = asyncio.get_running_loop()

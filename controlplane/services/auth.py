@@ -132,9 +132,9 @@ def create_join_token(
         ttl_seconds = 3600
     if not isinstance(ttl_seconds, int) or isinstance(ttl_seconds, bool) or ttl_seconds <= 0:
         raise BadRequest("ttl_seconds must be a positive integer")
-    ttl = timedelta(seconds=ttl_seconds)
-    if ttl > MAX_JOIN_TOKEN_TTL:
+    if ttl_seconds > MAX_JOIN_TOKEN_TTL.total_seconds():  # before timedelta: it overflows
         raise BadRequest(f"ttl_seconds may be at most {int(MAX_JOIN_TOKEN_TTL.total_seconds())}")
+    ttl = timedelta(seconds=ttl_seconds)
     token = _new_secret("spirljt_")
     now = utc_now()
     uow.repo.add(

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -16,6 +16,7 @@ from controlplane.domain import (
     NotFound,
     ScopeConfig,
     StoredSection,
+    Unavailable,
     VersionConflict,
     check_scope,
     effective_config,
@@ -75,29 +76,22 @@ def set_config(
     expected_version: int | None = None,
     validate_only: bool = False,
 ) -> WriteResult:
-    current = _current_for_write(uow, scope, scope_id, expected_version)
-    new_sections = {} if prune else dict(current.sections)
-    new_sections.update({s.name: s for s in uploaded})
+    def change(current: ScopeConfig) -> dict[str, StoredSection]:
+        new_sections = {} if prune else dict(current.sections)
+        new_sections.update({s.name: s for s in uploaded})
+        return new_sections
+
     return _write(
         uow,
-        current,
-        new_sections,
+        scope,
+        scope_id,
+        change,
+        expected_version=expected_version,
         actor=actor,
         action="set",
         validate_only=validate_only,
         details={"prune": prune, "sections": sorted(s.name for s in uploaded)},
     )
-
-
-def _current_for_write(
-    uow: UnitOfWork, scope: str, scope_id: str, expected_version: int | None
-) -> ScopeConfig:
-    """The scope's current config, after checking the scope, its owner and the expected version."""
-    check_scope(scope)
-    scope_owner_exists(uow, scope, scope_id)
-    current = uow.repo.current_config(scope, scope_id)
-    _check_expected(current, expected_version)
-    return current
 
 
 def delete_section(
@@ -109,18 +103,20 @@ def delete_section(
     actor: str,
     expected_version: int | None = None,
 ) -> WriteResult:
-    current = _current_for_write(uow, scope, scope_id, expected_version)
-    if section not in current.sections:
-        have = ", ".join(current.sections) or "none"
-        raise NotFound(f"{scope} {scope_id} has no section {section!r} (sections: {have})")
-    new_sections = {k: v for k, v in current.sections.items() if k != section}
+    def change(current: ScopeConfig) -> dict[str, StoredSection]:
+        if section not in current.sections:
+            have = ", ".join(current.sections) or "none"
+            raise NotFound(f"{scope} {scope_id} has no section {section!r} (sections: {have})")
+        return {k: v for k, v in current.sections.items() if k != section}
+
     return _write(
         uow,
-        current,
-        new_sections,
+        scope,
+        scope_id,
+        change,
+        expected_version=expected_version,
         actor=actor,
         action="delete-section",
-        validate_only=False,
         details={"section": section},
     )
 
@@ -134,19 +130,22 @@ def rollback(
     actor: str,
     expected_version: int | None = None,
 ) -> WriteResult:
-    current = _current_for_write(uow, scope, scope_id, expected_version)
-    target = uow.repo.config_version(scope, scope_id, to_version)
-    if target is None:
-        raise NotFound(
-            f"{scope} {scope_id} has no version {to_version} (current is {current.version})"
-        )
+    def change(current: ScopeConfig) -> dict[str, StoredSection]:
+        target = uow.repo.config_version(scope, scope_id, to_version)
+        if target is None:
+            raise NotFound(
+                f"{scope} {scope_id} has no version {to_version} (current is {current.version})"
+            )
+        return dict(target.sections)
+
     return _write(
         uow,
-        current,
-        dict(target.sections),
+        scope,
+        scope_id,
+        change,
+        expected_version=expected_version,
         actor=actor,
         action="rollback",
-        validate_only=False,
         details={"to_version": to_version},
     )
 
@@ -277,50 +276,76 @@ def _check_expected(current: ScopeConfig, expected_version: int | None) -> None:
         raise VersionConflict(current.scope, current.scope_id, expected_version, current.version)
 
 
+# A blind write (no expected_version) that loses the compare-and-set to another writer is
+# built again on the version that won. Every round has a winner, so N concurrent writers need
+# at most N rounds; the cap only stops a pathological storm (answered 503, retry later).
+MAX_WRITE_ROUNDS = 64
+
+
 def _write(
     uow: UnitOfWork,
-    current: ScopeConfig,
-    new_sections: Mapping[str, StoredSection],
+    scope: str,
+    scope_id: str,
+    change: Callable[[ScopeConfig], Mapping[str, StoredSection]],
     *,
+    expected_version: int | None,
     actor: str,
     action: str,
-    validate_only: bool,
     details: dict[str, Any],
+    validate_only: bool = False,
 ) -> WriteResult:
-    names = sorted(new_sections)
-    unchanged = {k: s.digest for k, s in new_sections.items()} == {
-        k: s.digest for k, s in current.sections.items()
-    }
-    if validate_only or unchanged:
-        return WriteResult(current.version, current.version, False, validate_only, names)
-    new_version = current.version + 1
-    try:
-        row = uow.repo.insert_config_version(
-            scope=current.scope,
-            scope_id=current.scope_id,
-            version=new_version,
-            expected_head_version=current.version,
+    """Write `change(current)` as the scope's next version, with optimistic concurrency.
+
+    With `expected_version`, any other version (at read time or at the compare-and-set) is a
+    409 naming the version the client sent. Without it, the write never fails because of
+    another writer: a lost compare-and-set is retried on the new current version.
+    """
+    check_scope(scope)
+    scope_owner_exists(uow, scope, scope_id)
+    for _ in range(MAX_WRITE_ROUNDS):
+        current = uow.repo.current_config(scope, scope_id)
+        _check_expected(current, expected_version)
+        new_sections = change(current)
+        names = sorted(new_sections)
+        unchanged = {k: s.digest for k, s in new_sections.items()} == {
+            k: s.digest for k, s in current.sections.items()
+        }
+        if validate_only or unchanged:
+            return WriteResult(current.version, current.version, False, validate_only, names)
+        new_version = current.version + 1
+        try:
+            row = uow.repo.insert_config_version(
+                scope=scope,
+                scope_id=scope_id,
+                version=new_version,
+                expected_head_version=current.version,
+                actor=actor,
+                action=action,
+                at=utc_now(),
+                sections=[new_sections[k] for k in names],
+            )
+        except IntegrityError:
+            row = None
+        if row is None:  # another writer moved the head between our read and our write
+            uow.rollback()
+            if expected_version is not None:
+                latest = uow.repo.current_config(scope, scope_id)
+                raise VersionConflict(scope, scope_id, expected_version, latest.version)
+            continue
+        audit.record(
+            uow,
             actor=actor,
-            action=action,
-            at=utc_now(),
-            sections=[new_sections[k] for k in names],
+            action=f"config.{action}",
+            scope=scope,
+            scope_id=scope_id,
+            old_version=current.version,
+            new_version=new_version,
+            details=details,
         )
-    except IntegrityError:
-        row = None
-    if row is None:  # another writer moved the head between our read and our write
-        uow.rollback()
-        latest = uow.repo.current_config(current.scope, current.scope_id)
-        raise VersionConflict(current.scope, current.scope_id, current.version, latest.version)
-    audit.record(
-        uow,
-        actor=actor,
-        action=f"config.{action}",
-        scope=current.scope,
-        scope_id=current.scope_id,
-        old_version=current.version,
-        new_version=new_version,
-        details=details,
+        uow.record(Change("config", f"{scope}/{scope_id}", row.revision))
+        uow.commit()
+        return WriteResult(new_version, current.version, True, False, names)
+    raise Unavailable(
+        f"{scope} {scope_id} is being written by many clients at once; nothing was changed, "
+        "retry later"
     )
-    uow.record(Change("config", f"{current.scope}/{current.scope_id}", row.revision))
-    uow.commit()
-    return WriteResult(new_version, current.version, True, False, names)

@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import threading
+from concurrent.futures import ThreadPoolExecutor
+
+import httpx
 from sqlalchemy import func, select
 
 from controlplane.store.models import ConfigVersionRow
@@ -193,3 +197,75 @@ def test_unknown_scope_and_missing_owner(live_api):
         assert c.get("/v1/config/galaxy/x").status_code == 404
         r = put_config(c, "cluster", "c-missing", KEY_LIFECYCLE)
         assert r.status_code == 404 and "c-missing" in r.json()["message"]
+
+
+def _lifecycle(hours: int) -> str:
+    return f"section: KeyLifecycle\nschema: v1\nspec:\n  x509CATTL: {hours}h\n"
+
+
+def _concurrently(calls: list) -> list[httpx.Response]:  # type: ignore[type-arg]
+    barrier = threading.Barrier(len(calls))
+
+    def run(call):  # type: ignore[no-untyped-def]
+        barrier.wait()
+        return call()
+
+    with ThreadPoolExecutor(len(calls)) as pool:
+        return list(pool.map(run, calls))
+
+
+def test_concurrent_blind_writes_all_succeed_with_distinct_versions(live_api):
+    # Without expected_version a write never fails because of another writer (issue 9: on
+    # PostgreSQL 17 of 20 used to get a 409 naming a version no client sent).
+    with live_api.client() as c:
+        ids = make_topology(c)
+    url = f"/v1/config/trust-domain/{ids['td']}"
+    clients = [live_api.client() for _ in range(20)]
+    try:
+        responses = _concurrently(
+            [
+                (lambda c=c, i=i: c.put(url, json={"yaml": _lifecycle(i + 1)}))
+                for i, c in enumerate(clients)
+            ]
+        )
+    finally:
+        for c in clients:
+            c.close()
+    assert [r.status_code for r in responses] == [200] * 20, [r.text for r in responses]
+    versions = sorted(r.json()["version"] for r in responses)
+    assert versions == list(range(1, 21))
+    with live_api.client() as c:
+        history = ok(c.get(f"{url}/history", params={"limit": 50}))["items"]
+    assert [h["version"] for h in history] == list(range(20, 0, -1))
+
+
+def test_racing_writes_with_expected_version_conflict_naming_the_sent_version(live_api):
+    with live_api.client() as c:
+        ids = make_topology(c)
+        url = f"/v1/config/trust-domain/{ids['td']}"
+        ok(c.put(url, json={"yaml": _lifecycle(1)}))
+    clients = [live_api.client() for _ in range(8)]
+    try:
+        responses = _concurrently(
+            [
+                (
+                    lambda c=c, i=i: c.put(
+                        url, json={"yaml": _lifecycle(i + 2), "expected_version": 1}
+                    )
+                )
+                for i, c in enumerate(clients)
+            ]
+        )
+    finally:
+        for c in clients:
+            c.close()
+    codes = sorted(r.status_code for r in responses)
+    assert codes == [200] + [409] * 7, [r.text for r in responses]
+    for r in responses:
+        if r.status_code == 409:
+            body = r.json()
+            assert body["error"] == "version_conflict"
+            assert body["expected_version"] == 1 and body["current_version"] == 2
+            assert "not the expected version 1" in body["message"]
+    with live_api.client() as c:
+        assert ok(c.get(url))["version"] == 2
