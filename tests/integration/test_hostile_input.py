@@ -1,21 +1,42 @@
-"""Every document of the bad corpus is refused over HTTP with a clear 4xx and nothing is stored."""
+"""The hostile corpora over HTTP, on SQLite and PostgreSQL: every bad document and every bad
+request is refused with our status, error code and message, and nothing is stored."""
 
 from __future__ import annotations
 
 import httpx
 from sqlalchemy import func, select
 
-from controlplane.store.models import AuditEventRow, ConfigSectionRow, ConfigVersionRow
+from controlplane.store.models import (
+    AuditEventRow,
+    ConfigHeadRow,
+    ConfigSectionRow,
+    ConfigVersionRow,
+    JoinTokenRow,
+    ServerRow,
+    TokenRow,
+    TrustDomainRow,
+)
 
 from corpus.bad_corpus import load_cases
-from support.api import KEY_LIFECYCLE, make_topology, ok, put_config
+from corpus.bad_requests import REQUESTS
+from support.api import KEY_LIFECYCLE, make_topology, ok, put_config, register_server
+
+MODELS = (
+    ConfigVersionRow,
+    ConfigSectionRow,
+    ConfigHeadRow,
+    AuditEventRow,
+    JoinTokenRow,
+    ServerRow,
+    TokenRow,
+    TrustDomainRow,
+)
 
 
-def _row_counts(engine) -> tuple[int, int, int]:
+def _row_counts(engine) -> tuple[int, ...]:
     with engine.connect() as conn:
-        return tuple(  # type: ignore[return-value]
-            conn.execute(select(func.count()).select_from(model)).scalar_one()
-            for model in (ConfigVersionRow, ConfigSectionRow, AuditEventRow)
+        return tuple(
+            conn.execute(select(func.count()).select_from(model)).scalar_one() for model in MODELS
         )
 
 
@@ -85,3 +106,28 @@ def test_malformed_json_and_wrong_types_are_400(live_api):
         )
         assert huge.status_code == 413
         assert ok(c.get(url))["version"] == 0
+
+
+def test_bad_requests_are_refused_and_nothing_changes(live_api):
+    with live_api.client() as c:
+        ids = make_topology(c)
+        ok(put_config(c, "trust-domain", ids["td"], KEY_LIFECYCLE))
+        server = register_server(c, live_api.url, ids["tdd"], ids["cluster"])
+    names = {**ids, "server": server["server_id"]}
+    before = _row_counts(live_api.engine)
+    failures = []
+    with live_api.client() as admin, live_api.client(server["credential"]) as as_server:
+        for case in REQUESTS:
+            client = as_server if case.token == "server" else admin
+            response = client.request(case.method, case.path.format(**names), **case.body())
+            body = response.json()
+            if (
+                response.status_code != case.status
+                or body.get("error") != case.error
+                or case.message not in body.get("message", "")
+            ):
+                failures.append(f"{case.name}: {response.status_code} {body}")
+        assert not failures, "\n".join(failures)
+        assert _row_counts(live_api.engine) == before
+        assert ok(admin.get(f"/v1/config/trust-domain/{ids['td']}"))["version"] == 1
+    assert httpx.get(f"{live_api.url}/healthz").status_code == 200
