@@ -113,20 +113,15 @@ class LongPollFastPath:
                 if name == b"authorization":
                     token = bearer_from(value.decode("latin-1"))
             body = await long_poll(self._state, match.group(1), token, scope["query_string"])
+            headers = [
+                (b"content-type", b"application/json"),
+                (b"content-length", str(len(body)).encode()),
+            ]
         except Exception as exc:
             error = to_response(exc)
-            status, body = error.status_code, bytes(error.body)
+            status, body, headers = error.status_code, bytes(error.body), error.raw_headers
         # Raw ASGI messages: thousands of replies go out at once after a change.
-        await send(
-            {
-                "type": "http.response.start",
-                "status": status,
-                "headers": [
-                    (b"content-type", b"application/json"),
-                    (b"content-length", str(len(body)).encode()),
-                ],
-            }
-        )
+        await send({"type": "http.response.start", "status": status, "headers": headers})
         await send({"type": "http.response.body", "body": body})
         elapsed = time.perf_counter() - start
         self._metrics.observe_latency((("method", "GET"), ("route", SYNC_ROUTE)), elapsed)

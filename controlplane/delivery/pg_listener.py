@@ -60,7 +60,9 @@ class PostgresListener:
                 self.connected.clear()
                 if self._stop.is_set():
                     return
-                log.warning("notification listener lost its connection: %s; retrying", exc)
+                # Once per outage: the retries that follow while it lasts are debug lines.
+                level = logging.WARNING if backoff == 0.2 else logging.DEBUG
+                log.log(level, "notification listener lost its connection: %s; retrying", exc)
                 self._stop.wait(backoff)
                 backoff = min(backoff * 2, 5.0)
                 first = False

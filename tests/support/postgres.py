@@ -67,12 +67,53 @@ class PostgresServer:
         return self.url(name)
 
     def stop(self) -> None:
-        subprocess.run(
-            _as_postgres([_pg_bin("pg_ctl"), "-D", str(self.data_dir), "-m", "immediate", "stop"]),
-            capture_output=True,
-            timeout=30,
-        )
+        """Stop the server for good and remove its files."""
+        _run(_pg_ctl(self.data_dir, "-m", "immediate", "stop"))
         shutil.rmtree(self.data_dir.parent, ignore_errors=True)
+
+    def halt(self) -> None:
+        """An outage: every connection is cut and new ones are refused until `resume()`.
+
+        A fast (not immediate) shutdown: with synchronous_commit off, an immediate one may
+        lose the last commits, and the test would see data vanish rather than an outage.
+        """
+        _run(_pg_ctl(self.data_dir, "-m", "fast", "stop"))
+
+    def resume(self) -> None:
+        result = _run(
+            _pg_ctl(
+                self.data_dir,
+                "-o",
+                _options(self.data_dir, self.port),
+                "-l",
+                str(self._log),
+                "-w",
+                "start",
+            )
+        )
+        if result.returncode != 0:
+            log = self._log.read_text(errors="replace") if self._log.exists() else ""
+            raise RuntimeError(f"pg_ctl start failed: {result.stderr or result.stdout}\n{log}")
+
+    @property
+    def _log(self) -> Path:
+        return self.data_dir.parent / "server.log"
+
+
+def _pg_ctl(data: Path, *args: str) -> list[str]:
+    return [_pg_bin("pg_ctl"), "-D", str(data), *args]
+
+
+def _options(data: Path, port: int) -> str:
+    """Loopback only, sockets beside the data, no durability (a test server)."""
+    return (
+        f"-p {port} -k {data.parent} -c listen_addresses=127.0.0.1 -c fsync=off "
+        "-c synchronous_commit=off -c full_page_writes=off -c max_connections=300"
+    )
+
+
+def _run(cmd: list[str]) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(_as_postgres(cmd), capture_output=True, text=True, timeout=120)
 
 
 def start_postgres() -> PostgresServer:
@@ -81,8 +122,7 @@ def start_postgres() -> PostgresServer:
     os.chmod(root, 0o755)
     if os.geteuid() == 0:
         shutil.chown(root, "postgres", "postgres")
-    run = lambda cmd: subprocess.run(_as_postgres(cmd), capture_output=True, text=True, timeout=120)  # noqa: E731
-    result = run(
+    result = _run(
         [
             _pg_bin("initdb"),
             "-D",
@@ -98,29 +138,6 @@ def start_postgres() -> PostgresServer:
     )
     if result.returncode != 0:
         raise RuntimeError(f"initdb failed: {result.stderr or result.stdout}")
-    port = free_port()
-    options = (
-        f"-p {port} -k {root} -c listen_addresses=127.0.0.1 -c fsync=off "
-        "-c synchronous_commit=off -c full_page_writes=off -c max_connections=300"
-    )
-    result = run(
-        [
-            _pg_bin("pg_ctl"),
-            "-D",
-            str(data),
-            "-o",
-            options,
-            "-l",
-            str(root / "server.log"),
-            "-w",
-            "start",
-        ]
-    )
-    if result.returncode != 0:
-        log = (
-            (root / "server.log").read_text(errors="replace")
-            if (root / "server.log").exists()
-            else ""
-        )
-        raise RuntimeError(f"pg_ctl start failed: {result.stderr or result.stdout}\n{log}")
-    return PostgresServer(data_dir=data, port=port)
+    server = PostgresServer(data_dir=data, port=free_port())
+    server.resume()
+    return server

@@ -1,0 +1,102 @@
+"""The real ASGI app served by uvicorn on a loopback port, in a thread of the test process."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import socket
+import threading
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+
+import httpx
+from sqlalchemy import Engine, event
+
+
+class QueryCounter:
+    """Counts SQL statements an engine executes (to prove what costs database reads)."""
+
+    def __init__(self, engine: Engine) -> None:
+        self.count = 0
+        self.statements: list[str] = []
+        self._lock = threading.Lock()
+        event.listen(engine, "before_cursor_execute", self._on_execute)
+
+    def _on_execute(self, conn, cursor, statement, parameters, context, executemany) -> None:  # type: ignore[no-untyped-def]
+        with self._lock:
+            self.count += 1
+            self.statements.append(statement)
+
+    def reset(self) -> None:
+        with self._lock:
+            self.count = 0
+            self.statements = []
+
+
+@dataclass
+class LiveApi:
+    url: str
+    engine: Engine
+    admin_token: str
+    viewer_token: str
+    app: object
+    queries: QueryCounter
+
+    def client(self, token: str | None = "admin") -> httpx.Client:
+        headers = {}
+        if token == "admin":
+            headers["Authorization"] = f"Bearer {self.admin_token}"
+        elif token == "viewer":
+            headers["Authorization"] = f"Bearer {self.viewer_token}"
+        elif token:
+            headers["Authorization"] = f"Bearer {token}"
+        return httpx.Client(base_url=self.url, headers=headers, timeout=30)
+
+    @property
+    def state(self):  # type: ignore[no-untyped-def]
+        return self.app.state.spirl  # type: ignore[attr-defined]
+
+
+@contextlib.contextmanager
+def serve_api(engine: Engine) -> Iterator[LiveApi]:
+    """Tokens (admin, viewer) and the app on a free loopback port, stopped on exit."""
+    import uvicorn
+
+    from controlplane.api.app import create_app
+    from controlplane.services.auth import create_token
+    from controlplane.store.unit_of_work import UnitOfWorkFactory
+
+    with UnitOfWorkFactory(engine)() as uow:
+        admin, _ = create_token(uow, "admin", "test-admin")
+    with UnitOfWorkFactory(engine)() as uow:
+        viewer, _ = create_token(uow, "viewer", "test-viewer")
+    app = create_app(engine)
+    sock = socket.socket(
+        socket.AF_INET, socket.SOCK_STREAM, socket.IPPROTO_TCP
+    )  # lets asyncio set TCP_NODELAY
+    sock.bind(("127.0.0.1", 0))
+    sock.listen(1024)
+    port = sock.getsockname()[1]
+    server = uvicorn.Server(uvicorn.Config(app, log_config=None, timeout_graceful_shutdown=1))
+    thread = threading.Thread(target=lambda: asyncio.run(server.serve(sockets=[sock])), daemon=True)
+    thread.start()
+    deadline = time.monotonic() + 15
+    while not server.started:
+        if time.monotonic() > deadline:
+            raise RuntimeError("in-process API did not start")
+        time.sleep(0.01)
+    counter = QueryCounter(engine)
+    try:
+        yield LiveApi(
+            url=f"http://127.0.0.1:{port}",
+            engine=engine,
+            admin_token=admin,
+            viewer_token=viewer,
+            app=app,
+            queries=counter,
+        )
+    finally:
+        server.should_exit = True
+        thread.join(timeout=10)
+        sock.close()
