@@ -142,6 +142,4 @@ async def parse_off_loop(request: Request, fn: Callable[..., T], *args: Any) -> 
     state = app_state(request)
     if state.parse_limiter is None:
         state.parse_limiter = anyio.CapacityLimiter(PARSE_WORKERS)
-    return await anyio.to_thread.run_sync(
-        functools.partial(fn, *args), limiter=state.parse_limiter
-    )
+    return await anyio.to_thread.run_sync(functools.partial(fn, *args), limiter=state.parse_limiter)

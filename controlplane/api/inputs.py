@@ -43,9 +43,7 @@ def decode_json_object(body: bytes) -> dict[str, Any]:
     try:
         text = body.decode("utf-8")
     except UnicodeDecodeError as exc:
-        raise BadRequest(
-            f"request body is not UTF-8: invalid byte at offset {exc.start}"
-        ) from None
+        raise BadRequest(f"request body is not UTF-8: invalid byte at offset {exc.start}") from None
     _check_depth(text)
     try:
         data = json.loads(
@@ -168,7 +166,9 @@ def query_number(text: str | None, name: str, *, default: float) -> float:
     if text is None or text == "":
         return default
     if _DECIMAL.fullmatch(text) is None:
-        raise BadRequest(f"{name} must be a non-negative number such as 30 or 2.5, not {_show(text)}")
+        raise BadRequest(
+            f"{name} must be a non-negative number such as 30 or 2.5, not {_show(text)}"
+        )
     return float(text)
 
 

@@ -1,56 +1,458 @@
-"""The OpenAPI document, generated from the route table so it cannot drift from it."""
+"""The OpenAPI document, generated from the route table so it cannot drift from it.
+
+Every (path, method) of the route table has an entry in OPERATIONS: its parameters with types
+and bounds (the same bounds the handlers enforce, from inputs.py), its request body, its
+success response and the errors it can answer, all with one error schema. A test fails when a
+route has no entry, and schemathesis checks the live server against this document.
+"""
 
 from __future__ import annotations
 
 import re
 from collections.abc import Iterable
+from dataclasses import dataclass, field
 from typing import Any
 
 from starlette.routing import BaseRoute, Route
 
 import controlplane
+from controlplane.api.inputs import MAX_INT
+from controlplane.domain import SCOPES
+
+__all__ = ["OPERATIONS", "Operation", "document", "undescribed"]
 
 PUBLIC = {("/healthz", "get"), ("/readyz", "get"), ("/v1/trust-domains/{td_id}/bundle", "get")}
-ERROR_SCHEMA = {
+
+# -- schemas ----------------------------------------------------------------------------------
+
+STRING: dict[str, Any] = {"type": "string"}
+NULLABLE_STRING = {"type": ["string", "null"]}
+TIME = {"type": "string", "format": "date-time"}
+VERSION: dict[str, Any] = {"type": "integer", "minimum": 0, "maximum": MAX_INT}
+NULLABLE_VERSION = {"type": ["integer", "null"]}
+BOOLEAN: dict[str, Any] = {"type": "boolean"}
+
+ERROR_SCHEMA: dict[str, Any] = {
     "type": "object",
     "required": ["error", "message"],
-    "properties": {"error": {"type": "string"}, "message": {"type": "string"}},
+    "properties": {
+        "error": {
+            "type": "string",
+            "description": "A stable code: bad_request, input_rejected, unauthenticated, "
+            "forbidden, not_found, has_children, already_exists, version_conflict, "
+            "validation_failed, unavailable, internal.",
+        },
+        "message": {"type": "string", "description": "One readable line."},
+        "expected_version": {**VERSION, "description": "version_conflict: the version sent"},
+        "current_version": {**VERSION, "description": "version_conflict: the stored version"},
+        "errors": {
+            "type": "array",
+            "description": "validation_failed: every issue of every document",
+            "items": {
+                "type": "object",
+                "required": ["section", "pointer", "reason"],
+                "properties": {
+                    "section": STRING,
+                    "pointer": {"type": "string", "description": "JSON Pointer (RFC 6901)"},
+                    "reason": STRING,
+                    "document": {"type": ["integer", "null"]},
+                },
+            },
+        },
+    },
 }
+
+
+def _object(required: Iterable[str], **properties: Any) -> dict[str, Any]:
+    return {"type": "object", "required": list(required), "properties": properties}
+
+
+def _items(item: dict[str, Any]) -> dict[str, Any]:
+    return _object(["items"], items={"type": "array", "items": item})
+
+
+TRUST_DOMAIN = _object(["id", "name", "created_at"], id=STRING, name=STRING, created_at=TIME)
+DEPLOYMENT = _object(
+    ["id", "name", "trust_domain_id", "created_at"],
+    id=STRING,
+    name=STRING,
+    trust_domain_id=STRING,
+    trust_domain_name=STRING,
+    created_at=TIME,
+)
+CLUSTER = _object(
+    ["id", "name", "trust_domain_deployment_id", "created_at"],
+    id=STRING,
+    name=STRING,
+    trust_domain_deployment_id=STRING,
+    created_at=TIME,
+)
+SECTION = _object(
+    ["schema", "yaml", "document"], schema=STRING, yaml=STRING, document={"type": "object"}
+)
+CONFIG = _object(
+    ["scope", "id", "version", "sections"],
+    scope={"enum": list(SCOPES)},
+    id=STRING,
+    version=VERSION,
+    updated_at={"type": ["string", "null"], "format": "date-time"},
+    actor=NULLABLE_STRING,
+    sections={"type": "object", "additionalProperties": SECTION},
+)
+WRITE_RESULT = _object(
+    ["version", "previous_version", "changed", "validate_only", "sections"],
+    version=VERSION,
+    previous_version=VERSION,
+    changed=BOOLEAN,
+    validate_only=BOOLEAN,
+    sections={"type": "array", "items": STRING},
+)
+HISTORY = _object(
+    ["items", "next_before"],
+    items={
+        "type": "array",
+        "items": _object(
+            ["version", "actor", "created_at", "action", "sections"],
+            version=VERSION,
+            actor=STRING,
+            created_at=TIME,
+            action=STRING,
+            sections={"type": "array", "items": STRING},
+        ),
+    },
+    next_before=NULLABLE_VERSION,
+)
+DIFF = _object(
+    ["from", "to", "sections"],
+    **{
+        "from": VERSION,
+        "to": VERSION,
+        "sections": {
+            "type": "array",
+            "items": _object(
+                ["section", "change"],
+                section=STRING,
+                change={"enum": ["added", "removed", "changed", "unchanged"]},
+                old_yaml=NULLABLE_STRING,
+                new_yaml=NULLABLE_STRING,
+            ),
+        },
+    },
+)
+EFFECTIVE = _object(
+    ["version", "sections"],
+    version=VERSION,
+    sections={
+        "type": "object",
+        "additionalProperties": _object(
+            ["scope", "scope_id", "scope_version", "schema", "yaml", "document"],
+            scope={"enum": list(SCOPES)},
+            scope_id=STRING,
+            scope_version=VERSION,
+            schema=STRING,
+            yaml=STRING,
+            document={"type": "object"},
+        ),
+    },
+)
+AUDIT_EVENT = _object(
+    ["id", "at", "actor", "action"],
+    id={"type": "integer"},
+    at=TIME,
+    actor=STRING,
+    action=STRING,
+    scope=NULLABLE_STRING,
+    scope_id=NULLABLE_STRING,
+    old_version=NULLABLE_VERSION,
+    new_version=NULLABLE_VERSION,
+    details={"type": ["object", "null"]},
+)
+SERVER = _object(
+    ["id", "name", "trust_domain_deployment_id", "health"],
+    id=STRING,
+    name=STRING,
+    trust_domain_deployment_id=STRING,
+    cluster_id=NULLABLE_STRING,
+    registered_at=TIME,
+    last_contact_at={"type": ["string", "null"]},
+    health=STRING,
+    keys={"type": "array"},
+)
+JWKS = _object(
+    ["keys", "spiffe_sequence"],
+    keys={"type": "array", "items": {"type": "object", "required": ["kty"]}},
+    spiffe_sequence={"type": "integer", "minimum": 0},
+    spiffe_refresh_hint={"type": "integer", "minimum": 0},
+)
+SYNC = _object(
+    ["changed", "config", "bundle"],
+    changed=BOOLEAN,
+    config=_object(["version"], version=VERSION),
+    bundle=_object(["version"], version=VERSION),
+)
+JOIN_TOKEN = _object(
+    ["token", "expires_at", "trust_domain_deployment_id"],
+    token=STRING,
+    expires_at=TIME,
+    trust_domain_deployment_id=STRING,
+)
+REGISTERED = _object(
+    ["server_id", "credential", "trust_domain_deployment_id", "trust_domain_id", "trust_domain"],
+    server_id=STRING,
+    credential=STRING,
+    trust_domain_deployment_id=STRING,
+    trust_domain_id=STRING,
+    trust_domain=STRING,
+    cluster_id=NULLABLE_STRING,
+)
+STATUS_REPORT = _object(
+    ["health"],
+    health={"enum": ["HEALTHY", "UNHEALTHY"]},
+    desired_version=NULLABLE_VERSION,
+    attempted_version=NULLABLE_VERSION,
+    attempted_at=NULLABLE_STRING,
+    applied_version=NULLABLE_VERSION,
+    applied_at=NULLABLE_STRING,
+    error=NULLABLE_STRING,
+    key_manager={"type": ["object", "string", "null"]},
+    keys={
+        "type": "array",
+        "maxItems": 64,
+        "items": _object(
+            ["kid", "kind", "jwk", "not_after"],
+            kid={"type": "string", "minLength": 1, "maxLength": 255},
+            kind={"enum": ["jwt", "x509-ca"]},
+            jwk={"type": "object", "required": ["kty"]},
+            not_after=TIME,
+            x5c={"type": "array", "items": STRING},
+        ),
+    },
+)
+NAME = {"type": "string", "minLength": 1, "maxLength": 255}
+
+
+def _int(minimum: int = 0, maximum: int = MAX_INT) -> dict[str, Any]:
+    return {"type": "integer", "minimum": minimum, "maximum": maximum}
+
+
+# -- operations -------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Operation:
+    """What one method of one route takes and answers."""
+
+    response: dict[str, Any] | None  # JSON schema of the success body; None: no body
+    status: int = 200
+    errors: tuple[int, ...] = (400, 401, 403, 404, 503)
+    body: dict[str, Any] | None = None  # JSON request body
+    body_required: bool = True
+    yaml_body: bool = False  # also takes the upload as a raw YAML body
+    query: dict[str, dict[str, Any]] = field(default_factory=dict)
+    required_query: tuple[str, ...] = ()
+    media_type: str = "application/json"
+
+
+WRITE_ERRORS = (400, 401, 403, 404, 409, 413, 422, 503)
+CONFIG_OPTIONS_QUERY: dict[str, dict[str, Any]] = {
+    "prune": {"type": "boolean"},
+    "validate_only": {"type": "boolean"},
+    "expected_version": VERSION,
+}
+LIST_QUERY = {"limit": _int(1, 200), "before": _int(1)}
+WAIT: dict[str, Any] = {"type": "number", "minimum": 0, "maximum": 60, "default": 30}
+
+OPERATIONS: dict[tuple[str, str], Operation] = {
+    ("/healthz", "get"): Operation(_object(["status"], status=STRING), errors=()),
+    ("/readyz", "get"): Operation(_object(["status"], status=STRING), errors=(503,)),
+    ("/metrics", "get"): Operation(
+        {"type": "string"}, errors=(401, 403, 503), media_type="text/plain"
+    ),
+    ("/v1/openapi.json", "get"): Operation({"type": "object"}, errors=(401, 503)),
+    ("/v1/trust-domains", "get"): Operation(_items(TRUST_DOMAIN)),
+    ("/v1/trust-domains", "post"): Operation(
+        TRUST_DOMAIN,
+        status=201,
+        errors=(400, 401, 403, 409, 413, 503),
+        body=_object(["name"], name={"type": "string", "minLength": 1, "maxLength": 255}),
+    ),
+    ("/v1/trust-domains/{td_id}", "get"): Operation(TRUST_DOMAIN),
+    ("/v1/trust-domains/{td_id}", "delete"): Operation(
+        None, status=204, errors=(400, 401, 403, 404, 409, 503)
+    ),
+    ("/v1/trust-domains/{td_id}/bundle", "get"): Operation(JWKS, errors=(404, 503)),
+    ("/v1/trust-domain-deployments", "get"): Operation(
+        _items(DEPLOYMENT), query={"trust_domain_id": STRING}
+    ),
+    ("/v1/trust-domain-deployments", "post"): Operation(
+        DEPLOYMENT,
+        status=201,
+        errors=(400, 401, 403, 404, 409, 413, 503),
+        body=_object(["name", "trust_domain_id"], name=NAME, trust_domain_id=STRING),
+    ),
+    ("/v1/trust-domain-deployments/{tdd_id}", "get"): Operation(DEPLOYMENT),
+    ("/v1/trust-domain-deployments/{tdd_id}", "delete"): Operation(
+        None, status=204, errors=(400, 401, 403, 404, 409, 503)
+    ),
+    ("/v1/trust-domain-deployments/{tdd_id}/join-tokens", "post"): Operation(
+        JOIN_TOKEN,
+        status=201,
+        errors=(400, 401, 403, 404, 413, 503),
+        body=_object([], ttl_seconds={**_int(1, 604_800), "default": 3600}),
+        body_required=False,
+    ),
+    ("/v1/trust-domain-deployments/{tdd_id}/servers", "get"): Operation(_items(SERVER)),
+    ("/v1/clusters", "get"): Operation(
+        _items(CLUSTER), query={"trust_domain_deployment_id": STRING}
+    ),
+    ("/v1/clusters", "post"): Operation(
+        CLUSTER,
+        status=201,
+        errors=(400, 401, 403, 404, 409, 413, 503),
+        body=_object(
+            ["name", "trust_domain_deployment_id"], name=NAME, trust_domain_deployment_id=STRING
+        ),
+    ),
+    ("/v1/clusters/{cluster_id}", "get"): Operation(CLUSTER),
+    ("/v1/clusters/{cluster_id}", "delete"): Operation(
+        None, status=204, errors=(400, 401, 403, 404, 409, 503)
+    ),
+    ("/v1/config/{scope}/{scope_id}", "get"): Operation(CONFIG),
+    ("/v1/config/{scope}/{scope_id}", "put"): Operation(
+        WRITE_RESULT,
+        errors=WRITE_ERRORS,
+        body=_object(
+            ["yaml"],
+            yaml={"type": "string", "description": "One or more YAML documents (---)."},
+            prune=BOOLEAN,
+            validate_only=BOOLEAN,
+            expected_version=VERSION,
+        ),
+        yaml_body=True,
+        query=CONFIG_OPTIONS_QUERY,
+    ),
+    ("/v1/config/{scope}/{scope_id}/sections/{section}", "delete"): Operation(
+        WRITE_RESULT, errors=WRITE_ERRORS, query={"expected_version": VERSION}
+    ),
+    ("/v1/config/{scope}/{scope_id}/history", "get"): Operation(HISTORY, query=LIST_QUERY),
+    ("/v1/config/{scope}/{scope_id}/versions/{version}", "get"): Operation(CONFIG),
+    ("/v1/config/{scope}/{scope_id}/diff", "get"): Operation(
+        DIFF, query={"from": VERSION, "to": VERSION}, required_query=("from", "to")
+    ),
+    ("/v1/config/{scope}/{scope_id}/rollback", "post"): Operation(
+        WRITE_RESULT,
+        errors=WRITE_ERRORS,
+        body=_object(["version"], version=_int(1), expected_version=VERSION),
+    ),
+    ("/v1/effective-config", "get"): Operation(
+        EFFECTIVE,
+        query={"trust_domain_deployment_id": STRING, "cluster_id": STRING},
+        required_query=("trust_domain_deployment_id",),
+    ),
+    ("/v1/audit", "get"): Operation(
+        _items(AUDIT_EVENT), query={"limit": _int(1, 500), "before": _int(1)}
+    ),
+    ("/v1/servers/register", "post"): Operation(
+        REGISTERED,
+        status=201,
+        errors=(400, 401, 404, 413, 503),
+        body=_object([], name=NAME, cluster_id=STRING),
+        body_required=False,
+    ),
+    ("/v1/servers/{server_id}/sync", "get"): Operation(
+        SYNC,
+        query={
+            "config_version": VERSION,
+            "bundle_version": VERSION,
+            "wait": WAIT,
+        },
+    ),
+    ("/v1/servers/{server_id}/status", "post"): Operation(
+        None, status=204, errors=(400, 401, 403, 404, 413, 503), body=STATUS_REPORT
+    ),
+}
+
+PATH_PARAMETERS: dict[str, dict[str, Any]] = {
+    "scope": {"enum": list(SCOPES)},
+    "version": _int(1),
+}
+
+
+def _parameters(route_path: str, op: Operation) -> list[dict[str, Any]]:
+    params = [
+        {"name": name, "in": "path", "required": True, "schema": PATH_PARAMETERS.get(name, STRING)}
+        for name in re.findall(r"{(\w+)}", route_path)
+    ]
+    params += [
+        {"name": name, "in": "query", "required": name in op.required_query, "schema": schema}
+        for name, schema in op.query.items()
+    ]
+    return params
+
+
+def _responses(op: Operation) -> dict[str, Any]:
+    success: dict[str, Any] = {"description": "success"}
+    if op.response is not None:
+        success["content"] = {op.media_type: {"schema": op.response}}
+    responses: dict[str, Any] = {str(op.status): success}
+    for status in op.errors:
+        error: dict[str, Any] = {
+            "description": "error",
+            "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Error"}}},
+        }
+        if status == 503:
+            error["headers"] = {"Retry-After": {"schema": {"type": "integer", "minimum": 0}}}
+        responses[str(status)] = error
+    return responses
+
+
+def _operation(route: Route, method: str, op: Operation) -> dict[str, Any]:
+    summary = (route.endpoint.__doc__ or route.name).strip().splitlines()[0]
+    out: dict[str, Any] = {
+        "summary": summary,
+        "operationId": f"{method}_{route.name}",
+        "parameters": _parameters(route.path, op),
+        "responses": _responses(op),
+    }
+    if op.body is not None:
+        content: dict[str, Any] = {"application/json": {"schema": op.body}}
+        if op.yaml_body:
+            content["application/yaml"] = {"schema": {"type": "string"}}
+        out["requestBody"] = {"required": op.body_required, "content": content}
+    if (route.path, method) in PUBLIC:
+        out["security"] = []
+    return out
+
+
+def _route_methods(routes: Iterable[BaseRoute]) -> Iterable[tuple[Route, str]]:
+    for route in routes:
+        if isinstance(route, Route):
+            for method in sorted(route.methods or ()):
+                if method != "HEAD":
+                    yield route, method.lower()
+
+
+def undescribed(routes: Iterable[BaseRoute]) -> list[str]:
+    """Routes of the table that OPERATIONS does not describe (a test keeps this empty)."""
+    return [
+        f"{method.upper()} {route.path}"
+        for route, method in _route_methods(routes)
+        if (route.path, method) not in OPERATIONS
+    ]
 
 
 def document(routes: Iterable[BaseRoute]) -> dict[str, Any]:
     paths: dict[str, Any] = {}
-    for route in routes:
-        if not isinstance(route, Route):
-            continue
-        summary = (route.endpoint.__doc__ or route.name).strip().splitlines()[0]
-        params = [
-            {"name": name, "in": "path", "required": True, "schema": {"type": "string"}}
-            for name in re.findall(r"{(\w+)}", route.path)
-        ]
-        for method in sorted(route.methods or ()):
-            m = method.lower()
-            if m == "head":
-                continue
-            op: dict[str, Any] = {
-                "summary": summary,
-                "operationId": f"{m}_{route.name}",
-                "parameters": params,
-                "responses": {
-                    "200": {"description": "success"},
-                    "default": {
-                        "description": "error",
-                        "content": {"application/json": {"schema": ERROR_SCHEMA}},
-                    },
-                },
-            }
-            if (route.path, m) in PUBLIC:
-                op["security"] = []
-            paths.setdefault(route.path, {})[m] = op
+    for route, method in _route_methods(routes):
+        op = OPERATIONS.get((route.path, method), Operation(None, errors=(400, 401, 403, 404)))
+        paths.setdefault(route.path, {})[method] = _operation(route, method, op)
     return {
         "openapi": "3.1.0",
         "info": {"title": "spirl control plane", "version": controlplane.__version__},
-        "components": {"securitySchemes": {"bearer": {"type": "http", "scheme": "bearer"}}},
+        "components": {
+            "securitySchemes": {"bearer": {"type": "http", "scheme": "bearer"}},
+            "schemas": {"Error": ERROR_SCHEMA},
+        },
         "security": [{"bearer": []}],
         "paths": paths,
     }
