@@ -240,7 +240,9 @@ async def config(request: Request) -> Response:
         validate_only = json_bool(body.get("validate_only"), "validate_only")
         expected = json_int(body.get("expected_version"), "expected_version")
     check_scope(scope)
-    uploaded = await parse_off_loop(request, config_service.parse_upload, yaml_text, scope)
+    uploaded = await parse_off_loop(
+        request, config_service.parse_upload, yaml_text, scope, size=len(yaml_text)
+    )
     result = await call_service(
         request,
         config_service.set_config,
@@ -564,6 +566,7 @@ def create_app(
         try:
             yield
         finally:
+            state.parse_pool.close()
             if state.listener is not None:
                 state.listener.stop()
 

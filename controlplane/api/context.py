@@ -2,14 +2,11 @@
 
 from __future__ import annotations
 
-import functools
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
-import anyio
-import anyio.to_thread
 from sqlalchemy import Engine
 from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
@@ -17,6 +14,7 @@ from starlette.requests import Request
 from controlplane.api.errors import PayloadTooLarge
 from controlplane.api.inputs import decode_json_object
 from controlplane.api.metrics import Metrics
+from controlplane.api.parse_pool import ParsePool
 from controlplane.delivery.cache import DeliveryCache
 from controlplane.domain import Unauthenticated
 from controlplane.services import auth as auth_service
@@ -28,8 +26,6 @@ T = TypeVar("T")
 MAX_REQUEST_BYTES = 1_048_576 + 65_536  # a maximal YAML upload plus its JSON envelope
 YAML_MEDIA_TYPES = ("application/yaml", "application/x-yaml", "text/yaml")
 TOKEN_CACHE_SECONDS = 30.0
-PARSE_WORKERS = 2
-INLINE_PARSE_BYTES = 65_536  # smaller bodies parse in well under a millisecond
 
 
 @dataclass
@@ -45,7 +41,7 @@ class AppState:
     metrics: Metrics
     settings: Settings
     listener: Any = None
-    parse_limiter: anyio.CapacityLimiter | None = None  # made on the event loop, on first use
+    parse_pool: ParsePool = field(default_factory=ParsePool)
     # token hash -> (principal, expiry): long-polls authenticate without a database read.
     token_cache: dict[str, tuple[Principal, float]] = field(default_factory=dict)
 
@@ -122,24 +118,14 @@ async def read_body(request: Request) -> bytes:
 async def read_json(request: Request) -> dict[str, Any]:
     """The body as a strict JSON object (see inputs.py); an empty body is {}.
 
-    A large body is decoded on a parse worker, never on the event loop.
+    A large body is decoded by the parse pool, never on the event loop.
     """
     body = await read_body(request)
     if not body:
         return {}
-    if len(body) <= INLINE_PARSE_BYTES:
-        return decode_json_object(body)
-    return await parse_off_loop(request, decode_json_object, body)
+    return await parse_off_loop(request, decode_json_object, body, size=len(body))
 
 
-async def parse_off_loop(request: Request, fn: Callable[..., T], *args: Any) -> T:
-    """Run CPU-bound parsing or validation of request input on a bounded set of worker threads.
-
-    The event loop keeps serving (/healthz, long-polls) while a large upload is read, and at
-    most PARSE_WORKERS uploads are parsed at once: more would only share the same CPU (the
-    GIL) and hold more memory. Others wait their turn here, costing nothing but their body.
-    """
-    state = app_state(request)
-    if state.parse_limiter is None:
-        state.parse_limiter = anyio.CapacityLimiter(PARSE_WORKERS)
-    return await anyio.to_thread.run_sync(functools.partial(fn, *args), limiter=state.parse_limiter)
+async def parse_off_loop(request: Request, fn: Callable[..., T], *args: Any, size: int) -> T:
+    """Run CPU-bound parsing or validation of `size` bytes of input on the app's parse pool."""
+    return await app_state(request).parse_pool.run(fn, *args, size=size)

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 from dataclasses import dataclass
+from typing import Any
 
 __all__ = ["DocumentValidationError", "InputRejectedError", "ValidationIssue"]
 
@@ -49,6 +50,9 @@ class DocumentValidationError(Exception):
         more = f" (and {count - 3} more)" if count > 3 else ""
         super().__init__(f"{count} validation issue{'s' if count != 1 else ''}: {head}{more}")
 
+    def __reduce__(self) -> tuple[Any, ...]:  # picklable: uploads are validated in a worker process
+        return (type(self), (self.issues,))
+
 
 class InputRejectedError(Exception):
     """Input refused before validation: hostile or malformed (HTTP 400, 413 when too_large)."""
@@ -57,3 +61,10 @@ class InputRejectedError(Exception):
         self.reason = reason
         self.too_large = too_large
         super().__init__(reason)
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (_input_rejected, (self.reason, self.too_large))
+
+
+def _input_rejected(reason: str, too_large: bool) -> InputRejectedError:
+    return InputRejectedError(reason, too_large=too_large)

@@ -10,6 +10,7 @@ they imitate), so Cyrillic 'аzure:', fullwidth 'azure：', 'spi\u200bre-', 'SP�
 
 from __future__ import annotations
 
+import re
 import unicodedata
 
 from .lookalikes import LOOKALIKES
@@ -17,16 +18,15 @@ from .lookalikes import LOOKALIKES
 __all__ = ["RESERVED_TAG_PREFIXES", "control_character", "reserved_prefix_problem", "skeleton"]
 
 RESERVED_TAG_PREFIXES = ("azure:", "defakto-", "spire-")
-_LINE_BREAKS = {"\u2028", "\u2029"}  # Unicode's line and paragraph separators
+# Category Cc (C0, DEL, C1) and Unicode's line and paragraph separators.
+_CONTROL = re.compile("[\x00-\x1f\x7f-\x9f\u2028\u2029]")
 _DROPPED = {"Mn", "Me", "Cf", "Zs", "Zl", "Zp", "Cc"}  # marks, invisible, spaces
 
 
 def control_character(text: str) -> str | None:
     """'U+000A at offset 3' for the first control character or line break of text, else None."""
-    for offset, char in enumerate(text):
-        if unicodedata.category(char) == "Cc" or char in _LINE_BREAKS:
-            return f"U+{ord(char):04X} at offset {offset}"
-    return None
+    found = _CONTROL.search(text)
+    return None if found is None else f"U+{ord(found.group()):04X} at offset {found.start()}"
 
 
 def skeleton(text: str) -> str:
