@@ -17,6 +17,7 @@ import json
 import re
 from typing import Any
 
+from controlplane.documents.schema_check import actual_type
 from controlplane.domain import BadRequest
 
 __all__ = [
@@ -106,22 +107,6 @@ def _show(text: str, limit: int = 40) -> str:
     return shown if len(shown) <= limit else shown[: limit - 4] + "...'"
 
 
-def _describe(value: Any) -> str:
-    if isinstance(value, bool):
-        return "a boolean"
-    if isinstance(value, float):
-        return "a number with a fraction or exponent"
-    if isinstance(value, str):
-        return "a string"
-    if value is None:
-        return "null"
-    if isinstance(value, dict):
-        return "an object"
-    if isinstance(value, list):
-        return "an array"
-    return type(value).__name__
-
-
 def _bounded(number: int, name: str, minimum: int, maximum: int) -> int:
     if not minimum <= number <= maximum:
         raise BadRequest(f"{name} must be an integer from {minimum} to {maximum}")
@@ -137,7 +122,7 @@ def json_int(
             raise BadRequest(f"{name} is required")
         return None
     if isinstance(value, bool) or not isinstance(value, int):
-        raise BadRequest(f"{name} must be a JSON integer, not {_describe(value)}")
+        raise BadRequest(f"{name} must be a JSON integer, not {actual_type(value)}")
     return _bounded(value, name, minimum, maximum)
 
 
@@ -184,5 +169,5 @@ def json_bool(value: Any, name: str) -> bool:
     if value is None:
         return False
     if not isinstance(value, bool):
-        raise BadRequest(f"{name} must be true or false, not {_describe(value)}")
+        raise BadRequest(f"{name} must be true or false, not {actual_type(value)}")
     return value

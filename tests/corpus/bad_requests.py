@@ -133,7 +133,7 @@ REQUESTS: list[BadRequestCase] = [
     _put(
         "expected-version-float",
         {"expected_version": 94.0},
-        "expected_version must be a JSON integer, not a number with a fraction",
+        "expected_version must be a JSON integer, not a number",
     ),
     _put(
         "expected-version-bool",

@@ -19,25 +19,19 @@ from pathlib import Path
 import httpx
 import pytest
 
-from support.api import make_topology, ok
+from support.api import KEY_MANAGER_AZURE, make_topology, ok
 from support.controlplane import start_control_plane
 
 pytestmark = pytest.mark.e2e
 
 HEALTHZ_BOUND_SECONDS = 0.050
 CONCURRENT_UPLOADS = 4  # more than the parse workers: the rest wait their turn
-DOCUMENT = """\
-section: KeyManager
-schema: v1
-spec:
-  extensions:
-    azureKeyVault:
-      vaultURL: "https://my-key-vault.vault.azure.net/"
-      sharedKeys:
-        keyNameTemplate: 'aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa-{{ .KeyID }}'
-        keyIdExtractionRegex: '^(?:a+)+b(.*)$'
-      keyTags:
-"""
+DOCUMENT = KEY_MANAGER_AZURE + (
+    "      sharedKeys:\n"
+    "        keyNameTemplate: 'aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa-{{ .KeyID }}'\n"
+    "        keyIdExtractionRegex: '^(?:a+)+b(.*)$'\n"
+    "      keyTags:\n"
+)
 
 
 def worst_case_upload() -> bytes:

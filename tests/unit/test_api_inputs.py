@@ -60,9 +60,9 @@ def test_brackets_inside_strings_are_not_nesting() -> None:
     [
         ("93", "not a string"),
         (" 9", "not a string"),
-        (94.0, "not a number with a fraction or exponent"),
+        (94.0, "not a number"),
         (True, "not a boolean"),
-        ([1], "not an array"),
+        ([1], "not a list"),
         (-1, "from 0 to"),
         (MAX_INT + 1, "from 0 to"),
     ],
