@@ -21,7 +21,9 @@ from __future__ import annotations
 import asyncio
 import functools
 import multiprocessing
+import os
 import threading
+import time
 from collections.abc import Callable
 from concurrent.futures import ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
@@ -73,7 +75,10 @@ class ParsePool:
             if self._executor is None:
                 # spawn, not fork: this process has threads (event loop, database pool).
                 self._executor = ProcessPoolExecutor(
-                    self.workers, mp_context=multiprocessing.get_context("spawn")
+                    self.workers,
+                    mp_context=multiprocessing.get_context("spawn"),
+                    initializer=_exit_with_parent,
+                    initargs=(os.getpid(),),
                 )
             return self._executor
 
@@ -82,3 +87,18 @@ class ParsePool:
             executor, self._executor = self._executor, None
         if executor is not None:
             executor.shutdown(wait=False, cancel_futures=True)
+
+
+def _exit_with_parent(parent_pid: int) -> None:
+    """In a worker: exit when the control plane is gone, even killed with SIGKILL.
+
+    A worker waits on a queue whose writing end it also holds, so it would never see the
+    parent go; a daemon thread polls the parent pid instead (once a second, no work).
+    """
+
+    def watch() -> None:
+        while os.getppid() == parent_pid:
+            time.sleep(1.0)
+        os._exit(0)
+
+    threading.Thread(target=watch, name="exit-with-parent", daemon=True).start()

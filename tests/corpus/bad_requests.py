@@ -8,10 +8,13 @@ that nothing was stored.
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass
 from typing import Any
 
-__all__ = ["REQUESTS", "BadRequestCase"]
+from support.api import KEY_MANAGER_AZURE
+
+__all__ = ["REQUESTS", "BadRequestCase", "worst_case_upload"]
 
 _NO_BODY = object()
 LIFECYCLE = "section: KeyLifecycle\nschema: v1\nspec:\n  x509CATTL: 9h\n"
@@ -207,3 +210,20 @@ REQUESTS: list[BadRequestCase] = [
     ),
 ]
 assert len({case.name for case in REQUESTS}) == len(REQUESTS)
+
+
+DOCUMENT = KEY_MANAGER_AZURE + (
+    "      sharedKeys:\n"
+    "        keyNameTemplate: 'aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa-{{ .KeyID }}'\n"
+    "        keyIdExtractionRegex: '^(?:a+)+b(.*)$'\n"
+    "      keyTags:\n"
+)
+
+
+def worst_case_upload() -> bytes:
+    """A config PUT body just under 1 MiB that costs the most to refuse: 20 KeyManager documents,
+    each with the regex that hung Python's re (a 40-character template prefix) and ~50 KB of tags."""
+    tags = "".join(f'        "tag{i}": "{"x" * 190}"\n' for i in range(231))
+    body = json.dumps({"yaml": "---\n".join([DOCUMENT + tags] * 20)}).encode()
+    assert 1_000_000 < len(body) <= 1_048_576
+    return body

@@ -11,7 +11,6 @@ instead of processes fails this test: the event loop then waits for the interpre
 
 from __future__ import annotations
 
-import json
 import threading
 import time
 from pathlib import Path
@@ -19,27 +18,14 @@ from pathlib import Path
 import httpx
 import pytest
 
-from support.api import KEY_MANAGER_AZURE, make_topology, ok
+from corpus.bad_requests import worst_case_upload
+from support.api import make_topology, ok
 from support.controlplane import start_control_plane
 
 pytestmark = pytest.mark.e2e
 
 HEALTHZ_BOUND_SECONDS = 0.050
 CONCURRENT_UPLOADS = 4  # more than the parse workers: the rest wait their turn
-DOCUMENT = KEY_MANAGER_AZURE + (
-    "      sharedKeys:\n"
-    "        keyNameTemplate: 'aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa-{{ .KeyID }}'\n"
-    "        keyIdExtractionRegex: '^(?:a+)+b(.*)$'\n"
-    "      keyTags:\n"
-)
-
-
-def worst_case_upload() -> bytes:
-    """A JSON body just under 1 MiB: 20 documents, each with the regex and ~50 KB of tags."""
-    tags = "".join(f'        "tag{i}": "{"x" * 190}"\n' for i in range(231))
-    body = json.dumps({"yaml": "---\n".join([DOCUMENT + tags] * 20)}).encode()
-    assert 1_000_000 < len(body) <= 1_048_576
-    return body
 
 
 def test_healthz_answers_within_50ms_while_worst_case_uploads_are_validated(tmp_path: Path):
