@@ -566,7 +566,7 @@ def create_app(
         try:
             yield
         finally:
-            state.parse_pool.close()
+            await state.parse_pool.aclose()
             if state.listener is not None:
                 state.listener.stop()
 

@@ -82,11 +82,12 @@ class ParsePool:
                 )
             return self._executor
 
-    def close(self) -> None:
+    async def aclose(self) -> None:
+        """Stop the worker processes (queued work is cancelled), without blocking the loop."""
         with self._lock:
             executor, self._executor = self._executor, None
         if executor is not None:
-            executor.shutdown(wait=False, cancel_futures=True)
+            await asyncio.to_thread(executor.shutdown, wait=True, cancel_futures=True)
 
 
 def _exit_with_parent(parent_pid: int) -> None:
