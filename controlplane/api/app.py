@@ -35,7 +35,14 @@ from controlplane.api.context import (
     require_user,
 )
 from controlplane.api.errors import handle_exception
-from controlplane.api.inputs import json_bool, json_int, query_bool, query_int
+from controlplane.api.inputs import (
+    AUDIT_LIMIT_MAX,
+    HISTORY_LIMIT_MAX,
+    json_bool,
+    json_int,
+    query_bool,
+    query_int,
+)
 from controlplane.api.longpoll import LongPollFastPath, server_sync
 from controlplane.api.metrics import Metrics
 from controlplane.delivery.cache import DeliveryCache
@@ -48,8 +55,6 @@ from controlplane.services import servers as server_service
 from controlplane.store.unit_of_work import UnitOfWork, UnitOfWorkFactory
 
 log = logging.getLogger("controlplane.api")
-HISTORY_MAX = 200
-AUDIT_MAX = 500
 # -- health, metrics, openapi ---------------------------------------------------------------
 
 
@@ -280,7 +285,7 @@ async def config_history(request: Request) -> Response:
     """Versions of a scope's config, newest first (?limit=&before=)."""
     await require_user(request)
     q = request.query_params
-    limit = query_int(q.get("limit"), "limit", minimum=1, maximum=HISTORY_MAX) or 20
+    limit = query_int(q.get("limit"), "limit", minimum=1, maximum=HISTORY_LIMIT_MAX) or 20
     before = query_int(q.get("before"), "before", minimum=1)
     p = request.path_params
     return JSONResponse(
@@ -348,7 +353,7 @@ async def audit_log(request: Request) -> Response:
     """The audit log, newest first (?limit=&before=)."""
     await require_user(request)
     q = request.query_params
-    limit = query_int(q.get("limit"), "limit", minimum=1, maximum=AUDIT_MAX) or 50
+    limit = query_int(q.get("limit"), "limit", minimum=1, maximum=AUDIT_LIMIT_MAX) or 50
     before = query_int(q.get("before"), "before", minimum=1)
     return JSONResponse(
         {

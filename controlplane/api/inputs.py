@@ -21,6 +21,8 @@ from controlplane.documents.schema_check import actual_type
 from controlplane.domain import BadRequest
 
 __all__ = [
+    "AUDIT_LIMIT_MAX",
+    "HISTORY_LIMIT_MAX",
     "MAX_INT",
     "MAX_JSON_DEPTH",
     "decode_json_object",
@@ -34,6 +36,8 @@ __all__ = [
 MAX_INT = 2**31 - 1  # PostgreSQL `integer`: every version and revision column
 MAX_JSON_DEPTH = 32  # as for YAML documents; the API's own bodies nest 4 deep at most
 MAX_INT_DIGITS = 19  # a 64-bit integer; a field's own bound is checked by json_int
+HISTORY_LIMIT_MAX = 200  # versions per history page
+AUDIT_LIMIT_MAX = 500  # audit events per page
 # Strings and brackets: what the depth scan needs to see (a string may hold any bracket).
 _DECIMAL = re.compile(r"[0-9]{1,9}(?:\.[0-9]{1,9})?")
 _JSON_TOKENS = re.compile(r'"[^"\\]*(?:\\.[^"\\]*)*"|[\[\]{}]')

@@ -16,8 +16,11 @@ from typing import Any
 from starlette.routing import BaseRoute, Route
 
 import controlplane
-from controlplane.api.inputs import MAX_INT
+from controlplane.api.inputs import AUDIT_LIMIT_MAX, HISTORY_LIMIT_MAX, MAX_INT
+from controlplane.api.longpoll import DEFAULT_WAIT_SECONDS, MAX_WAIT_SECONDS
 from controlplane.domain import SCOPES
+from controlplane.services.auth import MAX_JOIN_TOKEN_TTL
+from controlplane.services.servers import HEALTH_VALUES, KEY_KINDS, MAX_KEYS_PER_REPORT
 
 __all__ = ["OPERATIONS", "Operation", "document", "undescribed"]
 
@@ -207,7 +210,7 @@ REGISTERED = _object(
 )
 STATUS_REPORT = _object(
     ["health"],
-    health={"enum": ["HEALTHY", "UNHEALTHY"]},
+    health={"enum": list(HEALTH_VALUES)},
     desired_version=NULLABLE_VERSION,
     attempted_version=NULLABLE_VERSION,
     attempted_at=NULLABLE_STRING,
@@ -217,11 +220,11 @@ STATUS_REPORT = _object(
     key_manager={"type": ["object", "string", "null"]},
     keys={
         "type": "array",
-        "maxItems": 64,
+        "maxItems": MAX_KEYS_PER_REPORT,
         "items": _object(
             ["kid", "kind", "jwk", "not_after"],
             kid={"type": "string", "minLength": 1, "maxLength": 255},
-            kind={"enum": ["jwt", "x509-ca"]},
+            kind={"enum": list(KEY_KINDS)},
             jwk={"type": "object", "required": ["kty"]},
             not_after=TIME,
             x5c={"type": "array", "items": STRING},
@@ -259,8 +262,13 @@ CONFIG_OPTIONS_QUERY: dict[str, dict[str, Any]] = {
     "validate_only": {"type": "boolean"},
     "expected_version": VERSION,
 }
-LIST_QUERY = {"limit": _int(1, 200), "before": _int(1)}
-WAIT: dict[str, Any] = {"type": "number", "minimum": 0, "maximum": 60, "default": 30}
+LIST_QUERY = {"limit": _int(1, HISTORY_LIMIT_MAX), "before": _int(1)}
+WAIT: dict[str, Any] = {
+    "type": "number",
+    "minimum": 0,
+    "description": f"seconds to wait for a change; more than {MAX_WAIT_SECONDS:g} is read as that",
+    "default": DEFAULT_WAIT_SECONDS,
+}
 
 OPERATIONS: dict[tuple[str, str], Operation] = {
     ("/healthz", "get"): Operation(_object(["status"], status=STRING), errors=()),
@@ -298,7 +306,10 @@ OPERATIONS: dict[tuple[str, str], Operation] = {
         JOIN_TOKEN,
         status=201,
         errors=(400, 401, 403, 404, 413, 503),
-        body=_object([], ttl_seconds={**_int(1, 604_800), "default": 3600}),
+        body=_object(
+            [],
+            ttl_seconds={**_int(1, int(MAX_JOIN_TOKEN_TTL.total_seconds())), "default": 3600},
+        ),
         body_required=False,
     ),
     ("/v1/trust-domain-deployments/{tdd_id}/servers", "get"): Operation(_items(SERVER)),
@@ -350,7 +361,7 @@ OPERATIONS: dict[tuple[str, str], Operation] = {
         required_query=("trust_domain_deployment_id",),
     ),
     ("/v1/audit", "get"): Operation(
-        _items(AUDIT_EVENT), query={"limit": _int(1, 500), "before": _int(1)}
+        _items(AUDIT_EVENT), query={"limit": _int(1, AUDIT_LIMIT_MAX), "before": _int(1)}
     ),
     ("/v1/servers/register", "post"): Operation(
         REGISTERED,
