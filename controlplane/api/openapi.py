@@ -370,6 +370,16 @@ OPERATIONS: dict[tuple[str, str], Operation] = {
         body=_object([], name=NAME, cluster_id=STRING),
         body_required=False,
     ),
+    # Server lifecycle and rollouts (issue 12): shapes kept loose until those routes land.
+    ("/v1/servers/{server_id}", "get"): Operation(
+        _object(["id"], id=STRING, trust_domain_deployment_id=STRING, keys={"type": "array"})
+    ),
+    ("/v1/servers/{server_id}", "delete"): Operation(
+        {"type": "object"}, errors=(400, 401, 403, 404, 409, 503)
+    ),
+    ("/v1/rollouts/{scope}/{scope_id}", "get"): Operation(
+        {"type": "object"}, query={"version": _int(1)}
+    ),
     ("/v1/servers/{server_id}/sync", "get"): Operation(
         SYNC,
         query={
