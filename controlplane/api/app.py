@@ -20,6 +20,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, PlainTextResponse, Response
 from starlette.routing import Route
 
+from controlplane import console
 from controlplane.api import openapi
 from controlplane.api.context import (
     YAML_MEDIA_TYPES,
@@ -432,6 +433,7 @@ ROUTES = [
     Route("/v1/servers/register", register, methods=["POST"]),
     Route("/v1/servers/{server_id}/sync", server_sync, methods=["GET"]),
     Route("/v1/servers/{server_id}/status", server_status, methods=["POST"]),
+    console.mount(),  # the web console at /ui/ (controlplane/console)
 ]
 
 

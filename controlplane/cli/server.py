@@ -201,7 +201,8 @@ def _loop_factory():  # type: ignore[no-untyped-def]
 async def _announce(server, host: str, port: int, metrics_sock: socket.socket | None) -> None:  # type: ignore[no-untyped-def]
     while not server.started:
         await asyncio.sleep(0.01)
-    line = {"url": f"http://{host}:{port}", "pid": os.getpid(), "version": __version__}
+    url = f"http://{host}:{port}"
+    line = {"url": url, "pid": os.getpid(), "version": __version__, "console_url": f"{url}/ui/"}
     if metrics_sock is not None:
         mhost, mport = metrics_sock.getsockname()[:2]
         line["metrics_url"] = f"http://{mhost}:{mport}/metrics"

@@ -6,7 +6,7 @@ import json
 import logging
 from typing import Any
 
-from controlplane.domain import utc_now
+from controlplane.domain import check_scope, utc_now
 from controlplane.store.models import AuditEventRow
 from controlplane.store.unit_of_work import UnitOfWork
 
@@ -51,8 +51,20 @@ def record(
 
 
 def list_events(
-    uow: UnitOfWork, *, limit: int = 50, before_id: int | None = None
+    uow: UnitOfWork,
+    *,
+    limit: int = 50,
+    before_id: int | None = None,
+    scope: str | None = None,
+    scope_id: str | None = None,
+    actor: str | None = None,
 ) -> list[dict[str, Any]]:
+    """Newest first. Filters: `scope` (a scope name) and `scope_id` exactly, `actor` as a substring."""
+    if scope:
+        check_scope(scope)
+    events = uow.repo.audit_events(
+        limit=limit, before_id=before_id, scope=scope, scope_id=scope_id, actor=actor
+    )
     return [
         {
             "id": e.id,
@@ -65,5 +77,5 @@ def list_events(
             "new_version": e.new_version,
             "details": json.loads(e.details_json),
         }
-        for e in uow.repo.audit_events(limit=limit, before_id=before_id)
+        for e in events
     ]

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
+from datetime import datetime
 from typing import Any
 
 from sqlalchemy.exc import IntegrityError
@@ -232,6 +233,27 @@ def layers_for(
             raise BadRequest(f"cluster {cluster_id} does not belong to deployment {deployment_id}")
         keys.append((CLUSTER, cluster.id))
     return keys
+
+
+def deployment_changes(
+    uow: UnitOfWork, deployment_id: str, since: datetime, *, limit: int = 1000
+) -> list[dict[str, Any]]:
+    """Config versions written since `since` at any scope the deployment's servers read (its
+    trust domain, itself, its clusters), newest first."""
+    tdd = get_deployment_row(uow, deployment_id)
+    keys = [(TRUST_DOMAIN, tdd.trust_domain_id), (DEPLOYMENT, tdd.id)]
+    keys += [(CLUSTER, c.id) for c in uow.repo.clusters(tdd.id)]
+    return [
+        {
+            "scope": r.scope,
+            "scope_id": r.scope_id,
+            "version": r.version,
+            "actor": r.actor,
+            "action": r.action,
+            "created_at": r.created_at.isoformat(),
+        }
+        for r in uow.repo.config_versions_since(keys, since, limit=limit)
+    ]
 
 
 def get_effective(uow: UnitOfWork, deployment_id: str, cluster_id: str | None) -> dict[str, Any]:

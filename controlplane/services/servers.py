@@ -25,6 +25,10 @@ STATUS_FIELDS = (
     "key_manager",
 )
 BUNDLE_REFRESH_HINT_SECONDS = 60
+# What the control plane keeps of each reported key (the public key goes to the bundle). A server
+# before not_before/key_type/provider_ref existed simply leaves them out.
+KEY_FIELDS = ("kid", "kind", "key_manager", "state", "not_before", "not_after", "key_type")
+MAX_PROVIDER_REF = 1024
 
 
 def _parse_time(value: object, where: str) -> datetime:
@@ -53,11 +57,10 @@ def report_status(uow: UnitOfWork, server_id: str, report: object) -> None:
         raise BadRequest(f"keys must be a list of at most {MAX_KEYS_PER_REPORT} keys")
     now = utc_now()
     status = {k: report.get(k) for k in STATUS_FIELDS}
-    status["keys"] = [
-        {k: key.get(k) for k in ("kid", "kind", "key_manager", "state", "not_after")}
-        for key in keys
-        if isinstance(key, dict)
-    ]
+    status["keys"] = [_stored_key(key, f"keys[{i}]") for i, key in enumerate(keys)]
+    if report.get("reported_at") is not None:
+        reported_at = _parse_time(report["reported_at"], "reported_at")
+        status["clock_offset_seconds"] = round((reported_at - now).total_seconds(), 1)
     server.health = health
     server.status_json = json.dumps(status, sort_keys=True, default=str)
     server.last_contact_at = now
@@ -67,6 +70,21 @@ def report_status(uow: UnitOfWork, server_id: str, report: object) -> None:
         td.bundle_version += 1
         uow.record(Change("bundle", td.id, td.bundle_version))
     uow.commit()
+
+
+def _stored_key(key: object, where: str) -> dict[str, Any]:
+    """The inventory entry kept for one reported key; optional fields are checked when present."""
+    if not isinstance(key, dict):
+        raise BadRequest(f"{where} must be an object")
+    if key.get("not_before") is not None:
+        _parse_time(key["not_before"], f"{where}.not_before")
+    stored = {k: key.get(k) for k in KEY_FIELDS}
+    ref = key.get("provider_ref")
+    if ref is not None:
+        if not isinstance(ref, str) or len(ref) > MAX_PROVIDER_REF:
+            raise BadRequest(f"{where}.provider_ref must be a string of at most {MAX_PROVIDER_REF}")
+        stored["provider_ref"] = ref
+    return stored
 
 
 def _merge_bundle_keys(
@@ -163,5 +181,7 @@ def server_dict(row: ServerRow, seen_at: datetime | None = None) -> dict[str, An
         "last_contact_at": contact.isoformat() if contact else None,
         "health": row.health,
         **{k: status.get(k) for k in STATUS_FIELDS if k != "health"},
+        # the server's clock minus the control plane's when it last reported (None: not reported)
+        "clock_offset_seconds": status.get("clock_offset_seconds"),
         "keys": status.get("keys", []),
     }

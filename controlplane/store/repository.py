@@ -276,11 +276,44 @@ class Repository:
     def delete_bundle_key(self, row: BundleKeyRow) -> None:
         self.session.delete(row)
 
-    def audit_events(self, *, limit: int, before_id: int | None = None) -> Sequence[AuditEventRow]:
+    def audit_events(
+        self,
+        *,
+        limit: int,
+        before_id: int | None = None,
+        scope: str | None = None,
+        scope_id: str | None = None,
+        actor: str | None = None,
+    ) -> Sequence[AuditEventRow]:
+        """Newest first; `scope`/`scope_id` match exactly, `actor` is a substring."""
         q = select(AuditEventRow).order_by(AuditEventRow.id.desc()).limit(limit)
         if before_id is not None:
             q = q.where(AuditEventRow.id < before_id)
+        if scope:
+            q = q.where(AuditEventRow.scope == scope)
+        if scope_id:
+            q = q.where(AuditEventRow.scope_id == scope_id)
+        if actor:
+            q = q.where(AuditEventRow.actor.contains(actor, autoescape=True))
         return self.session.scalars(q).all()
+
+    def config_versions_since(
+        self, keys: Sequence[tuple[str, str]], since: datetime, *, limit: int
+    ) -> Sequence[ConfigVersionRow]:
+        """Versions of the given scopes written at or after `since`, newest first."""
+        if not keys:
+            return []
+        wanted = set(keys)
+        rows = self.session.scalars(
+            select(ConfigVersionRow)
+            .where(
+                ConfigVersionRow.scope_id.in_({k[1] for k in keys}),
+                ConfigVersionRow.created_at >= since,
+            )
+            .order_by(ConfigVersionRow.revision.desc())
+            .limit(limit)
+        ).all()
+        return [r for r in rows if (r.scope, r.scope_id) in wanted]
 
     def delete_join_tokens(self, deployment_id: str) -> None:
         self.session.execute(

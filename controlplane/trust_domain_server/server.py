@@ -383,9 +383,13 @@ class TrustDomainServer:
             "kind": rec.kind.value,
             "key_manager": {"type": rec.km_type, "digest": rec.km_digest},
             "state": rec.state.value,
+            "not_before": rec.not_before.isoformat(),
             "not_after": rec.not_after.isoformat(),
+            "key_type": rec.key_type.value,
             "jwk": public_jwk(rec.public_key_der),
         }
+        if rec.provider_ref:  # e.g. the Key Vault key id; names the key, holds no secret
+            entry["provider_ref"] = rec.provider_ref
         if rec.ca_cert_der:
             entry["x5c"] = [base64.b64encode(rec.ca_cert_der).decode("ascii")]
         return entry
@@ -409,6 +413,8 @@ class TrustDomainServer:
                 "error": error,
                 "key_manager": active.describe() if active else None,
                 "keys": [self._key_entry(r) for r in self.keyring.published(now)],
+                # This server's clock: the control plane shows how far it is from its own.
+                "reported_at": _iso(now),
             }
 
     def local_status(self) -> dict[str, Any]:

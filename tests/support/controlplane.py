@@ -74,13 +74,18 @@ def _db_args(data_dir: Path, database_url: str | None) -> list[str]:
 
 
 def create_admin_token(data_dir: Path, database_url: str | None = None) -> str:
+    return create_token(data_dir, "admin", database_url)
+
+
+def create_token(data_dir: Path, role: str, database_url: str | None = None) -> str:
+    """`spirl-controlplane token create --role ROLE` (migrating first); the token it printed."""
     result = subprocess.run(
         [
             script("spirl-controlplane"),
             "token",
             "create",
             "--role",
-            "admin",
+            role,
             "--migrate",
             *_db_args(data_dir, database_url),
         ],

@@ -1,0 +1,67 @@
+// The spirl console's only script (served from the package; the page's CSP allows no other).
+// 1. Live regions: an element with data-live-url is re-fetched every data-live-ms and its
+//    content replaced when it changed; <details data-keep> stay open across refreshes.
+// 2. Key timeline: clicking a key bar shows its details (the bar's <title>) below the picture.
+"use strict";
+
+(function () {
+  function setStatus(name, text, failed) {
+    document.querySelectorAll('[data-live-status="' + name + '"]').forEach(function (el) {
+      el.textContent = text;
+      el.classList.toggle("failed", !!failed);
+    });
+  }
+
+  function startLive(el) {
+    var url = el.getAttribute("data-live-url");
+    var every = parseInt(el.getAttribute("data-live-ms") || "3000", 10);
+    var name = el.getAttribute("data-live-name") || "";
+    var last = null;
+    function refresh() {
+      fetch(url, { credentials: "same-origin", headers: { "X-Console-Refresh": "1" } })
+        .then(function (response) {
+          if (response.status === 401) {
+            window.location.assign("/ui/login?next=" + encodeURIComponent(window.location.pathname));
+            throw new Error("signed out");
+          }
+          if (!response.ok) { throw new Error("HTTP " + response.status); }
+          return response.text();
+        })
+        .then(function (html) {
+          if (html !== last) {
+            var open = {};
+            el.querySelectorAll("details[data-keep][open]").forEach(function (d) {
+              open[d.getAttribute("data-keep")] = true;
+            });
+            el.innerHTML = html;
+            el.querySelectorAll("details[data-keep]").forEach(function (d) {
+              if (open[d.getAttribute("data-keep")]) { d.open = true; }
+            });
+            last = html;
+            el.dispatchEvent(new CustomEvent("console:refreshed"));
+          }
+          setStatus(name, "live · " + new Date().toLocaleTimeString(), false);
+        })
+        .catch(function (err) { setStatus(name, "live updates paused (" + err.message + ")", true); })
+        .finally(function () { window.setTimeout(refresh, every); });
+    }
+    window.setTimeout(refresh, every);
+  }
+
+  function showKey(event) {
+    var bar = event.target.closest ? event.target.closest("rect.key") : null;
+    var panel = document.getElementById("key-detail");
+    if (!bar || !panel) { return; }
+    document.querySelectorAll("rect.key.selected").forEach(function (r) { r.classList.remove("selected"); });
+    bar.classList.add("selected");
+    var title = bar.querySelector("title");
+    panel.textContent = title ? title.textContent : bar.getAttribute("data-kid");
+    panel.hidden = false;
+  }
+
+  document.addEventListener("DOMContentLoaded", function () {
+    document.querySelectorAll("[data-live-url]").forEach(startLive);
+    var box = document.getElementById("timeline");
+    if (box) { box.addEventListener("click", showKey); }
+  });
+})();

@@ -1,0 +1,527 @@
+"""The console's pages: thin handlers that read through the services layer and render a template.
+
+Each page gathers what it shows in one unit of work (`gather`), the way an API handler calls
+one service, and never calls the HTTP API. Reads only: actions live in `actions.py`.
+"""
+
+from __future__ import annotations
+
+import json
+import statistics
+import urllib.parse
+from collections.abc import Awaitable, Callable
+from datetime import datetime, timedelta
+from typing import Any, TypeVar
+
+from starlette.requests import Request
+from starlette.responses import HTMLResponse, RedirectResponse, Response
+
+from controlplane.api.context import app_state, call_service, int_param
+from controlplane.console import timeline
+from controlplane.console.render import fragment, render
+from controlplane.console.session import User, signed_in
+from controlplane.console.sidebyside import side_by_side
+from controlplane.domain import (
+    CLUSTER,
+    DEPLOYMENT,
+    SCOPES,
+    TRUST_DOMAIN,
+    BadRequest,
+    DomainError,
+    check_scope,
+    utc_now,
+)
+from controlplane.services import audit as audit_service
+from controlplane.services import config as config_service
+from controlplane.services import objects as object_service
+from controlplane.services import servers as server_service
+from controlplane.store.unit_of_work import UnitOfWork
+
+T = TypeVar("T")
+Page = Callable[[Request, User], Awaitable[Response]]
+
+HISTORY_PAGE = 50
+AUDIT_PAGE = 50
+SERVERS_REFRESH_MS = 2000
+TIMELINE_REFRESH_MS = 5000
+# Below this the servers' clocks count as the control plane's (report latency, rounding).
+CLOCK_OFFSET_SHOWN_SECONDS = 2.0
+SCOPE_LABELS = {TRUST_DOMAIN: "trust domain", DEPLOYMENT: "deployment", CLUSTER: "cluster"}
+
+
+async def gather(request: Request, fn: Callable[[UnitOfWork], T]) -> T:
+    """Run `fn` with one unit of work in the thread pool (as the API's service calls do)."""
+    return await call_service(request, fn)
+
+
+def page(handler: Page) -> Callable[[Request], Awaitable[Response]]:
+    """A signed-in page: redirect to sign-in without a session; a DomainError becomes an error page."""
+
+    async def endpoint(request: Request) -> Response:
+        found = await signed_in(request)
+        if found is None:
+            if request.headers.get("x-console-refresh"):
+                return Response("sign in again", status_code=401)
+            target = request.url.path + (f"?{request.url.query}" if request.url.query else "")
+            return RedirectResponse(
+                "/ui/login?" + urllib.parse.urlencode({"next": target}), status_code=303
+            )
+        user, _ = found
+        try:
+            return await handler(request, user)
+        except DomainError as exc:
+            return error_page(request, user, exc)
+
+    endpoint.__name__ = handler.__name__
+    endpoint.__doc__ = handler.__doc__
+    return endpoint
+
+
+def error_page(request: Request, user: User | None, exc: DomainError) -> Response:
+    return render(
+        request,
+        "error.html",
+        {"user": user, "status": exc.status, "code": exc.code, "message": str(exc)},
+        status_code=exc.status,
+    )
+
+
+# -- trust domains, deployments, clusters ------------------------------------------------------
+
+
+@page
+async def home(request: Request, user: User) -> Response:
+    """Trust domains → deployments → clusters."""
+
+    def read(uow: UnitOfWork) -> list[dict[str, Any]]:
+        clusters = object_service.list_clusters(uow)
+        deployments = object_service.list_deployments(uow)
+        tree = []
+        for td in object_service.list_trust_domains(uow):
+            tds = [dict(d) for d in deployments if d["trust_domain_id"] == td["id"]]
+            for d in tds:
+                d["clusters"] = [c for c in clusters if c["trust_domain_deployment_id"] == d["id"]]
+            tree.append({**td, "deployments": tds})
+        return tree
+
+    return render(request, "home.html", {"user": user, "tree": await gather(request, read)})
+
+
+@page
+async def trust_domain(request: Request, user: User) -> Response:
+    """One trust domain: its deployments and clusters, its config, its bundle."""
+    td_id = request.path_params["td_id"]
+
+    def read(uow: UnitOfWork) -> dict[str, Any]:
+        td = object_service.get_trust_domain(uow, td_id)
+        clusters = object_service.list_clusters(uow)
+        deployments = [dict(d) for d in object_service.list_deployments(uow, td_id)]
+        for d in deployments:
+            d["clusters"] = [c for c in clusters if c["trust_domain_deployment_id"] == d["id"]]
+        version, keys = server_service.bundle_keys(uow, td_id)
+        config = config_service.get_config(uow, TRUST_DOMAIN, td_id)
+        return {
+            "td": td,
+            "deployments": deployments,
+            "bundle_sequence": version,
+            "bundle_keys": len(keys),
+            "config": config,
+        }
+
+    data = await gather(request, read)
+    crumbs = [(data["td"]["name"], None)]
+    return render(request, "trust_domain.html", {"user": user, "crumbs": crumbs, **data})
+
+
+@page
+async def bundle(request: Request, user: User) -> Response:
+    """The trust domain's merged trust bundle, as served at /v1/trust-domains/{id}/bundle."""
+    td_id = request.path_params["td_id"]
+
+    def read(uow: UnitOfWork) -> dict[str, Any]:
+        td = object_service.get_trust_domain(uow, td_id)
+        version, keys = server_service.bundle_keys(uow, td_id)
+        return {"td": td, "version": version, "keys": keys}
+
+    data = await gather(request, read)
+    document = server_service.bundle_document(data["version"], data["keys"], utc_now())
+    expiry = {jwk["kid"]: not_after for not_after, jwk in data["keys"]}
+    rows = [
+        {
+            "kid": jwk.get("kid"),
+            "use": jwk.get("use"),
+            "kty": jwk.get("kty"),
+            "crv": jwk.get("crv", ""),
+            "not_after": expiry.get(jwk.get("kid")),
+        }
+        for jwk in document["keys"]
+    ]
+    td = data["td"]
+    crumbs = [(td["name"], f"/ui/trust-domains/{td['id']}"), ("trust bundle", None)]
+    return render(
+        request,
+        "bundle.html",
+        {
+            "user": user,
+            "crumbs": crumbs,
+            "td": td,
+            "rows": rows,
+            "sequence": document["spiffe_sequence"],
+            "document": json.dumps(document, indent=2),
+        },
+    )
+
+
+def _deployment_context(uow: UnitOfWork, request: Request, tdd_id: str) -> dict[str, Any]:
+    tdd = object_service.get_deployment(uow, tdd_id)
+    td = object_service.get_trust_domain(uow, tdd["trust_domain_id"])
+    clusters = object_service.list_clusters(uow, tdd_id)
+    servers = server_service.list_servers(uow, tdd_id, dict(app_state(request).cache.last_contact))
+    # The effective version each placement should run: what "applied" is measured against.
+    targets = {
+        c_id: config_service.get_effective(uow, tdd_id, c_id)["version"]
+        for c_id in {s["cluster_id"] for s in servers} | {None}
+    }
+    return {"tdd": tdd, "td": td, "clusters": clusters, "servers": servers, "targets": targets}
+
+
+def _servers_view(data: dict[str, Any]) -> dict[str, Any]:
+    """What the servers table shows, shared by the page and its live fragment."""
+    names = {c["id"]: c["name"] for c in data["clusters"]}
+    rows = []
+    for server in data["servers"]:
+        target = data["targets"].get(server["cluster_id"])
+        state = server.get("state") or server.get("health")
+        manager = server.get("key_manager") or {}
+        rows.append(
+            {
+                **server,
+                "state": state,
+                "cluster_name": names.get(server["cluster_id"], server["cluster_id"] or "-"),
+                "target_version": target,
+                "up_to_date": target is not None and server.get("applied_version") == target,
+                "key_manager_type": manager.get("type") if isinstance(manager, dict) else manager,
+            }
+        )
+    placements = sorted(
+        (names.get(c_id, c_id) if c_id else "servers without a cluster", version)
+        for c_id, version in data["targets"].items()
+    )
+    applied = sum(1 for r in rows if r["up_to_date"])
+    states: dict[str, int] = {}
+    for r in rows:
+        states[str(r["state"])] = states.get(str(r["state"]), 0) + 1
+    return {
+        "rows": rows,
+        "applied": applied,
+        "states": sorted(states.items()),
+        "placements": placements,
+        "now": utc_now(),
+    }
+
+
+@page
+async def deployment(request: Request, user: User) -> Response:
+    """A deployment: its clusters, its servers (live), the rollout of its current config."""
+    tdd_id = request.path_params["tdd_id"]
+    data = await gather(request, lambda uow: _deployment_context(uow, request, tdd_id))
+    crumbs = _deployment_crumbs(data["td"], data["tdd"], last=True)
+    return render(
+        request,
+        "deployment.html",
+        {
+            "user": user,
+            "crumbs": crumbs,
+            **data,
+            **_servers_view(data),
+            "refresh_ms": SERVERS_REFRESH_MS,
+        },
+    )
+
+
+@page
+async def deployment_servers(request: Request, user: User) -> Response:
+    """The servers table's rows alone: what the page's script fetches to update it live."""
+    tdd_id = request.path_params["tdd_id"]
+    cluster_id = request.query_params.get("cluster")
+    data = await gather(request, lambda uow: _deployment_context(uow, request, tdd_id))
+    if cluster_id:
+        data["servers"] = [s for s in data["servers"] if s["cluster_id"] == cluster_id]
+    return HTMLResponse(fragment("_servers.html", {**data, **_servers_view(data)}))
+
+
+def _timeline_data(uow: UnitOfWork, request: Request, tdd_id: str) -> dict[str, Any]:
+    tdd = object_service.get_deployment(uow, tdd_id)
+    td = object_service.get_trust_domain(uow, tdd["trust_domain_id"])
+    servers = server_service.list_servers(uow, tdd_id, dict(app_state(request).cache.last_contact))
+    keyed = timeline.servers_from_reports(servers)
+    offsets = [
+        s["clock_offset_seconds"] for s in servers if s.get("clock_offset_seconds") is not None
+    ]
+    offset = statistics.median(offsets) if offsets else 0.0
+    created = [k.created for s in keyed for k in s.keys if k.created is not None]
+    now = utc_now()
+    since = min(created + [now]) - timedelta(minutes=5)
+    changes = config_service.deployment_changes(uow, tdd_id, since, limit=2000)
+    return {
+        "tdd": tdd,
+        "td": td,
+        "servers": keyed,
+        "changes": changes,
+        "offset": offset,
+        "now": now,
+    }
+
+
+def _timeline_svg(data: dict[str, Any]) -> str:
+    # Keys carry the servers' own times; when their clocks differ from ours (e.g. the demo's
+    # time-lapse) "now" is drawn in their time, so bars and the now line agree.
+    offset = data["offset"] if abs(data["offset"]) >= CLOCK_OFFSET_SHOWN_SECONDS else 0.0
+    markers = [
+        timeline.ConfigMarker(
+            datetime.fromisoformat(c["created_at"]),
+            f"{SCOPE_LABELS[c['scope']]} {c['scope_id']} version {c['version']} "
+            f"({c['action']}) by {c['actor']}",
+        )
+        for c in data["changes"]
+    ]
+    return timeline.build_timeline(
+        data["servers"], markers, data["now"] + timedelta(seconds=offset)
+    )
+
+
+@page
+async def deployment_timeline(request: Request, user: User) -> Response:
+    """The key timeline of a deployment's servers."""
+    tdd_id = request.path_params["tdd_id"]
+    data = await gather(request, lambda uow: _timeline_data(uow, request, tdd_id))
+    crumbs = _deployment_crumbs(data["td"], data["tdd"]) + [("key timeline", None)]
+    return render(
+        request,
+        "timeline.html",
+        {
+            "user": user,
+            "crumbs": crumbs,
+            "tdd": data["tdd"],
+            "svg": _timeline_svg(data),
+            "offset": data["offset"],
+            "offset_shown": abs(data["offset"]) >= CLOCK_OFFSET_SHOWN_SECONDS,
+            "refresh_ms": TIMELINE_REFRESH_MS,
+            "managers": timeline.KEY_MANAGER_CLASSES,
+            "states": timeline.KEY_STATES,
+        },
+    )
+
+
+@page
+async def deployment_timeline_svg(request: Request, user: User) -> Response:
+    """The timeline's SVG alone (refreshed live by the page's script)."""
+    tdd_id = request.path_params["tdd_id"]
+    data = await gather(request, lambda uow: _timeline_data(uow, request, tdd_id))
+    return HTMLResponse(_timeline_svg(data))
+
+
+@page
+async def cluster(request: Request, user: User) -> Response:
+    """A cluster: its servers and the effective config they receive, section by section."""
+    cluster_id = request.path_params["cluster_id"]
+
+    def read(uow: UnitOfWork) -> dict[str, Any]:
+        c = object_service.get_cluster(uow, cluster_id)
+        data = _deployment_context(uow, request, c["trust_domain_deployment_id"])
+        data["servers"] = [s for s in data["servers"] if s["cluster_id"] == cluster_id]
+        data["cluster"] = c
+        data["effective"] = config_service.get_effective(
+            uow, c["trust_domain_deployment_id"], cluster_id
+        )
+        return data
+
+    data = await gather(request, read)
+    crumbs = _deployment_crumbs(data["td"], data["tdd"]) + [(data["cluster"]["name"], None)]
+    return render(
+        request,
+        "cluster.html",
+        {
+            "user": user,
+            "crumbs": crumbs,
+            **data,
+            **_servers_view(data),
+            "scope_labels": SCOPE_LABELS,
+        },
+    )
+
+
+def _deployment_crumbs(
+    td: dict[str, Any], tdd: dict[str, Any], last: bool = False
+) -> list[tuple[str, str | None]]:
+    return [
+        (td["name"], f"/ui/trust-domains/{td['id']}"),
+        (tdd["name"], None if last else f"/ui/deployments/{tdd['id']}"),
+    ]
+
+
+# -- config -----------------------------------------------------------------------------------
+
+
+def scope_crumbs(uow: UnitOfWork, scope: str, scope_id: str) -> list[tuple[str, str | None]]:
+    """Breadcrumbs down to the object that owns a config scope."""
+    check_scope(scope)
+    if scope == TRUST_DOMAIN:
+        td = object_service.get_trust_domain(uow, scope_id)
+        return [(td["name"], f"/ui/trust-domains/{td['id']}")]
+    if scope == DEPLOYMENT:
+        tdd = object_service.get_deployment(uow, scope_id)
+        return _deployment_crumbs(object_service.get_trust_domain(uow, tdd["trust_domain_id"]), tdd)
+    c = object_service.get_cluster(uow, scope_id)
+    tdd = object_service.get_deployment(uow, c["trust_domain_deployment_id"])
+    td = object_service.get_trust_domain(uow, tdd["trust_domain_id"])
+    return _deployment_crumbs(td, tdd) + [(c["name"], f"/ui/clusters/{c['id']}")]
+
+
+def config_url(scope: str, scope_id: str, tail: str = "") -> str:
+    return f"/ui/config/{scope}/{scope_id}{tail}"
+
+
+@page
+async def config(request: Request, user: User) -> Response:
+    """A scope's current config, its history (paged), and the forms to diff or roll back."""
+    scope, scope_id = request.path_params["scope"], request.path_params["scope_id"]
+    before = int_param(request.query_params.get("before"), "before", minimum=1)
+
+    def read(uow: UnitOfWork) -> dict[str, Any]:
+        return {
+            "crumbs": scope_crumbs(uow, scope, scope_id),
+            "current": config_service.get_config(uow, scope, scope_id),
+            "history": config_service.history(
+                uow, scope, scope_id, limit=HISTORY_PAGE, before=before
+            ),
+        }
+
+    data = await gather(request, read)
+    written = int_param(request.query_params.get("written"), "written", minimum=1)
+    return render(
+        request,
+        "config.html",
+        {
+            "user": user,
+            "crumbs": data["crumbs"] + [(f"{SCOPE_LABELS[scope]} config", None)],
+            "scope": scope,
+            "scope_id": scope_id,
+            "scope_label": SCOPE_LABELS[scope],
+            "current": data["current"],
+            "history": data["history"],
+            "before": before,
+            "written": written,
+            "base": config_url(scope, scope_id),
+        },
+    )
+
+
+@page
+async def config_version(request: Request, user: User) -> Response:
+    """The YAML of one stored version."""
+    scope, scope_id = request.path_params["scope"], request.path_params["scope_id"]
+    version = int_param(request.path_params["version"], "version", minimum=1)
+    assert version is not None
+
+    def read(uow: UnitOfWork) -> dict[str, Any]:
+        return {
+            "crumbs": scope_crumbs(uow, scope, scope_id),
+            "config": config_service.get_config(uow, scope, scope_id, version),
+            "current": config_service.get_config(uow, scope, scope_id)["version"],
+        }
+
+    data = await gather(request, read)
+    base = config_url(scope, scope_id)
+    return render(
+        request,
+        "version.html",
+        {
+            "user": user,
+            "crumbs": data["crumbs"]
+            + [(f"{SCOPE_LABELS[scope]} config", base), (f"version {version}", None)],
+            "config": data["config"],
+            "current_version": data["current"],
+            "base": base,
+        },
+    )
+
+
+def diff_view(result: dict[str, Any]) -> list[dict[str, Any]]:
+    return [
+        {**section, "rows": side_by_side(section["old_yaml"], section["new_yaml"])}
+        for section in result["sections"]
+    ]
+
+
+@page
+async def config_diff(request: Request, user: User) -> Response:
+    """Two versions side by side, section by section."""
+    scope, scope_id = request.path_params["scope"], request.path_params["scope_id"]
+    q = request.query_params
+    to_v = int_param(q.get("to"), "to", required=True)
+    assert to_v is not None
+    from_v = int_param(q.get("from"), "from")  # none chosen: the version before `to`
+    from_v = max(to_v - 1, 0) if from_v is None else from_v
+
+    def read(uow: UnitOfWork) -> dict[str, Any]:
+        return {
+            "crumbs": scope_crumbs(uow, scope, scope_id),
+            "diff": config_service.diff(uow, scope, scope_id, from_v, to_v),
+        }
+
+    data = await gather(request, read)
+    base = config_url(scope, scope_id)
+    return render(
+        request,
+        "diff.html",
+        {
+            "user": user,
+            "crumbs": data["crumbs"]
+            + [(f"{SCOPE_LABELS[scope]} config", base), (f"diff {from_v} → {to_v}", None)],
+            "from_version": from_v,
+            "to_version": to_v,
+            "sections": diff_view(data["diff"]),
+            "base": base,
+        },
+    )
+
+
+# -- audit --------------------------------------------------------------------------------------
+
+
+@page
+async def audit(request: Request, user: User) -> Response:
+    """The audit log, newest first, filtered by scope (and scope id) and actor."""
+    q = request.query_params
+    scope = q.get("scope") or None
+    if scope is not None and scope not in SCOPES:
+        raise BadRequest(f"scope must be one of {', '.join(SCOPES)}")
+    scope_id = (q.get("scope_id") or "").strip() or None
+    actor = (q.get("actor") or "").strip() or None
+    before = int_param(q.get("before"), "before", minimum=1)
+
+    def read(uow: UnitOfWork) -> list[dict[str, Any]]:
+        return audit_service.list_events(
+            uow, limit=AUDIT_PAGE, before_id=before, scope=scope, scope_id=scope_id, actor=actor
+        )
+
+    events = await gather(request, read)
+    filters = {"scope": scope or "", "scope_id": scope_id or "", "actor": actor or ""}
+    older = None
+    if len(events) == AUDIT_PAGE:
+        older = "/ui/audit?" + urllib.parse.urlencode(
+            {**{k: v for k, v in filters.items() if v}, "before": events[-1]["id"]}
+        )
+    return render(
+        request,
+        "audit.html",
+        {
+            "user": user,
+            "crumbs": [("audit log", None)],
+            "events": events,
+            "filters": filters,
+            "scopes": SCOPES,
+            "older": older,
+        },
+    )
