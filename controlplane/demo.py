@@ -15,6 +15,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import signal
 import subprocess
 import sys
 import time
@@ -192,6 +193,7 @@ def control_plane_stage(demo: Demo) -> dict[str, str]:
     )
     demo.env.update({"SPIRL_ENDPOINT": info["url"], "SPIRL_TOKEN": token})
     print(f"   export SPIRL_ENDPOINT={info['url']} SPIRL_TOKEN=<admin token>")
+    print_console(info["url"], token)
 
     say("2. Create a trust domain, a deployment and a cluster")
     td = demo.run_json("spirlctl", "trust-domain", "create", TRUST_DOMAIN)
@@ -209,7 +211,20 @@ def control_plane_stage(demo: Demo) -> dict[str, str]:
     print("   short key lifetimes so rotation is visible:")
     print("   " + SHORT_LIFETIMES.rstrip().replace("\n", "\n   "))
     demo.run("spirlctl", "config", "set", "trust-domain", "--id", td["id"], str(lifetimes))
-    return {"td": td["id"], "tdd": tdd["id"], "cluster": cluster["id"], "url": info["url"]}
+    print(f"   watch the migration: {info['url']}/ui/deployments/{tdd['id']}/timeline")
+    return {
+        "td": td["id"],
+        "tdd": tdd["id"],
+        "cluster": cluster["id"],
+        "url": info["url"],
+        "token": token,
+    }
+
+
+def print_console(url: str, token: str) -> None:
+    """The web console's address and the token to sign in with (this demo's own admin token,
+    wiped with ./.run/ at the next start)."""
+    print(f"   web console: {url}/ui/   sign in with the admin token: {token}")
 
 
 def start_servers(
@@ -450,7 +465,35 @@ def _km_type(key: dict[str, Any]) -> str:
     return str(km.get("type") if isinstance(km, dict) else km)
 
 
-def main() -> int:
+def keep_running(ids: dict[str, str]) -> None:
+    say("Everything keeps running (--keep): look around in the web console; Ctrl-C stops it all")
+    print_console(ids["url"], ids["token"])
+    print(f"   servers:      {ids['url']}/ui/deployments/{ids['tdd']}")
+    print(f"   key timeline: {ids['url']}/ui/deployments/{ids['tdd']}/timeline")
+    print(
+        f"   CLI:          export SPIRL_ENDPOINT={ids['url']} SPIRL_TOKEN={ids['token']}",
+        flush=True,
+    )
+    while True:
+        time.sleep(3600)
+
+
+def main(argv: list[str] | None = None) -> int:
+    import argparse
+
+    parser = argparse.ArgumentParser(
+        prog="make run ARGS=...", description="The narrated migration demo (see README)."
+    )
+    parser.add_argument(
+        "--keep",
+        action="store_true",
+        help="keep the control plane, servers and vault running after the demo, until Ctrl-C",
+    )
+    args = parser.parse_args(argv)
+    # Ctrl-C, or a plain `kill`, stops everything the demo started (a shell that started the
+    # demo in the background may have set SIGINT to be ignored: undo that).
+    signal.signal(signal.SIGINT, signal.default_int_handler)
+    signal.signal(signal.SIGTERM, signal.default_int_handler)
     if RUN_DIR.exists():
         shutil.rmtree(RUN_DIR)
     RUN_DIR.mkdir(parents=True)
@@ -459,8 +502,11 @@ def main() -> int:
         ids = control_plane_stage(demo)
         migration_stage(demo, ids)
         say("Done. Logs and state are in ./.run/")
+        if args.keep:
+            keep_running(ids)
     except KeyboardInterrupt:
-        return 130
+        print("\nstopping everything", flush=True)
+        return 0 if args.keep else 130
     finally:
         demo.stop_all()
     return 0

@@ -21,6 +21,7 @@ __all__ = [
     "CONTENT_SECURITY_POLICY",
     "SecurityHeaders",
     "ago",
+    "duration",
     "render",
     "short_error",
     "state_class",
@@ -53,6 +54,17 @@ def ago(value: str | datetime | None, now: datetime | None = None) -> str:
         if seconds >= size:
             return f"{seconds // size}{unit} ago"
     return f"{seconds}s ago"
+
+
+def duration(seconds: float) -> str:
+    """A length of time for people: '45s', '10m 30s', '3h 5m', '2d 4h'."""
+    total = int(abs(round(seconds)))
+    parts = []
+    for unit, size in (("d", 86400), ("h", 3600), ("m", 60), ("s", 1)):
+        if total >= size or (unit == "s" and not parts):
+            parts.append(f"{total // size}{unit}")
+            total %= size
+    return " ".join(parts[:2])
 
 
 def short_error(text: str | None) -> str:
@@ -89,8 +101,10 @@ def _environment() -> jinja2.Environment:
         lstrip_blocks=True,
         undefined=jinja2.StrictUndefined,
     )
-    env.filters.update(when=when, ago=ago, short_error=short_error, state_class=state_class)
-    env.globals["version"] = controlplane.__version__
+    env.filters.update(
+        when=when, ago=ago, duration=duration, short_error=short_error, state_class=state_class
+    )
+    env.globals["asset_version"] = controlplane.__version__
     return env
 
 

@@ -101,7 +101,9 @@ def servers_from_reports(servers: Iterable[Mapping[str, Any]]) -> list[ServerKey
                     kid=key["kid"],
                     kind=str(key.get("kind") or "?"),
                     state=str(key.get("state") or "?"),
-                    key_manager=str(manager.get("type") if isinstance(manager, dict) else manager),
+                    key_manager=str(
+                        (manager.get("type") if isinstance(manager, dict) else manager) or "unknown"
+                    ),
                     expires=expires,
                     created=_time(key.get("not_before")),
                     provider_ref=str(key.get("provider_ref") or ""),
@@ -130,7 +132,7 @@ def build_timeline(
 ) -> str:
     """The SVG markup of the timeline (a complete `<svg>` element)."""
     keys = [k for s in servers for k in s.keys]
-    start, end = _window(keys, now)
+    start, end = _window(keys, now, markers)
     plot_left, plot_width = layout.label_width, layout.width - layout.label_width - 10
     span = (end - start).total_seconds()
 
@@ -185,13 +187,19 @@ def build_timeline(
     return "".join(parts)
 
 
-def _window(keys: Sequence[TimelineKey], now: datetime) -> tuple[datetime, datetime]:
-    """From the oldest creation (or now) to the latest expiry (or now), with a margin."""
+def _window(
+    keys: Sequence[TimelineKey], now: datetime, markers: Sequence[ConfigMarker]
+) -> tuple[datetime, datetime]:
+    """From the oldest creation (or now) to the latest expiry (or now), with a margin; reaching
+    back to the last config change when it is near (it is often why the keys look as they do)."""
     starts = [k.created for k in keys if k.created is not None] + [now]
     ends = [k.expires for k in keys] + [now]
     start, end = min(starts), max(ends)
     if end - start < timedelta(minutes=1):
         start, end = now - timedelta(minutes=30), now + timedelta(minutes=30)
+    past = [m.at for m in markers if m.at <= now]
+    if past and start - (end - start) / 2 <= max(past) < start:
+        start = max(past)
     margin = (end - start) * 0.03
     return start - margin, end + margin
 

@@ -180,7 +180,7 @@ def _deployment_context(uow: UnitOfWork, request: Request, tdd_id: str) -> dict[
     # The effective version each placement should run: what "applied" is measured against.
     targets = {
         c_id: config_service.get_effective(uow, tdd_id, c_id)["version"]
-        for c_id in {s["cluster_id"] for s in servers} | {None}
+        for c_id in {s["cluster_id"] for s in servers} or {None}
     }
     return {"tdd": tdd, "td": td, "clusters": clusters, "servers": servers, "targets": targets}
 
@@ -204,7 +204,7 @@ def _servers_view(data: dict[str, Any]) -> dict[str, Any]:
             }
         )
     placements = sorted(
-        (names.get(c_id, c_id) if c_id else "servers without a cluster", version)
+        (names.get(c_id, c_id) if c_id else "no cluster", version)
         for c_id, version in data["targets"].items()
     )
     applied = sum(1 for r in rows if r["up_to_date"])

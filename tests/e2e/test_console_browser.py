@@ -9,7 +9,6 @@ Screenshots of the main pages are written to test-artifacts/console/ (printed; g
 
 from __future__ import annotations
 
-import re
 from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import timedelta
@@ -19,7 +18,7 @@ from typing import Any
 import httpx
 import pytest
 
-from support.api import make_topology, ok, put_config
+from support.api import console_session, make_topology, ok, put_config
 from support.browser import Page, artifacts_dir, start_browser
 from support.controlplane import ControlPlane, create_token, start_control_plane
 from support.tds import SimClock, Tds, start_tds, wait_for
@@ -269,22 +268,6 @@ def test_servers_page_shows_a_config_change_live(fleet: Fleet, page: Page) -> No
     page.screenshot("8-servers-after-config-set")
 
 
-def _console_session(base: str, token: str) -> tuple[httpx.Client, str]:
-    """Sign in with plain HTTP as a browser would; (client holding the cookies, CSRF token)."""
-    client = httpx.Client(base_url=base, timeout=30)
-    form = client.get("/ui/login")
-    nonce = re.search(r'name="login_nonce" value="([^"]+)"', form.text)
-    assert nonce is not None
-    signed = client.post(
-        "/ui/login", data={"token": token, "login_nonce": nonce.group(1), "next": "/ui/"}
-    )
-    assert signed.status_code == 303, signed.text
-    home = client.get("/ui/")
-    csrf = re.search(r'name="csrf" value="([0-9a-f]+)"', home.text)
-    assert csrf is not None
-    return client, csrf.group(1)
-
-
 def test_only_an_admin_with_the_csrf_token_can_act(fleet: Fleet, page: Page) -> None:
     ids, cp = fleet.ids, fleet.cp
     scope_url = f"/ui/config/trust-domain/{ids['td']}"
@@ -308,15 +291,15 @@ def test_only_an_admin_with_the_csrf_token_can_act(fleet: Fleet, page: Page) -> 
     page.open(scope_url)
     assert page.path.startswith("/ui/login")  # signed out means signed out
 
-    viewer, viewer_csrf = _console_session(cp.url, fleet.viewer_token)
-    refused = viewer.post(f"{scope_url}/rollback", data={"csrf": viewer_csrf, "version": "1"})
-    assert refused.status_code == 403 and "admin" in refused.text
-
-    # An admin without the CSRF token (or with another session's) is refused too.
-    admin, admin_csrf = _console_session(cp.url, cp.admin_token)
-    for form in ({"version": "1"}, {"version": "1", "csrf": viewer_csrf}):
-        assert admin.post(f"{scope_url}/rollback", data=form).status_code == 403
-    assert admin.post("/ui/logout").status_code == 403  # signing out is a form with the token too
+    with (
+        console_session(cp.url, fleet.viewer_token) as (viewer, viewer_csrf),
+        console_session(cp.url, cp.admin_token) as (admin, _),
+    ):
+        refused = viewer.post(f"{scope_url}/rollback", data={"csrf": viewer_csrf, "version": "1"})
+        assert refused.status_code == 403 and "admin" in refused.text
+        # An admin without the CSRF token (or with another session's) is refused too.
+        for form in ({"version": "1"}, {"version": "1", "csrf": viewer_csrf}):
+            assert admin.post(f"{scope_url}/rollback", data=form).status_code == 403
     assert version() == start  # nothing was written
 
     # The admin in the browser: roll back to version 1 after seeing what changes.
@@ -341,5 +324,3 @@ def test_only_an_admin_with_the_csrf_token_can_act(fleet: Fleet, page: Page) -> 
         "admin:admin-token",
         start + 1,
     )
-    viewer.close()
-    admin.close()

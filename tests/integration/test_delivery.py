@@ -16,6 +16,7 @@ from support.api import (
     ok,
     put_config,
     register_server,
+    status_report,
 )
 
 TDD = "trust-domain-deployment"
@@ -140,34 +141,6 @@ def test_a_poll_with_nothing_new_touches_no_database(live_api):
     assert live_api.queries.count == 0, live_api.queries.statements
 
 
-def _status(key_kid: str, not_after: datetime) -> dict[str, Any]:
-    return {
-        "desired_version": 1,
-        "attempted_version": 1,
-        "attempted_at": datetime.now(UTC).isoformat(),
-        "applied_version": 1,
-        "applied_at": datetime.now(UTC).isoformat(),
-        "health": "HEALTHY",
-        "error": None,
-        "key_manager": {"type": "default", "digest": "sha256:00"},
-        "keys": [
-            {
-                "kid": key_kid,
-                "kind": "jwt",
-                "key_manager": "default",
-                "state": "active",
-                "not_after": not_after.isoformat(),
-                "jwk": {
-                    "kty": "EC",
-                    "crv": "P-256",
-                    "x": "f83OJ3D2xF1Bg8vub9tLe1gHMzV76e8Tus9uPHvRVEU",
-                    "y": "x_FEzRu9m36HLN_tue659LNpXW6pCyStikYjKIWI5a0",
-                },
-            }
-        ],
-    }
-
-
 def test_status_reports_build_the_bundle_and_wake_peers(live_api):
     with live_api.client() as c:
         ids = make_topology(c)
@@ -182,7 +155,7 @@ def test_status_reports_build_the_bundle_and_wake_peers(live_api):
             not_after = datetime.now(UTC) + timedelta(hours=1)
             r = httpx.post(
                 f"{live_api.url}/v1/servers/{a['server_id']}/status",
-                json=_status("kid-1", not_after),
+                json=status_report("kid-1", not_after),
                 headers={"Authorization": f"Bearer {a['credential']}"},
             )
             assert r.status_code == 204, r.text
@@ -192,7 +165,7 @@ def test_status_reports_build_the_bundle_and_wake_peers(live_api):
         # The same key reported again by another server appears once.
         r = httpx.post(
             f"{live_api.url}/v1/servers/{b['server_id']}/status",
-            json=_status("kid-1", not_after),
+            json=status_report("kid-1", not_after),
             headers={"Authorization": f"Bearer {b['credential']}"},
         )
         assert r.status_code == 204
@@ -207,7 +180,7 @@ def test_status_with_private_key_material_is_refused(live_api):
     with live_api.client() as c:
         ids = make_topology(c)
         a = register_server(c, live_api.url, ids["tdd"], name="a")
-    report = _status("kid-1", datetime.now(UTC) + timedelta(hours=1))
+    report = status_report("kid-1", datetime.now(UTC) + timedelta(hours=1))
     report["keys"][0]["jwk"]["d"] = "secret"
     r = httpx.post(
         f"{live_api.url}/v1/servers/{a['server_id']}/status",
@@ -216,3 +189,53 @@ def test_status_with_private_key_material_is_refused(live_api):
     )
     assert r.status_code == 400 and "private" in r.json()["message"]
     assert httpx.get(f"{live_api.url}/v1/trust-domains/{ids['td']}/bundle").json()["keys"] == []
+
+
+def test_status_reports_keep_key_creation_time_and_key_manager_key_ids(live_api):
+    """The fields the console's key timeline draws (reported since the console was added)."""
+    with live_api.client() as c:
+        ids = make_topology(c)
+        a = register_server(c, live_api.url, ids["tdd"], name="a")
+    headers = {"Authorization": f"Bearer {a['credential']}"}
+    url = f"{live_api.url}/v1/servers/{a['server_id']}/status"
+
+    def servers() -> list[dict[str, Any]]:
+        with live_api.client() as c:
+            return ok(c.get(f"/v1/trust-domain-deployments/{ids['tdd']}/servers"))["items"]
+
+    # A server from before these fields still reports fine.
+    old_style = status_report("kid-1", datetime.now(UTC) + timedelta(hours=1))
+    assert httpx.post(url, json=old_style, headers=headers).status_code == 204
+    (server,) = servers()
+    assert server["clock_offset_seconds"] is None and server["keys"][0]["not_before"] is None
+
+    created = datetime.now(UTC).replace(microsecond=0)
+    report = status_report("kid-2", created + timedelta(hours=1))
+    vault_key = "https://vault.example/keys/spire-key-kid-2/0123456789abcdef"
+    report["keys"][0].update(
+        not_before=created.isoformat(), key_type="ec-p256", provider_ref=vault_key
+    )
+    report["reported_at"] = (datetime.now(UTC) + timedelta(minutes=10)).isoformat()
+    assert httpx.post(url, json=report, headers=headers).status_code == 204
+    (server,) = servers()
+    (key,) = server["keys"]
+    assert (key["kid"], key["not_before"], key["key_type"], key["provider_ref"]) == (
+        "kid-2",
+        created.isoformat(),
+        "ec-p256",
+        vault_key,
+    )
+    assert 590 <= server["clock_offset_seconds"] <= 610  # the server's clock runs 10 minutes ahead
+
+    for field, value, where in (
+        ("not_before", "yesterday", "keys[0].not_before"),
+        ("provider_ref", "x" * 2000, "keys[0].provider_ref"),
+        ("reported_at", "soon", "reported_at"),
+    ):
+        bad = status_report("kid-3", created + timedelta(hours=1))
+        bad["health"] = "UNHEALTHY"
+        (bad if field == "reported_at" else bad["keys"][0])[field] = value
+        refused = httpx.post(url, json=bad, headers=headers)
+        assert refused.status_code == 400 and where in refused.json()["message"], field
+        assert [k["kid"] for k in servers()[0]["keys"]] == ["kid-2"]  # nothing stored
+        assert servers()[0]["health"] == "HEALTHY"

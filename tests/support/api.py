@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import contextlib
+import re
+from collections.abc import Iterator
+from datetime import UTC, datetime
 from typing import Any
 
 import httpx
@@ -65,3 +69,49 @@ def register_server(
         ),
         201,
     )
+
+
+@contextlib.contextmanager
+def console_session(base_url: str, token: str) -> Iterator[tuple[httpx.Client, str]]:
+    """Sign in to the web console over plain HTTP as a browser does (the sign-in form with its
+    nonce cookie); yields the client holding the session cookie and the session's CSRF token."""
+    with httpx.Client(base_url=base_url, timeout=30) as client:
+        form = client.get("/ui/login")
+        nonce = re.search(r'name="login_nonce" value="([^"]+)"', form.text)
+        assert nonce is not None, form.text
+        signed = client.post(
+            "/ui/login", data={"token": token, "login_nonce": nonce.group(1), "next": "/ui/"}
+        )
+        assert signed.status_code == 303, signed.text
+        csrf = re.search(r'name="csrf" value="([0-9a-f]+)"', client.get("/ui/").text)
+        assert csrf is not None
+        yield client, csrf.group(1)
+
+
+def status_report(key_kid: str, not_after: datetime) -> dict[str, Any]:
+    """A server's status report holding one JWT key (public key only)."""
+    return {
+        "desired_version": 1,
+        "attempted_version": 1,
+        "attempted_at": datetime.now(UTC).isoformat(),
+        "applied_version": 1,
+        "applied_at": datetime.now(UTC).isoformat(),
+        "health": "HEALTHY",
+        "error": None,
+        "key_manager": {"type": "default", "digest": "sha256:00"},
+        "keys": [
+            {
+                "kid": key_kid,
+                "kind": "jwt",
+                "key_manager": "default",
+                "state": "active",
+                "not_after": not_after.isoformat(),
+                "jwk": {
+                    "kty": "EC",
+                    "crv": "P-256",
+                    "x": "f83OJ3D2xF1Bg8vub9tLe1gHMzV76e8Tus9uPHvRVEU",
+                    "y": "x_FEzRu9m36HLN_tue659LNpXW6pCyStikYjKIWI5a0",
+                },
+            }
+        ],
+    }

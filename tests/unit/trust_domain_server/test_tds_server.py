@@ -95,6 +95,13 @@ def test_swap_creates_no_key_then_rotation_moves_to_new_manager() -> None:
     assert report["applied_version"] == 2 and report["health"] == "HEALTHY"
     assert report["key_manager"]["type"] == "webhook"
     assert {k["key_manager"]["type"] for k in report["keys"]} == {"default"}
+    # what the console's key timeline draws: creation time, key type, and the server's clock
+    records = {r.kid: r for r in server.keyring.records()}
+    for key in report["keys"]:
+        assert key["not_before"] == records[key["kid"]].not_before.isoformat()
+        assert key["key_type"] == records[key["kid"]].key_type.value
+        assert key.get("provider_ref", "") == records[key["kid"]].provider_ref
+    assert report["reported_at"] == clock.now().isoformat()
     # Old keys keep signing until rotation.
     assert (
         jwt.get_unverified_header(server.issuer.issue_jwt(SID, ["a"]))["kid"] in default.generated
