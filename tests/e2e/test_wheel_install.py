@@ -1,8 +1,9 @@
 """The package as a user installs it: build the sdist and wheel, install the wheel (with the locked
 dependencies) into a fresh virtualenv outside the checkout, and run every console script from it.
 
-This is what proves `schemas/` and `migrations/` ship in the wheel: nothing here can see the
-checkout (the working directory is a temporary folder and PYTHONPATH is cleared).
+This is what proves `schemas/`, `migrations/` and the web console's templates and static files
+ship in the wheel: nothing here can see the checkout (the working directory is a temporary
+folder and PYTHONPATH is cleared).
 """
 
 from __future__ import annotations
@@ -84,6 +85,11 @@ def installed(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict[str,
     assert "controlplane/schemas/KeyManager.v1.json" in names
     assert "controlplane/migrations/env.py" in names
     assert any(n.startswith("controlplane/migrations/versions/0001") for n in names)
+    assert {
+        "controlplane/console/templates/base.html",
+        "controlplane/console/static/console.js",
+        "controlplane/console/static/console.css",
+    } <= set(names)
 
     requirements = tmp / "requirements.txt"
     requirements.write_text(
@@ -146,6 +152,12 @@ def test_console_scripts_from_the_wheel(
     emulator = None
     try:
         url = announced["url"]
+        # The web console's templates and static files come from the installed wheel.
+        assert announced["console_url"] == f"{url}/ui/"
+        login = httpx.get(f"{url}/ui/login")
+        assert login.status_code == 200 and 'id="login-form"' in login.text
+        for asset in ("console.js", "console.css"):
+            assert httpx.get(f"{url}/ui/static/{asset}").status_code == 200
         cli_env = {**env, "SPIRL_ENDPOINT": url, "SPIRL_TOKEN": token}
         spirlctl = str(bin_dir / "spirlctl")
         td = json.loads(
