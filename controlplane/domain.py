@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import secrets
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
@@ -149,5 +149,10 @@ def effective_config(layers: list[ScopeConfig]) -> EffectiveConfig:
     for layer in layers:
         for name, section in layer.sections.items():
             sections[name] = EffectiveSection(section, layer.scope, layer.scope_id, layer.version)
-    version = max((layer.revision for layer in layers), default=0)
+    version = effective_version(layer.revision for layer in layers)
     return EffectiveConfig(version=version, sections=dict(sorted(sections.items())))
+
+
+def effective_version(revisions: Iterable[int]) -> int:
+    """A server's effective config version: the largest global revision among its layers."""
+    return max(revisions, default=0)

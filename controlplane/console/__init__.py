@@ -34,6 +34,7 @@ def mount() -> Mount:
             views.deployment_timeline_svg,
             methods=["GET"],
         ),
+        Route("/deployments/{tdd_id}/keys/{kid}", views.deployment_key, methods=["GET"]),
         Route("/clusters/{cluster_id}", views.cluster, methods=["GET"]),
         Route("/config/{scope}/{scope_id}", views.config, methods=["GET"]),
         Route(

@@ -59,7 +59,7 @@ def ago(value: str | datetime | None, now: datetime | None = None) -> str:
 def duration(seconds: float) -> str:
     """A length of time for people: '45s', '10m 30s', '3h 5m', '2d 4h'."""
     total = int(abs(round(seconds)))
-    parts = []
+    parts: list[str] = []
     for unit, size in (("d", 86400), ("h", 3600), ("m", 60), ("s", 1)):
         if total >= size or (unit == "s" and not parts):
             parts.append(f"{total // size}{unit}")

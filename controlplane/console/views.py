@@ -6,7 +6,6 @@ one service, and never calls the HTTP API. Reads only: actions live in `actions.
 
 from __future__ import annotations
 
-import json
 import statistics
 import urllib.parse
 from collections.abc import Awaitable, Callable
@@ -28,6 +27,7 @@ from controlplane.domain import (
     TRUST_DOMAIN,
     BadRequest,
     DomainError,
+    NotFound,
     check_scope,
     utc_now,
 )
@@ -44,6 +44,7 @@ HISTORY_PAGE = 50
 AUDIT_PAGE = 50
 SERVERS_REFRESH_MS = 2000
 TIMELINE_REFRESH_MS = 5000
+MAX_MARKERS = 100  # the newest config changes drawn on the timeline
 # Below this the servers' clocks count as the control plane's (report latency, rounding).
 CLOCK_OFFSET_SHOWN_SECONDS = 2.0
 SCOPE_LABELS = {TRUST_DOMAIN: "trust domain", DEPLOYMENT: "deployment", CLUSTER: "cluster"}
@@ -118,15 +119,8 @@ async def trust_domain(request: Request, user: User) -> Response:
         deployments = [dict(d) for d in object_service.list_deployments(uow, td_id)]
         for d in deployments:
             d["clusters"] = [c for c in clusters if c["trust_domain_deployment_id"] == d["id"]]
-        version, keys = server_service.bundle_keys(uow, td_id)
         config = config_service.get_config(uow, TRUST_DOMAIN, td_id)
-        return {
-            "td": td,
-            "deployments": deployments,
-            "bundle_sequence": version,
-            "bundle_keys": len(keys),
-            "config": config,
-        }
+        return {"td": td, "deployments": deployments, "config": config}
 
     data = await gather(request, read)
     crumbs = [(data["td"]["name"], None)]
@@ -167,7 +161,6 @@ async def bundle(request: Request, user: User) -> Response:
             "td": td,
             "rows": rows,
             "sequence": document["spiffe_sequence"],
-            "document": json.dumps(document, indent=2),
         },
     )
 
@@ -178,10 +171,9 @@ def _deployment_context(uow: UnitOfWork, request: Request, tdd_id: str) -> dict[
     clusters = object_service.list_clusters(uow, tdd_id)
     servers = server_service.list_servers(uow, tdd_id, dict(app_state(request).cache.last_contact))
     # The effective version each placement should run: what "applied" is measured against.
-    targets = {
-        c_id: config_service.get_effective(uow, tdd_id, c_id)["version"]
-        for c_id in {s["cluster_id"] for s in servers} or {None}
-    }
+    targets = config_service.effective_versions(
+        uow, tdd_id, {s["cluster_id"] for s in servers} or {None}
+    )
     return {"tdd": tdd, "td": td, "clusters": clusters, "servers": servers, "targets": targets}
 
 
@@ -262,7 +254,7 @@ def _timeline_data(uow: UnitOfWork, request: Request, tdd_id: str) -> dict[str, 
     created = [k.created for s in keyed for k in s.keys if k.created is not None]
     now = utc_now()
     since = min(created + [now]) - timedelta(minutes=5)
-    changes = config_service.deployment_changes(uow, tdd_id, since, limit=2000)
+    changes = config_service.deployment_changes(uow, tdd_id, since, limit=MAX_MARKERS)
     return {
         "tdd": tdd,
         "td": td,
@@ -319,6 +311,22 @@ async def deployment_timeline_svg(request: Request, user: User) -> Response:
     tdd_id = request.path_params["tdd_id"]
     data = await gather(request, lambda uow: _timeline_data(uow, request, tdd_id))
     return HTMLResponse(_timeline_svg(data))
+
+
+@page
+async def deployment_key(request: Request, user: User) -> Response:
+    """One key of the timeline in full (what a click on its bar shows)."""
+    tdd_id, kid = request.path_params["tdd_id"], request.path_params["kid"]
+
+    def read(uow: UnitOfWork) -> list[dict[str, Any]]:
+        return server_service.list_servers(uow, tdd_id, {})
+
+    for server in timeline.servers_from_reports(await gather(request, read)):
+        for key in server.keys:
+            if key.kid == kid:
+                lines = timeline.key_details(server, key)
+                return HTMLResponse(fragment("_key.html", {"lines": lines}))
+    raise NotFound(f"no server of deployment {tdd_id} reports a key {kid!r}")
 
 
 @page

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -21,6 +21,7 @@ from controlplane.domain import (
     VersionConflict,
     check_scope,
     effective_config,
+    effective_version,
     utc_now,
 )
 from controlplane.services import audit
@@ -254,6 +255,19 @@ def deployment_changes(
         }
         for r in uow.repo.config_versions_since(keys, since, limit=limit)
     ]
+
+
+def effective_versions(
+    uow: UnitOfWork, deployment_id: str, cluster_ids: Iterable[str | None]
+) -> dict[str | None, int]:
+    """{cluster id (None: no cluster): the effective version its servers should run}, from the
+    scopes' head rows alone (no section is loaded)."""
+    placements = {c: layers_for(uow, deployment_id, c) for c in set(cluster_ids)}
+    heads = uow.repo.config_heads([key for layers in placements.values() for key in layers])
+    return {
+        c: effective_version(heads.get(key, 0) for key in layers)
+        for c, layers in placements.items()
+    }
 
 
 def get_effective(uow: UnitOfWork, deployment_id: str, cluster_id: str | None) -> dict[str, Any]:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 from collections.abc import Sequence
 from datetime import datetime
-from typing import Any
+from typing import Any, NamedTuple
 
 from sqlalchemy import delete, func, select, update
 from sqlalchemy.orm import Session
@@ -24,6 +24,17 @@ from controlplane.store.models import (
     TokenRow,
     TrustDomainRow,
 )
+
+
+class VersionInfo(NamedTuple):
+    """A config version without its sections."""
+
+    scope: str
+    scope_id: str
+    version: int
+    actor: str
+    action: str
+    created_at: datetime
 
 
 class Repository:
@@ -83,15 +94,7 @@ class Repository:
         """Current config of several scopes in two queries (used to rebuild effective config)."""
         if not keys:
             return []
-        wanted = set(keys)
-        heads = [
-            h
-            for h in self.session.scalars(
-                select(ConfigHeadRow).where(ConfigHeadRow.scope_id.in_({k[1] for k in keys}))
-            )
-            if (h.scope, h.scope_id) in wanted
-        ]
-        by_key = {(h.scope, h.scope_id): h.revision for h in heads}
+        by_key = self.config_heads(keys)
         versions = self._load_revisions(list(by_key.values()))
         result = []
         for scope, scope_id in keys:
@@ -101,6 +104,19 @@ class Repository:
             else:
                 result.append(versions[revision])
         return result
+
+    def config_heads(self, keys: Sequence[tuple[str, str]]) -> dict[tuple[str, str], int]:
+        """{(scope, scope_id): revision of its current version} for the scopes that have config."""
+        wanted = set(keys)
+        if not wanted:
+            return {}
+        return {
+            (h.scope, h.scope_id): h.revision
+            for h in self.session.scalars(
+                select(ConfigHeadRow).where(ConfigHeadRow.scope_id.in_({k[1] for k in keys}))
+            )
+            if (h.scope, h.scope_id) in wanted
+        }
 
     def config_version(self, scope: str, scope_id: str, version: int) -> ScopeConfig | None:
         row = self.session.scalar(
@@ -299,21 +315,19 @@ class Repository:
 
     def config_versions_since(
         self, keys: Sequence[tuple[str, str]], since: datetime, *, limit: int
-    ) -> Sequence[ConfigVersionRow]:
-        """Versions of the given scopes written at or after `since`, newest first."""
+    ) -> list[VersionInfo]:
+        """Versions of the given scopes written at or after `since`, newest first (no sections)."""
         if not keys:
             return []
         wanted = set(keys)
-        rows = self.session.scalars(
-            select(ConfigVersionRow)
-            .where(
-                ConfigVersionRow.scope_id.in_({k[1] for k in keys}),
-                ConfigVersionRow.created_at >= since,
-            )
-            .order_by(ConfigVersionRow.revision.desc())
+        v = ConfigVersionRow
+        rows = self.session.execute(
+            select(v.scope, v.scope_id, v.version, v.actor, v.action, v.created_at)
+            .where(v.scope_id.in_({k[1] for k in keys}), v.created_at >= since)
+            .order_by(v.revision.desc())
             .limit(limit)
-        ).all()
-        return [r for r in rows if (r.scope, r.scope_id) in wanted]
+        )
+        return [VersionInfo(*r) for r in rows if (r.scope, r.scope_id) in wanted]
 
     def delete_join_tokens(self, deployment_id: str) -> None:
         self.session.execute(

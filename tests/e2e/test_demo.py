@@ -64,10 +64,13 @@ def test_make_run_demo_migrates_live_to_key_vault(tmp_path: Path):
         base = url.removesuffix("/ui/")
         with console_session(base, token) as (client, _):
             page = client.get(timeline.group(1))
+            kid = re.findall(r'm-akv" data-kid="([^"]+)"', page.text)[0]
+            detail = client.get(timeline.group(1).replace("/timeline", f"/keys/{kid}")).text
         assert page.status_code == 200
         bars = re.findall(r'<rect class="key s-(\w+) (m-\w+)', page.text)
         assert ("active", "m-akv") in bars and not any(m == "m-default" for _, m in bars)
-        assert "Key Vault key id: https://127.0.0.1:" in page.text  # hover text names the HSM key
+        # a click on a bar names the HSM key in the vault
+        assert re.search(r'data-field="Key Vault key id">https://127\.0\.0\.1:\d+/keys/', detail)
         assert proc.poll() is None  # still running: --keep
 
         proc.send_signal(signal.SIGINT)  # Ctrl-C

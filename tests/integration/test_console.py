@@ -62,6 +62,7 @@ def _pages(ids: dict[str, Any]) -> list[str]:
         f"/ui/deployments/{ids['tdd']}/servers/fragment",
         f"/ui/deployments/{ids['tdd']}/timeline",
         f"/ui/deployments/{ids['tdd']}/timeline/fragment",
+        f"/ui/deployments/{ids['tdd']}/keys/kid-1",
         f"/ui/clusters/{ids['cluster']}",
         f"/ui/config/{SCOPE}/{ids['td']}",
         f"/ui/config/{SCOPE}/{ids['td']}/versions/1",
@@ -251,6 +252,7 @@ def test_bad_input_gets_an_error_page_not_a_crash(live_api, world):
             (f"/ui/config/{SCOPE}/{world['td']}/diff?from=1&to=x", 400),
             ("/ui/audit?scope=galaxy", 400),
             ("/ui/deployments/tdd-000000000000/timeline", 404),
+            (f"/ui/deployments/{world['tdd']}/keys/kid-none", 404),
         ):
             page = client.get(path)
             assert page.status_code == status, path

@@ -53,3 +53,11 @@ def test_audit_filters_and_deployment_changes(engine):
             ("trust-domain", 1, "admin:alice"),
         ]
         assert config_service.deployment_changes(uow, tdd["id"], utc_now() + timedelta(1)) == []
+
+        # the version each placement should run, from head rows alone, is the effective version
+        targets = config_service.effective_versions(uow, tdd["id"], [east["id"], None])
+        assert targets == {
+            c: config_service.get_effective(uow, tdd["id"], c)["version"]
+            for c in (east["id"], None)
+        }
+        assert targets[east["id"]] > targets[None] > 0

@@ -1,7 +1,7 @@
 // The spirl console's only script (served from the package; the page's CSP allows no other).
 // 1. Live regions: an element with data-live-url is re-fetched every data-live-ms and its
 //    content replaced when it changed; <details data-keep> stay open across refreshes.
-// 2. Key timeline: clicking a key bar shows its details (the bar's <title>) below the picture.
+// 2. Key timeline: clicking a key bar shows everything about the key below the picture.
 "use strict";
 
 (function () {
@@ -51,12 +51,20 @@
   function showKey(event) {
     var bar = event.target.closest ? event.target.closest("rect.key") : null;
     var panel = document.getElementById("key-detail");
-    if (!bar || !panel) { return; }
+    var box = document.getElementById("timeline");
+    if (!bar || !panel || !box) { return; }
     document.querySelectorAll("rect.key.selected").forEach(function (r) { r.classList.remove("selected"); });
     bar.classList.add("selected");
-    var title = bar.querySelector("title");
-    panel.textContent = title ? title.textContent : bar.getAttribute("data-kid");
+    var kid = bar.getAttribute("data-kid");
     panel.hidden = false;
+    panel.textContent = kid;
+    fetch(box.getAttribute("data-key-url") + encodeURIComponent(kid), { credentials: "same-origin" })
+      .then(function (response) {
+        if (!response.ok) { throw new Error("HTTP " + response.status); }
+        return response.text();
+      })
+      .then(function (html) { panel.innerHTML = html; })
+      .catch(function (err) { panel.textContent = kid + ": " + err.message; });
   }
 
   document.addEventListener("DOMContentLoaded", function () {

@@ -10,6 +10,7 @@ from controlplane.console.timeline import (
     ServerKeys,
     TimelineKey,
     build_timeline,
+    key_details,
     servers_from_reports,
 )
 
@@ -89,7 +90,6 @@ def test_one_bar_per_key_shaded_by_state_and_coloured_by_key_manager():
     assert {"s-retired", "m-default"} <= classes(found["x509-old"])
     assert {"s-active", "m-akv"} <= classes(found["x509-new"])
     assert {"s-prepared", "m-akv"} <= classes(found["jwt-next"])
-    assert found["jwt-next"].get("data-state") == "prepared"
     # one row per server and key kind, in name order, X.509 CA first
     rows = [
         (g.get("data-server"), g.get("data-kind"))
@@ -146,12 +146,26 @@ def test_now_line_and_config_change_markers():
     )
 
 
-def test_hover_text_names_kid_key_vault_key_id_and_dates():
-    found = bars(parse(build_timeline(migration(), [], T0 + 21 * HOUR)))
+def test_hover_names_kid_state_and_dates_and_details_add_the_key_vault_key_id():
+    servers = migration()
+    found = bars(parse(build_timeline(servers, [], T0 + 21 * HOUR)))
     title = found["x509-new"].find(f"{SVG}title").text or ""  # type: ignore[union-attr]
-    assert "kid x509-new" in title
-    assert "Key Vault key id: https://vault.example/keys/spire-key-1/0123abcd" in title
-    assert "created: 2025-03-02 00:00:00Z" in title and "expires: 2025-03-03 00:00:00Z" in title
+    assert title.splitlines() == [
+        "x509-new: active, azureKeyVault",
+        "created 2025-03-02 00:00:00Z",
+        "expires 2025-03-03 00:00:00Z",
+    ]
+    details = dict(key_details(servers[0], servers[0].keys[1]))
+    assert details["Key Vault key id"] == "https://vault.example/keys/spire-key-1/0123abcd"
+    assert (details["kid"], details["server"], details["kind"]) == (
+        "x509-new",
+        "tds-a (tds-1)",
+        "X.509 CA",
+    )
+    assert (details["created"], details["expires"]) == (
+        "2025-03-02 00:00:00Z",
+        "2025-03-03 00:00:00Z",
+    )
 
 
 def test_values_are_escaped():
