@@ -56,6 +56,7 @@
     document.querySelectorAll("rect.key.selected").forEach(function (r) { r.classList.remove("selected"); });
     bar.classList.add("selected");
     var kid = bar.getAttribute("data-kid");
+    box.setAttribute("data-selected", kid);
     panel.hidden = false;
     panel.textContent = kid;
     fetch(box.getAttribute("data-key-url") + encodeURIComponent(kid), { credentials: "same-origin" })
@@ -70,6 +71,15 @@
   document.addEventListener("DOMContentLoaded", function () {
     document.querySelectorAll("[data-live-url]").forEach(startLive);
     var box = document.getElementById("timeline");
-    if (box) { box.addEventListener("click", showKey); }
+    if (box) {
+      box.addEventListener("click", showKey);
+      // a live refresh redraws the picture: keep the clicked key marked
+      box.addEventListener("console:refreshed", function () {
+        var selected = box.getAttribute("data-selected");
+        box.querySelectorAll("rect.key").forEach(function (r) {
+          if (r.getAttribute("data-kid") === selected) { r.classList.add("selected"); }
+        });
+      });
+    }
   });
 })();
