@@ -16,6 +16,7 @@ from __future__ import annotations
 import logging
 import urllib.parse
 from collections.abc import Awaitable, Callable
+from typing import Any
 
 from starlette.requests import Request
 from starlette.responses import RedirectResponse, Response
@@ -36,14 +37,7 @@ from controlplane.console.session import (
     sign_in_principal,
     signed_in,
 )
-from controlplane.console.views import (
-    SCOPE_LABELS,
-    config_url,
-    diff_view,
-    error_page,
-    page,
-    scope_crumbs,
-)
+from controlplane.console.views import config_url, diff_view, error_page, page, scope_page
 from controlplane.domain import DomainError, Forbidden, check_scope
 from controlplane.services import config as config_service
 from controlplane.store.unit_of_work import UnitOfWork
@@ -141,35 +135,15 @@ def action(handler: Action) -> Callable[[Request], Awaitable[Response]]:
 async def rollback_confirm(request: Request, user: User) -> Response:
     """What a rollback would change (current → chosen version), with the button to do it."""
     user.principal.require_admin()
-    scope, scope_id = request.path_params["scope"], request.path_params["scope_id"]
     version = int_param(request.query_params.get("version"), "version", minimum=1, required=True)
     assert version is not None
 
-    def read(uow: UnitOfWork) -> dict[str, object]:
+    def read(uow: UnitOfWork, scope: str, scope_id: str) -> dict[str, Any]:
         current = config_service.get_config(uow, scope, scope_id)["version"]
-        return {
-            "crumbs": scope_crumbs(uow, scope, scope_id),
-            "current": current,
-            "diff": config_service.diff(uow, scope, scope_id, current, version),
-        }
+        diff = config_service.diff(uow, scope, scope_id, current, version)
+        return {"version": version, "current_version": current, "sections": diff_view(diff)}
 
-    data = await call_service(request, read)
-    base = config_url(scope, scope_id)
-    return render(
-        request,
-        "rollback.html",
-        {
-            "user": user,
-            "crumbs": data["crumbs"]  # type: ignore[operator]
-            + [(f"{SCOPE_LABELS[scope]} config", base), (f"roll back to {version}", None)],
-            "scope": scope,
-            "scope_id": scope_id,
-            "version": version,
-            "current_version": data["current"],
-            "sections": diff_view(data["diff"]),  # type: ignore[arg-type]
-            "base": base,
-        },
-    )
+    return await scope_page(request, user, "rollback.html", f"roll back to {version}", read)
 
 
 @action

@@ -355,6 +355,7 @@ async def cluster(request: Request, user: User) -> Response:
             **data,
             **_servers_view(data),
             "scope_labels": SCOPE_LABELS,
+            "refresh_ms": SERVERS_REFRESH_MS,
         },
     )
 
@@ -390,72 +391,66 @@ def config_url(scope: str, scope_id: str, tail: str = "") -> str:
     return f"/ui/config/{scope}/{scope_id}{tail}"
 
 
+async def scope_page(
+    request: Request,
+    user: User,
+    template: str,
+    leaf: str | None,
+    read: Callable[[UnitOfWork, str, str], dict[str, Any]],
+) -> Response:
+    """A page about one config scope (/ui/config/{scope}/{scope_id}...): `read(uow, scope,
+    scope_id)` gathers its data; breadcrumbs lead down to the scope's owner and its config page
+    (`leaf` names the page below it)."""
+    scope, scope_id = check_scope(request.path_params["scope"]), request.path_params["scope_id"]
+
+    def gather_all(uow: UnitOfWork) -> dict[str, Any]:
+        return {"crumbs": scope_crumbs(uow, scope, scope_id), **read(uow, scope, scope_id)}
+
+    data = await gather(request, gather_all)
+    base = config_url(scope, scope_id)
+    config_crumb = f"{SCOPE_LABELS[scope]} config"
+    data["crumbs"] += (
+        [(config_crumb, None)] if leaf is None else [(config_crumb, base), (leaf, None)]
+    )
+    context = {"user": user, "scope": scope, "scope_id": scope_id, "base": base}
+    return render(request, template, {**context, **data})
+
+
 @page
 async def config(request: Request, user: User) -> Response:
     """A scope's current config, its history (paged), and the forms to diff or roll back."""
-    scope, scope_id = request.path_params["scope"], request.path_params["scope_id"]
     before = int_param(request.query_params.get("before"), "before", minimum=1)
-
-    def read(uow: UnitOfWork) -> dict[str, Any]:
-        return {
-            "crumbs": scope_crumbs(uow, scope, scope_id),
-            "current": config_service.get_config(uow, scope, scope_id),
-            "history": config_service.history(
-                uow, scope, scope_id, limit=HISTORY_PAGE, before=before
-            ),
-        }
-
-    data = await gather(request, read)
     written = int_param(request.query_params.get("written"), "written", minimum=1)
-    return render(
-        request,
-        "config.html",
-        {
-            "user": user,
-            "crumbs": data["crumbs"] + [(f"{SCOPE_LABELS[scope]} config", None)],
-            "scope": scope,
-            "scope_id": scope_id,
+
+    def read(uow: UnitOfWork, scope: str, scope_id: str) -> dict[str, Any]:
+        history = config_service.history(uow, scope, scope_id, limit=HISTORY_PAGE, before=before)
+        return {
+            "current": config_service.get_config(uow, scope, scope_id),
+            "history": history,
             "scope_label": SCOPE_LABELS[scope],
-            "current": data["current"],
-            "history": data["history"],
             "before": before,
             "written": written,
-            "base": config_url(scope, scope_id),
-        },
-    )
+        }
+
+    return await scope_page(request, user, "config.html", None, read)
 
 
 @page
 async def config_version(request: Request, user: User) -> Response:
     """The YAML of one stored version."""
-    scope, scope_id = request.path_params["scope"], request.path_params["scope_id"]
     version = int_param(request.path_params["version"], "version", minimum=1)
-    assert version is not None
 
-    def read(uow: UnitOfWork) -> dict[str, Any]:
+    def read(uow: UnitOfWork, scope: str, scope_id: str) -> dict[str, Any]:
         return {
-            "crumbs": scope_crumbs(uow, scope, scope_id),
             "config": config_service.get_config(uow, scope, scope_id, version),
-            "current": config_service.get_config(uow, scope, scope_id)["version"],
+            "current_version": config_service.get_config(uow, scope, scope_id)["version"],
         }
 
-    data = await gather(request, read)
-    base = config_url(scope, scope_id)
-    return render(
-        request,
-        "version.html",
-        {
-            "user": user,
-            "crumbs": data["crumbs"]
-            + [(f"{SCOPE_LABELS[scope]} config", base), (f"version {version}", None)],
-            "config": data["config"],
-            "current_version": data["current"],
-            "base": base,
-        },
-    )
+    return await scope_page(request, user, "version.html", f"version {version}", read)
 
 
 def diff_view(result: dict[str, Any]) -> list[dict[str, Any]]:
+    """The sections of a service diff, each with its side-by-side rows."""
     return [
         {**section, "rows": side_by_side(section["old_yaml"], section["new_yaml"])}
         for section in result["sections"]
@@ -465,34 +460,17 @@ def diff_view(result: dict[str, Any]) -> list[dict[str, Any]]:
 @page
 async def config_diff(request: Request, user: User) -> Response:
     """Two versions side by side, section by section."""
-    scope, scope_id = request.path_params["scope"], request.path_params["scope_id"]
     q = request.query_params
     to_v = int_param(q.get("to"), "to", required=True)
     assert to_v is not None
     from_v = int_param(q.get("from"), "from")  # none chosen: the version before `to`
     from_v = max(to_v - 1, 0) if from_v is None else from_v
 
-    def read(uow: UnitOfWork) -> dict[str, Any]:
-        return {
-            "crumbs": scope_crumbs(uow, scope, scope_id),
-            "diff": config_service.diff(uow, scope, scope_id, from_v, to_v),
-        }
+    def read(uow: UnitOfWork, scope: str, scope_id: str) -> dict[str, Any]:
+        diff = config_service.diff(uow, scope, scope_id, from_v, to_v)
+        return {"from_version": from_v, "to_version": to_v, "sections": diff_view(diff)}
 
-    data = await gather(request, read)
-    base = config_url(scope, scope_id)
-    return render(
-        request,
-        "diff.html",
-        {
-            "user": user,
-            "crumbs": data["crumbs"]
-            + [(f"{SCOPE_LABELS[scope]} config", base), (f"diff {from_v} → {to_v}", None)],
-            "from_version": from_v,
-            "to_version": to_v,
-            "sections": diff_view(data["diff"]),
-            "base": base,
-        },
-    )
+    return await scope_page(request, user, "diff.html", f"diff {from_v} → {to_v}", read)
 
 
 # -- audit --------------------------------------------------------------------------------------
