@@ -3,9 +3,9 @@
 `mount()` is the one thing the API application adds to its route table. Pages are Jinja2
 templates (package data), a small script and a stylesheet served from the package (no CDN, no
 inline script, a strict Content-Security-Policy), so it works offline. Modules: `session`
-(cookie sign-in, CSRF), `views` (read-only pages), `actions` (sign-in/out and admin actions),
-`render` (templates, headers, formatting), and two pure builders: `timeline` (the key
-timeline SVG) and `sidebyside` (the diff view's rows).
+(cookie sign-in, CSRF), `pages` (what every page shares), `views` and `config_views` (read-only
+pages), `actions` (sign-in/out and admin actions), `render` (templates, headers, formatting),
+and two pure builders: `timeline` (the key timeline SVG) and `sidebyside` (the diff rows).
 """
 
 from __future__ import annotations
@@ -19,7 +19,7 @@ PREFIX = "/ui"
 
 
 def mount() -> Mount:
-    from controlplane.console import actions, views
+    from controlplane.console import actions, config_views, views
     from controlplane.console.render import SecurityHeaders
 
     routes = [
@@ -36,11 +36,13 @@ def mount() -> Mount:
         ),
         Route("/deployments/{tdd_id}/keys/{kid}", views.deployment_key, methods=["GET"]),
         Route("/clusters/{cluster_id}", views.cluster, methods=["GET"]),
-        Route("/config/{scope}/{scope_id}", views.config, methods=["GET"]),
+        Route("/config/{scope}/{scope_id}", config_views.config, methods=["GET"]),
         Route(
-            "/config/{scope}/{scope_id}/versions/{version}", views.config_version, methods=["GET"]
+            "/config/{scope}/{scope_id}/versions/{version}",
+            config_views.config_version,
+            methods=["GET"],
         ),
-        Route("/config/{scope}/{scope_id}/diff", views.config_diff, methods=["GET"]),
+        Route("/config/{scope}/{scope_id}/diff", config_views.config_diff, methods=["GET"]),
         Route("/audit", views.audit, methods=["GET"]),
         *actions.ACTION_ROUTES,
         Mount("/static", StaticFiles(packages=[("controlplane.console", "static")])),

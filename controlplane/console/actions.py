@@ -23,6 +23,8 @@ from starlette.responses import RedirectResponse, Response
 from starlette.routing import Route
 
 from controlplane.api.context import call_service, int_param
+from controlplane.console.config_views import config_url, diff_view, scope_page
+from controlplane.console.pages import error_page, page
 from controlplane.console.render import render
 from controlplane.console.session import (
     LOGIN_COOKIE,
@@ -37,7 +39,6 @@ from controlplane.console.session import (
     sign_in_principal,
     signed_in,
 )
-from controlplane.console.views import config_url, diff_view, error_page, page, scope_page
 from controlplane.domain import DomainError, Forbidden, check_scope
 from controlplane.services import config as config_service
 from controlplane.store.unit_of_work import UnitOfWork

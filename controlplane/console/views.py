@@ -1,34 +1,28 @@
-"""The console's pages: thin handlers that read through the services layer and render a template.
-
-Each page gathers what it shows in one unit of work (`gather`), the way an API handler calls
-one service, and never calls the HTTP API. Reads only: actions live in `actions.py`.
+"""The console's read-only pages about objects: trust domains, deployments and their servers,
+the key timeline, clusters, the trust bundle, the audit log. Config pages: `config_views.py`;
+actions: `actions.py`.
 """
 
 from __future__ import annotations
 
 import statistics
 import urllib.parse
-from collections.abc import Awaitable, Callable
 from datetime import datetime, timedelta
-from typing import Any, TypeVar
+from typing import Any
 
 from starlette.requests import Request
-from starlette.responses import HTMLResponse, RedirectResponse, Response
+from starlette.responses import HTMLResponse, Response
 
-from controlplane.api.context import app_state, call_service, int_param
+from controlplane.api.context import app_state, int_param
 from controlplane.console import timeline
+from controlplane.console.pages import SCOPE_LABELS, deployment_crumbs, gather, page
 from controlplane.console.render import fragment, render
-from controlplane.console.session import User, signed_in
-from controlplane.console.sidebyside import side_by_side
+from controlplane.console.session import User
 from controlplane.domain import (
-    CLUSTER,
-    DEPLOYMENT,
     SCOPES,
     TRUST_DOMAIN,
     BadRequest,
-    DomainError,
     NotFound,
-    check_scope,
     utc_now,
 )
 from controlplane.services import audit as audit_service
@@ -37,54 +31,12 @@ from controlplane.services import objects as object_service
 from controlplane.services import servers as server_service
 from controlplane.store.unit_of_work import UnitOfWork
 
-T = TypeVar("T")
-Page = Callable[[Request, User], Awaitable[Response]]
-
-HISTORY_PAGE = 50
 AUDIT_PAGE = 50
 SERVERS_REFRESH_MS = 2000
 TIMELINE_REFRESH_MS = 5000
 MAX_MARKERS = 100  # the newest config changes drawn on the timeline
 # Below this the servers' clocks count as the control plane's (report latency, rounding).
 CLOCK_OFFSET_SHOWN_SECONDS = 2.0
-SCOPE_LABELS = {TRUST_DOMAIN: "trust domain", DEPLOYMENT: "deployment", CLUSTER: "cluster"}
-
-
-async def gather(request: Request, fn: Callable[[UnitOfWork], T]) -> T:
-    """Run `fn` with one unit of work in the thread pool (as the API's service calls do)."""
-    return await call_service(request, fn)
-
-
-def page(handler: Page) -> Callable[[Request], Awaitable[Response]]:
-    """A signed-in page: redirect to sign-in without a session; a DomainError becomes an error page."""
-
-    async def endpoint(request: Request) -> Response:
-        found = await signed_in(request)
-        if found is None:
-            if request.headers.get("x-console-refresh"):
-                return Response("sign in again", status_code=401)
-            target = request.url.path + (f"?{request.url.query}" if request.url.query else "")
-            return RedirectResponse(
-                "/ui/login?" + urllib.parse.urlencode({"next": target}), status_code=303
-            )
-        user, _ = found
-        try:
-            return await handler(request, user)
-        except DomainError as exc:
-            return error_page(request, user, exc)
-
-    endpoint.__name__ = handler.__name__
-    endpoint.__doc__ = handler.__doc__
-    return endpoint
-
-
-def error_page(request: Request, user: User | None, exc: DomainError) -> Response:
-    return render(
-        request,
-        "error.html",
-        {"user": user, "status": exc.status, "code": exc.code, "message": str(exc)},
-        status_code=exc.status,
-    )
 
 
 # -- trust domains, deployments, clusters ------------------------------------------------------
@@ -217,7 +169,7 @@ async def deployment(request: Request, user: User) -> Response:
     """A deployment: its clusters, its servers (live), the rollout of its current config."""
     tdd_id = request.path_params["tdd_id"]
     data = await gather(request, lambda uow: _deployment_context(uow, request, tdd_id))
-    crumbs = _deployment_crumbs(data["td"], data["tdd"], last=True)
+    crumbs = deployment_crumbs(data["td"], data["tdd"], last=True)
     return render(
         request,
         "deployment.html",
@@ -287,7 +239,7 @@ async def deployment_timeline(request: Request, user: User) -> Response:
     """The key timeline of a deployment's servers."""
     tdd_id = request.path_params["tdd_id"]
     data = await gather(request, lambda uow: _timeline_data(uow, request, tdd_id))
-    crumbs = _deployment_crumbs(data["td"], data["tdd"]) + [("key timeline", None)]
+    crumbs = deployment_crumbs(data["td"], data["tdd"]) + [("key timeline", None)]
     return render(
         request,
         "timeline.html",
@@ -345,7 +297,7 @@ async def cluster(request: Request, user: User) -> Response:
         return data
 
     data = await gather(request, read)
-    crumbs = _deployment_crumbs(data["td"], data["tdd"]) + [(data["cluster"]["name"], None)]
+    crumbs = deployment_crumbs(data["td"], data["tdd"]) + [(data["cluster"]["name"], None)]
     return render(
         request,
         "cluster.html",
@@ -358,119 +310,6 @@ async def cluster(request: Request, user: User) -> Response:
             "refresh_ms": SERVERS_REFRESH_MS,
         },
     )
-
-
-def _deployment_crumbs(
-    td: dict[str, Any], tdd: dict[str, Any], last: bool = False
-) -> list[tuple[str, str | None]]:
-    return [
-        (td["name"], f"/ui/trust-domains/{td['id']}"),
-        (tdd["name"], None if last else f"/ui/deployments/{tdd['id']}"),
-    ]
-
-
-# -- config -----------------------------------------------------------------------------------
-
-
-def scope_crumbs(uow: UnitOfWork, scope: str, scope_id: str) -> list[tuple[str, str | None]]:
-    """Breadcrumbs down to the object that owns a config scope."""
-    check_scope(scope)
-    if scope == TRUST_DOMAIN:
-        td = object_service.get_trust_domain(uow, scope_id)
-        return [(td["name"], f"/ui/trust-domains/{td['id']}")]
-    if scope == DEPLOYMENT:
-        tdd = object_service.get_deployment(uow, scope_id)
-        return _deployment_crumbs(object_service.get_trust_domain(uow, tdd["trust_domain_id"]), tdd)
-    c = object_service.get_cluster(uow, scope_id)
-    tdd = object_service.get_deployment(uow, c["trust_domain_deployment_id"])
-    td = object_service.get_trust_domain(uow, tdd["trust_domain_id"])
-    return _deployment_crumbs(td, tdd) + [(c["name"], f"/ui/clusters/{c['id']}")]
-
-
-def config_url(scope: str, scope_id: str, tail: str = "") -> str:
-    return f"/ui/config/{scope}/{scope_id}{tail}"
-
-
-async def scope_page(
-    request: Request,
-    user: User,
-    template: str,
-    leaf: str | None,
-    read: Callable[[UnitOfWork, str, str], dict[str, Any]],
-) -> Response:
-    """A page about one config scope (/ui/config/{scope}/{scope_id}...): `read(uow, scope,
-    scope_id)` gathers its data; breadcrumbs lead down to the scope's owner and its config page
-    (`leaf` names the page below it)."""
-    scope, scope_id = check_scope(request.path_params["scope"]), request.path_params["scope_id"]
-
-    def gather_all(uow: UnitOfWork) -> dict[str, Any]:
-        return {"crumbs": scope_crumbs(uow, scope, scope_id), **read(uow, scope, scope_id)}
-
-    data = await gather(request, gather_all)
-    base = config_url(scope, scope_id)
-    config_crumb = f"{SCOPE_LABELS[scope]} config"
-    data["crumbs"] += (
-        [(config_crumb, None)] if leaf is None else [(config_crumb, base), (leaf, None)]
-    )
-    context = {"user": user, "scope": scope, "scope_id": scope_id, "base": base}
-    return render(request, template, {**context, **data})
-
-
-@page
-async def config(request: Request, user: User) -> Response:
-    """A scope's current config, its history (paged), and the forms to diff or roll back."""
-    before = int_param(request.query_params.get("before"), "before", minimum=1)
-    written = int_param(request.query_params.get("written"), "written", minimum=1)
-
-    def read(uow: UnitOfWork, scope: str, scope_id: str) -> dict[str, Any]:
-        history = config_service.history(uow, scope, scope_id, limit=HISTORY_PAGE, before=before)
-        return {
-            "current": config_service.get_config(uow, scope, scope_id),
-            "history": history,
-            "scope_label": SCOPE_LABELS[scope],
-            "before": before,
-            "written": written,
-        }
-
-    return await scope_page(request, user, "config.html", None, read)
-
-
-@page
-async def config_version(request: Request, user: User) -> Response:
-    """The YAML of one stored version."""
-    version = int_param(request.path_params["version"], "version", minimum=1)
-
-    def read(uow: UnitOfWork, scope: str, scope_id: str) -> dict[str, Any]:
-        return {
-            "config": config_service.get_config(uow, scope, scope_id, version),
-            "current_version": config_service.get_config(uow, scope, scope_id)["version"],
-        }
-
-    return await scope_page(request, user, "version.html", f"version {version}", read)
-
-
-def diff_view(result: dict[str, Any]) -> list[dict[str, Any]]:
-    """The sections of a service diff, each with its side-by-side rows."""
-    return [
-        {**section, "rows": side_by_side(section["old_yaml"], section["new_yaml"])}
-        for section in result["sections"]
-    ]
-
-
-@page
-async def config_diff(request: Request, user: User) -> Response:
-    """Two versions side by side, section by section."""
-    q = request.query_params
-    to_v = int_param(q.get("to"), "to", required=True)
-    assert to_v is not None
-    from_v = int_param(q.get("from"), "from")  # none chosen: the version before `to`
-    from_v = max(to_v - 1, 0) if from_v is None else from_v
-
-    def read(uow: UnitOfWork, scope: str, scope_id: str) -> dict[str, Any]:
-        diff = config_service.diff(uow, scope, scope_id, from_v, to_v)
-        return {"from_version": from_v, "to_version": to_v, "sections": diff_view(diff)}
-
-    return await scope_page(request, user, "diff.html", f"diff {from_v} → {to_v}", read)
 
 
 # -- audit --------------------------------------------------------------------------------------
