@@ -108,6 +108,8 @@ def _ids(page: Page, css: str, attribute: str = "data-id") -> set[str]:
 
 def test_admin_walks_every_page_and_sees_what_the_api_says(fleet: Fleet, page: Page) -> None:
     ids, cp = fleet.ids, fleet.cp
+    page.open("/ui/")
+    assert page.path == "/ui/login?next=%2Fui%2F"  # no session yet
     page.sign_in(cp.admin_token)
     assert page.path == "/ui/"
     assert cp.admin_token not in page.driver.page_source
@@ -238,10 +240,8 @@ def test_admin_walks_every_page_and_sees_what_the_api_says(fleet: Fleet, page: P
 
 def test_servers_page_shows_a_config_change_live(fleet: Fleet, page: Page) -> None:
     ids, cp = fleet.ids, fleet.cp
+    page.sign_in(cp.admin_token)
     page.open(f"/ui/deployments/{ids['tdd']}")
-    if page.path.startswith("/ui/login"):
-        page.sign_in(cp.admin_token)
-        page.open(f"/ui/deployments/{ids['tdd']}")
     before = {
         r.get_attribute("data-server"): r.find_element("css selector", "td.applied").text
         for r in page.all("tr[data-server]")
@@ -280,9 +280,6 @@ def test_only_an_admin_with_the_csrf_token_can_act(fleet: Fleet, page: Page) -> 
     start = version()
 
     # A viewer sees the history but no action, and is refused when it posts one anyway.
-    if not page.path.startswith("/ui/login"):
-        page.open("/ui/")
-        page.sign_out()
     page.sign_in(fleet.viewer_token)
     page.open(scope_url)
     assert page.all("#history tr[data-version]") and not page.all("a.rollback")

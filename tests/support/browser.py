@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from selenium import webdriver
+from selenium.common.exceptions import NoSuchElementException
 from selenium.webdriver.chrome.service import Service
 from selenium.webdriver.chrome.webdriver import WebDriver
 from selenium.webdriver.common.by import By
@@ -77,7 +78,11 @@ class Page:
         return url[len(self.base_url) :] if url.startswith(self.base_url) else url
 
     def one(self, css: str) -> Any:
-        return self.driver.find_element(By.CSS_SELECTOR, css)
+        try:
+            return self.driver.find_element(By.CSS_SELECTOR, css)
+        except NoSuchElementException:
+            body = self.driver.find_element(By.TAG_NAME, "body").text[:800]
+            raise AssertionError(f"no {css} on {self.driver.current_url}:\n{body}") from None
 
     def all(self, css: str) -> list[Any]:
         return list(self.driver.find_elements(By.CSS_SELECTOR, css))
@@ -91,8 +96,8 @@ class Page:
         )
 
     def sign_in(self, token: str) -> None:
-        self.open("/ui/")
-        self.wait(lambda: self.path.startswith("/ui/login"), "the sign-in page")
+        """Sign in with `token` (replacing any session this browser has)."""
+        self.open("/ui/login")
         self.one("#token").send_keys(token)
         self.one("#sign-in").click()
         self.wait(lambda: not self.path.startswith("/ui/login"), "sign-in to finish")
