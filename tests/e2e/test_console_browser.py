@@ -3,8 +3,9 @@
 One control plane process, two `spirl-tds` servers on a simulated clock, one browser for the
 module. The servers are moved to the point where every key state exists at once (an X.509 CA
 key retired and its successor active, a JWT key active and its successor prepared), then the
-browser signs in, walks every page and compares what it shows with what the API says.
-Screenshots of the main pages are written to test-artifacts/console/ (printed; git-ignored).
+browser signs in, walks every page and compares what it shows with what the API says, watches
+the servers table take a config change live, and proves that only an admin with the CSRF token
+can act. Screenshots of the main pages are written to test-artifacts/console/ (printed; git-ignored).
 """
 
 from __future__ import annotations
@@ -23,7 +24,7 @@ from support.browser import Page, artifacts_dir, start_browser
 from support.controlplane import ControlPlane, create_token, start_control_plane
 from support.tds import SimClock, Tds, start_tds, wait_for
 
-pytestmark = [pytest.mark.e2e, pytest.mark.xdist_group("console-browser")]
+pytestmark = pytest.mark.e2e
 
 # Lifetimes chosen so that at minute 55 every state shows: the X.509 CA key made at start is
 # retired (its successor active, activation at 5/6 of 1h), the JWT key made at start still
@@ -103,13 +104,23 @@ def page(fleet: Fleet) -> Iterator[Page]:
 
 
 def _ids(page: Page, css: str, attribute: str = "data-id") -> set[str]:
-    return {el.get_attribute(attribute) for el in page.all(css)}
+    return {str(a[attribute]) for a in page.attributes(css, [attribute])}
 
 
-def test_admin_walks_every_page_and_sees_what_the_api_says(fleet: Fleet, page: Page) -> None:
+def test_the_console_in_a_real_browser(fleet: Fleet, page: Page) -> None:
+    """One test for the three scenarios, in order: pytest-xdist 3.8 no longer keeps an
+    xdist_group together under pytest 9, and separate tests could each start their own
+    control plane, servers and browser on another worker."""
+    admin_walks_every_page_and_sees_what_the_api_says(fleet, page)
+    servers_page_shows_a_config_change_live(fleet, page)
+    only_an_admin_with_the_csrf_token_can_act(fleet, page)
+
+
+def admin_walks_every_page_and_sees_what_the_api_says(fleet: Fleet, page: Page) -> None:
     ids, cp = fleet.ids, fleet.cp
     page.open("/ui/")
     assert page.path == "/ui/login?next=%2Fui%2F"  # no session yet
+    page.screenshot("0-sign-in")
     page.sign_in(cp.admin_token)
     assert page.path == "/ui/"
     assert cp.admin_token not in page.driver.page_source
@@ -127,37 +138,43 @@ def test_admin_walks_every_page_and_sees_what_the_api_says(fleet: Fleet, page: P
 
     # servers: state, versions, key manager as the API reports them
     api_servers = {s["id"]: s for s in fleet.servers_api()}
-    rows = {r.get_attribute("data-server"): r for r in page.all("tr[data-server]")}
-    assert set(rows) == set(api_servers)
-    for server_id, row in rows.items():
-        expected = api_servers[server_id]
-        assert row.find_element("css selector", "td.applied").text == str(
-            expected["applied_version"]
-        )
-        assert row.find_element("css selector", "td.desired").text == str(
-            expected["desired_version"]
-        )
-        assert row.find_element("css selector", ".badge.state").text == expected["health"]
-        assert row.find_element("css selector", "td.km").text == expected["key_manager"]["type"]
+    cells = {
+        "applied": "td.applied",
+        "desired": "td.desired",
+        "state": ".badge.state",
+        "km": "td.km",
+    }
+    shown = page.rows("tr[data-server]", "data-server", cells)
+    assert shown == {
+        server_id: {
+            "applied": str(s["applied_version"]),
+            "desired": str(s["desired_version"]),
+            "state": s["health"],
+            "km": s["key_manager"]["type"],
+        }
+        for server_id, s in api_servers.items()
+    }
     assert page.text("#applied-count") == "2"
     page.screenshot("2-deployment-servers")
 
     # the key timeline: one bar per key, in its state
     page.one("#timeline-link").click()
     page.wait(lambda: page.all("svg.timeline rect.key"), "the timeline")
-    bars = {b.get_attribute("data-kid"): b for b in page.all("svg.timeline rect.key")}
+    bars = page.attributes("svg.timeline rect.key", ["data-kid", "class"])
     api_keys = {k["kid"]: k for s in api_servers.values() for k in s["keys"]}
-    assert len(page.all("svg.timeline rect.key")) == len(api_keys) == 8
-    assert set(bars) == set(api_keys)
-    for kid, bar in bars.items():
-        shading = {c for c in bar.get_attribute("class").split() if c.startswith("s-")}
-        assert shading == {f"s-{api_keys[kid]['state']}"}
-        assert "m-default" in bar.get_attribute("class").split()
+    assert len(bars) == len(api_keys) == 8
+    assert {b["data-kid"] for b in bars} == set(api_keys)
+    for bar in bars:
+        classes = str(bar["class"]).split()
+        assert {c for c in classes if c.startswith("s-")} == {
+            f"s-{api_keys[str(bar['data-kid'])]['state']}"
+        }
+        assert "m-default" in classes
     # one row per server and key kind
     assert len(page.all("svg.timeline g.row")) == 4
     assert page.one("#clock-note").is_displayed()  # the servers' clocks run 55 minutes ahead
-    some_kid = next(iter(bars))
-    bars[some_kid].click()
+    some_kid = str(bars[0]["data-kid"])
+    page.one(f'rect.key[data-kid="{some_kid}"]').click()
     page.wait(lambda: page.all('#key-detail dd[data-field="kid"]'), "the key's details")
     key = api_keys[some_kid]
     assert page.text('#key-detail dd[data-field="kid"]') == some_kid
@@ -172,6 +189,7 @@ def test_admin_walks_every_page_and_sees_what_the_api_says(fleet: Fleet, page: P
     )
     assert _ids(page, "#effective tr[data-section]", "data-section") == set(effective["sections"])
     assert _ids(page, "tr[data-server]", "data-server") == set(api_servers)
+    page.screenshot("4-cluster")
 
     # the trust bundle
     page.open(f"/ui/trust-domains/{ids['td']}")
@@ -181,7 +199,7 @@ def test_admin_walks_every_page_and_sees_what_the_api_says(fleet: Fleet, page: P
         k["kid"] for k in public["keys"] if "kid" in k
     }
     assert page.text("#bundle-sequence") == str(public["spiffe_sequence"])
-    page.screenshot("4-trust-bundle")
+    page.screenshot("5-trust-bundle")
 
     # config: current version, history, the YAML of a version, a side-by-side diff
     with cp.client() as client:
@@ -196,7 +214,7 @@ def test_admin_walks_every_page_and_sees_what_the_api_says(fleet: Fleet, page: P
     assert [r.get_attribute("data-version") for r in page.all("#history tr[data-version]")] == [
         str(v["version"]) for v in history["items"]
     ]
-    page.screenshot("5-config-history")
+    page.screenshot("6-config-history")
     page.one('input[name="from"][value="1"]').click()
     page.one('input[name="to"][value="3"]').click()
     page.one("#diff-button").click()
@@ -214,7 +232,7 @@ def test_admin_walks_every_page_and_sees_what_the_api_says(fleet: Fleet, page: P
     old_line = page.one("section.diff tr.changed td.old").text
     new_line = page.one("section.diff tr.changed td.new").text
     assert "100m" in old_line and "103m" in new_line
-    page.screenshot("6-config-diff")
+    page.screenshot("7-config-diff")
     page.open(f"/ui/config/trust-domain/{ids['td']}/versions/2")
     version = fleet.api(f"/v1/config/trust-domain/{ids['td']}/versions/2")
     assert page.text('section.yaml[data-section="KeyLifecycle"] pre') == (
@@ -235,18 +253,21 @@ def test_admin_walks_every_page_and_sees_what_the_api_says(fleet: Fleet, page: P
     ]
     assert [r.get_attribute("data-id") for r in page.all("#audit tr[data-id]")] == expected
     assert len(expected) == 4  # the trust domain's creation and three config versions
-    page.screenshot("7-audit-log")
+    page.screenshot("8-audit-log")
 
 
-def test_servers_page_shows_a_config_change_live(fleet: Fleet, page: Page) -> None:
+def applied(page: Page) -> dict[str, str | None]:
+    """{server id: the applied version its row shows}."""
+    rows = page.rows("tr[data-server]", "data-server", {"applied": "td.applied"})
+    return {server_id: row["applied"] for server_id, row in rows.items()}
+
+
+def servers_page_shows_a_config_change_live(fleet: Fleet, page: Page) -> None:
     ids, cp = fleet.ids, fleet.cp
     page.sign_in(cp.admin_token)
     page.open(f"/ui/deployments/{ids['tdd']}")
-    before = {
-        r.get_attribute("data-server"): r.find_element("css selector", "td.applied").text
-        for r in page.all("tr[data-server]")
-    }
     page.driver.execute_script("window.spirlNoReload = 42;")
+    before = applied(page)
 
     document = fleet.tmp / "deployment-lifecycle.yaml"
     document.write_text(DEPLOYMENT_LIFECYCLE)
@@ -256,21 +277,15 @@ def test_servers_page_shows_a_config_change_live(fleet: Fleet, page: Page) -> No
     )["version"]
     assert all(v != str(target) for v in before.values())
 
-    def applied() -> dict[str, str]:
-        return {
-            r.get_attribute("data-server"): r.find_element("css selector", "td.applied").text
-            for r in page.all("tr[data-server]")
-        }
-
     page.wait(
-        lambda: set(applied().values()) == {str(target)}, "both servers to show the new version"
+        lambda: set(applied(page).values()) == {str(target)}, "both servers to show the new version"
     )
     assert page.driver.execute_script("return window.spirlNoReload") == 42  # updated in place
     assert {s["applied_version"] for s in fleet.servers_api()} == {target}
-    page.screenshot("8-servers-after-config-set")
+    page.screenshot("9-servers-after-config-set")
 
 
-def test_only_an_admin_with_the_csrf_token_can_act(fleet: Fleet, page: Page) -> None:
+def only_an_admin_with_the_csrf_token_can_act(fleet: Fleet, page: Page) -> None:
     ids, cp = fleet.ids, fleet.cp
     scope_url = f"/ui/config/trust-domain/{ids['td']}"
 
@@ -310,7 +325,7 @@ def test_only_an_admin_with_the_csrf_token_can_act(fleet: Fleet, page: Page) -> 
         page.one('section.diff[data-section="KeyLifecycle"]').get_attribute("data-change")
         == "changed"
     )
-    page.screenshot("9-rollback-confirm")
+    page.screenshot("10-rollback-confirm")
     page.one("#rollback-button").click()
     page.wait(lambda: page.all("#written"), "the rollback to finish")
     assert version() == start + 1

@@ -87,6 +87,31 @@ class Page:
     def all(self, css: str) -> list[Any]:
         return list(self.driver.find_elements(By.CSS_SELECTOR, css))
 
+    def rows(self, css: str, key: str, cells: dict[str, str]) -> dict[str, dict[str, str | None]]:
+        """{row's `key` attribute: {name: text of the cell matching cells[name]}} for the rows
+        matching `css`, read in one script: a live refresh cannot swap the table out half-read."""
+        script = """
+            const [css, key, cells] = arguments;
+            const out = {};
+            document.querySelectorAll(css).forEach((row) => {
+              const values = {};
+              for (const [name, cell] of Object.entries(cells)) {
+                const el = row.querySelector(cell);
+                values[name] = el ? el.textContent.trim() : null;
+              }
+              out[row.getAttribute(key)] = values;
+            });
+            return out;"""
+        return dict(self.driver.execute_script(script, css, key, cells))
+
+    def attributes(self, css: str, names: list[str]) -> list[dict[str, str | None]]:
+        """The named attributes of every element matching `css`, read in one script."""
+        script = """
+            const [css, names] = arguments;
+            return Array.from(document.querySelectorAll(css)).map(
+              (el) => Object.fromEntries(names.map((n) => [n, el.getAttribute(n)])));"""
+        return list(self.driver.execute_script(script, css, names))
+
     def text(self, css: str) -> str:
         return str(self.one(css).text)
 
