@@ -59,7 +59,8 @@
     box.setAttribute("data-selected", kid);
     panel.hidden = false;
     panel.textContent = kid;
-    fetch(box.getAttribute("data-key-url") + encodeURIComponent(kid), { credentials: "same-origin" })
+    fetch(box.getAttribute("data-key-url") + encodeURIComponent(kid),
+          { credentials: "same-origin", headers: { "X-Console-Refresh": "1" } })
       .then(function (response) {
         if (!response.ok) { throw new Error("HTTP " + response.status); }
         return response.text();
