@@ -39,6 +39,13 @@ MAX_MARKERS = 100  # the newest config changes drawn on the timeline
 CLOCK_OFFSET_SHOWN_SECONDS = 2.0
 
 
+def deployment_servers_of(uow: UnitOfWork, request: Request, tdd_id: str) -> list[dict[str, Any]]:
+    """The servers of a deployment as the API's servers list returns them (the one place the
+    console reads them: the servers table, the key timeline and the key details)."""
+    seen = dict(app_state(request).cache.last_contact)
+    return server_service.list_servers(uow, tdd_id, seen)
+
+
 # -- trust domains, deployments, clusters ------------------------------------------------------
 
 
@@ -121,7 +128,7 @@ def _deployment_context(uow: UnitOfWork, request: Request, tdd_id: str) -> dict[
     tdd = object_service.get_deployment(uow, tdd_id)
     td = object_service.get_trust_domain(uow, tdd["trust_domain_id"])
     clusters = object_service.list_clusters(uow, tdd_id)
-    servers = server_service.list_servers(uow, tdd_id, dict(app_state(request).cache.last_contact))
+    servers = deployment_servers_of(uow, request, tdd_id)
     # The effective version each placement should run: what "applied" is measured against.
     targets = config_service.effective_versions(
         uow, tdd_id, {s["cluster_id"] for s in servers} or {None}
@@ -197,7 +204,7 @@ async def deployment_servers(request: Request, user: User) -> Response:
 def _timeline_data(uow: UnitOfWork, request: Request, tdd_id: str) -> dict[str, Any]:
     tdd = object_service.get_deployment(uow, tdd_id)
     td = object_service.get_trust_domain(uow, tdd["trust_domain_id"])
-    servers = server_service.list_servers(uow, tdd_id, dict(app_state(request).cache.last_contact))
+    servers = deployment_servers_of(uow, request, tdd_id)
     keyed = timeline.servers_from_reports(servers)
     offsets = [
         s["clock_offset_seconds"] for s in servers if s.get("clock_offset_seconds") is not None
@@ -271,7 +278,7 @@ async def deployment_key(request: Request, user: User) -> Response:
     tdd_id, kid = request.path_params["tdd_id"], request.path_params["kid"]
 
     def read(uow: UnitOfWork) -> list[dict[str, Any]]:
-        return server_service.list_servers(uow, tdd_id, {})
+        return deployment_servers_of(uow, request, tdd_id)
 
     for server in timeline.servers_from_reports(await gather(request, read)):
         for key in server.keys:
