@@ -20,7 +20,12 @@ from controlplane.api.inputs import AUDIT_LIMIT_MAX, HISTORY_LIMIT_MAX, MAX_INT
 from controlplane.api.longpoll import DEFAULT_WAIT_SECONDS, MAX_WAIT_SECONDS
 from controlplane.domain import SCOPES
 from controlplane.services.auth import MAX_JOIN_TOKEN_TTL
-from controlplane.services.servers import HEALTH_VALUES, KEY_KINDS, MAX_KEYS_PER_REPORT
+from controlplane.services.servers import (
+    HEALTH_VALUES,
+    KEY_KINDS,
+    MAX_KEYS_PER_REPORT,
+    MAX_PROVIDER_REF,
+)
 
 __all__ = ["OPERATIONS", "Operation", "document", "undescribed"]
 
@@ -179,6 +184,7 @@ SERVER = _object(
     registered_at=TIME,
     last_contact_at={"type": ["string", "null"]},
     health=STRING,
+    clock_offset_seconds={"type": ["number", "null"]},
     keys={"type": "array"},
 )
 JWKS = _object(
@@ -226,10 +232,14 @@ STATUS_REPORT = _object(
             kid={"type": "string", "minLength": 1, "maxLength": 255},
             kind={"enum": list(KEY_KINDS)},
             jwk={"type": "object", "required": ["kty"]},
+            not_before=TIME,
             not_after=TIME,
+            key_type=STRING,
+            provider_ref={"type": "string", "maxLength": MAX_PROVIDER_REF},
             x5c={"type": "array", "items": STRING},
         ),
     },
+    reported_at=TIME,
 )
 NAME = {"type": "string", "minLength": 1, "maxLength": 255}
 

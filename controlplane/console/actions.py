@@ -22,7 +22,8 @@ from starlette.requests import Request
 from starlette.responses import RedirectResponse, Response
 from starlette.routing import Route
 
-from controlplane.api.context import call_service, int_param
+from controlplane.api.context import call_service
+from controlplane.api.inputs import query_int
 from controlplane.console.config_views import config_url, diff_view, scope_page
 from controlplane.console.pages import error_page, page
 from controlplane.console.render import render
@@ -136,7 +137,7 @@ def action(handler: Action) -> Callable[[Request], Awaitable[Response]]:
 async def rollback_confirm(request: Request, user: User) -> Response:
     """What a rollback would change (current → chosen version), with the button to do it."""
     user.principal.require_admin()
-    version = int_param(request.query_params.get("version"), "version", minimum=1, required=True)
+    version = query_int(request.query_params.get("version"), "version", minimum=1, required=True)
     assert version is not None
 
     def read(uow: UnitOfWork, scope: str, scope_id: str) -> dict[str, Any]:
@@ -151,8 +152,8 @@ async def rollback_confirm(request: Request, user: User) -> Response:
 async def rollback(request: Request, user: User, form: dict[str, str]) -> Response:
     """Write an old version as a new one (the API's POST .../rollback)."""
     scope, scope_id = check_scope(request.path_params["scope"]), request.path_params["scope_id"]
-    version = int_param(form.get("version"), "version", minimum=1, required=True)
-    expected = int_param(form.get("expected_version"), "expected_version")
+    version = query_int(form.get("version"), "version", minimum=1, required=True)
+    expected = query_int(form.get("expected_version"), "expected_version")
     assert version is not None
     result = await call_service(
         request,

@@ -10,7 +10,7 @@ from typing import Any
 from starlette.requests import Request
 from starlette.responses import Response
 
-from controlplane.api.context import int_param
+from controlplane.api.inputs import query_int
 from controlplane.console.pages import SCOPE_LABELS, deployment_crumbs, gather, page
 from controlplane.console.render import render
 from controlplane.console.session import User
@@ -74,8 +74,8 @@ async def scope_page(
 @page
 async def config(request: Request, user: User) -> Response:
     """A scope's current config, its history (paged), and the forms to diff or roll back."""
-    before = int_param(request.query_params.get("before"), "before", minimum=1)
-    written = int_param(request.query_params.get("written"), "written", minimum=1)
+    before = query_int(request.query_params.get("before"), "before", minimum=1)
+    written = query_int(request.query_params.get("written"), "written", minimum=1)
 
     def read(uow: UnitOfWork, scope: str, scope_id: str) -> dict[str, Any]:
         history = config_service.history(uow, scope, scope_id, limit=HISTORY_PAGE, before=before)
@@ -93,7 +93,7 @@ async def config(request: Request, user: User) -> Response:
 @page
 async def config_version(request: Request, user: User) -> Response:
     """The YAML of one stored version."""
-    version = int_param(request.path_params["version"], "version", minimum=1)
+    version = query_int(request.path_params["version"], "version", minimum=1)
 
     def read(uow: UnitOfWork, scope: str, scope_id: str) -> dict[str, Any]:
         return {
@@ -116,9 +116,9 @@ def diff_view(result: dict[str, Any]) -> list[dict[str, Any]]:
 async def config_diff(request: Request, user: User) -> Response:
     """Two versions side by side, section by section."""
     q = request.query_params
-    to_v = int_param(q.get("to"), "to", required=True)
+    to_v = query_int(q.get("to"), "to", required=True)
     assert to_v is not None
-    from_v = int_param(q.get("from"), "from")  # none chosen: the version before `to`
+    from_v = query_int(q.get("from"), "from")  # none chosen: the version before `to`
     from_v = max(to_v - 1, 0) if from_v is None else from_v
 
     def read(uow: UnitOfWork, scope: str, scope_id: str) -> dict[str, Any]:

@@ -13,7 +13,8 @@ from typing import Any
 from starlette.requests import Request
 from starlette.responses import HTMLResponse, Response
 
-from controlplane.api.context import app_state, int_param
+from controlplane.api.context import app_state
+from controlplane.api.inputs import query_int
 from controlplane.console import timeline
 from controlplane.console.pages import SCOPE_LABELS, deployment_crumbs, gather, page
 from controlplane.console.render import fragment, render
@@ -331,7 +332,7 @@ async def audit(request: Request, user: User) -> Response:
         raise BadRequest(f"scope must be one of {', '.join(SCOPES)}")
     scope_id = (q.get("scope_id") or "").strip() or None
     actor = (q.get("actor") or "").strip() or None
-    before = int_param(q.get("before"), "before", minimum=1)
+    before = query_int(q.get("before"), "before", minimum=1)
 
     def read(uow: UnitOfWork) -> list[dict[str, Any]]:
         return audit_service.list_events(
