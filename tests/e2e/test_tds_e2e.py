@@ -103,15 +103,15 @@ def test_key_manager_swap_rotation_and_expiry_keep_svids_verifiable(env: Env) ->
 
     webhook = env.keyservice.namespace_url("tds-e2e")
     creates_before = env.keyservice.stats().get("create", 0)
-    sent = time.monotonic()
+    # How fast a change reaches servers is measured in benchmarks/propagation.py, not here: this
+    # test asserts that both apply it live (same pids, no key created), whatever the machine load.
     version = env.set_key_manager(f'    webhook:\n      webhookURL: "{webhook}"\n')
     for s in (a, b):
         wait_for(
             lambda s=s: s.status()["applied_version"] == version,
-            timeout=1.0,
-            what=f"config version {version} on {s.server_id} within 1 s",
+            timeout=30.0,
+            what=f"config version {version} on {s.server_id}",
         )
-    assert time.monotonic() - sent < 2.0
     for s in (a, b):
         st = s.status()
         assert st["key_manager"]["type"] == "webhook" and st["health"] == "HEALTHY"
