@@ -42,6 +42,10 @@ class DomainError(Exception):
     code = "bad_request"
     status = 400
 
+    def details(self) -> dict[str, Any]:
+        """Extra fields of the error body, beside `error` and `message`."""
+        return {}
+
 
 class NotFound(DomainError):
     code = "not_found"
@@ -49,8 +53,17 @@ class NotFound(DomainError):
 
 
 class HasChildren(DomainError):
+    """Refused delete. `holders` names what still holds the object: [{"kind", "id", ...}]."""
+
     code = "has_children"
     status = 409
+
+    def __init__(self, message: str, holders: list[dict[str, Any]] | None = None) -> None:
+        super().__init__(message)
+        self.holders = holders or []
+
+    def details(self) -> dict[str, Any]:
+        return {"holders": self.holders} if self.holders else {}
 
 
 class AlreadyExists(DomainError):
@@ -79,6 +92,15 @@ class Forbidden(DomainError):
 class Unauthenticated(DomainError):
     code = "unauthenticated"
     status = 401
+
+
+class Deregistered(Unauthenticated):
+    """A server credential whose server was deregistered: it must join again."""
+
+    code = "server_deregistered"
+
+    def __init__(self) -> None:
+        super().__init__("this server was deregistered; join again with a new join token")
 
 
 class BadRequest(DomainError):

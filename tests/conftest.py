@@ -42,7 +42,15 @@ def engine(database_url: str) -> Iterator[Engine]:
 
 
 @pytest.fixture
-def live_api(engine: Engine) -> Iterator[LiveApi]:
+def api_settings():  # type: ignore[no-untyped-def]
+    """Settings of the `live_api` app; a test module may override this fixture."""
+    from controlplane.api.app import Settings
+
+    return Settings()
+
+
+@pytest.fixture
+def live_api(engine: Engine, api_settings) -> Iterator[LiveApi]:  # type: ignore[no-untyped-def]
     """The real ASGI app served by uvicorn on a loopback port, in a thread of the test process."""
-    with serve_api(engine) as api:
+    with serve_api(engine, api_settings) as api:
         yield api

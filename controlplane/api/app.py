@@ -36,6 +36,8 @@ from controlplane.api.context import (
     require_user,
 )
 from controlplane.api.errors import handle_exception
+from controlplane.api.fleet import deployment_servers, rollout_status, server_item
+from controlplane.api.housekeeping import Housekeeping
 from controlplane.api.inputs import (
     AUDIT_LIMIT_MAX,
     HISTORY_LIMIT_MAX,
@@ -51,6 +53,7 @@ from controlplane.domain import BadRequest, DomainError, check_scope, utc_now
 from controlplane.services import audit as audit_service
 from controlplane.services import auth as auth_service
 from controlplane.services import config as config_service
+from controlplane.services import fleet as fleet_service
 from controlplane.services import objects as object_service
 from controlplane.services import servers as server_service
 from controlplane.store.unit_of_work import UnitOfWork, UnitOfWorkFactory
@@ -105,15 +108,16 @@ def _object_item(
     param: str,
     what: str,
     get: Callable[[UnitOfWork, str], dict[str, Any]],
-    delete: Callable[[UnitOfWork, str, str], None],
+    delete: Callable[[UnitOfWork, str, str, bool], None],
 ) -> Callable[[Request], Awaitable[Response]]:
-    """GET (viewer) or DELETE (admin) of one trust domain, deployment or cluster."""
+    """GET (viewer) or DELETE (admin, ?force=true) of one trust domain, deployment or cluster."""
 
     async def handler(request: Request) -> Response:
         object_id = request.path_params[param]
         if request.method == "DELETE":
             principal = await require_user(request, admin=True)
-            await call_service(request, delete, object_id, principal.actor)
+            force = query_bool(request.query_params.get("force"), "force")
+            await call_service(request, delete, object_id, principal.actor, force)
             return Response(status_code=204)
         await require_user(request)
         return JSONResponse(await call_service(request, get, object_id))
@@ -123,17 +127,26 @@ def _object_item(
     return handler
 
 
+def _delete_trust_domain(uow: UnitOfWork, td_id: str, actor: str, force: bool) -> None:
+    if force:
+        raise BadRequest(
+            "force applies to deployments and clusters (it deregisters their servers); "
+            "delete a trust domain's deployments first"
+        )
+    object_service.delete_trust_domain(uow, td_id, actor)
+
+
 trust_domain = _object_item(
-    "td_id", "trust domain", object_service.get_trust_domain, object_service.delete_trust_domain
+    "td_id", "trust domain", object_service.get_trust_domain, _delete_trust_domain
 )
 deployment = _object_item(
     "tdd_id",
     "trust domain deployment",
     object_service.get_deployment,
-    object_service.delete_deployment,
+    fleet_service.delete_deployment,
 )
 cluster = _object_item(
-    "cluster_id", "cluster", object_service.get_cluster, object_service.delete_cluster
+    "cluster_id", "cluster", object_service.get_cluster, fleet_service.delete_cluster
 )
 
 
@@ -204,18 +217,6 @@ async def join_tokens(request: Request) -> Response:
         principal.actor,
     )
     return JSONResponse(result, status_code=201)
-
-
-async def deployment_servers(request: Request) -> Response:
-    """The servers of a deployment with their desired/applied versions, health and last contact."""
-    await require_user(request)
-    items = await call_service(
-        request,
-        server_service.list_servers,
-        request.path_params["tdd_id"],
-        dict(app_state(request).cache.last_contact),
-    )
-    return JSONResponse({"items": items})
 
 
 # -- config -----------------------------------------------------------------------------------
@@ -395,7 +396,6 @@ async def server_status(request: Request) -> Response:
     principal.require_server(server_id)
     body = await read_json(request)
     await call_service(request, server_service.report_status, server_id, body)
-    app_state(request).cache.last_contact[server_id] = utc_now()
     return Response(status_code=204)
 
 
@@ -433,6 +433,8 @@ ROUTES = [
     Route("/v1/servers/register", register, methods=["POST"]),
     Route("/v1/servers/{server_id}/sync", server_sync, methods=["GET"]),
     Route("/v1/servers/{server_id}/status", server_status, methods=["POST"]),
+    Route("/v1/servers/{server_id}", server_item, methods=["GET", "DELETE"]),
+    Route("/v1/rollouts/{scope}/{scope_id}", rollout_status, methods=["GET"]),
     console.mount(),  # the web console at /ui/ (controlplane/console)
 ]
 
@@ -495,7 +497,7 @@ def _gauges(state: AppState) -> Callable[[], Any]:
         )
         from sqlalchemy import func, select
 
-        from controlplane.store.models import ConfigHeadRow, ConfigVersionRow, ServerRow
+        from controlplane.store.models import ConfigHeadRow, ConfigVersionRow
 
         with state.uow() as uow:
             s = uow.session
@@ -517,17 +519,26 @@ def _gauges(state: AppState) -> Callable[[], Any]:
                     (("scope", scope),),
                     float(count),
                 )
-            for health, count in s.execute(
-                select(ServerRow.health, func.count()).group_by(ServerRow.health)
-            ):
+            by_state = fleet_service.count_by_state(
+                uow, state.settings.fleet, state.cache.contacts.snapshot()
+            )
+            for server_state, count in by_state.items():
                 yield (
                     "spirl_servers",
-                    "Registered trust domain servers by health",
-                    (("health", health),),
+                    "Registered trust domain servers by state (HEALTHY and UNHEALTHY as their "
+                    "last report said, UNKNOWN without a recent report, UNREACHABLE when silent)",
+                    (("state", server_state),),
                     float(count),
                 )
 
     return collect
+
+
+def _forget_credentials(state: AppState, server_id: str) -> None:
+    """A deregistered server's cached credential must not outlive it (see context.TOKEN_CACHE_SECONDS)."""
+    for key, (principal, _expiry) in list(state.token_cache.items()):
+        if principal.server_id == server_id:
+            del state.token_cache[key]
 
 
 def _call_soon(loop: asyncio.AbstractEventLoop, fn: Callable[[], None]) -> None:
@@ -555,6 +566,14 @@ def create_app(
         settings=settings or Settings(),
     )
     metrics_registry.add_gauge_source(_gauges(state))
+    cache.on_deregistered(lambda server_id: _forget_credentials(state, server_id))
+    housekeeping = Housekeeping(state)
+
+    def after_reconnect() -> None:
+        # Deregistrations announced while the listener was down are not known here: drop every
+        # cached credential so the next call of each server is checked against the database.
+        state.token_cache.clear()
+        cache.resync_all()
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
@@ -567,13 +586,17 @@ def create_app(
             state.listener = PostgresListener(
                 conninfo,
                 on_changes=cache.publish_threadsafe,
-                on_reconnect=lambda: _call_soon(loop, cache.resync_all),
+                on_reconnect=lambda: _call_soon(loop, after_reconnect),
             )
             state.listener.start()
+        if state.settings.housekeeping:
+            housekeeping.start()
         try:
             yield
         finally:
             await state.parse_pool.aclose()
+            if state.settings.housekeeping:
+                await housekeeping.stop()
             if state.listener is not None:
                 state.listener.stop()
 
@@ -587,6 +610,7 @@ def create_app(
     handlers[InputRejectedError] = handle_exception
     app = Starlette(routes=ROUTES, lifespan=lifespan, exception_handlers=handlers)  # type: ignore[arg-type]
     app.state.spirl = state
+    app.state.housekeeping = housekeeping
     app.add_middleware(RequestLogMiddleware, metrics=metrics_registry)  # type: ignore[arg-type]
     return LongPollFastPath(app)
 

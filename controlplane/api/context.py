@@ -17,6 +17,7 @@ from controlplane.api.metrics import Metrics
 from controlplane.api.parse_pool import ParsePool
 from controlplane.delivery.cache import DeliveryCache
 from controlplane.domain import Unauthenticated
+from controlplane.fleet import FleetPolicy
 from controlplane.services import auth as auth_service
 from controlplane.services.auth import Principal
 from controlplane.store.unit_of_work import UnitOfWorkFactory
@@ -31,6 +32,10 @@ TOKEN_CACHE_SECONDS = 30.0
 @dataclass
 class Settings:
     max_request_bytes: int = MAX_REQUEST_BYTES
+    fleet: FleetPolicy = FleetPolicy()
+    # Contact batches and retention sweeps (api/housekeeping.py); off only in tests that count
+    # the statements of other work.
+    housekeeping: bool = True
 
 
 @dataclass

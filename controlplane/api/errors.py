@@ -39,7 +39,7 @@ def to_response(exc: Exception) -> JSONResponse:
         response.headers["Retry-After"] = str(exc.retry_after_seconds)
         return response
     if isinstance(exc, DomainError):
-        return error_response(exc.status, exc.code, str(exc))
+        return error_response(exc.status, exc.code, str(exc), **exc.details())
     if isinstance(exc, DocumentValidationError):
         issues = [
             {"section": i.section, "pointer": i.pointer, "reason": i.reason, "document": i.document}

@@ -27,11 +27,12 @@ from controlplane.api.context import (
 from controlplane.api.errors import to_response
 from controlplane.api.inputs import query_int, query_number
 from controlplane.api.metrics import Metrics
-from controlplane.domain import utc_now
+from controlplane.domain import Deregistered, utc_now
+from controlplane.fleet import LONG_POLL_MAX_WAIT
 
 log = logging.getLogger("controlplane.api")
 
-MAX_WAIT_SECONDS = 60.0
+MAX_WAIT_SECONDS = LONG_POLL_MAX_WAIT
 DEFAULT_WAIT_SECONDS = 30.0
 
 
@@ -52,7 +53,7 @@ async def long_poll(
     """The long-poll's reply: at once when the server's versions are stale, else at a change or `wait`.
 
     Takes plain values, not a Request: thousands of these wait at once, and each holds only
-    what it needs while it waits.
+    what it needs while it waits. A deregistration ends the wait with a 401 at once.
     """
     principal = await authenticate_token(state, token)
     principal.require_server(server_id)
@@ -61,8 +62,10 @@ async def long_poll(
     have_bundle = query_int(q.get("bundle_version"), "bundle_version")
     wait = min(query_number(q.get("wait"), "wait", default=DEFAULT_WAIT_SECONDS), MAX_WAIT_SECONDS)
     del q, principal
+    if server_id in state.cache.deregistered:
+        raise Deregistered()
     placement = await state.cache.placement(server_id)
-    state.cache.last_contact[server_id] = utc_now()
+    state.cache.contacts.seen(server_id, utc_now())
     loop = asyncio.get_running_loop()
     deadline = loop.time() + wait
     while True:
@@ -76,6 +79,8 @@ async def long_poll(
             return snapshot.unchanged_reply()
         del snapshot
         await state.cache.wait_for_change(placement.trust_domain_id, remaining)
+        if server_id in state.cache.deregistered:
+            raise Deregistered()
 
 
 SYNC_PATH = re.compile(r"^/v1/servers/(tds-[0-9a-f]+)/sync$")

@@ -61,3 +61,23 @@ def _cell(value: Any) -> str:
     if isinstance(value, dict):
         return json.dumps(value, sort_keys=True)
     return str(value)
+
+
+def one_line(text: str | None, limit: int = 60) -> str | None:
+    """A long error cut to one short line for a table cell; the full text stays in -o json."""
+    if not text:
+        return text
+    line = " ".join(text.split())
+    return line if len(line) <= limit else line[: limit - 1].rstrip() + "…"
+
+
+def ago(seconds: float | None) -> str:
+    """`45s ago`, `4m12s ago`, `3h5m ago`, `2d4h ago`."""
+    if seconds is None:
+        return "-"
+    total = max(0, int(seconds))
+    parts = [(total // 86400, "d"), (total % 86400 // 3600, "h"), (total % 3600 // 60, "m")]
+    parts.append((total % 60, "s"))
+    first = next((i for i, (n, _) in enumerate(parts) if n), len(parts) - 1)
+    shown = [f"{n}{unit}" for n, unit in parts[first : first + 2] if n] or ["0s"]
+    return "".join(shown) + " ago"

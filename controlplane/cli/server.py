@@ -9,9 +9,18 @@ import logging
 import os
 import socket
 import sys
+from datetime import timedelta
 from pathlib import Path
 
 from controlplane import __version__
+from controlplane.cli.args import seconds
+from controlplane.fleet import (
+    CONTACT_FLUSH_INTERVAL,
+    DEFAULT_RETENTION,
+    DEFAULT_STALE_AFTER,
+    LONG_POLL_MAX_WAIT,
+    FleetPolicy,
+)
 
 log = logging.getLogger("controlplane")
 
@@ -148,7 +157,15 @@ def cmd_serve(args: argparse.Namespace) -> int:
     engine = _current_engine(args)
     if engine is None:
         return 1
-    settings = Settings()
+    try:
+        policy = FleetPolicy(
+            stale_after=timedelta(seconds=args.server_stale_after),
+            retention=timedelta(seconds=args.server_retention) if args.server_retention else None,
+        )
+    except ValueError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    settings = Settings(fleet=policy)
     app = create_app(engine, settings)
     sock = _listen_socket(args.listen)
     host, port = sock.getsockname()[:2]
@@ -260,6 +277,24 @@ def build_parser() -> argparse.ArgumentParser:
         type=int,
         default=20000,
         help="open connections before new ones get 503",
+    )
+    serve.add_argument(
+        "--server-stale-after",
+        type=seconds,
+        default=DEFAULT_STALE_AFTER.total_seconds(),
+        metavar="DURATION",
+        help="a trust domain server not heard from for this long shows as UNREACHABLE "
+        f"(default {DEFAULT_STALE_AFTER.total_seconds():g}s: two {LONG_POLL_MAX_WAIT:g}s "
+        f"long-poll/status intervals plus the {CONTACT_FLUSH_INTERVAL:g}s contact write "
+        "interval); e.g. 3m",
+    )
+    serve.add_argument(
+        "--server-retention",
+        type=seconds,
+        default=DEFAULT_RETENTION.total_seconds(),
+        metavar="DURATION",
+        help="deregister servers unreachable for this long, so their clusters can be deleted "
+        f"(default {int(DEFAULT_RETENTION.total_seconds() // 3600)}h; 0 turns it off)",
     )
     serve.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"])
     serve.set_defaults(func=cmd_serve)

@@ -11,12 +11,15 @@ from __future__ import annotations
 
 import argparse
 import difflib
+import io
 import sys
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 from controlplane import __version__
+from controlplane.cli import rollout
+from controlplane.cli.args import seconds
 from controlplane.cli.client import (
     ApiClient,
     ApiError,
@@ -25,9 +28,12 @@ from controlplane.cli.client import (
     load_credentials,
     save_credentials,
 )
-from controlplane.cli.output import FORMATS, emit
+from controlplane.cli.output import FORMATS, ago, emit, one_line
 
 SCOPES = ("trust-domain", "trust-domain-deployment", "cluster")
+# A command prints its result; an int it returns is the exit status (None means 0).
+Command = Callable[[argparse.Namespace], int | None]
+DEFAULT_WAIT_TIMEOUT = 300.0
 
 TD_COLUMNS = [("ID", "id"), ("NAME", "name"), ("CREATED", "created_at")]
 TDD_COLUMNS = [
@@ -47,12 +53,37 @@ SERVER_COLUMNS = [
     ("ID", "id"),
     ("NAME", "name"),
     ("CLUSTER", "cluster_id"),
+    ("STATE", "state"),
     ("DESIRED", "desired_version"),
     ("APPLIED", "applied_version"),
-    ("HEALTH", "health"),
+    ("KEY MANAGER", "key_manager.type"),
+    ("ERROR", "error_line"),
+    ("LAST CONTACT", "last_contact"),
+]
+SERVER_FIELDS = [
+    ("ID", "id"),
+    ("NAME", "name"),
+    ("DEPLOYMENT", "trust_domain_deployment_id"),
+    ("CLUSTER", "cluster_id"),
+    ("STATE", "state"),
+    ("HEALTH (LAST REPORT)", "health"),
+    ("LAST CONTACT", "last_contact"),
+    ("LAST REPORT", "last_report_at"),
+    ("REGISTERED", "registered_at"),
+    ("DESIRED", "desired_version"),
+    ("ATTEMPTED", "attempted_version"),
+    ("APPLIED", "applied_version"),
+    ("REFUSED", "refused_version"),
     ("KEY MANAGER", "key_manager.type"),
     ("ERROR", "error"),
-    ("LAST CONTACT", "last_contact_at"),
+]
+KEY_COLUMNS = [
+    ("KID", "kid"),
+    ("KIND", "kind"),
+    ("KEY MANAGER", "key_manager.type"),
+    ("STATE", "state"),
+    ("NOT AFTER", "not_after"),
+    ("IN BUNDLE", "in_bundle"),
 ]
 HISTORY_COLUMNS = [
     ("VERSION", "version"),
@@ -174,13 +205,97 @@ def cmd_tdd_info(args: argparse.Namespace) -> None:
 
 
 def cmd_tdd_delete(args: argparse.Namespace) -> None:
-    _client(args).delete(f"/v1/trust-domain-deployments/{_object_id(args)}")
-    print(f"deleted trust domain deployment {_object_id(args)}")
+    _delete_held(args, "trust domain deployment", "/v1/trust-domain-deployments")
+
+
+def _delete_held(args: argparse.Namespace, what: str, collection: str) -> None:
+    """Delete a deployment or cluster; when servers (or clusters) still hold it, say which and
+    how to remove them."""
+    object_id = _object_id(args)
+    try:
+        _client(args).delete(f"{collection}/{object_id}", force="true" if args.force else None)
+    except ApiError as exc:
+        if exc.code != "has_children":
+            raise
+        raise CliError(_holders_text(what, object_id, exc.body.get("holders", []))) from exc
+    print(f"deleted {what} {object_id}")
+
+
+def _holders_text(what: str, object_id: str, holders: list[dict[str, Any]]) -> str:
+    command = "cluster delete" if what == "cluster" else "trust-domain deployment delete"
+    lines = [f"{what} {object_id} is still held by:"]
+    for h in holders:
+        if h["kind"] == "server":
+            lines.append(
+                f"  server {h['id']} ({h['name']}), last contact {h['last_contact_at']}: "
+                f"spirlctl trust-domain deployment server delete {h['id']}"
+            )
+        elif h["kind"] == "cluster":
+            lines.append(
+                f"  cluster {h['id']} ({h['name']}): spirlctl cluster delete {h['id']} [--force]"
+            )
+        else:
+            lines.append(f"  {h['kind']} {h['id']} ({h.get('name', '')})")
+    if any(h["kind"] == "server" for h in holders):
+        lines.append(
+            f"or: spirlctl {command} {object_id} --force (deregisters its servers first, "
+            "audited); unreachable servers are also deregistered automatically after the "
+            "control plane's retention period"
+        )
+    return "\n".join(lines)
+
+
+def _server_rows(items: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Table view: the error cut to one line, the last contact as an age."""
+    return [
+        {
+            **item,
+            "error_line": one_line(item.get("error")),
+            "last_contact": ago(item.get("last_contact_seconds_ago")),
+        }
+        for item in items
+    ]
 
 
 def cmd_tdd_servers(args: argparse.Namespace) -> None:
     items = _client(args).get(f"/v1/trust-domain-deployments/{_object_id(args)}/servers")["items"]
-    emit(items, args.output, columns=SERVER_COLUMNS)
+    if args.output != "table":
+        emit(items, args.output)
+        return
+    emit(_server_rows(items), args.output, columns=SERVER_COLUMNS)
+
+
+def cmd_server_info(args: argparse.Namespace) -> None:
+    info = _client(args).get(f"/v1/servers/{_object_id(args)}")
+    if args.output != "table":
+        emit(info, args.output)
+        return
+    [row] = _server_rows([info])
+    width = max(len(label) for label, _ in SERVER_FIELDS)
+    for label, key in SERVER_FIELDS:
+        value = row.get(key) if "." not in key else (row.get("key_manager") or {}).get("type")
+        print(f"{label + ':':<{width + 1}} {value if value is not None else '-'}")
+    print()
+    if info["keys"]:
+        emit(info["keys"], "table", columns=KEY_COLUMNS)
+    else:
+        print("no keys reported")
+
+
+def cmd_server_delete(args: argparse.Namespace) -> None:
+    result = _client(args).delete(f"/v1/servers/{_object_id(args)}")
+    if args.output != "table":
+        emit(result, args.output)
+        return
+    print(
+        f"deregistered server {result['id']} ({result['name']}): its credential is revoked; "
+        f"{len(result['withdrawn_keys'])} key(s) left the trust bundle"
+        + (
+            f", {len(result['kept_keys'])} stay (other servers publish them)"
+            if result["kept_keys"]
+            else ""
+        )
+    )
 
 
 def cmd_tdd_join_token(args: argparse.Namespace) -> None:
@@ -212,8 +327,7 @@ def cmd_cluster_info(args: argparse.Namespace) -> None:
 
 
 def cmd_cluster_delete(args: argparse.Namespace) -> None:
-    _client(args).delete(f"/v1/clusters/{_object_id(args)}")
-    print(f"deleted cluster {_object_id(args)}")
+    _delete_held(args, "cluster", "/v1/clusters")
 
 
 # -- config ---------------------------------------------------------------------------------------
@@ -223,21 +337,29 @@ def _config_path(args: argparse.Namespace, suffix: str = "") -> str:
     return f"/v1/config/{args.scope}/{_object_id(args)}{suffix}"
 
 
-def _write_config(args: argparse.Namespace, validate_only: bool) -> None:
+def _write_config(args: argparse.Namespace, validate_only: bool) -> int:
     body = {
         "yaml": _read_documents(args.files),
         "prune": args.prune,
         "expected_version": args.expected_version,
         "validate_only": validate_only,
     }
-    result = _client(args).put(_config_path(args), body)
-    if args.output != "table":
-        emit(result, args.output)
-    elif validate_only:
-        print(
-            f"valid: {', '.join(result['sections'])} (nothing stored; current version {result['version']})"
-        )
-    elif result["changed"]:
+    client = _client(args)
+    result = client.put(_config_path(args), body)
+    if validate_only:
+        if args.output != "table":
+            emit(result, args.output)
+        else:
+            print(
+                f"valid: {', '.join(result['sections'])} "
+                f"(nothing stored; current version {result['version']})"
+            )
+        return 0
+    return _then_wait(args, client, result, lambda: _print_write(result))
+
+
+def _print_write(result: dict[str, Any]) -> None:
+    if result["changed"]:
         print(
             f"stored version {result['version']} (was {result['previous_version']}): "
             f"sections {', '.join(result['sections']) or '(none)'}"
@@ -246,12 +368,47 @@ def _write_config(args: argparse.Namespace, validate_only: bool) -> None:
         print(f"no change: version {result['version']} already holds this config")
 
 
-def cmd_config_set(args: argparse.Namespace) -> None:
-    _write_config(args, validate_only=False)
+def _then_wait(
+    args: argparse.Namespace,
+    client: ApiClient,
+    result: dict[str, Any],
+    print_result: Callable[[], None],
+) -> int:
+    """Print a write's result; with --wait, follow the rollout of the version it left in place."""
+    if args.output == "table":
+        print_result()
+    elif not args.wait:
+        emit(result, args.output)
+    if not args.wait:
+        return 0
+    status, code = _follow_rollout(args, client, result["version"])
+    if args.output != "table":
+        emit({**result, "rollout": status}, args.output)
+    return code
 
 
-def cmd_config_validate(args: argparse.Namespace) -> None:
-    _write_config(args, validate_only=True)
+def _follow_rollout(
+    args: argparse.Namespace, client: ApiClient, version: int | None
+) -> tuple[dict[str, Any], int]:
+    scope_id = _object_id(args)
+    table = args.output == "table"
+    label = f"rollout of {args.scope} {scope_id}" + (f" version {version}" if version else "")
+    progress = rollout.Progress(sys.stdout, label) if table else None
+    status = rollout.wait_for_rollout(client, args.scope, scope_id, version, args.timeout, progress)
+    if table:
+        return status, rollout.report(status, args.timeout, sys.stdout, sys.stderr)
+    code = rollout.exit_code(status)
+    if code:  # scripts still get the reasons on stderr
+        rollout.report(status, args.timeout, io.StringIO(), sys.stderr)
+    return status, code
+
+
+def cmd_config_set(args: argparse.Namespace) -> int:
+    return _write_config(args, validate_only=False)
+
+
+def cmd_config_validate(args: argparse.Namespace) -> int:
+    return _write_config(args, validate_only=True)
 
 
 def _print_config_yaml(config: dict[str, Any]) -> None:
@@ -328,27 +485,44 @@ def cmd_config_diff(args: argparse.Namespace) -> None:
         )
 
 
-def cmd_config_rollback(args: argparse.Namespace) -> None:
-    result = _client(args).post(
+def cmd_config_rollback(args: argparse.Namespace) -> int:
+    client = _client(args)
+    result = client.post(
         _config_path(args, "/rollback"),
         {"version": args.to_version, "expected_version": args.expected_version},
     )
-    if args.output != "table":
-        emit(result, args.output)
-    elif result["changed"]:
-        print(f"rolled back to version {args.to_version}: stored as version {result['version']}")
-    else:
-        print(f"no change: version {result['version']} already equals version {args.to_version}")
+
+    def say() -> None:
+        if result["changed"]:
+            print(
+                f"rolled back to version {args.to_version}: stored as version {result['version']}"
+            )
+        else:
+            print(
+                f"no change: version {result['version']} already equals version {args.to_version}"
+            )
+
+    return _then_wait(args, client, result, say)
 
 
-def cmd_config_delete_section(args: argparse.Namespace) -> None:
-    result = _client(args).delete(
+def cmd_config_delete_section(args: argparse.Namespace) -> int:
+    client = _client(args)
+    result = client.delete(
         _config_path(args, f"/sections/{args.section}"), expected_version=args.expected_version
     )
-    if args.output != "table":
-        emit(result, args.output)
-    else:
+
+    def say() -> None:
         print(f"removed section {args.section}: stored version {result['version']}")
+
+    return _then_wait(args, client, result, say)
+
+
+def cmd_rollout_status(args: argparse.Namespace) -> int:
+    client = _client(args)
+    status, code = _follow_rollout(args, client, args.version)
+    if args.output != "table":
+        emit(status, args.output)
+    return code
 
 
 # -- audit, terraform --------------------------------------------------------------------------------
@@ -391,7 +565,7 @@ def _common(p: argparse.ArgumentParser, output: bool = True) -> None:
 
 
 def _leaf(
-    sub: Any, name: str, func: Callable[[argparse.Namespace], None], help_text: str, **kwargs: Any
+    sub: Any, name: str, func: Command, help_text: str, **kwargs: Any
 ) -> argparse.ArgumentParser:
     p: argparse.ArgumentParser = sub.add_parser(
         name, help=help_text, description=help_text, **kwargs
@@ -399,6 +573,30 @@ def _leaf(
     _common(p)
     p.set_defaults(func=func)
     return p
+
+
+def _force_arg(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--force",
+        action="store_true",
+        help="deregister the servers that still use it first (each one audited)",
+    )
+
+
+def _wait_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--wait",
+        action="store_true",
+        help="then wait until every reachable server the change targets applied it, showing "
+        "progress",
+    )
+    p.add_argument(
+        "--timeout",
+        type=seconds,
+        default=DEFAULT_WAIT_TIMEOUT,
+        help="with --wait: give up after this long (default 5m; e.g. 90s, 10m)",
+    )
+    p.epilog = rollout.EXIT_CODES_HELP
 
 
 def _id_args(p: argparse.ArgumentParser, what: str) -> None:
@@ -447,15 +645,14 @@ def build_parser() -> argparse.ArgumentParser:
     p = _leaf(tdd_sub, "list", cmd_tdd_list, "list deployments")
     p.add_argument("--trust-domain", default=None, help="only this trust domain")
     _id_args(_leaf(tdd_sub, "info", cmd_tdd_info, "show a deployment"), "deployment")
-    _id_args(
-        _leaf(
-            tdd_sub,
-            "delete",
-            cmd_tdd_delete,
-            "delete a deployment (refused while it has clusters or servers)",
-        ),
-        "deployment",
+    p = _leaf(
+        tdd_sub,
+        "delete",
+        cmd_tdd_delete,
+        "delete a deployment (refused while it has clusters or servers; says which)",
     )
+    _id_args(p, "deployment")
+    _force_arg(p)
     _id_args(
         _leaf(
             tdd_sub,
@@ -464,6 +661,27 @@ def build_parser() -> argparse.ArgumentParser:
             "the deployment's servers: desired/applied version, health, error, last contact",
         ),
         "deployment",
+    )
+    srv = tdd_sub.add_parser("server", help="one trust domain server: details, deregistration")
+    srv_sub = srv.add_subparsers(dest="server_command", required=True, metavar="COMMAND")
+    _id_args(
+        _leaf(
+            srv_sub,
+            "info",
+            cmd_server_info,
+            "a server's state, versions, whole error, and its keys with their states",
+        ),
+        "server",
+    )
+    _id_args(
+        _leaf(
+            srv_sub,
+            "delete",
+            cmd_server_delete,
+            "deregister a server: its credential stops working at once (it must join again) "
+            "and its keys leave the trust bundle unless another server publishes them",
+        ),
+        "server",
     )
     p = _leaf(
         tdd_sub, "join-token", cmd_tdd_join_token, "issue a single-use join token for a new server"
@@ -482,12 +700,14 @@ def build_parser() -> argparse.ArgumentParser:
     p = _leaf(cl_sub, "list", cmd_cluster_list, "list clusters")
     p.add_argument("--trust-domain-deployment", default=None, help="only this deployment")
     _id_args(_leaf(cl_sub, "info", cmd_cluster_info, "show a cluster"), "cluster")
-    _id_args(
-        _leaf(
-            cl_sub, "delete", cmd_cluster_delete, "delete a cluster (refused while servers use it)"
-        ),
-        "cluster",
+    p = _leaf(
+        cl_sub,
+        "delete",
+        cmd_cluster_delete,
+        "delete a cluster (refused while servers use it; says which)",
     )
+    _id_args(p, "cluster")
+    _force_arg(p)
 
     # config
     cfg = top.add_parser(
@@ -497,9 +717,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     cfg_sub = cfg.add_subparsers(dest="config_command", required=True, metavar="COMMAND")
 
-    def scoped(
-        name: str, func: Callable[[argparse.Namespace], None], help_text: str
-    ) -> argparse.ArgumentParser:
+    def scoped(name: str, func: Command, help_text: str) -> argparse.ArgumentParser:
         p = _leaf(cfg_sub, name, func, help_text)
         p.add_argument(
             "scope", choices=SCOPES, metavar="SCOPE", help=f"one of: {', '.join(SCOPES)}"
@@ -512,6 +730,8 @@ def build_parser() -> argparse.ArgumentParser:
         ("validate", cmd_config_validate, "validate documents on the server; store nothing"),
     ):
         p = scoped(name, func, text)
+        if name == "set":
+            _wait_args(p)
         p.add_argument(
             "files",
             nargs="+",
@@ -548,9 +768,34 @@ def build_parser() -> argparse.ArgumentParser:
     p = scoped("rollback", cmd_config_rollback, "store an old version again as a new version")
     p.add_argument("--to-version", type=int, required=True)
     p.add_argument("--expected-version", type=int, default=None)
+    _wait_args(p)
     p = scoped("delete-section", cmd_config_delete_section, "remove one section (a new version)")
     p.add_argument("section", metavar="SECTION", help="section name, e.g. KeyManager")
     p.add_argument("--expected-version", type=int, default=None)
+    _wait_args(p)
+
+    # rollout
+    ro = top.add_parser("rollout", help="how far a config change has reached the servers")
+    ro_sub = ro.add_subparsers(dest="rollout_command", required=True, metavar="COMMAND")
+    p = _leaf(
+        ro_sub,
+        "status",
+        cmd_rollout_status,
+        "wait for a config version of a scope to reach every reachable server it targets, "
+        "showing progress (like `kubectl rollout status`)",
+        epilog=rollout.EXIT_CODES_HELP.replace("with --wait", "") + "; --timeout 0 checks once",
+    )
+    p.add_argument("scope", choices=SCOPES, metavar="SCOPE", help=f"one of: {', '.join(SCOPES)}")
+    p.add_argument("--id", required=True, help="id of the trust domain, deployment or cluster")
+    p.add_argument(
+        "--version", type=int, default=None, help="a stored version (default: the current one)"
+    )
+    p.add_argument(
+        "--timeout",
+        type=seconds,
+        default=DEFAULT_WAIT_TIMEOUT,
+        help="give up after this long (default 5m; e.g. 90s, 10m)",
+    )
 
     # audit
     au = top.add_parser("audit", help="the audit log")
@@ -587,7 +832,7 @@ def _print_api_error(exc: ApiError) -> None:
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
-        args.func(args)
+        code = args.func(args)
     except ApiError as exc:
         _print_api_error(exc)
         return 1
@@ -598,7 +843,7 @@ def main(argv: list[str] | None = None) -> int:
         return 130
     except BrokenPipeError:
         return 0
-    return 0
+    return int(code or 0)
 
 
 if __name__ == "__main__":

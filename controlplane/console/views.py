@@ -28,6 +28,7 @@ from controlplane.domain import (
 )
 from controlplane.services import audit as audit_service
 from controlplane.services import config as config_service
+from controlplane.services import fleet as fleet_service
 from controlplane.services import objects as object_service
 from controlplane.services import servers as server_service
 from controlplane.store.unit_of_work import UnitOfWork
@@ -43,8 +44,10 @@ CLOCK_OFFSET_SHOWN_SECONDS = 2.0
 def deployment_servers_of(uow: UnitOfWork, request: Request, tdd_id: str) -> list[dict[str, Any]]:
     """The servers of a deployment as the API's servers list returns them (the one place the
     console reads them: the servers table, the key timeline and the key details)."""
-    seen = dict(app_state(request).cache.last_contact)
-    return server_service.list_servers(uow, tdd_id, seen)
+    state = app_state(request)
+    return fleet_service.list_servers(
+        uow, tdd_id, state.settings.fleet, state.cache.contacts.snapshot()
+    )
 
 
 # -- trust domains, deployments, clusters ------------------------------------------------------

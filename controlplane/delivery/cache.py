@@ -19,6 +19,7 @@ from typing import Any, TypeVar
 
 from starlette.concurrency import run_in_threadpool
 
+from controlplane.delivery.contacts import ContactLog
 from controlplane.domain import CLUSTER, DEPLOYMENT, TRUST_DOMAIN, ScopeConfig, utc_now
 from controlplane.services import servers as server_service
 from controlplane.services.config import effective_dict
@@ -91,7 +92,10 @@ class DeliveryCache:
         self._reloading: set[tuple[str, str]] = set()
         self._inflight: dict[tuple[str, str], asyncio.Task[Any]] = {}
         self._cold_reads: asyncio.Semaphore | None = None
-        self.last_contact: dict[str, datetime] = {}
+        self.contacts = ContactLog()
+        # Servers deregistered while this process ran: their long-polls end with a 401.
+        self.deregistered: set[str] = set()
+        self._on_deregistered: list[Callable[[str], None]] = []
         self.waiting = 0
         self.deliveries = 0
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -185,10 +189,17 @@ class DeliveryCache:
             return
         self._loop.call_soon_threadsafe(self.apply_changes, changes)
 
+    def on_deregistered(self, listener: Callable[[str], None]) -> None:
+        """Call `listener(server_id)` on the event loop when a server is deregistered."""
+        self._on_deregistered.append(listener)
+
     def apply_changes(self, changes: Iterable[Change]) -> None:
         for change in changes:
             if change.kind == "topology":
                 self._forget(change.key)
+                continue
+            if change.kind == "server":
+                self._server_deregistered(change.key)
                 continue
             slot = (change.kind, change.key)
             if change.revision <= self._announced.get(slot, 0):
@@ -263,6 +274,15 @@ class DeliveryCache:
     def _signal(self, td_id: str) -> None:
         for waiter in self._waiters.pop(td_id, ()):
             _release(waiter)
+
+    def _server_deregistered(self, server_id: str) -> None:
+        self.deregistered.add(server_id)
+        self.contacts.forget(server_id)
+        for listener in self._on_deregistered:
+            listener(server_id)
+        placement = self._placements.pop(server_id, None)
+        if placement is not None:  # a poll of this server may be waiting here: end it now
+            self._signal(placement.trust_domain_id)
 
     def _forget(self, object_id: str) -> None:
         self._generation += 1

@@ -13,6 +13,7 @@ from controlplane.domain import (
     ROLE_SERVER,
     USER_ROLES,
     BadRequest,
+    Deregistered,
     Forbidden,
     NotFound,
     Unauthenticated,
@@ -113,6 +114,8 @@ def authenticate(uow: UnitOfWork, token: str | None) -> Principal:
     if not token:
         raise Unauthenticated("missing bearer token (Authorization: Bearer <token>)")
     row = uow.repo.token_by_hash(hash_token(token))
+    if row is not None and row.revoked_at is not None and row.server_id is not None:
+        raise Deregistered()  # server credentials are revoked only by deregistration
     if row is None or row.revoked_at is not None:
         raise Unauthenticated("unknown or revoked token")
     return Principal(

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+from collections.abc import Iterable
 from typing import Any
 
 from sqlalchemy.exc import IntegrityError
@@ -19,7 +20,7 @@ from controlplane.domain import (
     utc_now,
 )
 from controlplane.services import audit
-from controlplane.store.models import ClusterRow, DeploymentRow, TrustDomainRow
+from controlplane.store.models import ClusterRow, DeploymentRow, ServerRow, TrustDomainRow
 from controlplane.store.unit_of_work import Change, UnitOfWork
 
 # A SPIFFE trust domain name: lowercase letters, digits, dots, dashes, underscores.
@@ -119,9 +120,11 @@ def delete_trust_domain(uow: UnitOfWork, td_id: str, actor: str) -> None:
     row = get_trust_domain_row(uow, td_id)
     children = uow.repo.deployments(td_id)
     if children:
+        holders = [{"kind": "deployment", "id": c.id, "name": c.name} for c in children]
         raise HasChildren(
             f"trust domain {td_id} still has {len(children)} deployment(s) "
-            f"({', '.join(c.id for c in children)}); delete them first"
+            f"({_named(holders)}); delete them first",
+            holders,
         )
     uow.repo.delete_config(TRUST_DOMAIN, td_id)
     for key in uow.repo.bundle_keys(td_id):
@@ -171,25 +174,37 @@ def get_deployment(uow: UnitOfWork, tdd_id: str) -> dict[str, Any]:
     return result
 
 
-def delete_deployment(uow: UnitOfWork, tdd_id: str, actor: str) -> None:
+def delete_deployment(
+    uow: UnitOfWork, tdd_id: str, actor: str, details: dict[str, Any] | None = None
+) -> None:
     row = get_deployment_row(uow, tdd_id)
-    clusters = uow.repo.clusters(tdd_id)
+    clusters = [{"kind": "cluster", "id": c.id, "name": c.name} for c in uow.repo.clusters(tdd_id)]
+    servers = _server_holders(uow.repo.servers(tdd_id))
     if clusters:
         raise HasChildren(
             f"trust domain deployment {tdd_id} still has {len(clusters)} cluster(s) "
-            f"({', '.join(c.id for c in clusters)}); delete them first"
+            f"({_named(clusters)}); delete them first (a forced cluster delete also "
+            "deregisters the cluster's servers)",
+            clusters + servers,
         )
-    servers = uow.repo.servers(tdd_id)
     if servers:
         raise HasChildren(
-            f"trust domain deployment {tdd_id} still has {len(servers)} registered server(s); "
-            "deregister them first"
+            f"trust domain deployment {tdd_id} still has {len(servers)} registered server(s) "
+            f"({_named(servers)}); {DEREGISTER_HINT}",
+            servers,
         )
     uow.repo.delete_config(DEPLOYMENT, tdd_id)
     uow.repo.delete_join_tokens(tdd_id)
     uow.repo.revoke_deployment_tokens(tdd_id, utc_now())
     uow.repo.delete(row)
-    audit.record(uow, actor=actor, action="deployment.delete", scope=DEPLOYMENT, scope_id=tdd_id)
+    audit.record(
+        uow,
+        actor=actor,
+        action="deployment.delete",
+        scope=DEPLOYMENT,
+        scope_id=tdd_id,
+        details=details,
+    )
     uow.record(Change("topology", tdd_id, 0))
     uow.commit()
 
@@ -223,18 +238,56 @@ def get_cluster(uow: UnitOfWork, cluster_id: str) -> dict[str, Any]:
     return cluster_dict(get_cluster_row(uow, cluster_id))
 
 
-def delete_cluster(uow: UnitOfWork, cluster_id: str, actor: str) -> None:
+def delete_cluster(
+    uow: UnitOfWork, cluster_id: str, actor: str, details: dict[str, Any] | None = None
+) -> None:
     row = get_cluster_row(uow, cluster_id)
-    servers = [s for s in uow.repo.servers(row.deployment_id) if s.cluster_id == cluster_id]
+    servers = _server_holders(
+        s for s in uow.repo.servers(row.deployment_id) if s.cluster_id == cluster_id
+    )
     if servers:
         raise HasChildren(
-            f"cluster {cluster_id} still has {len(servers)} registered server(s); deregister them first"
+            f"cluster {cluster_id} still has {len(servers)} registered server(s) "
+            f"({_named(servers)}); {DEREGISTER_HINT}",
+            servers,
         )
     uow.repo.delete_config(CLUSTER, cluster_id)
     uow.repo.delete(row)
-    audit.record(uow, actor=actor, action="cluster.delete", scope=CLUSTER, scope_id=cluster_id)
+    audit.record(
+        uow,
+        actor=actor,
+        action="cluster.delete",
+        scope=CLUSTER,
+        scope_id=cluster_id,
+        details=details,
+    )
     uow.record(Change("topology", cluster_id, 0))
     uow.commit()
+
+
+DEREGISTER_HINT = (
+    "deregister them first (DELETE /v1/servers/{id}), or delete with force=true to deregister "
+    "them as part of the delete; unreachable servers are also deregistered automatically after "
+    "the retention period"
+)
+
+
+def _server_holders(rows: Iterable[ServerRow]) -> list[dict[str, Any]]:
+    return [
+        {
+            "kind": "server",
+            "id": s.id,
+            "name": s.name,
+            "cluster_id": s.cluster_id,
+            "last_contact_at": (s.last_contact_at or s.registered_at).isoformat(),
+        }
+        for s in rows
+    ]
+
+
+def _named(holders: list[dict[str, Any]], limit: int = 5) -> str:
+    shown = ", ".join(f"{h['id']} {h['name']}" for h in holders[:limit])
+    return shown + (f" and {len(holders) - limit} more" if len(holders) > limit else "")
 
 
 def scope_owner_exists(uow: UnitOfWork, scope: str, scope_id: str) -> None:

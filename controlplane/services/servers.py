@@ -23,6 +23,7 @@ STATUS_FIELDS = (
     "health",
     "error",
     "key_manager",
+    "refused_version",
 )
 BUNDLE_REFRESH_HINT_SECONDS = 60
 # What the control plane keeps of each reported key (the public key goes to the bundle). A server
@@ -64,6 +65,7 @@ def report_status(uow: UnitOfWork, server_id: str, report: object) -> None:
     server.health = health
     server.status_json = json.dumps(status, sort_keys=True, default=str)
     server.last_contact_at = now
+    server.last_report_at = now
     tdd = get_deployment_row(uow, server.deployment_id)
     td = get_trust_domain_row(uow, tdd.trust_domain_id)
     if _merge_bundle_keys(uow, td.id, server_id, keys, now):
@@ -161,15 +163,9 @@ def bundle_document(
     }
 
 
-def list_servers(
-    uow: UnitOfWork, deployment_id: str, last_contact: dict[str, datetime]
-) -> list[dict[str, Any]]:
-    """`last_contact` holds contact times this process saw in long-polls (kept in memory, not written per poll)."""
-    get_deployment_row(uow, deployment_id)
-    return [server_dict(row, last_contact.get(row.id)) for row in uow.repo.servers(deployment_id)]
-
-
 def server_dict(row: ServerRow, seen_at: datetime | None = None) -> dict[str, Any]:
+    """A server as its last status report described it. `seen_at`: a contact this process saw
+    in a long-poll that may not be written yet."""
     status = json.loads(row.status_json or "{}")
     contact = max((t for t in (row.last_contact_at, seen_at) if t is not None), default=None)
     return {
@@ -179,6 +175,7 @@ def server_dict(row: ServerRow, seen_at: datetime | None = None) -> dict[str, An
         "cluster_id": row.cluster_id,
         "registered_at": row.registered_at.isoformat(),
         "last_contact_at": contact.isoformat() if contact else None,
+        "last_report_at": row.last_report_at.isoformat() if row.last_report_at else None,
         "health": row.health,
         **{k: status.get(k) for k in STATUS_FIELDS if k != "health"},
         # the server's clock minus the control plane's when it last reported (None: not reported)

@@ -142,9 +142,14 @@ class ServerRow(Base):
     id: Mapped[str] = mapped_column(String(32), primary_key=True)
     name: Mapped[str] = mapped_column(String(255))
     deployment_id: Mapped[str] = mapped_column(ForeignKey("deployments.id"), index=True)
-    cluster_id: Mapped[str | None] = mapped_column(ForeignKey("clusters.id"), nullable=True)
+    cluster_id: Mapped[str | None] = mapped_column(
+        ForeignKey("clusters.id"), nullable=True, index=True
+    )
     registered_at: Mapped[datetime] = mapped_column(UtcDateTime())
+    # Any contact (status report or long-poll); long-poll contacts are written in batches.
     last_contact_at: Mapped[datetime | None] = mapped_column(UtcDateTime(), nullable=True)
+    # The last status report: `health` is believed only while this is recent.
+    last_report_at: Mapped[datetime | None] = mapped_column(UtcDateTime(), nullable=True)
     health: Mapped[str] = mapped_column(String(16), default="UNKNOWN")
     status_json: Mapped[str] = mapped_column(Text, default="{}")
 

@@ -5,12 +5,12 @@ from __future__ import annotations
 import json
 from collections.abc import Sequence
 from datetime import datetime
-from typing import Any, NamedTuple
+from typing import Any, NamedTuple, cast
 
-from sqlalchemy import delete, func, select, update
+from sqlalchemy import Table, bindparam, delete, func, or_, select, update
 from sqlalchemy.orm import Session
 
-from controlplane.domain import ScopeConfig, StoredSection
+from controlplane.domain import CLUSTER, DEPLOYMENT, ScopeConfig, StoredSection
 from controlplane.store.models import (
     AuditEventRow,
     BundleKeyRow,
@@ -271,6 +271,88 @@ class Repository:
             .where(ServerRow.deployment_id == deployment_id)
             .order_by(ServerRow.name, ServerRow.id)
         ).all()
+
+    def servers_in_scope(self, scope: str, scope_id: str) -> Sequence[ServerRow]:
+        """Servers whose effective config includes this scope's config."""
+        q = select(ServerRow).order_by(ServerRow.name, ServerRow.id)
+        if scope == CLUSTER:
+            q = q.where(ServerRow.cluster_id == scope_id)
+        elif scope == DEPLOYMENT:
+            q = q.where(ServerRow.deployment_id == scope_id)
+        else:
+            q = q.join(DeploymentRow, DeploymentRow.id == ServerRow.deployment_id).where(
+                DeploymentRow.trust_domain_id == scope_id
+            )
+        return self.session.scalars(q).all()
+
+    def all_servers(self) -> Sequence[ServerRow]:
+        return self.session.scalars(select(ServerRow)).all()
+
+    def lock_server(self, server_id: str, *, skip_locked: bool) -> ServerRow | None:
+        """The server row, locked until commit (PostgreSQL FOR UPDATE; SQLite serialises
+        writers anyway). None when it is gone, or with `skip_locked` when another transaction
+        holds it."""
+        return self.session.scalar(
+            select(ServerRow)
+            .where(ServerRow.id == server_id)
+            .with_for_update(skip_locked=skip_locked)
+            .execution_options(populate_existing=True)
+        )
+
+    def silent_server_ids(self, before: datetime, limit: int) -> list[str]:
+        """Servers with no contact recorded since `before` (registration counts as contact)."""
+        return list(
+            self.session.scalars(
+                select(ServerRow.id)
+                .where(func.coalesce(ServerRow.last_contact_at, ServerRow.registered_at) < before)
+                .order_by(ServerRow.id)
+                .limit(limit)
+            )
+        )
+
+    def record_contacts(self, contacts: Sequence[tuple[str, datetime]]) -> None:
+        """Move `last_contact_at` forward for many servers in one statement (executemany)."""
+        if not contacts:
+            return
+        table = cast(Table, ServerRow.__table__)
+        self.session.execute(
+            update(table)
+            .where(
+                table.c.id == bindparam("b_id"),
+                or_(table.c.last_contact_at.is_(None), table.c.last_contact_at < bindparam("b_at")),
+            )
+            .values(last_contact_at=bindparam("b_at")),
+            [{"b_id": server_id, "b_at": at} for server_id, at in contacts],
+        )
+
+    def revoke_server_token(self, server_id: str, at: datetime) -> None:
+        self.session.execute(
+            update(TokenRow)
+            .where(TokenRow.server_id == server_id, TokenRow.revoked_at.is_(None))
+            .values(revoked_at=at)
+        )
+
+    def config_revision(self, scope: str, scope_id: str, version: int) -> int | None:
+        return self.session.scalar(
+            select(ConfigVersionRow.revision).where(
+                ConfigVersionRow.scope == scope,
+                ConfigVersionRow.scope_id == scope_id,
+                ConfigVersionRow.version == version,
+            )
+        )
+
+    def bump_bundle_version(self, trust_domain_id: str) -> int:
+        """Increment a trust domain's bundle version in the database (no lost update between
+        concurrent writers) and return the new value."""
+        self.session.execute(
+            update(TrustDomainRow)
+            .where(TrustDomainRow.id == trust_domain_id)
+            .values(bundle_version=TrustDomainRow.bundle_version + 1)
+        )
+        version = self.session.scalar(
+            select(TrustDomainRow.bundle_version).where(TrustDomainRow.id == trust_domain_id)
+        )
+        return int(version or 0)
 
     def count_servers(self, deployment_id: str) -> int:
         return (

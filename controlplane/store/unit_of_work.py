@@ -23,7 +23,7 @@ CHANGE_CHANNEL = "spirl_changes"
 # down or restarting), an exhausted pool, SQLite that cannot open or lock its file.
 UNREACHABLE = (exc.OperationalError, exc.InterfaceError, exc.DisconnectionError, exc.TimeoutError)
 
-ChangeKind = Literal["config", "bundle", "topology"]
+ChangeKind = Literal["config", "bundle", "topology", "server"]
 
 
 @dataclass(frozen=True)
@@ -31,7 +31,9 @@ class Change:
     """Something a long-polling server may care about. `revision` orders changes of one key."""
 
     kind: ChangeKind
-    key: str  # config: "<scope>/<scope_id>"; bundle: trust domain id; topology: object id
+    # config: "<scope>/<scope_id>"; bundle: trust domain id; topology: object id;
+    # server: id of a deregistered server
+    key: str
     revision: int
 
     def to_payload(self) -> str:

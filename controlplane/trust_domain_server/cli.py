@@ -24,6 +24,7 @@ from typing import Any
 import httpx
 import uvicorn
 
+from controlplane.fleet import STATUS_INTERVAL
 from controlplane.keymanagers import KeyManagerContext, build_key_manager, key_manager_digest
 from controlplane.keymanagers.base import KeyManager, KeyManagerError
 from controlplane.keymanagers.default import load_or_create_kek
@@ -35,6 +36,7 @@ from .state import Identity, StateStore, load_or_create_key_identifier
 from .sync import (
     Backoff,
     ControlPlaneClient,
+    Deregistered,
     RegistrationRejected,
     StatusReporter,
     SyncLoop,
@@ -46,6 +48,7 @@ __all__ = ["main"]
 log = logging.getLogger("controlplane.trust_domain_server")
 
 ROTATE_INTERVAL = 10.0
+DEREGISTERED_EXIT = 3  # the control plane deregistered this server; it must join again
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -78,6 +81,9 @@ def _parser() -> argparse.ArgumentParser:
         "--rotate-interval", type=float, default=ROTATE_INTERVAL, help=argparse.SUPPRESS
     )
     run.add_argument("--long-poll-wait", type=int, default=30, help=argparse.SUPPRESS)
+    run.add_argument(
+        "--status-interval", type=float, default=STATUS_INTERVAL, help=argparse.SUPPRESS
+    )
     return parser
 
 
@@ -178,6 +184,9 @@ def run(args: argparse.Namespace) -> int:
         while server.attempted_version is None:
             try:
                 fetch_once(client, identity, server)
+            except Deregistered as exc:
+                _forget_deregistered(store, identity, str(exc))
+                raise SystemExit(DEREGISTERED_EXIT) from None
             except (httpx.HTTPError, ValueError) as exc:
                 delay = backoff.next_delay()
                 log.warning("cannot fetch the first config (%s); retrying in %.1fs", exc, delay)
@@ -185,9 +194,37 @@ def run(args: argparse.Namespace) -> int:
     server.rotate()
     log.info("trust domain server %s ready; %s", identity.server_id, server.describe_keys())
 
-    reporter = StatusReporter(client, identity, server.status_report)
+    config = uvicorn.Config(
+        create_app(server),
+        log_level="warning",
+        access_log=False,
+        lifespan="off",
+        timeout_graceful_shutdown=5,
+    )
+    http = uvicorn.Server(config)
+    deregistered = threading.Event()
+    deregistered_lock = threading.Lock()
+
+    def on_deregistered(message: str) -> None:
+        # Both the sync loop and the status reporter may hear it; act once.
+        with deregistered_lock:
+            if deregistered.is_set():
+                return
+            deregistered.set()
+        _forget_deregistered(store, identity, message)
+        http.should_exit = True
+
+    reporter = StatusReporter(
+        client,
+        identity,
+        server.status_report,
+        heartbeat=args.status_interval,
+        on_deregistered=on_deregistered,
+    )
     server.add_listener(reporter.mark_dirty)
-    sync = SyncLoop(client, identity, server, wait=args.long_poll_wait)
+    sync = SyncLoop(
+        client, identity, server, wait=args.long_poll_wait, on_deregistered=on_deregistered
+    )
     stop = threading.Event()
     rotator = threading.Thread(
         target=_rotator, args=(server, args.rotate_interval, stop), name="tds-rotator", daemon=True
@@ -198,14 +235,6 @@ def run(args: argparse.Namespace) -> int:
 
     sock = _bind(args.listen)
     host, port = sock.getsockname()[:2]
-    config = uvicorn.Config(
-        create_app(server),
-        log_level="warning",
-        access_log=False,
-        lifespan="off",
-        timeout_graceful_shutdown=5,
-    )
-    http = uvicorn.Server(config)
 
     def announce() -> None:
         while not http.started and not stop.is_set():
@@ -239,7 +268,19 @@ def run(args: argparse.Namespace) -> int:
         reporter.stop()
         server.close()
         log.info("trust domain server %s stopped", identity.server_id)
-    return 0
+    return DEREGISTERED_EXIT if deregistered.is_set() else 0
+
+
+def _forget_deregistered(store: StateStore, identity: Identity, message: str) -> None:
+    store.forget_identity()
+    log.error(
+        "the control plane deregistered this server (%s): %s. Stopping: its credential is revoked "
+        "and its keys left the trust bundle. Its identity was removed from %s; to serve again, "
+        "start it with a new --join-token",
+        identity.server_id,
+        message,
+        store.data_dir,
+    )
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -403,6 +403,7 @@ class TrustDomainServer:
             if self.keyring.last_error:
                 health = UNHEALTHY
                 error = f"{error}; {self.keyring.last_error}" if error else self.keyring.last_error
+            pending = self.pending_config
             return {
                 "desired_version": self.desired_version,
                 "attempted_version": self.attempted_version,
@@ -411,6 +412,9 @@ class TrustDomainServer:
                 "applied_at": _iso(self.applied_at),
                 "health": health,
                 "error": error,
+                # The config this server refused (NACKed) and still does not run: lets the
+                # control plane tell a refusal from a rotation error.
+                "refused_version": pending.get("version") if pending else None,
                 "key_manager": active.describe() if active else None,
                 "keys": [self._key_entry(r) for r in self.keyring.published(now)],
                 # This server's clock: the control plane shows how far it is from its own.

@@ -69,6 +69,10 @@ class StateStore:
             self.data_dir / IDENTITY_FILE, json.dumps(asdict(identity)).encode()
         )
 
+    def forget_identity(self) -> None:
+        """Drop the identity (the control plane deregistered it): the next start joins again."""
+        (self.data_dir / IDENTITY_FILE).unlink(missing_ok=True)
+
     def load_state(self) -> dict[str, Any] | None:
         return self._read(STATE_FILE)
 

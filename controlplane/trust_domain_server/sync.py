@@ -13,18 +13,32 @@ from typing import Any
 
 import httpx
 
+from controlplane.fleet import STATUS_INTERVAL
+
 from .server import TrustDomainServer
 from .state import Identity
 
-__all__ = ["Backoff", "ControlPlaneClient", "RegistrationRejected", "StatusReporter", "SyncLoop"]
+__all__ = [
+    "Backoff",
+    "ControlPlaneClient",
+    "Deregistered",
+    "RegistrationRejected",
+    "StatusReporter",
+    "SyncLoop",
+]
 
 log = logging.getLogger(__name__)
 
 LONG_POLL_WAIT = 30
+DEREGISTERED_CODE = "server_deregistered"
 
 
 class RegistrationRejected(Exception):
     """The control plane refused the join token (bad, used or expired): retrying cannot help."""
+
+
+class Deregistered(Exception):
+    """The control plane deregistered this server: its credential is revoked for good."""
 
 
 class Backoff:
@@ -42,6 +56,17 @@ class Backoff:
 
     def reset(self) -> None:
         self.attempt = 0
+
+
+def _check_deregistered(response: httpx.Response) -> None:
+    if response.status_code != 401:
+        return
+    try:
+        body = response.json()
+    except ValueError:
+        return
+    if isinstance(body, dict) and body.get("error") == DEREGISTERED_CODE:
+        raise Deregistered(str(body.get("message") or "this server was deregistered"))
 
 
 def _error_text(response: httpx.Response) -> str:
@@ -101,6 +126,7 @@ class ControlPlaneClient:
             headers={"Authorization": f"Bearer {identity.credential}"},
             timeout=self._timeout + wait,
         )
+        _check_deregistered(response)
         if response.status_code != 200:
             raise httpx.HTTPStatusError(
                 f"sync: {_error_text(response)}", request=response.request, response=response
@@ -114,6 +140,7 @@ class ControlPlaneClient:
             json=body,
             headers={"Authorization": f"Bearer {identity.credential}"},
         )
+        _check_deregistered(response)
         if response.status_code >= 300:
             raise httpx.HTTPStatusError(
                 f"status: {_error_text(response)}", request=response.request, response=response
@@ -147,6 +174,7 @@ class SyncLoop(threading.Thread):
         server: TrustDomainServer,
         wait: int = LONG_POLL_WAIT,
         retry_nack_every: float = 30.0,
+        on_deregistered: Callable[[str], None] | None = None,
     ) -> None:
         super().__init__(name="tds-sync", daemon=True)
         self._client = client
@@ -154,6 +182,7 @@ class SyncLoop(threading.Thread):
         self._server = server
         self._wait = wait
         self._retry_nack_every = retry_nack_every
+        self._on_deregistered = on_deregistered or _log_deregistered
         self._stop = threading.Event()
         self.backoff = Backoff()
         self.connected = threading.Event()
@@ -172,6 +201,10 @@ class SyncLoop(threading.Thread):
                 reply = self._client.sync(
                     self._identity, config_version, bundle_version, self._wait
                 )
+            except Deregistered as exc:
+                self.connected.clear()
+                self._on_deregistered(str(exc))
+                return
             except (httpx.HTTPError, ValueError) as exc:
                 self.connected.clear()
                 delay = self.backoff.next_delay()
@@ -203,13 +236,15 @@ class StatusReporter(threading.Thread):
         client: ControlPlaneClient,
         identity: Identity,
         build_report: Callable[[], dict[str, Any]],
-        heartbeat: float = 60.0,
+        heartbeat: float = STATUS_INTERVAL,
+        on_deregistered: Callable[[str], None] | None = None,
     ) -> None:
         super().__init__(name="tds-status", daemon=True)
         self._client = client
         self._identity = identity
         self._build_report = build_report
         self._heartbeat = heartbeat
+        self._on_deregistered = on_deregistered or _log_deregistered
         self._dirty = threading.Event()
         self._stop = threading.Event()
         self.backoff = Backoff()
@@ -231,8 +266,15 @@ class StatusReporter(threading.Thread):
             try:
                 self._client.report(self._identity, self._build_report())
                 self.backoff.reset()
+            except Deregistered as exc:
+                self._on_deregistered(str(exc))
+                return
             except (httpx.HTTPError, ValueError) as exc:
                 delay = self.backoff.next_delay()
                 log.warning("status report failed (%s); retrying in %.1fs", exc, delay)
                 self._dirty.set()
                 self._stop.wait(delay)
+
+
+def _log_deregistered(message: str) -> None:
+    log.error("control plane: %s; no longer syncing", message)

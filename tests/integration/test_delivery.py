@@ -8,6 +8,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import httpx
+import pytest
 
 from support.api import (
     KEY_LIFECYCLE,
@@ -17,9 +18,19 @@ from support.api import (
     put_config,
     register_server,
     status_report,
+    sync,
 )
 
 TDD = "trust-domain-deployment"
+
+
+@pytest.fixture
+def api_settings():  # type: ignore[no-untyped-def]
+    """No background writes: these tests count the statements of polls and changes alone (the
+    batched contact writes are measured in test_fleet_api.py)."""
+    from controlplane.api.app import Settings
+
+    return Settings(housekeeping=False)
 
 
 def _sync(
@@ -29,21 +40,7 @@ def _sync(
     bundle_version: int | None,
     wait: float,
 ) -> dict[str, Any]:
-    response = httpx.get(
-        f"{url}/v1/servers/{server['server_id']}/sync",
-        params={
-            k: v
-            for k, v in (
-                ("config_version", config_version),
-                ("bundle_version", bundle_version),
-                ("wait", wait),
-            )
-            if v is not None
-        },
-        headers={"Authorization": f"Bearer {server['credential']}"},
-        timeout=wait + 30,
-    )
-    return ok(response)
+    return ok(sync(url, server, config_version, bundle_version, wait))
 
 
 def _wait_until(predicate, timeout: float = 10.0) -> None:  # type: ignore[no-untyped-def]

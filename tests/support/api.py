@@ -5,7 +5,7 @@ from __future__ import annotations
 import contextlib
 import re
 from collections.abc import Iterator
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import httpx
@@ -88,30 +88,96 @@ def console_session(base_url: str, token: str) -> Iterator[tuple[httpx.Client, s
         yield client, csrf.group(1)
 
 
-def status_report(key_kid: str, not_after: datetime) -> dict[str, Any]:
-    """A server's status report holding one JWT key (public key only)."""
+def jwt_key(kid: str, not_after: datetime | None = None) -> dict[str, Any]:
+    """A status report's key entry: a fresh EC P-256 public key under `kid`."""
+    from cryptography.hazmat.primitives import serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+
+    from controlplane.keymanagers.signatures import public_jwk
+
+    der = (
+        ec.generate_private_key(ec.SECP256R1())
+        .public_key()
+        .public_bytes(serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo)
+    )
     return {
-        "desired_version": 1,
-        "attempted_version": 1,
-        "attempted_at": datetime.now(UTC).isoformat(),
-        "applied_version": 1,
-        "applied_at": datetime.now(UTC).isoformat(),
-        "health": "HEALTHY",
-        "error": None,
-        "key_manager": {"type": "default", "digest": "sha256:00"},
-        "keys": [
+        "kid": kid,
+        "kind": "jwt",
+        "key_manager": {"type": "default"},
+        "state": "active",
+        "not_after": (not_after or datetime.now(UTC) + timedelta(hours=1)).isoformat(),
+        "jwk": public_jwk(der),
+    }
+
+
+FIXED_JWK = {
+    "kty": "EC",
+    "crv": "P-256",
+    "x": "f83OJ3D2xF1Bg8vub9tLe1gHMzV76e8Tus9uPHvRVEU",
+    "y": "x_FEzRu9m36HLN_tue659LNpXW6pCyStikYjKIWI5a0",
+}
+
+
+def status_report(
+    key_kid: str | None = None,
+    not_after: datetime | None = None,
+    *,
+    version: int | None = 1,
+    keys: list[dict[str, Any]] | None = None,
+    health: str = "HEALTHY",
+    error: str | None = None,
+    refused_version: int | None = None,
+    applied_version: int | None = None,
+) -> dict[str, Any]:
+    """The body a trust domain server posts to /v1/servers/{id}/status: with `key_kid`, holding
+    one JWT key (always the same public key) under that kid; else holding `keys`."""
+    now = datetime.now(UTC)
+    if key_kid is not None:
+        keys = [
             {
                 "kid": key_kid,
                 "kind": "jwt",
                 "key_manager": "default",
                 "state": "active",
-                "not_after": not_after.isoformat(),
-                "jwk": {
-                    "kty": "EC",
-                    "crv": "P-256",
-                    "x": "f83OJ3D2xF1Bg8vub9tLe1gHMzV76e8Tus9uPHvRVEU",
-                    "y": "x_FEzRu9m36HLN_tue659LNpXW6pCyStikYjKIWI5a0",
-                },
+                "not_after": (not_after or now + timedelta(hours=1)).isoformat(),
+                "jwk": dict(FIXED_JWK),
             }
-        ],
+        ]
+    return {
+        "desired_version": version,
+        "attempted_version": version,
+        "attempted_at": now.isoformat(),
+        "applied_version": version if applied_version is None else applied_version,
+        "applied_at": now.isoformat(),
+        "health": health,
+        "error": error,
+        "refused_version": refused_version,
+        "key_manager": {"type": "default", "digest": "sha256:00"},
+        "keys": keys or [],
     }
+
+
+def post_status(url: str, server: dict[str, Any], report: dict[str, Any]) -> httpx.Response:
+    return httpx.post(
+        f"{url}/v1/servers/{server['server_id']}/status",
+        json=report,
+        headers={"Authorization": f"Bearer {server['credential']}"},
+        timeout=30,
+    )
+
+
+def sync(
+    url: str,
+    server: dict[str, Any],
+    config_version: int | None = None,
+    bundle_version: int | None = None,
+    wait: float = 0,
+) -> httpx.Response:
+    """One long-poll of a server (`wait` seconds at most when its versions are current)."""
+    params = {"wait": wait, "config_version": config_version, "bundle_version": bundle_version}
+    return httpx.get(
+        f"{url}/v1/servers/{server['server_id']}/sync",
+        params={k: v for k, v in params.items() if v is not None},
+        headers={"Authorization": f"Bearer {server['credential']}"},
+        timeout=wait + 30,
+    )

@@ -9,6 +9,7 @@ import threading
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
+from typing import Any
 
 import httpx
 from sqlalchemy import Engine, event
@@ -59,8 +60,9 @@ class LiveApi:
 
 
 @contextlib.contextmanager
-def serve_api(engine: Engine) -> Iterator[LiveApi]:
-    """Tokens (admin, viewer) and the app on a free loopback port, stopped on exit."""
+def serve_api(engine: Engine, settings: Any = None) -> Iterator[LiveApi]:
+    """Tokens (admin, viewer) and the app on a free loopback port, stopped on exit. Serving a
+    second app on the same PostgreSQL database makes a second replica."""
     import uvicorn
 
     from controlplane.api.app import create_app
@@ -71,7 +73,7 @@ def serve_api(engine: Engine) -> Iterator[LiveApi]:
         admin, _ = create_token(uow, "admin", "test-admin")
     with UnitOfWorkFactory(engine)() as uow:
         viewer, _ = create_token(uow, "viewer", "test-viewer")
-    app = create_app(engine)
+    app = create_app(engine, settings)
     sock = socket.socket(
         socket.AF_INET, socket.SOCK_STREAM, socket.IPPROTO_TCP
     )  # lets asyncio set TCP_NODELAY

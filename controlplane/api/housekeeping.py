@@ -1,0 +1,84 @@
+"""Background work of one control plane process, beside the requests it serves.
+
+- Long-poll contacts are written in batches (`delivery.contacts`): one statement every
+  `FleetPolicy.contact_flush_interval` seconds, however many servers polled, so that every replica
+  sees a server that long-polls only this one.
+- Servers silent for longer than the retention period are deregistered
+  (`services.fleet.deregister_silent_servers`, safe with several replicas at once).
+
+Failures (the database restarting, say) are logged and retried at the next tick.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+
+from starlette.concurrency import run_in_threadpool
+
+from controlplane.api.context import AppState
+from controlplane.services import fleet as fleet_service
+
+log = logging.getLogger("controlplane.housekeeping")
+
+
+class Housekeeping:
+    def __init__(self, state: AppState) -> None:
+        self._state = state
+        self._task: asyncio.Task[None] | None = None
+
+    def start(self) -> None:
+        self._task = asyncio.get_running_loop().create_task(self._run())
+
+    async def stop(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+        await self.write_contacts()  # what this process saw last is not lost at shutdown
+
+    async def _run(self) -> None:
+        policy = self._state.settings.fleet
+        loop = asyncio.get_running_loop()
+        flush_every, sweep_every = policy.contact_flush_interval, policy.sweep_interval
+        next_sweep = loop.time() + sweep_every
+        while True:
+            await asyncio.sleep(min(flush_every, sweep_every) if sweep_every else flush_every)
+            await self.write_contacts()
+            if sweep_every and loop.time() >= next_sweep:
+                next_sweep = loop.time() + sweep_every
+                await self.sweep()
+
+    async def write_contacts(self) -> None:
+        batch = self._state.cache.contacts.take_unwritten()
+        if not batch:
+            return
+
+        def write() -> None:
+            with self._state.uow() as uow:
+                fleet_service.record_contacts(uow, batch)
+
+        try:
+            await run_in_threadpool(write)
+        except Exception:
+            log.exception("writing %d long-poll contact times failed", len(batch))
+
+    async def sweep(self) -> list[str]:
+        try:
+            removed = await run_in_threadpool(
+                fleet_service.deregister_silent_servers,
+                self._state.uow,
+                self._state.settings.fleet,
+                self._state.cache.contacts.snapshot(),
+            )
+        except Exception:
+            log.exception("deregistering servers past the retention period failed")
+            return []
+        if removed:
+            log.warning(
+                "deregistered %d server(s) unreachable past the retention period: %s",
+                len(removed),
+                ", ".join(removed),
+            )
+        return removed

@@ -1,0 +1,17 @@
+"""Argument types shared by the command-line tools."""
+
+from __future__ import annotations
+
+import argparse
+
+from controlplane.documents.durations import parse_duration
+
+
+def seconds(text: str) -> float:
+    """A length of time: plain seconds (`0`, `90`, `0.5`) or a duration (`90s`, `5m`, `1h30m`)."""
+    try:
+        if text.replace(".", "", 1).isdigit():
+            return float(text)
+        return parse_duration(text).total_seconds()
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
