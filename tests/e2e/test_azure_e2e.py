@@ -9,7 +9,10 @@ Time jumps: the servers' hidden --clock-file, and the emulators' clock offset mo
 from __future__ import annotations
 
 import json
+import os
 import re
+import signal
+import subprocess
 import threading
 import time
 import uuid
@@ -38,6 +41,7 @@ APP = "tds-workload-app"  # the servers' Workload Identity
 NO_SIGN_APP = str(uuid.UUID(int=77))  # an app registration with Crypto Officer only
 ADMIN = "kv-admin"
 ADMIN_SECRET = "kv-admin-secret"
+TDD_SCOPE = "trust-domain-deployment"
 SHARED = {
     "keyNameTemplate": "spire-{{ .TrustDomain | sha256sum | trunc 8 }}-{{ .KeyID }}",
     "keyIdExtractionRegex": "^spire-[0-9a-f]{8}-(.+)$",
@@ -549,3 +553,77 @@ def test_shared_keys_across_servers_and_stale_key_cleanup(aenv: AzureEnv) -> Non
         and p.updated_on is not None
     ]
     assert refreshed and all(p.updated_on > aenv.clock.now() - D for p in refreshed)
+
+
+def test_config_set_wait_follows_the_rollout_to_done_refusal_or_timeout(aenv: AzureEnv) -> None:
+    vault = aenv.start_vault("a", sku="standard")
+    a = aenv.start_tds("a", "--key-identifier-value", "server-a")
+    b = aenv.start_tds("b", "--key-identifier-value", "server-b")
+
+    def set_and_wait(doc: str, *flags: str) -> subprocess.CompletedProcess[str]:
+        path = aenv.tmp / f"doc-{time.monotonic_ns()}.yaml"
+        path.write_text(doc)
+        return aenv.cp.spirlctl(
+            "config",
+            "set",
+            TDD_SCOPE,
+            "--id",
+            aenv.tdd_id,
+            str(path),
+            "--wait",
+            *flags,
+            check=False,
+        )
+
+    # A healthy fleet: exit 0 once both servers applied it; plain progress lines (no terminal).
+    done = set_and_wait(lifecycle_doc("6h", "6h"), "--timeout", "60s")
+    assert done.returncode == 0, done.stderr
+    assert "2/2 applied" in done.stdout and "complete" in done.stdout
+
+    # A Standard tier vault: both servers refuse it, each named with its error.
+    refused = set_and_wait(key_manager_doc({"vaultURL": vault.url}), "--timeout", "60s")
+    assert refused.returncode == 3, refused.stdout + refused.stderr
+    for s in (a, b):
+        [line] = [ln for ln in refused.stderr.splitlines() if s.server_id in ln]
+        assert "refused by" in line and "Standard tier" in line
+    assert a.status()["key_manager"]["type"] == "default"  # they kept the previous one
+    refused_version = aenv.cp.spirlctl_json("config", "get", TDD_SCOPE, "--id", aenv.tdd_id)[
+        "version"
+    ]
+    again = aenv.cp.spirlctl(
+        "rollout", "status", TDD_SCOPE, "--id", aenv.tdd_id, "--timeout", "0", check=False
+    )
+    assert again.returncode == 3 and b.server_id in again.stderr
+
+    # b stalls (SIGSTOP: connected, silent): a applies the fixed vault, b never does in time.
+    vault.emu.control.set_sku("premium")
+    os.kill(b.process.pid, signal.SIGSTOP)
+    try:
+        fixed = key_manager_doc({"vaultURL": vault.url, "keyTags": {"team": "identity"}})
+        timed_out = set_and_wait(fixed, "--timeout", "5s", "-o", "json")
+    finally:
+        os.kill(b.process.pid, signal.SIGCONT)
+    assert timed_out.returncode == 4, timed_out.stdout + timed_out.stderr
+    result = json.loads(timed_out.stdout)
+    counts = result["rollout"]["counts"]
+    assert (counts["targeted"], counts["applied"], counts["pending"]) == (2, 1, 1)
+    assert f"pending on {b.server_id}" in timed_out.stderr
+
+    # `rollout status` follows that change to its end, like `kubectl rollout status`.
+    later = aenv.cp.spirlctl(
+        "rollout",
+        "status",
+        TDD_SCOPE,
+        "--id",
+        aenv.tdd_id,
+        "--version",
+        str(result["version"]),
+        "--timeout",
+        "60s",
+    )
+    assert "2/2 applied" in later.stdout
+    # The refused version is superseded: servers that hold the later one count as applied.
+    superseded = aenv.cp.spirlctl(
+        "rollout", "status", TDD_SCOPE, "--id", aenv.tdd_id, "--version", str(refused_version)
+    )
+    assert "complete" in superseded.stdout and "now at version" in superseded.stdout

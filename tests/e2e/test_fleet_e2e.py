@@ -1,0 +1,123 @@
+"""End to end: trust domain servers come and go. A real control plane with a small staleness
+window and retention period, real spirl-tds processes reporting often, and spirlctl."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+from support.api import make_topology, ok, sync
+from support.controlplane import start_control_plane
+from support.tds import SimClock, Tds, start_tds, wait_for
+
+pytestmark = pytest.mark.e2e
+
+WINDOW = 3.0  # --server-stale-after
+RETENTION = 8.0  # --server-retention
+FAST = ["--long-poll-wait", "1", "--status-interval", "0.5"]
+
+
+def test_stopped_servers_turn_unreachable_and_leave_by_hand_or_after_retention(tmp_path: Path):
+    cp = start_control_plane(
+        tmp_path,
+        extra_args=[
+            "--server-stale-after",
+            f"{WINDOW:g}s",
+            "--server-retention",
+            f"{RETENTION:g}s",
+        ],
+    )
+    servers: list[Tds] = []
+    try:
+        client = cp.client()
+        ids = make_topology(client)
+        west = ok(
+            client.post(
+                "/v1/clusters", json={"name": "west", "trust_domain_deployment_id": ids["tdd"]}
+            ),
+            201,
+        )["id"]
+        clock = SimClock(tmp_path / "clock")
+
+        def start(name: str, cluster: str) -> Tds:
+            tds = start_tds(
+                cp,
+                tdd_id=ids["tdd"],
+                cluster_id=cluster,
+                tmp=tmp_path,
+                name=name,
+                clock=clock,
+                extra_args=FAST,
+            )
+            servers.append(tds)
+            return tds
+
+        a, b, c = start("a", ids["cluster"]), start("b", west), start("c", west)
+
+        def states() -> dict[str, str]:
+            items = cp.spirlctl_json("trust-domain", "deployment", "servers", "--id", ids["tdd"])
+            return {s["name"]: s["state"] for s in items}
+
+        wait_for(lambda: states() == dict.fromkeys("abc", "HEALTHY"), what="three HEALTHY servers")
+        table = cp.spirlctl("trust-domain", "deployment", "servers", "--id", ids["tdd"]).stdout
+        assert table.split()[:4] == ["ID", "NAME", "CLUSTER", "STATE"] and "ago" in table
+
+        def bundle_kids() -> set[str]:
+            bundle = httpx.get(f"{cp.url}/v1/trust-domains/{ids['td']}/bundle", timeout=10)
+            return {k["kid"] for k in bundle.json()["keys"]}
+
+        kids = {s.server_id: {k["kid"] for k in s.status()["keys"]} for s in (a, b, c)}
+        wait_for(lambda: bundle_kids() == set().union(*kids.values()), what="every key published")
+        info = cp.spirlctl("trust-domain", "deployment", "server", "info", c.server_id).stdout
+        assert (
+            "STATE:" in info and "IN BUNDLE" in info and all(k in info for k in kids[c.server_id])
+        )
+
+        # By hand: c is refused at once, stops, and its keys leave the bundle.
+        identity = json.loads((c.data_dir / "identity.json").read_text())
+        out = cp.spirlctl("trust-domain", "deployment", "server", "delete", c.server_id).stdout
+        assert f"deregistered server {c.server_id}" in out
+        wait_for(lambda: c.process.proc.poll() is not None, what="c to stop")
+        assert c.process.proc.returncode == 3
+        assert "deregistered this server" in c.process.log_text()
+        assert not (c.data_dir / "identity.json").exists()  # the next start joins again
+        refused = sync(cp.url, {"server_id": c.server_id, "credential": identity["credential"]})
+        assert refused.status_code == 401 and refused.json()["error"] == "server_deregistered"
+        assert bundle_kids() == kids[a.server_id] | kids[b.server_id]
+        wait_for(
+            lambda: not {k["kid"] for k in b.bundle()["keys"]} & kids[c.server_id],
+            what="c's keys gone from b's bundle",
+        )
+
+        # a stops: UNREACHABLE within the window, while b stays HEALTHY.
+        a.stop()
+        wait_for(
+            lambda: states() == {"a": "UNREACHABLE", "b": "HEALTHY"},
+            timeout=WINDOW + 5,
+            what="a UNREACHABLE",
+        )
+        metrics = cp.client().get("/metrics").text
+        assert 'spirl_servers{state="UNREACHABLE"} 1' in metrics
+        held = cp.spirlctl("cluster", "delete", ids["cluster"], check=False)
+        assert held.returncode == 1 and a.server_id in held.stderr
+        assert "server delete" in held.stderr and "--force" in held.stderr
+
+        # Past the retention period a is deregistered on its own, and its cluster can go.
+        wait_for(lambda: set(states()) == {"b"}, timeout=RETENTION + 10, what="a deregistered")
+        assert cp.spirlctl("cluster", "delete", ids["cluster"]).returncode == 0
+        assert bundle_kids() == kids[b.server_id]
+        audit: list[dict[str, Any]] = cp.spirlctl_json("audit", "list")
+        removals = {
+            e["details"]["server_id"]: e["actor"]
+            for e in audit
+            if e["action"] == "server.deregister"
+        }
+        assert removals == {c.server_id: "admin:admin-token", a.server_id: "system:retention"}
+    finally:
+        for s in servers:
+            s.stop()
+        cp.stop()
