@@ -183,16 +183,16 @@ class SyncLoop(threading.Thread):
         self._wait = wait
         self._retry_nack_every = retry_nack_every
         self._on_deregistered = on_deregistered or _log_deregistered
-        self._stop = threading.Event()
+        self._stopping = threading.Event()
         self.backoff = Backoff()
         self.connected = threading.Event()
 
     def stop(self) -> None:
-        self._stop.set()
+        self._stopping.set()
 
     def run(self) -> None:
         last_retry = time.monotonic()
-        while not self._stop.is_set():
+        while not self._stopping.is_set():
             server = self._server
             config_version = server.desired_version
             raw_bundle_version = server.bundle.get("version")
@@ -209,7 +209,7 @@ class SyncLoop(threading.Thread):
                 self.connected.clear()
                 delay = self.backoff.next_delay()
                 log.warning("control plane sync failed (%s); retrying in %.1fs", exc, delay)
-                self._stop.wait(delay)
+                self._stopping.wait(delay)
                 continue
             if not self.connected.is_set():
                 log.info("connected to control plane %s", self._client.endpoint)
@@ -246,21 +246,21 @@ class StatusReporter(threading.Thread):
         self._heartbeat = heartbeat
         self._on_deregistered = on_deregistered or _log_deregistered
         self._dirty = threading.Event()
-        self._stop = threading.Event()
+        self._stopping = threading.Event()
         self.backoff = Backoff()
 
     def mark_dirty(self) -> None:
         self._dirty.set()
 
     def stop(self) -> None:
-        self._stop.set()
+        self._stopping.set()
         self._dirty.set()
 
     def run(self) -> None:
         self._dirty.set()  # report once at start
-        while not self._stop.is_set():
+        while not self._stopping.is_set():
             self._dirty.wait(self._heartbeat)
-            if self._stop.is_set():
+            if self._stopping.is_set():
                 return
             self._dirty.clear()
             try:
@@ -273,7 +273,7 @@ class StatusReporter(threading.Thread):
                 delay = self.backoff.next_delay()
                 log.warning("status report failed (%s); retrying in %.1fs", exc, delay)
                 self._dirty.set()
-                self._stop.wait(delay)
+                self._stopping.wait(delay)
 
 
 def _log_deregistered(message: str) -> None:

@@ -35,7 +35,7 @@ def test_json_and_yaml_are_parseable():
 
 def test_help_lists_every_command_group():
     text = build_parser().format_help()
-    for group in ("login", "trust-domain", "cluster", "config", "audit", "terraform"):
+    for group in ("login", "trust-domain", "cluster", "config", "rollout", "audit", "terraform"):
         assert group in text
 
 

@@ -142,11 +142,13 @@ def test_nack_keeps_old_manager_and_issuance_goes_on() -> None:
     assert report["health"] == "UNHEALTHY"
     assert "connection refused" in report["error"] and "version 2" in report["error"]
     assert report["applied_version"] == 1 and report["attempted_version"] == 2
+    assert report["refused_version"] == 2  # a refusal, not a rotation error
     assert server.metrics.nacks == 1
     assert server.issuer.issue_jwt(SID, ["a"])  # no failed issuance
     # A fixed config applies and clears the error.
     assert server.apply_config(config(3, {"webhook": {"url": "u2"}}))
     assert server.status_report()["health"] == "HEALTHY" and server.status_report()["error"] is None
+    assert server.status_report()["refused_version"] is None
 
 
 def test_bad_lifecycle_is_nack_and_lifetimes_apply_to_next_keys() -> None:

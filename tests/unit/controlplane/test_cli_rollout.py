@@ -1,0 +1,159 @@
+"""spirlctl waiting for a rollout: progress lines, outcome, exit codes (fake client and clock)."""
+
+from __future__ import annotations
+
+import argparse
+import io
+from typing import Any
+
+import pytest
+
+from controlplane.cli import rollout
+from controlplane.cli.args import seconds
+from controlplane.cli.output import ago, one_line
+
+
+def status(phase: str, applied: int, pending: int = 0, **more: Any) -> dict[str, Any]:
+    counts = {"applied": applied, "refused": 0, "pending": pending, "unreachable": 0}
+    counts.update(more.pop("counts", {}))
+    return {
+        "scope": "cluster",
+        "id": "c-1",
+        "version": 4,
+        "current_version": 4,
+        "revision": 40,
+        "phase": phase,
+        "counts": {"targeted": sum(counts.values()), **counts},
+        "servers": more.pop("servers", []),
+    }
+
+
+class FakeClient:
+    def __init__(self, replies: list[dict[str, Any]]) -> None:
+        self.replies = replies
+        self.calls: list[tuple[str, dict[str, Any]]] = []
+
+    def get(self, path: str, **params: Any) -> dict[str, Any]:
+        self.calls.append((path, params))
+        return self.replies[min(len(self.calls), len(self.replies)) - 1]
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = 0.0
+
+    def __call__(self) -> float:
+        return self.now
+
+    def sleep(self, seconds: float) -> None:
+        self.now += seconds
+
+
+class Terminal(io.StringIO):
+    def isatty(self) -> bool:
+        return True
+
+
+def test_summary_names_only_what_is_there():
+    assert rollout.summary(status("in_progress", 2, 1)) == "2/3 applied, 1 pending"
+    assert (
+        rollout.summary(status("refused", 1, counts={"refused": 1, "unreachable": 1}))
+        == "1/3 applied, 1 refused, 1 unreachable"
+    )
+    assert rollout.summary(status("done", 0)) == "0/0 applied (no server is targeted)"
+
+
+def test_waits_until_done_printing_a_line_per_change():
+    replies = [status("in_progress", 0, 3)] * 2 + [status("in_progress", 2, 1), status("done", 3)]
+    client, clock, out = FakeClient(replies), Clock(), io.StringIO()
+    final = rollout.wait_for_rollout(
+        client,  # type: ignore[arg-type]
+        "cluster",
+        "c-1",
+        None,
+        60,
+        rollout.Progress(out, "rollout of cluster c-1"),
+        clock=clock,
+        sleep=clock.sleep,
+    )
+    assert final["phase"] == "done" and len(client.calls) == 4
+    assert client.calls[0] == ("/v1/rollouts/cluster/c-1", {"version": None})
+    assert client.calls[1][1] == {"version": 4}  # the version the first answer named
+    assert out.getvalue().splitlines() == [
+        "rollout of cluster c-1: 0/3 applied, 3 pending",
+        "rollout of cluster c-1: 2/3 applied, 1 pending",
+        "rollout of cluster c-1: 3/3 applied",
+    ]
+
+
+def test_on_a_terminal_one_line_is_rewritten():
+    replies = [status("in_progress", 0, 2), status("done", 2)]
+    client, clock, out = FakeClient(replies), Clock(), Terminal()
+    progress = rollout.Progress(out, "r")
+    rollout.wait_for_rollout(
+        client, "cluster", "c-1", 4, 60, progress, clock=clock, sleep=clock.sleep
+    )  # type: ignore[arg-type]
+    assert out.getvalue() == "\r\x1b[Kr: 0/2 applied, 2 pending\r\x1b[Kr: 2/2 applied\n"
+
+
+def test_stops_at_the_timeout_and_says_what_is_pending():
+    pending = {
+        "id": "tds-b",
+        "name": "b",
+        "progress": "pending",
+        "state": "HEALTHY",
+        "applied_version": 39,
+        "error": None,
+    }
+    client, clock = FakeClient([status("in_progress", 1, 1, servers=[pending])]), Clock()
+    final = rollout.wait_for_rollout(
+        client, "cluster", "c-1", 4, 5, None, clock=clock, sleep=clock.sleep
+    )  # type: ignore[arg-type]
+    assert clock.now == 5 and len(client.calls) == 11  # every 0.5 s, and once at the end
+    out, err = io.StringIO(), io.StringIO()
+    assert rollout.report(final, 5, out, err) == rollout.EXIT_TIMEOUT == 4
+    assert err.getvalue().splitlines() == [
+        "timed out after 5s waiting for cluster c-1 version 4: 1/2 applied, 1 pending",
+        "  pending on tds-b (b) (HEALTHY): applied 39, needs 40 or later",
+    ]
+
+
+def test_a_refusal_ends_the_wait_with_each_refusing_servers_error():
+    refusal = {"id": "tds-a", "name": "a", "progress": "refused", "state": "UNHEALTHY"}
+    final = status(
+        "refused",
+        1,
+        1,
+        counts={"refused": 1},
+        servers=[{**refusal, "error": "config version 40 not applied: no"}],
+    )
+    out, err = io.StringIO(), io.StringIO()
+    assert rollout.report(final, 60, out, err) == rollout.EXIT_REFUSED == 3
+    assert "refused by tds-a (a): config version 40 not applied: no" in err.getvalue()
+
+
+def test_done_mentions_skipped_unreachable_servers_and_a_newer_version():
+    gone = {"id": "tds-z", "name": "z", "progress": "unreachable", "last_contact_seconds_ago": 400}
+    final = status("done", 2, counts={"unreachable": 1}, servers=[gone]) | {"current_version": 5}
+    out = io.StringIO()
+    assert rollout.report(final, 60, out, io.StringIO()) == 0
+    text = out.getvalue()
+    assert "complete: 2/3 applied, 1 unreachable" in text
+    assert "skipped tds-z (z): unreachable, last contact 6m40s ago" in text
+    assert "now at version 5" in text
+
+
+def test_durations_and_table_helpers():
+    assert [seconds(t) for t in ("0", "90", "0.5", "90s", "5m", "1h30m")] == [
+        0,
+        90,
+        0.5,
+        90,
+        300,
+        5400,
+    ]
+    with pytest.raises(argparse.ArgumentTypeError):
+        seconds("soon")
+    assert one_line("a\n   b") == "a b" and one_line(None) is None
+    assert len(one_line("x" * 500) or "") == 60
+    assert ago(0) == "0s ago" and ago(3725) == "1h2m ago" and ago(None) == "-"
