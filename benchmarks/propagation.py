@@ -8,6 +8,10 @@ from the write being acknowledged (the PUT's response) to that server's reply ar
 control plane's resident memory per waiting connection. The baseline, measured in the same run
 with the same client, is `baseline_longpoll.py`: a bare asyncio fan-out with no database, no
 validation and no auth. Prints a Markdown table.
+
+On PostgreSQL it also counts what idle long-polls cost the database: every server long-polls
+IDLE_CYCLES times with nothing to deliver, and the database's own statistics
+(pg_stat_database.xact_commit) say how many transactions the control plane ran meanwhile.
 """
 
 from __future__ import annotations
@@ -33,6 +37,11 @@ from support.postgres import start_postgres  # noqa: E402
 from support.processes import RunningProcess, script, start_process  # noqa: E402
 
 LIFECYCLE = "section: KeyLifecycle\nschema: v1\nspec:\n  jwtKeyTTL: {ttl}h\n"
+IDLE_CYCLES = 3
+IDLE_WAIT = 1
+# PostgreSQL publishes a backend's counters when it goes idle, at the latest after 10 s; the
+# control plane writes batched long-poll contacts every 15 s: 16 s takes in exactly one batch.
+STATS_SETTLE = 16.0
 
 
 @dataclass
@@ -48,6 +57,10 @@ class Target:
 
     async def waiting(self) -> int:
         raise NotImplementedError
+
+    def transactions(self) -> int | None:
+        """Transactions the database committed so far, when it can tell."""
+        return None
 
 
 def rss_kib(pid: int) -> int:
@@ -140,11 +153,13 @@ async def measure(target: Target, rounds: int) -> dict[str, float]:
         # Replies may beat the write's own response (the cache is told at commit): count those as 0.
         latencies += [max(0.0, a - acked) * 1000 for a in arrivals]
         from_send += [(a - sent) * 1000 for a in arrivals]
+    idle = await idle_cost(target, conns, versions) if target.transactions() is not None else {}
     for _, w in conns:
         w.close()
     latencies.sort()
     from_send.sort()
     return {
+        **idle,
         "p50": statistics.median(latencies),
         "p99": percentile(latencies, 0.99),
         "max": latencies[-1],
@@ -156,13 +171,46 @@ async def measure(target: Target, rounds: int) -> dict[str, float]:
     }
 
 
+async def idle_cost(
+    target: Target, conns: list[Any], versions: list[tuple[int, int]]
+) -> dict[str, float]:
+    """Database transactions while every server long-polls IDLE_CYCLES times with nothing new."""
+    await asyncio.sleep(STATS_SETTLE)
+    before = target.transactions()
+    for _ in range(IDLE_CYCLES):
+        replies = await asyncio.gather(
+            *(
+                http_get(
+                    r,
+                    w,
+                    f"{path}&config_version={c}&bundle_version={b}&wait={IDLE_WAIT}",
+                    header,
+                )
+                for (r, w), path, header, (c, b) in zip(
+                    conns, target.paths, target.headers, versions, strict=True
+                )
+            )
+        )
+        assert not any(reply["changed"] for reply in replies)
+    await asyncio.sleep(STATS_SETTLE)
+    after = target.transactions()
+    assert before is not None and after is not None
+    return {"idle_polls": len(conns) * IDLE_CYCLES, "idle_transactions": after - before}
+
+
 def percentile(ordered: list[float], q: float) -> float:
     return ordered[min(len(ordered) - 1, int(len(ordered) * q))]
 
 
 class ControlPlaneTarget(Target):
     def __init__(
-        self, url: str, pid: int, admin: str, tdd: str, servers: list[dict[str, str]]
+        self,
+        url: str,
+        pid: int,
+        admin: str,
+        tdd: str,
+        servers: list[dict[str, str]],
+        database_url: str | None,
     ) -> None:
         super().__init__(
             "control plane",
@@ -175,6 +223,22 @@ class ControlPlaneTarget(Target):
             base_url=url, headers={"Authorization": f"Bearer {admin}"}, timeout=60
         )
         self.tdd = tdd
+        self.database_url = database_url
+
+    def transactions(self) -> int | None:
+        if not self.database_url:
+            return None
+        import psycopg
+        from sqlalchemy.engine import make_url
+
+        url = make_url(self.database_url)
+        # Asked from another database, so that asking is not counted.
+        admin = url.set(drivername="postgresql", database="postgres")
+        with psycopg.connect(admin.render_as_string(hide_password=False), autocommit=True) as c:
+            row = c.execute(
+                "SELECT xact_commit FROM pg_stat_database WHERE datname = %s", (url.database,)
+            ).fetchone()
+        return int(row[0]) if row else None
 
     async def write(self, round_no: int) -> None:
         r = await self.http.put(
@@ -253,7 +317,9 @@ def prepare_control_plane(
     if database_url:
         args += ["--database-url", database_url]
     proc = start_process(args, log_path=workdir / "controlplane.log")
-    return proc, ControlPlaneTarget(proc.announcement["url"], proc.pid, admin, tdd["id"], servers)
+    return proc, ControlPlaneTarget(
+        proc.announcement["url"], proc.pid, admin, tdd["id"], servers, database_url
+    )
 
 
 def run(sizes: list[int], databases: list[str], rounds: int) -> list[dict[str, Any]]:
@@ -304,6 +370,15 @@ def markdown(results: list[dict[str, Any]]) -> str:
             f"{base['p99']:.1f} | {ratio:.2f}x | {cp['send_p99']:.1f} ({base['send_p99']:.1f}) | "
             f"{cp['kib_per_conn']:.1f} | {base['kib_per_conn']:.1f} |"
         )
+    idle = [r for r in results if "idle_polls" in r["cp"]]
+    if idle:
+        lines += ["", "| N | database | idle long-polls | database transactions meanwhile |"]
+        lines.append("|---|---|---|---|")
+        for r in idle:
+            lines.append(
+                f"| {r['n']} | {r['database']} | {r['cp']['idle_polls']:.0f} | "
+                f"{r['cp']['idle_transactions']:.0f} |"
+            )
     return "\n".join(lines)
 
 

@@ -380,7 +380,16 @@ def migration_stage(demo: Demo, ids: dict[str, str]) -> None:
     doc = demo.run_dir / "key-manager.yaml"
     doc.write_text(SEED_KEY_MANAGER.format(vault_url=emulator.vault_url))
     print(doc.read_text().rstrip())
-    demo.run("spirlctl", "config", "set", "trust-domain-deployment", "--id", ids["tdd"], str(doc))
+    demo.run(
+        "spirlctl",
+        "config",
+        "set",
+        "trust-domain-deployment",
+        "--id",
+        ids["tdd"],
+        str(doc),
+        "--wait",
+    )
     wait_for(lambda: all(_manager_type(s) == "azureKeyVault" for s in servers), 15, "the hot swap")
     demo.run("spirlctl", "trust-domain", "deployment", "servers", "--id", ids["tdd"])
     for server in servers:

@@ -124,7 +124,7 @@ def test_spirlctl_end_to_end(tmp_path: Path):
         join = cp.spirlctl_json("trust-domain", "deployment", "join-token", "--id", tdd["id"])
         assert join["token"]
         servers = cp.spirlctl("trust-domain", "deployment", "servers", "--id", tdd["id"]).stdout
-        assert servers.split()[:4] == ["ID", "NAME", "CLUSTER", "DESIRED"]
+        assert servers.split()[:4] == ["ID", "NAME", "CLUSTER", "STATE"]
         audit = cp.spirlctl_json("audit", "list")
         assert {"config.set", "config.rollback", "config.delete-section"} <= {
             e["action"] for e in audit
@@ -185,7 +185,7 @@ def test_serve_refuses_an_outdated_schema_unless_asked_to_migrate(tmp_path: Path
         timeout=60,
         check=True,
     )
-    assert "-> 0001" in migrated.stdout
+    assert "database schema: empty -> " in migrated.stdout
     token = create_admin_token(data)
     with start_control_plane(tmp_path, admin_token=token, name="after") as cp:
         assert httpx.get(f"{cp.url}/readyz").json() == {"status": "ready"}

@@ -47,6 +47,7 @@ def test_make_run_demo_migrates_live_to_key_vault(tmp_path: Path):
             time.sleep(0.2)
         out = "".join(lines)
         assert "stored version 1 (was 0): sections KeyManager" in out
+        assert "complete: 2/2 applied" in out  # config set --wait followed the rollout
         assert "keys in the vault now: 0" in out  # a swap creates no key
         assert "KeyManager /spec/extensions/azureKeyVault/vaultURL: must use https" in out
         assert "'spire-server-td': 'example.org'" in out and "'team': 'identity'" in out
