@@ -41,12 +41,11 @@ class Progress:
     """Prints progress lines: rewritten in place on a terminal, one per change otherwise."""
 
     out: TextIO
-    label: str
     _last: str | None = field(default=None, init=False)
     _inline: bool = field(default=False, init=False)
 
     def show(self, status: dict[str, Any]) -> None:
-        line = f"{self.label}: {summary(status)}"
+        line = f"rollout of {_what(status)}: {summary(status)}"
         if self.out.isatty():
             self.out.write("\r\x1b[K" + line)
             self.out.flush()
@@ -97,7 +96,7 @@ def exit_code(status: dict[str, Any]) -> int:
 def report(status: dict[str, Any], timeout: float, out: TextIO, err: TextIO) -> int:
     """The outcome in words (refusals and waits on stderr); returns the exit status."""
     code = exit_code(status)
-    what = f"{status['scope']} {status['id']} version {status['version']}"
+    what = _what(status)
     servers = status["servers"]
     if code == EXIT_DONE:
         out.write(f"rollout of {what} complete: {summary(status)}\n")
@@ -123,6 +122,10 @@ def report(status: dict[str, Any], timeout: float, out: TextIO, err: TextIO) -> 
             f"{status['current_version']}; servers holding it count as having applied this one\n"
         )
     return code
+
+
+def _what(status: dict[str, Any]) -> str:
+    return f"{status['scope']} {status['id']} version {status['version']}"
 
 
 def _who(server: dict[str, Any]) -> str:

@@ -392,8 +392,7 @@ def _follow_rollout(
 ) -> tuple[dict[str, Any], int]:
     scope_id = _object_id(args)
     table = args.output == "table"
-    label = f"rollout of {args.scope} {scope_id}" + (f" version {version}" if version else "")
-    progress = rollout.Progress(sys.stdout, label) if table else None
+    progress = rollout.Progress(sys.stdout) if table else None
     status = rollout.wait_for_rollout(client, args.scope, scope_id, version, args.timeout, progress)
     if table:
         return status, rollout.report(status, args.timeout, sys.stdout, sys.stderr)

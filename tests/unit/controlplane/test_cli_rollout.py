@@ -72,7 +72,7 @@ def test_waits_until_done_printing_a_line_per_change():
         "c-1",
         None,
         60,
-        rollout.Progress(out, "rollout of cluster c-1"),
+        rollout.Progress(out),
         clock=clock,
         sleep=clock.sleep,
     )
@@ -80,20 +80,21 @@ def test_waits_until_done_printing_a_line_per_change():
     assert client.calls[0] == ("/v1/rollouts/cluster/c-1", {"version": None})
     assert client.calls[1][1] == {"version": 4}  # the version the first answer named
     assert out.getvalue().splitlines() == [
-        "rollout of cluster c-1: 0/3 applied, 3 pending",
-        "rollout of cluster c-1: 2/3 applied, 1 pending",
-        "rollout of cluster c-1: 3/3 applied",
+        "rollout of cluster c-1 version 4: 0/3 applied, 3 pending",
+        "rollout of cluster c-1 version 4: 2/3 applied, 1 pending",
+        "rollout of cluster c-1 version 4: 3/3 applied",
     ]
 
 
 def test_on_a_terminal_one_line_is_rewritten():
     replies = [status("in_progress", 0, 2), status("done", 2)]
     client, clock, out = FakeClient(replies), Clock(), Terminal()
-    progress = rollout.Progress(out, "r")
+    progress = rollout.Progress(out)
     rollout.wait_for_rollout(
         client, "cluster", "c-1", 4, 60, progress, clock=clock, sleep=clock.sleep
     )  # type: ignore[arg-type]
-    assert out.getvalue() == "\r\x1b[Kr: 0/2 applied, 2 pending\r\x1b[Kr: 2/2 applied\n"
+    line = "\r\x1b[Krollout of cluster c-1 version 4: "
+    assert out.getvalue() == f"{line}0/2 applied, 2 pending{line}2/2 applied\n"
 
 
 def test_stops_at_the_timeout_and_says_what_is_pending():
