@@ -16,7 +16,7 @@ from controlplane.api.inputs import decode_json_object
 from controlplane.api.metrics import Metrics
 from controlplane.api.parse_pool import ParsePool
 from controlplane.delivery.cache import DeliveryCache
-from controlplane.domain import Unauthenticated
+from controlplane.domain import Deregistered, Unauthenticated
 from controlplane.fleet import FleetPolicy
 from controlplane.services import auth as auth_service
 from controlplane.services.auth import Principal
@@ -94,6 +94,8 @@ async def authenticate_token(state: AppState, token: str | None) -> Principal:
             return auth_service.authenticate(uow, token)
 
     principal = await state.cache.cold_read(lookup)
+    if principal.server_id in state.cache.deregistered:
+        raise Deregistered()  # deregistered while we looked it up: never cache it
     state.token_cache[key] = (principal, now + TOKEN_CACHE_SECONDS)
     return principal
 

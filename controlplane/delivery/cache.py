@@ -4,6 +4,9 @@ Like go-control-plane's snapshot cache, this holds *what each node should have* 
 from the transport (the long-poll route). Versions decide what to send: a server that already
 holds the current versions waits on an in-memory signal and costs no database read. A change
 costs one reload of the one scope (or bundle) that changed, however many servers wait.
+A deregistration (a `server` change, from this or another replica) is remembered in
+`deregistered`, wakes that server's trust domain so its waiting long-poll ends with a 401, and
+is passed to `on_deregistered` listeners (the credential cache); it costs no database read.
 """
 
 from __future__ import annotations
