@@ -26,8 +26,11 @@ async def deployment_servers(request: Request) -> Response:
 
 
 async def server_item(request: Request) -> Response:
-    """Get a trust domain server with its keys (GET), or deregister it (DELETE): its credential
-    stops working at once and its keys leave the trust bundle unless another server publishes them."""
+    """Get a trust domain server with its keys (GET), or deregister it (DELETE).
+
+    Deregistered, its credential stops working at once and its keys leave the trust bundle
+    unless another server publishes them.
+    """
     server_id = request.path_params["server_id"]
     state = app_state(request)
     if request.method == "DELETE":
