@@ -92,6 +92,13 @@ def test_stopped_servers_turn_unreachable_and_leave_by_hand_or_after_retention(t
             lambda: not {k["kid"] for k in b.bundle()["keys"]} & kids[c.server_id],
             what="c's keys gone from b's bundle",
         )
+        # Joining again with a new join token makes it a new server, with the keys it kept.
+        c2 = start("c", west)
+        assert c2.server_id != c.server_id and c2.data_dir == c.data_dir
+        wait_for(lambda: states().get("c") == "HEALTHY", what="c back as a new server")
+        wait_for(lambda: kids[c.server_id] <= bundle_kids(), what="c's keys published again")
+        c2.stop()
+        ok(client.delete(f"/v1/servers/{c2.server_id}"))
 
         # a stops: UNREACHABLE within the window, while b stays HEALTHY.
         a.stop()
@@ -116,7 +123,11 @@ def test_stopped_servers_turn_unreachable_and_leave_by_hand_or_after_retention(t
             for e in audit
             if e["action"] == "server.deregister"
         }
-        assert removals == {c.server_id: "admin:admin-token", a.server_id: "system:retention"}
+        assert removals == {
+            c.server_id: "admin:admin-token",
+            c2.server_id: "admin:admin-token",
+            a.server_id: "system:retention",
+        }
     finally:
         for s in servers:
             s.stop()
