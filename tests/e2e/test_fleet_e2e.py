@@ -16,8 +16,11 @@ from support.tds import SimClock, Tds, start_tds, wait_for
 
 pytestmark = pytest.mark.e2e
 
-WINDOW = 3.0  # --server-stale-after
-RETENTION = 8.0  # --server-retention
+# A window well above the servers' contact intervals (0.5 s reports, 1 s long-polls) so a busy
+# machine does not make a live server look silent; retention leaves time to look at the
+# unreachable server before it goes.
+WINDOW = 5.0  # --server-stale-after
+RETENTION = 20.0  # --server-retention
 FAST = ["--long-poll-wait", "1", "--status-interval", "0.5"]
 
 
@@ -59,8 +62,8 @@ def test_stopped_servers_turn_unreachable_and_leave_by_hand_or_after_retention(t
         a, b, c = start("a", ids["cluster"]), start("b", west), start("c", west)
 
         def states() -> dict[str, str]:
-            items = cp.spirlctl_json("trust-domain", "deployment", "servers", "--id", ids["tdd"])
-            return {s["name"]: s["state"] for s in items}
+            items = client.get(f"/v1/trust-domain-deployments/{ids['tdd']}/servers").json()
+            return {s["name"]: s["state"] for s in items["items"]}
 
         wait_for(lambda: states() == dict.fromkeys("abc", "HEALTHY"), what="three HEALTHY servers")
         table = cp.spirlctl("trust-domain", "deployment", "servers", "--id", ids["tdd"]).stdout
@@ -100,18 +103,22 @@ def test_stopped_servers_turn_unreachable_and_leave_by_hand_or_after_retention(t
         c2.stop()
         ok(client.delete(f"/v1/servers/{c2.server_id}"))
 
+        # Its cluster is held by a, and says so.
+        held = cp.spirlctl("cluster", "delete", ids["cluster"], check=False)
+        assert held.returncode == 1 and a.server_id in held.stderr
+        assert "server delete" in held.stderr and "--force" in held.stderr
+
         # a stops: UNREACHABLE within the window, while b stays HEALTHY.
         a.stop()
         wait_for(
             lambda: states() == {"a": "UNREACHABLE", "b": "HEALTHY"},
-            timeout=WINDOW + 5,
+            timeout=WINDOW + 10,
             what="a UNREACHABLE",
         )
         metrics = cp.client().get("/metrics").text
         assert 'spirl_servers{state="UNREACHABLE"} 1' in metrics
-        held = cp.spirlctl("cluster", "delete", ids["cluster"], check=False)
-        assert held.returncode == 1 and a.server_id in held.stderr
-        assert "server delete" in held.stderr and "--force" in held.stderr
+        table = cp.spirlctl("trust-domain", "deployment", "servers", "--id", ids["tdd"]).stdout
+        assert [ln.split()[3] for ln in table.splitlines()[1:]] == ["UNREACHABLE", "HEALTHY"]
 
         # Past the retention period a is deregistered on its own, and its cluster can go.
         wait_for(lambda: set(states()) == {"b"}, timeout=RETENTION + 10, what="a deregistered")
