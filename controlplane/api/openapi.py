@@ -19,6 +19,7 @@ import controlplane
 from controlplane.api.inputs import AUDIT_LIMIT_MAX, HISTORY_LIMIT_MAX, MAX_INT
 from controlplane.api.longpoll import DEFAULT_WAIT_SECONDS, MAX_WAIT_SECONDS
 from controlplane.domain import SCOPES
+from controlplane.fleet import SERVER_PROGRESS, SERVER_STATES
 from controlplane.services.auth import MAX_JOIN_TOKEN_TTL
 from controlplane.services.servers import (
     HEALTH_VALUES,
@@ -47,12 +48,27 @@ ERROR_SCHEMA: dict[str, Any] = {
         "error": {
             "type": "string",
             "description": "A stable code: bad_request, input_rejected, unauthenticated, "
-            "forbidden, not_found, has_children, already_exists, version_conflict, "
-            "validation_failed, unavailable, internal.",
+            "server_deregistered, forbidden, not_found, has_children, already_exists, "
+            "version_conflict, validation_failed, unavailable, internal.",
         },
         "message": {"type": "string", "description": "One readable line."},
         "expected_version": {**VERSION, "description": "version_conflict: the version sent"},
         "current_version": {**VERSION, "description": "version_conflict: the stored version"},
+        "holders": {
+            "type": "array",
+            "description": "has_children: what still holds the object",
+            "items": {
+                "type": "object",
+                "required": ["kind", "id"],
+                "properties": {
+                    "kind": {"enum": ["server", "cluster", "deployment"]},
+                    "id": {"type": "string"},
+                    "name": {"type": "string"},
+                    "cluster_id": {"type": ["string", "null"]},
+                    "last_contact_at": {"type": "string", "format": "date-time"},
+                },
+            },
+        },
         "errors": {
             "type": "array",
             "description": "validation_failed: every issue of every document",
@@ -175,17 +191,84 @@ AUDIT_EVENT = _object(
     new_version=NULLABLE_VERSION,
     details={"type": ["object", "null"]},
 )
+SERVER_PROPERTIES: dict[str, Any] = {
+    "id": STRING,
+    "name": STRING,
+    "trust_domain_deployment_id": STRING,
+    "cluster_id": NULLABLE_STRING,
+    "registered_at": TIME,
+    "state": {"enum": list(SERVER_STATES)},
+    "health": STRING,
+    "last_contact_at": {"type": ["string", "null"]},
+    "last_contact_seconds_ago": {"type": "integer", "minimum": 0},
+    "last_report_at": {"type": ["string", "null"]},
+    "clock_offset_seconds": {"type": ["number", "null"]},
+    "error": NULLABLE_STRING,
+    "keys": {"type": "array"},
+}
 SERVER = _object(
-    ["id", "name", "trust_domain_deployment_id", "health"],
+    ["id", "name", "trust_domain_deployment_id", "state", "health", "last_contact_seconds_ago"],
+    **SERVER_PROPERTIES,
+)
+SERVER_INFO = _object(
+    ["id", "name", "trust_domain_deployment_id", "trust_domain_id", "state", "health", "keys"],
+    **{
+        **SERVER_PROPERTIES,
+        "trust_domain_id": STRING,
+        "keys": {
+            "type": "array",
+            "items": _object(["kid", "in_bundle"], kid=STRING, in_bundle=BOOLEAN),
+        },
+    },
+)
+DEREGISTERED = _object(
+    ["id", "name", "trust_domain_deployment_id", "withdrawn_keys", "kept_keys"],
     id=STRING,
     name=STRING,
     trust_domain_deployment_id=STRING,
     cluster_id=NULLABLE_STRING,
-    registered_at=TIME,
-    last_contact_at={"type": ["string", "null"]},
-    health=STRING,
-    clock_offset_seconds={"type": ["number", "null"]},
-    keys={"type": "array"},
+    withdrawn_keys={"type": "array", "items": STRING},
+    kept_keys={"type": "array", "items": STRING},
+)
+COUNT = {"type": "integer", "minimum": 0}
+ROLLOUT = _object(
+    ["scope", "id", "version", "current_version", "revision", "phase", "done", "counts", "servers"],
+    scope={"enum": list(SCOPES)},
+    id=STRING,
+    version={"type": "integer", "minimum": 1},
+    current_version={"type": "integer", "minimum": 1},
+    revision={"type": "integer", "minimum": 1},
+    phase={
+        "type": "string",
+        "description": "in_progress, done or refused; treat any other value as not finished",
+    },
+    done=BOOLEAN,
+    counts=_object(
+        ["targeted", "applied", "refused", "pending", "unreachable"],
+        targeted=COUNT,
+        applied=COUNT,
+        refused=COUNT,
+        pending=COUNT,
+        unreachable=COUNT,
+    ),
+    servers={
+        "type": "array",
+        "description": "targeted servers that have not applied it, refused first",
+        "items": _object(
+            ["id", "name", "progress", "state"],
+            id=STRING,
+            name=STRING,
+            cluster_id=NULLABLE_STRING,
+            progress={"enum": list(SERVER_PROGRESS)},
+            state={"enum": list(SERVER_STATES)},
+            desired_version=NULLABLE_VERSION,
+            applied_version=NULLABLE_VERSION,
+            error=NULLABLE_STRING,
+            last_contact_at=TIME,
+            last_contact_seconds_ago=COUNT,
+        ),
+    },
+    stale_after_seconds={"type": "number", "minimum": 0},
 )
 JWKS = _object(
     ["keys", "spiffe_sequence"],
@@ -223,6 +306,7 @@ STATUS_REPORT = _object(
     applied_version=NULLABLE_VERSION,
     applied_at=NULLABLE_STRING,
     error=NULLABLE_STRING,
+    refused_version=NULLABLE_VERSION,
     key_manager={"type": ["object", "string", "null"]},
     keys={
         "type": "array",
@@ -273,6 +357,12 @@ CONFIG_OPTIONS_QUERY: dict[str, dict[str, Any]] = {
     "expected_version": VERSION,
 }
 LIST_QUERY = {"limit": _int(1, HISTORY_LIMIT_MAX), "before": _int(1)}
+FORCE_QUERY: dict[str, dict[str, Any]] = {
+    "force": {
+        "type": "boolean",
+        "description": "deregister the servers that still use it first (each one audited)",
+    }
+}
 WAIT: dict[str, Any] = {
     "type": "number",
     "minimum": 0,
@@ -310,7 +400,7 @@ OPERATIONS: dict[tuple[str, str], Operation] = {
     ),
     ("/v1/trust-domain-deployments/{tdd_id}", "get"): Operation(DEPLOYMENT),
     ("/v1/trust-domain-deployments/{tdd_id}", "delete"): Operation(
-        None, status=204, errors=(400, 401, 403, 404, 409, 503)
+        None, status=204, errors=(400, 401, 403, 404, 409, 503), query=FORCE_QUERY
     ),
     ("/v1/trust-domain-deployments/{tdd_id}/join-tokens", "post"): Operation(
         JOIN_TOKEN,
@@ -336,7 +426,7 @@ OPERATIONS: dict[tuple[str, str], Operation] = {
     ),
     ("/v1/clusters/{cluster_id}", "get"): Operation(CLUSTER),
     ("/v1/clusters/{cluster_id}", "delete"): Operation(
-        None, status=204, errors=(400, 401, 403, 404, 409, 503)
+        None, status=204, errors=(400, 401, 403, 404, 409, 503), query=FORCE_QUERY
     ),
     ("/v1/config/{scope}/{scope_id}", "get"): Operation(CONFIG),
     ("/v1/config/{scope}/{scope_id}", "put"): Operation(
@@ -380,16 +470,9 @@ OPERATIONS: dict[tuple[str, str], Operation] = {
         body=_object([], name=NAME, cluster_id=STRING),
         body_required=False,
     ),
-    # Server lifecycle and rollouts (issue 12): shapes kept loose until those routes land.
-    ("/v1/servers/{server_id}", "get"): Operation(
-        _object(["id"], id=STRING, trust_domain_deployment_id=STRING, keys={"type": "array"})
-    ),
-    ("/v1/servers/{server_id}", "delete"): Operation(
-        {"type": "object"}, errors=(400, 401, 403, 404, 409, 503)
-    ),
-    ("/v1/rollouts/{scope}/{scope_id}", "get"): Operation(
-        {"type": "object"}, query={"version": _int(1)}
-    ),
+    ("/v1/servers/{server_id}", "get"): Operation(SERVER_INFO),
+    ("/v1/servers/{server_id}", "delete"): Operation(DEREGISTERED),
+    ("/v1/rollouts/{scope}/{scope_id}", "get"): Operation(ROLLOUT, query={"version": _int(1)}),
     ("/v1/servers/{server_id}/sync", "get"): Operation(
         SYNC,
         query={
