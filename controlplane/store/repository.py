@@ -7,7 +7,7 @@ from collections.abc import Sequence
 from datetime import datetime
 from typing import Any, NamedTuple, cast
 
-from sqlalchemy import Table, bindparam, delete, func, or_, select, update
+from sqlalchemy import Table, bindparam, delete, func, or_, select, text, update
 from sqlalchemy.orm import Session
 
 from controlplane.domain import CLUSTER, DEPLOYMENT, ScopeConfig, StoredSection
@@ -24,6 +24,9 @@ from controlplane.store.models import (
     TokenRow,
     TrustDomainRow,
 )
+
+# pg_advisory_xact_lock key for config writes (any constant unique to this use in the database).
+CONFIG_WRITE_LOCK_KEY = 0x5350_4952_4C01  # "SPIRL" 1
 
 
 class VersionInfo(NamedTuple):
@@ -163,6 +166,7 @@ class Repository:
         sections: Sequence[StoredSection],
     ) -> ConfigVersionRow | None:
         """Write a version and move the head, or return None when another writer got there first."""
+        self._serialise_config_writes()
         row = ConfigVersionRow(
             scope=scope,
             scope_id=scope_id,
@@ -204,6 +208,21 @@ class Repository:
             if moved.rowcount != 1:  # type: ignore[attr-defined]
                 return None
         return row
+
+    def _serialise_config_writes(self) -> None:
+        """On PostgreSQL, hold one lock from taking a revision number until commit.
+
+        A server's effective version is the largest revision among its layers, so revisions
+        must become visible in the order they are numbered: if revision 11 (a cluster) committed
+        before revision 10 (its deployment), the server would already be at 11 when 10 arrives
+        and would never be sent the deployment's change. A sequence alone gives no such order
+        across concurrent transactions; this transaction-scoped advisory lock does (SQLite has
+        one writer at a time anyway). Config writes are rare; the lock costs one round trip.
+        """
+        if self.session.get_bind().dialect.name == "postgresql":
+            self.session.execute(
+                text("SELECT pg_advisory_xact_lock(:key)"), {"key": CONFIG_WRITE_LOCK_KEY}
+            )
 
     def delete_config(self, scope: str, scope_id: str) -> None:
         """Remove every version of a scope (its owner is being deleted)."""
