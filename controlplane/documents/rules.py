@@ -17,6 +17,7 @@ from . import pointer
 from .durations import parse_duration
 from .key_names import is_valid_key_vault_key_name
 from .patterns import PatternError, compile_pattern
+from .rollout import rollout_v1
 from .schema_check import show
 from .tags import RESERVED_TAG_PREFIXES, control_character, reserved_prefix_problem
 from .templates import TemplateError, render_key_name_template
@@ -276,4 +277,5 @@ def key_lifecycle_v1(spec: Any) -> Problems:
 RULES: dict[tuple[str, str], Callable[[Any], Problems]] = {
     ("KeyManager", "v1"): key_manager_v1,
     ("KeyLifecycle", "v1"): key_lifecycle_v1,
+    ("Rollout", "v1"): rollout_v1,
 }
