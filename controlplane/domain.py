@@ -84,6 +84,20 @@ class VersionConflict(DomainError):
         self.current_version = current
 
 
+class RolloutConflict(DomainError):
+    """A rollout action that does not apply to the rollout's phase (e.g. abort a finished one)."""
+
+    code = "rollout_conflict"
+    status = 409
+
+    def __init__(self, message: str, phase: str) -> None:
+        super().__init__(message)
+        self.phase = phase
+
+    def details(self) -> dict[str, Any]:
+        return {"phase": self.phase}
+
+
 class Forbidden(DomainError):
     code = "forbidden"
     status = 403

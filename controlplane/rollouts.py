@@ -239,9 +239,9 @@ class Member:
         s = self.server
         who = f"server {s.server_id} ({s.name})"
         error = f": {s.error}" if s.error else ""
-        if not self.applied and s.refused_version is not None:
-            if s.refused_version >= self.target_version:
-                return f"{who} refused version {self.target_version}{error}"
+        refused = s.refused_version
+        if not self.applied and refused is not None and refused >= self.target_version:
+            return f"{who} refused version {self.target_version}{error}"
         if self.applied and s.state == UNHEALTHY:
             return f"{who} is UNHEALTHY after applying version {self.target_version}{error}"
         return None
@@ -259,6 +259,8 @@ class RolloutState:
     stage: int
     admitted: frozenset[str] | None
     ready_at: datetime | None
+    # Servers whose failure an operator accepted (promoted past a halt): the gate ignores them.
+    accepted: frozenset[str] = frozenset()
 
 
 WAIT = "wait"
@@ -287,11 +289,13 @@ class StageProgress:
 
 
 def receiving(state: RolloutState, members: Iterable[Member]) -> list[Member]:
-    """The targeted servers that are given the target now."""
+    """The targeted servers that are given the target now and that the gate watches."""
     return [
         m
         for m in members
-        if m.targeted and receives_target(state.status, state.admitted, m.server.server_id)
+        if m.targeted
+        and receives_target(state.status, state.admitted, m.server.server_id)
+        and m.server.server_id not in state.accepted
     ]
 
 
@@ -340,3 +344,21 @@ def bake_left(policy: Policy, state: RolloutState, now: datetime) -> timedelta |
     if state.ready_at is None or state.stage >= policy.final:
         return None
     return max(timedelta(0), policy.bake(state.stage) - (now - state.ready_at))
+
+
+@dataclass(frozen=True)
+class DeliveryPins:
+    """What a delivery cache keeps of a deployment's rollout: enough to give every server its
+    config without a database read. `generation` orders the versions of one row."""
+
+    generation: int
+    status: str
+    admitted: frozenset[str] | None
+    stable: Pins
+    target: Pins
+
+    def for_server(self, server_id: str) -> tuple[bool, Pins]:
+        """(whether it is the target, the pins this server is given)."""
+        if receives_target(self.status, self.admitted, server_id):
+            return True, self.target
+        return False, self.stable

@@ -68,8 +68,18 @@ async def long_poll(
     state.cache.contacts.seen(server_id, utc_now())
     loop = asyncio.get_running_loop()
     deadline = loop.time() + wait
+    caught_up = False
     while True:
         snapshot = await state.cache.snapshot(placement)
+        behind = have_config is not None and have_config > snapshot.newest_config_version
+        if behind and not caught_up:
+            # Another replica served a newer config: re-read before sending an older one.
+            # (Staged rollouts do send older versions on purpose, after an abort or to the
+            # servers of a superseded rollout: never newer than what this replica knows.)
+            caught_up = True
+            del snapshot
+            await state.cache.catch_up(placement)
+            continue
         if snapshot.config_version != have_config or snapshot.bundle.version != have_bundle:
             state.cache.deliveries += 1
             state.metrics.inc("spirl_deliveries_total")

@@ -7,6 +7,13 @@ costs one reload of the one scope (or bundle) that changed, however many servers
 A deregistration (a `server` change, from this or another replica) is remembered in
 `deregistered`, wakes that server's trust domain so its waiting long-poll ends with a 401, and
 is passed to `on_deregistered` listeners (the credential cache); it costs no database read.
+
+Staged rollouts: for a deployment with a `Rollout` policy the cache holds its rollout row
+(`DeliveryPins`: the stable and target revision of every layer, and which servers are admitted
+to the target) and decides per server which of the two configs it should have; both are built
+from immutable config versions read once by revision. A write or a promotion costs one read of
+the row (and of the one new version), however many servers wait. The row is read together with
+the deployment's own config, so a write that adds a policy is never delivered without it.
 """
 
 from __future__ import annotations
@@ -24,6 +31,8 @@ from starlette.concurrency import run_in_threadpool
 
 from controlplane.delivery.contacts import ContactLog
 from controlplane.domain import CLUSTER, DEPLOYMENT, TRUST_DOMAIN, ScopeConfig, utc_now
+from controlplane.rollouts import DeliveryPins, Pins, pinned_version
+from controlplane.services import rollouts as rollout_service
 from controlplane.services import servers as server_service
 from controlplane.services.config import effective_dict
 from controlplane.store.unit_of_work import Change, UnitOfWork
@@ -31,6 +40,7 @@ from controlplane.store.unit_of_work import Change, UnitOfWork
 log = logging.getLogger(__name__)
 
 ScopeKey = tuple[str, str]
+Rollouts = dict[str, DeliveryPins | None]  # deployment id -> its rollout (None: no policy ever)
 T = TypeVar("T")
 COLD_READ_CONCURRENCY = 8
 
@@ -56,6 +66,9 @@ class Snapshot:
     config_version: int
     config: dict[str, Any]
     bundle: Bundle
+    # The newest config version this process knows for the placement (a staged rollout's
+    # target): a server holding a later one was served by a replica this one lags behind.
+    newest_config_version: int
 
     def unchanged_reply(self) -> bytes:
         return encode(
@@ -87,9 +100,12 @@ class DeliveryCache:
         self._placements: dict[str, ServerPlacement] = {}
         self._deployment_td: dict[str, str] = {}
         self._cluster_deployment: dict[str, str] = {}
-        # Bumped whenever a scope, bundle or placement changes in the cache.
+        self._rollouts: Rollouts = {}
+        self._revisions: dict[int, ScopeConfig] = {}  # config versions pinned by rollouts
+        # Bumped whenever a scope, bundle, placement or rollout changes in the cache.
         self._generation = 0
-        self._snapshots: dict[tuple[str, str | None], tuple[int, Snapshot]] = {}
+        # (deployment, cluster, given the rollout's target) -> (generation, snapshot)
+        self._snapshots: dict[tuple[str, str | None, bool], tuple[int, Snapshot]] = {}
         self._waiters: dict[str, set[asyncio.Future[None]]] = {}
         self._announced: dict[tuple[str, str], int] = {}
         self._reloading: set[tuple[str, str]] = set()
@@ -144,18 +160,28 @@ class DeliveryCache:
 
     async def snapshot(self, placement: ServerPlacement) -> Snapshot:
         # Fan-out fast path: nothing was stored since this placement's last snapshot.
-        memo_key = (placement.deployment_id, placement.cluster_id)
+        staged = self._rollouts.get(placement.deployment_id)
+        target = staged is None or staged.for_server(placement.server_id)[0]
+        memo_key = (placement.deployment_id, placement.cluster_id, target)
         cached = self._snapshots.get(memo_key)
         if cached is not None and cached[0] == self._generation:
             return cached[1]
-        generation = self._generation
         keys = self._layer_keys(placement)
         for key in keys:
-            if key not in self._scopes:
-                [config] = await self._single_flight(
+            if key not in self._scopes or (key[0] == DEPLOYMENT and key[1] not in self._rollouts):
+                [config], rows = await self._single_flight(
                     ("scope", "/".join(key)), self._load_scopes, [key]
                 )
                 self._store_scope(config)
+                self._store_rollouts(rows)
+        generation = self._generation
+        staged = self._rollouts.get(placement.deployment_id)
+        if staged is None:
+            layers = [self._scopes[k] for k in keys]
+            target = True
+        else:
+            target, pins = staged.for_server(placement.server_id)
+            layers = await self._pinned(keys, pins)
         bundle = self._bundles.get(placement.trust_domain_id)
         if bundle is None:
             bundle = await self._single_flight(
@@ -163,11 +189,45 @@ class DeliveryCache:
             )
             self._store_bundle(placement.trust_domain_id, bundle)
             bundle = self._bundles[placement.trust_domain_id]
-        effective = effective_dict([self._scopes[k] for k in keys])
-        snapshot = Snapshot(config_version=effective["version"], config=effective, bundle=bundle)
+        effective = effective_dict(layers)
+        newest = effective["version"]
+        if staged is not None:
+            newest = max(newest, pinned_version(staged.target, ("/".join(k) for k in keys)))
+        snapshot = Snapshot(effective["version"], effective, bundle, newest)
         if generation == self._generation:
-            self._snapshots[memo_key] = (generation, snapshot)
+            self._snapshots[(placement.deployment_id, placement.cluster_id, target)] = (
+                generation,
+                snapshot,
+            )
         return snapshot
+
+    async def catch_up(self, placement: ServerPlacement) -> None:
+        """Re-read a placement's config and rollout now: a server holds a newer version than
+        this replica has heard of (another replica served it; its notification is on its way),
+        and must not be sent an older one."""
+        keys = self._layer_keys(placement)
+        configs, rows = await self._single_flight(
+            ("catch-up", "/".join(k[1] for k in keys)), self._load_scopes, keys
+        )
+        for config in configs:
+            self._store_scope(config)
+        self._store_rollouts(rows)
+
+    async def _pinned(self, keys: list[ScopeKey], pins: Pins) -> list[ScopeConfig]:
+        """The layers at the revisions a rollout pins (immutable: each is read once)."""
+        wanted = {pins.get("/".join(key), 0) for key in keys} - {0}
+        missing = sorted(wanted - set(self._revisions))
+        if missing:
+            found = await self._single_flight(
+                ("revisions", ",".join(map(str, missing))), self._load_revisions, missing
+            )
+            self._revisions.update(found)
+        layers = []
+        for scope, scope_id in keys:
+            revision = pins.get(f"{scope}/{scope_id}", 0)
+            empty = ScopeConfig(scope=scope, scope_id=scope_id, version=0, revision=0)
+            layers.append(self._revisions.get(revision, empty) if revision else empty)
+        return layers
 
     async def wait_for_change(self, trust_domain_id: str, timeout: float) -> None:
         """Wait until something under this trust domain may have changed, or the timeout."""
@@ -218,6 +278,8 @@ class DeliveryCache:
             self._schedule_reload(("config", f"{scope}/{scope_id}"))
         for td_id in list(self._bundles):
             self._schedule_reload(("bundle", td_id))
+        for deployment_id in list(self._rollouts):
+            self._schedule_reload(("rollout", deployment_id))
         for td_id in list(self._waiters):
             self._signal(td_id)
 
@@ -234,9 +296,14 @@ class DeliveryCache:
                 wanted = self._announced.get(slot, 0)
                 if kind == "config":
                     scope, scope_id = key.split("/", 1)
-                    [config] = await self.cold_read(self._load_scopes, [(scope, scope_id)])
+                    [config], rows = await self.cold_read(self._load_scopes, [(scope, scope_id)])
                     self._store_scope(config)
+                    self._store_rollouts(rows)
                     got = config.revision
+                elif kind == "rollout":
+                    pins = await self.cold_read(self._load_rollout, key)
+                    self._store_rollouts({key: pins})
+                    got = pins.generation if pins is not None else 0
                 else:
                     bundle = await self.cold_read(self._load_bundle, key)
                     self._store_bundle(key, bundle)
@@ -248,6 +315,9 @@ class DeliveryCache:
             if kind == "config":
                 scope, scope_id = key.split("/", 1)
                 self._scopes.pop((scope, scope_id), None)
+            elif kind == "rollout":
+                self._rollouts.pop(key, None)  # read again with the deployment's config
+                self._generation += 1
             else:
                 self._bundles.pop(key, None)
         finally:
@@ -262,6 +332,30 @@ class DeliveryCache:
         self._generation += 1
         if old is not None and old.revision != config.revision:
             td_id = self._trust_domain_of(key)
+            if td_id:
+                self._signal(td_id)
+
+    def _store_rollouts(self, rows: Rollouts) -> None:
+        for deployment_id, pins in rows.items():
+            known = deployment_id in self._rollouts
+            old = self._rollouts.get(deployment_id)
+            if pins is None:
+                if not known:  # no policy: the deployment's servers get the current config
+                    self._rollouts[deployment_id] = None
+                continue  # a rollout row is never removed but with its deployment
+            if old is not None and old.generation >= pins.generation:
+                continue
+            self._rollouts[deployment_id] = pins
+            self._generation += 1
+            referenced = {
+                revision
+                for staged in self._rollouts.values()
+                if staged is not None
+                for revision in (*staged.stable.values(), *staged.target.values())
+            }
+            for revision in set(self._revisions) - referenced:
+                del self._revisions[revision]
+            td_id = self._deployment_td.get(deployment_id)
             if td_id:
                 self._signal(td_id)
 
@@ -292,6 +386,7 @@ class DeliveryCache:
         for key in [k for k in self._scopes if k[1] == object_id]:
             del self._scopes[key]
         self._bundles.pop(object_id, None)
+        self._rollouts.pop(object_id, None)
         self._deployment_td.pop(object_id, None)
         self._cluster_deployment.pop(object_id, None)
 
@@ -299,6 +394,8 @@ class DeliveryCache:
         kind, key = slot
         if kind == "bundle":
             return key in self._bundles
+        if kind == "rollout":
+            return key in self._rollouts
         scope, scope_id = key.split("/", 1)
         return (scope, scope_id) in self._scopes
 
@@ -332,9 +429,26 @@ class DeliveryCache:
             tdd = get_deployment_row(uow, server.deployment_id)
             return ServerPlacement(server.id, tdd.id, server.cluster_id, tdd.trust_domain_id)
 
-    def _load_scopes(self, keys: list[ScopeKey]) -> list[ScopeConfig]:
+    def _load_scopes(self, keys: list[ScopeKey]) -> tuple[list[ScopeConfig], Rollouts]:
+        """Current configs, and the rollout of each deployment among them, read after them:
+        a write that adds a policy commits both, so a new config read here never comes
+        without its rollout."""
         with self._uow() as uow:
-            return uow.repo.current_configs(keys)
+            configs = uow.repo.current_configs(keys)
+            rows = {
+                scope_id: rollout_service.delivery_pins(uow, scope_id)
+                for scope, scope_id in keys
+                if scope == DEPLOYMENT
+            }
+            return configs, rows
+
+    def _load_rollout(self, deployment_id: str) -> DeliveryPins | None:
+        with self._uow() as uow:
+            return rollout_service.delivery_pins(uow, deployment_id)
+
+    def _load_revisions(self, revisions: list[int]) -> dict[int, ScopeConfig]:
+        with self._uow() as uow:
+            return uow.repo.configs_at(revisions)
 
     def _load_bundle(self, td_id: str) -> Bundle:
         with self._uow() as uow:

@@ -25,11 +25,13 @@ from controlplane.domain import (
     utc_now,
 )
 from controlplane.services import audit
+from controlplane.services import rollouts as rollout_service
 from controlplane.services.objects import (
     get_cluster_row,
     get_deployment_row,
     scope_owner_exists,
 )
+from controlplane.services.rollouts import FleetView
 from controlplane.store.unit_of_work import Change, UnitOfWork
 
 
@@ -77,6 +79,7 @@ def set_config(
     prune: bool = False,
     expected_version: int | None = None,
     validate_only: bool = False,
+    fleet: FleetView | None = None,
 ) -> WriteResult:
     def change(current: ScopeConfig) -> dict[str, StoredSection]:
         new_sections = {} if prune else dict(current.sections)
@@ -93,6 +96,7 @@ def set_config(
         action="set",
         validate_only=validate_only,
         details={"prune": prune, "sections": sorted(s.name for s in uploaded)},
+        fleet=fleet,
     )
 
 
@@ -104,6 +108,7 @@ def delete_section(
     *,
     actor: str,
     expected_version: int | None = None,
+    fleet: FleetView | None = None,
 ) -> WriteResult:
     def change(current: ScopeConfig) -> dict[str, StoredSection]:
         if section not in current.sections:
@@ -120,6 +125,7 @@ def delete_section(
         actor=actor,
         action="delete-section",
         details={"section": section},
+        fleet=fleet,
     )
 
 
@@ -131,6 +137,7 @@ def rollback(
     *,
     actor: str,
     expected_version: int | None = None,
+    fleet: FleetView | None = None,
 ) -> WriteResult:
     def change(current: ScopeConfig) -> dict[str, StoredSection]:
         target = uow.repo.config_version(scope, scope_id, to_version)
@@ -149,6 +156,7 @@ def rollback(
         actor=actor,
         action="rollback",
         details={"to_version": to_version},
+        fleet=fleet,
     )
 
 
@@ -276,7 +284,12 @@ def get_effective(uow: UnitOfWork, deployment_id: str, cluster_id: str | None) -
 
 
 def effective_dict(layers: list[ScopeConfig]) -> dict[str, Any]:
+    """The effective config as servers receive it: sections only the control plane reads
+    (`Rollout`) are left out."""
+    from controlplane.documents.registry import control_plane_sections
+
     effective = effective_config(layers)
+    own = control_plane_sections()
     return {
         "version": effective.version,
         "sections": {
@@ -289,6 +302,7 @@ def effective_dict(layers: list[ScopeConfig]) -> dict[str, Any]:
                 "document": e.section.document,
             }
             for name, e in effective.sections.items()
+            if name not in own
         },
     }
 
@@ -329,12 +343,14 @@ def _write(
     action: str,
     details: dict[str, Any],
     validate_only: bool = False,
+    fleet: FleetView | None = None,
 ) -> WriteResult:
     """Write `change(current)` as the scope's next version, with optimistic concurrency.
 
     With `expected_version`, any other version (at read time or at the compare-and-set) is a
     409 naming the version the client sent. Without it, the write never fails because of
-    another writer: a lost compare-and-set is retried on the new current version.
+    another writer: a lost compare-and-set is retried on the new current version. A write that
+    reaches a deployment with a `Rollout` policy starts a staged rollout there (rollouts.py).
     """
     check_scope(scope)
     scope_owner_exists(uow, scope, scope_id)
@@ -346,6 +362,7 @@ def _write(
         unchanged = {k: s.digest for k, s in new_sections.items()} == {
             k: s.digest for k, s in current.sections.items()
         }
+        rollout_service.check_policy(uow, scope, scope_id, current.sections, new_sections)
         if validate_only or unchanged:
             return WriteResult(current.version, current.version, False, validate_only, names)
         new_version = current.version + 1
@@ -379,6 +396,7 @@ def _write(
             details=details,
         )
         uow.record(Change("config", f"{scope}/{scope_id}", row.revision))
+        rollout_service.on_config_write(uow, scope, scope_id, current, new_sections, actor, fleet)
         uow.commit()
         return WriteResult(new_version, current.version, True, False, names)
     raise Unavailable(

@@ -283,7 +283,7 @@ def rollout_status(
     progress = fleet.rollout_progress(
         revision,
         (
-            _rollout_view(row, policy, seen, now)
+            rollout_view(row, policy, seen, now)
             for row in uow.repo.servers_in_scope(scope, scope_id)
         ),
     )
@@ -315,7 +315,7 @@ def rollout_status(
     }
 
 
-def _rollout_view(
+def rollout_view(
     row: ServerRow, policy: fleet.FleetPolicy, seen: Mapping[str, datetime], now: datetime
 ) -> fleet.ServerRollout:
     status = json.loads(row.status_json or "{}")

@@ -194,6 +194,7 @@ def delete_deployment(
             servers,
         )
     uow.repo.delete_config(DEPLOYMENT, tdd_id)
+    uow.repo.delete_rollout(tdd_id)
     uow.repo.delete_join_tokens(tdd_id)
     uow.repo.revoke_deployment_tokens(tdd_id, utc_now())
     uow.repo.delete(row)

@@ -178,3 +178,32 @@ class AuditEventRow(Base):
     old_version: Mapped[int | None] = mapped_column(Integer, nullable=True)
     new_version: Mapped[int | None] = mapped_column(Integer, nullable=True)
     details_json: Mapped[str] = mapped_column(Text, default="{}")
+
+
+class RolloutRow(Base):
+    """The staged rollout of a deployment with a `Rollout` policy (one row per deployment that
+    has or had one). Config revisions are pinned per layer as JSON {"<scope>/<id>": revision}:
+    `stable` is what every server was last given, `target` the newest config. `generation`
+    grows whenever what a server should receive changes (the delivery caches order by it)."""
+
+    __tablename__ = "rollouts"
+    deployment_id: Mapped[str] = mapped_column(ForeignKey("deployments.id"), primary_key=True)
+    policy_json: Mapped[str | None] = mapped_column(Text, nullable=True)  # null: no policy
+    status: Mapped[str] = mapped_column(String(16))
+    stage: Mapped[int] = mapped_column(Integer)
+    # JSON list of the server ids admitted to the target; null: every server (final stage).
+    admitted_json: Mapped[str | None] = mapped_column(Text, nullable=True)
+    stable_json: Mapped[str] = mapped_column(Text)
+    target_json: Mapped[str] = mapped_column(Text)
+    generation: Mapped[int] = mapped_column(Integer)
+    started_at: Mapped[datetime] = mapped_column(UtcDateTime())
+    started_by: Mapped[str] = mapped_column(String(255))
+    stage_started_at: Mapped[datetime] = mapped_column(UtcDateTime())
+    # When every server of the stage was first seen on the target and HEALTHY: the bake's start.
+    ready_at: Mapped[datetime | None] = mapped_column(UtcDateTime(), nullable=True)
+    halt_json: Mapped[str | None] = mapped_column(
+        Text, nullable=True
+    )  # {"reason", "server_id", "at"}
+    # JSON list of servers whose failure an operator accepted by promoting a halted rollout.
+    accepted_json: Mapped[str | None] = mapped_column(Text, nullable=True)
+    updated_at: Mapped[datetime] = mapped_column(UtcDateTime())

@@ -20,6 +20,7 @@ from controlplane.store.models import (
     ConfigVersionRow,
     DeploymentRow,
     JoinTokenRow,
+    RolloutRow,
     ServerRow,
     TokenRow,
     TrustDomainRow,
@@ -243,6 +244,20 @@ class Repository:
             )
         )
 
+    def configs_at(self, revisions: Sequence[int]) -> dict[int, ScopeConfig]:
+        """Stored config versions by global revision, with their sections (two queries)."""
+        return self._load_revisions(revisions)
+
+    def versions_at(self, revisions: Sequence[int]) -> dict[int, tuple[str, str, int]]:
+        """{revision: (scope, scope_id, per-scope version)} without sections."""
+        if not revisions:
+            return {}
+        v = ConfigVersionRow
+        rows = self.session.execute(
+            select(v.revision, v.scope, v.scope_id, v.version).where(v.revision.in_(revisions))
+        )
+        return {r.revision: (r.scope, r.scope_id, r.version) for r in rows}
+
     def _load_revisions(self, revisions: Sequence[int]) -> dict[int, ScopeConfig]:
         if not revisions:
             return {}
@@ -429,6 +444,49 @@ class Repository:
             .limit(limit)
         )
         return [VersionInfo(*r) for r in rows if (r.scope, r.scope_id) in wanted]
+
+    # -- staged rollouts -------------------------------------------------------------------------
+
+    def rollout(self, deployment_id: str) -> RolloutRow | None:
+        return self.session.get(RolloutRow, deployment_id)
+
+    def rollouts(self) -> Sequence[RolloutRow]:
+        return self.session.scalars(select(RolloutRow).order_by(RolloutRow.deployment_id)).all()
+
+    def lock_rollout(self, deployment_id: str, *, skip_locked: bool = False) -> RolloutRow | None:
+        """A deployment's rollout row, locked until commit (PostgreSQL FOR UPDATE; SQLite
+        serialises writers anyway). None when there is none, or with `skip_locked` when another
+        transaction holds it."""
+        return self.session.scalar(
+            select(RolloutRow)
+            .where(RolloutRow.deployment_id == deployment_id)
+            .with_for_update(skip_locked=skip_locked)
+            .execution_options(populate_existing=True)
+        )
+
+    def lock_rollouts_of_trust_domain(self, trust_domain_id: str) -> Sequence[RolloutRow]:
+        """The rollout rows of a trust domain's deployments, locked in id order (so that two
+        writers never wait on each other's rows in opposite orders)."""
+        return self.session.scalars(
+            select(RolloutRow)
+            .join(DeploymentRow, DeploymentRow.id == RolloutRow.deployment_id)
+            .where(DeploymentRow.trust_domain_id == trust_domain_id)
+            .order_by(RolloutRow.deployment_id)
+            .with_for_update(of=RolloutRow)
+            .execution_options(populate_existing=True)
+        ).all()
+
+    def rollout_ids(self, statuses: Sequence[str]) -> list[str]:
+        return list(
+            self.session.scalars(
+                select(RolloutRow.deployment_id)
+                .where(RolloutRow.status.in_(statuses))
+                .order_by(RolloutRow.deployment_id)
+            )
+        )
+
+    def delete_rollout(self, deployment_id: str) -> None:
+        self.session.execute(delete(RolloutRow).where(RolloutRow.deployment_id == deployment_id))
 
     def delete_join_tokens(self, deployment_id: str) -> None:
         self.session.execute(

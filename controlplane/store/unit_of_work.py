@@ -23,7 +23,7 @@ CHANGE_CHANNEL = "spirl_changes"
 # down or restarting), an exhausted pool, SQLite that cannot open or lock its file.
 UNREACHABLE = (exc.OperationalError, exc.InterfaceError, exc.DisconnectionError, exc.TimeoutError)
 
-ChangeKind = Literal["config", "bundle", "topology", "server"]
+ChangeKind = Literal["config", "bundle", "topology", "server", "rollout"]
 
 
 @dataclass(frozen=True)
@@ -32,7 +32,7 @@ class Change:
 
     kind: ChangeKind
     # config: "<scope>/<scope_id>"; bundle: trust domain id; topology: object id;
-    # server: id of a deregistered server
+    # server: id of a deregistered server; rollout: deployment id (revision: the row's generation)
     key: str
     revision: int
 

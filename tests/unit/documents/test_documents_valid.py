@@ -14,6 +14,7 @@ from controlplane.documents import (
     parse_sections,
     section_types,
 )
+from controlplane.documents.registry import control_plane_sections
 from controlplane.documents.rules import check_key_id_regex
 
 # The vendor page's example (seeds/000), indented as on the original page.
@@ -169,9 +170,11 @@ def test_scope_none_skips_the_scope_check_and_unknown_scope_is_a_programming_err
 
 def test_section_types() -> None:
     types = section_types()
-    assert set(types) == {"KeyManager", "KeyLifecycle"}
+    assert set(types) == {"KeyManager", "KeyLifecycle", "Rollout"}
     assert types["KeyManager"].allowed_scopes == ("trust-domain-deployment", "cluster")
     assert types["KeyLifecycle"].allowed_scopes == SCOPES
+    assert types["Rollout"].allowed_scopes == ("trust-domain-deployment",)
+    assert control_plane_sections() == {"Rollout"}  # read by the control plane, never sent
     assert all(t.versions == ("v1",) and t.description for t in types.values())
     types.clear()  # a copy: ours stays intact
     assert section_types()
