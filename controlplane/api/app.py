@@ -30,13 +30,20 @@ from controlplane.api.context import (
     authenticate,
     bearer,
     call_service,
+    fleet_view,
     parse_off_loop,
     read_body,
     read_json,
     require_user,
 )
 from controlplane.api.errors import handle_exception
-from controlplane.api.fleet import deployment_servers, rollout_status, server_item
+from controlplane.api.fleet import (
+    deployment_rollout,
+    deployment_rollout_action,
+    deployment_servers,
+    rollout_status,
+    server_item,
+)
 from controlplane.api.housekeeping import Housekeeping
 from controlplane.api.inputs import (
     AUDIT_LIMIT_MAX,
@@ -56,6 +63,7 @@ from controlplane.services import config as config_service
 from controlplane.services import fleet as fleet_service
 from controlplane.services import objects as object_service
 from controlplane.services import servers as server_service
+from controlplane.services.rollout_views import rollout_gauges
 from controlplane.store.unit_of_work import UnitOfWork, UnitOfWorkFactory
 
 log = logging.getLogger("controlplane.api")
@@ -260,6 +268,7 @@ async def config(request: Request) -> Response:
         prune=prune,
         expected_version=expected,
         validate_only=validate_only,
+        fleet=fleet_view(app_state(request)),
     )
     if result.changed:
         app_state(request).metrics.inc("spirl_config_writes_total", (("scope", scope),))
@@ -279,6 +288,7 @@ async def config_section(request: Request) -> Response:
         p["section"],
         actor=principal.actor,
         expected_version=expected,
+        fleet=fleet_view(app_state(request)),
     )
     return JSONResponse(result.to_dict())
 
@@ -335,6 +345,7 @@ async def config_rollback(request: Request) -> Response:
         version,
         actor=principal.actor,
         expected_version=expected,
+        fleet=fleet_view(app_state(request)),
     )
     return JSONResponse(result.to_dict())
 
@@ -420,6 +431,12 @@ ROUTES = [
     Route("/v1/trust-domain-deployments/{tdd_id}", deployment, methods=["GET", "DELETE"]),
     Route("/v1/trust-domain-deployments/{tdd_id}/join-tokens", join_tokens, methods=["POST"]),
     Route("/v1/trust-domain-deployments/{tdd_id}/servers", deployment_servers, methods=["GET"]),
+    Route("/v1/trust-domain-deployments/{tdd_id}/rollout", deployment_rollout, methods=["GET"]),
+    Route(
+        "/v1/trust-domain-deployments/{tdd_id}/rollout/{action}",
+        deployment_rollout_action,
+        methods=["POST"],
+    ),
     Route("/v1/clusters", clusters, methods=["GET", "POST"]),
     Route("/v1/clusters/{cluster_id}", cluster, methods=["GET", "DELETE"]),
     Route("/v1/config/{scope}/{scope_id}", config, methods=["GET", "PUT"]),
@@ -519,6 +536,7 @@ def _gauges(state: AppState) -> Callable[[], Any]:
                     (("scope", scope),),
                     float(count),
                 )
+            yield from rollout_gauges(uow)
             by_state = fleet_service.count_by_state(
                 uow, state.settings.fleet, state.cache.contacts.snapshot()
             )
@@ -554,6 +572,16 @@ def create_app(
     )
     metrics_registry.describe(
         "spirl_config_writes_total", "counter", "Config versions written, by scope"
+    )
+    metrics_registry.describe(
+        "spirl_rollout_halts_total",
+        "counter",
+        "Staged rollouts this process halted or rolled back (a refusal or an UNHEALTHY server)",
+    )
+    metrics_registry.describe(
+        "spirl_rollout_promotions_total",
+        "counter",
+        "Staged rollouts this process moved to their next stage or completed",
     )
     uow_factory = UnitOfWorkFactory(engine)
     cache = DeliveryCache(uow_factory)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from datetime import datetime
 from typing import Any, TypeVar
 
 from sqlalchemy import Engine
@@ -16,10 +17,11 @@ from controlplane.api.inputs import decode_json_object
 from controlplane.api.metrics import Metrics
 from controlplane.api.parse_pool import ParsePool
 from controlplane.delivery.cache import DeliveryCache
-from controlplane.domain import Deregistered, Unauthenticated
+from controlplane.domain import Deregistered, Unauthenticated, utc_now
 from controlplane.fleet import FleetPolicy
 from controlplane.services import auth as auth_service
 from controlplane.services.auth import Principal
+from controlplane.services.rollouts import FleetView
 from controlplane.store.unit_of_work import UnitOfWorkFactory
 
 T = TypeVar("T")
@@ -33,9 +35,13 @@ TOKEN_CACHE_SECONDS = 30.0
 class Settings:
     max_request_bytes: int = MAX_REQUEST_BYTES
     fleet: FleetPolicy = FleetPolicy()
-    # Contact batches and retention sweeps (api/housekeeping.py); off only in tests that count
-    # the statements of other work.
+    # Contact batches, retention sweeps and the rollout promoter (api/housekeeping.py); off
+    # only in tests that count the statements of other work.
     housekeeping: bool = True
+    # Seconds between passes of the staged-rollout promoter.
+    rollout_interval: float = 1.0
+    # The clock of bake times and rollout status (tests move it).
+    clock: Callable[[], datetime] = utc_now
 
 
 @dataclass
@@ -53,6 +59,11 @@ class AppState:
 
 def app_state(request: Request) -> AppState:
     return request.app.state.spirl  # type: ignore[no-any-return]
+
+
+def fleet_view(state: AppState) -> FleetView:
+    """The fleet as this process sees it now (staleness window, unwritten contacts, clock)."""
+    return FleetView(state.settings.fleet, state.cache.contacts.snapshot(), state.settings.clock())
 
 
 async def call_service(request: Request, fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:

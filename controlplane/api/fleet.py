@@ -1,14 +1,17 @@
 """Routes of the server lifecycle and of rollouts: one server (details, deregistration), the
-servers of a deployment, and how far a config version has reached its servers."""
+servers of a deployment, how far a config version has reached its servers, and a deployment's
+staged rollout (status, promote, pause, resume, abort)."""
 
 from __future__ import annotations
 
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
-from controlplane.api.context import app_state, call_service, require_user
+from controlplane.api.context import app_state, call_service, fleet_view, require_user
 from controlplane.api.inputs import query_int
 from controlplane.services import fleet as fleet_service
+from controlplane.services import rollout_views
+from controlplane.services import rollouts as rollout_service
 
 
 async def deployment_servers(request: Request) -> Response:
@@ -57,12 +60,27 @@ async def rollout_status(request: Request) -> Response:
     p = request.path_params
     version = query_int(request.query_params.get("version"), "version", minimum=1)
     result = await call_service(
-        request,
-        fleet_service.rollout_status,
-        p["scope"],
-        p["scope_id"],
-        version,
-        state.settings.fleet,
-        state.cache.contacts.snapshot(),
+        request, rollout_views.scope_status, p["scope"], p["scope_id"], version, fleet_view(state)
     )
     return JSONResponse(result)
+
+
+async def deployment_rollout(request: Request) -> Response:
+    """A deployment's staged rollout: stage, per-stage progress, bake time left, why it halted."""
+    await require_user(request)
+    tdd_id = request.path_params["tdd_id"]
+    view = fleet_view(app_state(request))
+    return JSONResponse(await call_service(request, rollout_views.deployment_view, tdd_id, view))
+
+
+async def deployment_rollout_action(request: Request) -> Response:
+    """Promote, pause, resume or abort a deployment's staged rollout (audited)."""
+    principal = await require_user(request, admin=True)
+    p = request.path_params
+    state = app_state(request)
+    await call_service(
+        request, rollout_service.act, p["tdd_id"], p["action"], principal.actor, fleet_view(state)
+    )
+    return JSONResponse(
+        await call_service(request, rollout_views.deployment_view, p["tdd_id"], fleet_view(state))
+    )

@@ -5,6 +5,8 @@
   sees a server that long-polls only this one.
 - Servers silent for longer than the retention period are deregistered
   (`services.fleet.deregister_silent_servers`, safe with several replicas at once).
+- Staged rollouts are advanced (`services.rollouts.advance_all`: gates, bake times, halts),
+  every `Settings.rollout_interval` seconds, on every replica (row locks with SKIP LOCKED).
 
 Failures (the database restarting, say) are logged and retried at the next tick.
 """
@@ -17,8 +19,10 @@ import logging
 
 from starlette.concurrency import run_in_threadpool
 
-from controlplane.api.context import AppState
+from controlplane import rollouts
+from controlplane.api.context import AppState, fleet_view
 from controlplane.services import fleet as fleet_service
+from controlplane.services import rollouts as rollout_service
 
 log = logging.getLogger("controlplane.housekeeping")
 
@@ -26,16 +30,17 @@ log = logging.getLogger("controlplane.housekeeping")
 class Housekeeping:
     def __init__(self, state: AppState) -> None:
         self._state = state
-        self._task: asyncio.Task[None] | None = None
+        self._tasks: list[asyncio.Task[None]] = []
 
     def start(self) -> None:
-        self._task = asyncio.get_running_loop().create_task(self._run())
+        loop = asyncio.get_running_loop()
+        self._tasks = [loop.create_task(self._run()), loop.create_task(self._promote_forever())]
 
     async def stop(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
+        for task in self._tasks:
+            task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
-                await self._task
+                await task
         await self.write_contacts()  # what this process saw last is not lost at shutdown
 
     async def _run(self) -> None:
@@ -82,3 +87,30 @@ class Housekeeping:
                 ", ".join(removed),
             )
         return removed
+
+    async def _promote_forever(self) -> None:
+        while True:
+            await asyncio.sleep(self._state.settings.rollout_interval)
+            await self.promote()
+
+    async def promote(self) -> list[tuple[str, rollouts.Verdict]]:
+        """One pass of the staged-rollout promoter."""
+        try:
+            moved = await run_in_threadpool(
+                rollout_service.advance_all, self._state.uow, lambda: fleet_view(self._state)
+            )
+        except Exception:
+            log.exception("advancing staged rollouts failed")
+            return []
+        for deployment_id, verdict in moved:
+            if verdict.action == rollouts.FAIL:
+                self._state.metrics.inc("spirl_rollout_halts_total")
+            elif verdict.action in (rollouts.ADVANCE, rollouts.COMPLETE_NOW):
+                self._state.metrics.inc("spirl_rollout_promotions_total")
+            if verdict.action != rollouts.READY:
+                log.info(
+                    "rollout %s",
+                    verdict.action,
+                    extra={"deployment_id": deployment_id, "reason": verdict.reason},
+                )
+        return moved

@@ -16,6 +16,7 @@ from typing import Any
 from starlette.routing import BaseRoute, Route
 
 import controlplane
+from controlplane import rollouts
 from controlplane.api.inputs import AUDIT_LIMIT_MAX, HISTORY_LIMIT_MAX, MAX_INT
 from controlplane.api.longpoll import DEFAULT_WAIT_SECONDS, MAX_WAIT_SECONDS
 from controlplane.domain import SCOPES
@@ -49,8 +50,9 @@ ERROR_SCHEMA: dict[str, Any] = {
             "type": "string",
             "description": "A stable code: bad_request, input_rejected, unauthenticated, "
             "server_deregistered, forbidden, not_found, has_children, already_exists, "
-            "version_conflict, validation_failed, unavailable, internal.",
+            "version_conflict, rollout_conflict, validation_failed, unavailable, internal.",
         },
+        "phase": {"type": "string", "description": "rollout_conflict: the rollout's phase"},
         "message": {"type": "string", "description": "One readable line."},
         "expected_version": {**VERSION, "description": "version_conflict: the version sent"},
         "current_version": {**VERSION, "description": "version_conflict: the stored version"},
@@ -231,6 +233,87 @@ DEREGISTERED = _object(
     kept_keys={"type": "array", "items": STRING},
 )
 COUNT = {"type": "integer", "minimum": 0}
+STAGE_REF = _object(
+    ["index", "name", "number", "of"],
+    index=COUNT,
+    name=STRING,
+    number={"type": "integer", "minimum": 1},
+    of={"type": "integer", "minimum": 1},
+)
+COUNTS = {"type": "object", "additionalProperties": COUNT}
+DEPLOYMENT_ROLLOUT = _object(
+    ["trust_domain_deployment_id", "name", "phase", "policy", "generation"],
+    trust_domain_deployment_id=STRING,
+    name=STRING,
+    phase={"enum": list(rollouts.PHASES)},
+    policy={
+        "anyOf": [
+            {"type": "null"},
+            _object(
+                ["stages", "on_failure"],
+                stages={"type": "array", "items": {"type": "object"}},
+                on_failure={"enum": [rollouts.ON_FAILURE_HALT, rollouts.ON_FAILURE_ROLLBACK]},
+            ),
+        ],
+        "description": "the Rollout section's stages and onFailure; null: no policy",
+    },
+    generation=COUNT,
+    stage=STAGE_REF,
+    started_at=TIME,
+    started_by=STRING,
+    stage_started_at=TIME,
+    ready_at={"type": ["string", "null"], "format": "date-time"},
+    bake_seconds_left={"type": ["number", "null"]},
+    waiting_for=NULLABLE_STRING,
+    halt={
+        "anyOf": [
+            {"type": "null"},
+            _object(["reason"], reason=STRING, server_id=NULLABLE_STRING, at=TIME),
+        ]
+    },
+    accepted_failures={"type": "array", "items": STRING},
+    changes={
+        "type": "array",
+        "items": _object(
+            ["scope", "id", "from_version", "to_version"],
+            scope={"enum": list(SCOPES)},
+            id=STRING,
+            from_version=VERSION,
+            to_version=VERSION,
+        ),
+    },
+    stages={
+        "type": "array",
+        "items": _object(
+            ["index", "name", "select", "bake_seconds", "state", "counts"],
+            index=COUNT,
+            name=STRING,
+            select={"type": "object"},
+            bake_seconds={"type": "number", "minimum": 0},
+            state={"enum": ["done", "skipped", "current", "pending"]},
+            counts=COUNTS,
+        ),
+    },
+    counts=COUNTS,
+    servers={
+        "type": "array",
+        "items": _object(
+            ["id", "name", "stage", "receives", "target_version", "progress", "state"],
+            id=STRING,
+            name=STRING,
+            cluster_id=NULLABLE_STRING,
+            stage=COUNT,
+            receives={"enum": ["target", "stable"]},
+            target_version=VERSION,
+            stable_version=VERSION,
+            applied_version=NULLABLE_VERSION,
+            progress={"enum": list(SERVER_PROGRESS)},
+            state={"enum": list(SERVER_STATES)},
+            error=NULLABLE_STRING,
+        ),
+    },
+    finished=BOOLEAN,
+)
 ROLLOUT = _object(
     ["scope", "id", "version", "current_version", "revision", "phase", "done", "counts", "servers"],
     scope={"enum": list(SCOPES)},
@@ -240,7 +323,8 @@ ROLLOUT = _object(
     revision={"type": "integer", "minimum": 1},
     phase={
         "type": "string",
-        "description": "in_progress, done or refused; treat any other value as not finished",
+        "description": "in_progress, done, refused, halted or aborted (the last four end a "
+        "wait); treat any other value as not finished",
     },
     done=BOOLEAN,
     counts=_object(
@@ -269,6 +353,20 @@ ROLLOUT = _object(
         ),
     },
     stale_after_seconds={"type": "number", "minimum": 0},
+    deployments={
+        "type": "array",
+        "description": "each deployment the version reaches; `stage` while a staged rollout "
+        "still holds it back from some of its servers",
+        "items": _object(
+            ["id", "phase", "stage", "counts"],
+            id=STRING,
+            phase={"type": "string", "description": f"one of {', '.join(rollouts.PHASES[1:])}"},
+            stage={"anyOf": [{"type": "null"}, STAGE_REF]},
+            counts={"type": "object", "additionalProperties": COUNT},
+            bake_seconds_left={"type": ["number", "null"]},
+            halt_reason=NULLABLE_STRING,
+        ),
+    },
 )
 JWKS = _object(
     ["keys", "spiffe_sequence"],
@@ -413,6 +511,10 @@ OPERATIONS: dict[tuple[str, str], Operation] = {
         body_required=False,
     ),
     ("/v1/trust-domain-deployments/{tdd_id}/servers", "get"): Operation(_items(SERVER)),
+    ("/v1/trust-domain-deployments/{tdd_id}/rollout", "get"): Operation(DEPLOYMENT_ROLLOUT),
+    ("/v1/trust-domain-deployments/{tdd_id}/rollout/{action}", "post"): Operation(
+        DEPLOYMENT_ROLLOUT, errors=(401, 403, 404, 409, 503)
+    ),
     ("/v1/clusters", "get"): Operation(
         _items(CLUSTER), query={"trust_domain_deployment_id": STRING}
     ),
@@ -488,6 +590,7 @@ OPERATIONS: dict[tuple[str, str], Operation] = {
 
 PATH_PARAMETERS: dict[str, dict[str, Any]] = {
     "scope": {"enum": list(SCOPES)},
+    "action": {"enum": list(rollouts.ACTIONS)},
     "version": _int(1),
 }
 

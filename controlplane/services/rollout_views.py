@@ -4,7 +4,7 @@ config version (`GET /v1/rollouts/{scope}/{id}`). Reads only."""
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from datetime import timedelta
 from typing import Any
 
@@ -267,3 +267,42 @@ def server_targets(
         pins = target if rollouts.receives_target(status, admitted, server["id"]) else stable
         out[server["id"]] = rollouts.pinned_version(pins, layers)
     return out
+
+
+def rollout_gauges(
+    uow: UnitOfWork,
+) -> Iterator[tuple[str, str, tuple[tuple[str, str], ...], float]]:
+    """Prometheus gauges of staged rollouts: how many are in each phase, and per deployment
+    with a policy its stage (1-based; the final stage is the number of stages + 1) and whether
+    it is halted or aborted (each metric's samples together, as the text format wants)."""
+    phases = dict.fromkeys(rollouts.PHASES[1:], 0)
+    stages, halted = [], []
+    for row in uow.repo.rollouts():
+        if policy_of(row) is None:
+            continue
+        phase = rollouts.phase_of(row.status)
+        phases[phase] += 1
+        labels = (("trust_domain_deployment_id", row.deployment_id),)
+        stages.append((labels, float(row.stage + 1)))
+        halted.append((labels, float(phase in (rollouts.PHASE_HALTED, rollouts.PHASE_ABORTED))))
+    for phase, count in phases.items():
+        yield (
+            "spirl_rollouts",
+            "Staged rollouts (deployments with a Rollout policy) by phase",
+            (("phase", phase),),
+            float(count),
+        )
+    for labels, value in stages:
+        yield (
+            "spirl_rollout_stage",
+            "Current stage of each deployment's staged rollout (1-based; stages + 1 = all servers)",
+            labels,
+            value,
+        )
+    for labels, value in halted:
+        yield (
+            "spirl_rollout_halted",
+            "1 while a deployment's staged rollout is halted or aborted, else 0",
+            labels,
+            value,
+        )
