@@ -138,7 +138,9 @@ def deployment_view(uow: UnitOfWork, deployment_id: str, view: FleetView) -> dic
 
 
 def _stage_view(policy: Policy, row: RolloutRow, index: int, ms: list[Member]) -> dict[str, Any]:
-    if row.status == rollouts.COMPLETE or index < row.stage:
+    if row.status == rollouts.COMPLETE:
+        state = "done"
+    elif index < row.stage:
         state = "done" if ms else "skipped"
     elif index == row.stage:
         state = "current"

@@ -176,8 +176,12 @@ def _start(uow: UnitOfWork, row: RolloutRow, actor: str, view: FleetView) -> Non
     if policy is None:  # no policy: every server at once, as without a rollout row
         _complete(uow, row, actor, "no rollout policy: every server at once", view)
         return
+    ms = members(uow, row, view)
+    if not any(m.targeted for m in ms):  # no server to roll it out to: done
+        _complete(uow, row, actor, "no server receives a different config", view)
+        return
     row.status = rollouts.ACTIVE
-    _enter(row, policy, 0, view, members(uow, row, view))
+    _enter(row, policy, 0, view, ms)
     _changed(uow, row, view.now)
     _audit(
         uow,
