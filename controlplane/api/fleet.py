@@ -7,8 +7,8 @@ from __future__ import annotations
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
-from controlplane.api.context import app_state, call_service, fleet_view, require_user
-from controlplane.api.inputs import query_int
+from controlplane.api.context import app_state, call_service, fleet_view, read_json, require_user
+from controlplane.api.inputs import json_text, query_int
 from controlplane.services import fleet as fleet_service
 from controlplane.services import rollout_views
 from controlplane.services import rollouts as rollout_service
@@ -74,12 +74,20 @@ async def deployment_rollout(request: Request) -> Response:
 
 
 async def deployment_rollout_action(request: Request) -> Response:
-    """Promote, pause, resume or abort a deployment's staged rollout (audited)."""
+    """Promote, pause, resume or abort a deployment's staged rollout ({reason}; audited)."""
     principal = await require_user(request, admin=True)
+    body = await read_json(request)
+    reason = json_text(body.get("reason"), "reason", max_length=rollout_service.MAX_REASON)
     p = request.path_params
     state = app_state(request)
     await call_service(
-        request, rollout_service.act, p["tdd_id"], p["action"], principal.actor, fleet_view(state)
+        request,
+        rollout_service.act,
+        p["tdd_id"],
+        p["action"],
+        principal.actor,
+        fleet_view(state),
+        reason=reason,
     )
     return JSONResponse(
         await call_service(request, rollout_views.deployment_view, p["tdd_id"], fleet_view(state))

@@ -175,3 +175,14 @@ def json_bool(value: Any, name: str) -> bool:
     if not isinstance(value, bool):
         raise BadRequest(f"{name} must be true or false, not {actual_type(value)}")
     return value
+
+
+def json_text(value: Any, name: str, *, max_length: int) -> str | None:
+    """An optional one-line string of at most `max_length` characters."""
+    if value is None:
+        return None
+    if not isinstance(value, str):
+        raise BadRequest(f"{name} must be a string, not {actual_type(value)}")
+    if len(value) > max_length or any(ord(ch) < 0x20 for ch in value):
+        raise BadRequest(f"{name} must be one line of at most {max_length} characters")
+    return value

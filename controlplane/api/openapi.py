@@ -22,6 +22,7 @@ from controlplane.api.longpoll import DEFAULT_WAIT_SECONDS, MAX_WAIT_SECONDS
 from controlplane.domain import SCOPES
 from controlplane.fleet import SERVER_PROGRESS, SERVER_STATES
 from controlplane.services.auth import MAX_JOIN_TOKEN_TTL
+from controlplane.services.rollouts import MAX_REASON
 from controlplane.services.servers import (
     HEALTH_VALUES,
     KEY_KINDS,
@@ -513,7 +514,18 @@ OPERATIONS: dict[tuple[str, str], Operation] = {
     ("/v1/trust-domain-deployments/{tdd_id}/servers", "get"): Operation(_items(SERVER)),
     ("/v1/trust-domain-deployments/{tdd_id}/rollout", "get"): Operation(DEPLOYMENT_ROLLOUT),
     ("/v1/trust-domain-deployments/{tdd_id}/rollout/{action}", "post"): Operation(
-        DEPLOYMENT_ROLLOUT, errors=(401, 403, 404, 409, 503)
+        DEPLOYMENT_ROLLOUT,
+        errors=(400, 401, 403, 404, 409, 413, 503),
+        body=_object(
+            [],
+            reason={
+                "type": "string",
+                "maxLength": MAX_REASON,
+                "pattern": "^[^\\x00-\\x1f]*$",
+                "description": "why (kept in the audit log)",
+            },
+        ),
+        body_required=False,
     ),
     ("/v1/clusters", "get"): Operation(
         _items(CLUSTER), query={"trust_domain_deployment_id": STRING}

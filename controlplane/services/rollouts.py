@@ -41,6 +41,7 @@ from controlplane.store.unit_of_work import Change, UnitOfWork
 log = logging.getLogger(__name__)
 
 SYSTEM_ACTOR = "system:rollout"
+MAX_REASON = 500  # characters of an operator's reason for an action
 
 
 @dataclass(frozen=True)
@@ -392,9 +393,18 @@ def _fail(
 # -- operators ------------------------------------------------------------------------------------
 
 
-def act(uow: UnitOfWork, deployment_id: str, action: str, actor: str, view: FleetView) -> None:
+def act(
+    uow: UnitOfWork,
+    deployment_id: str,
+    action: str,
+    actor: str,
+    view: FleetView,
+    *,
+    reason: str | None = None,
+) -> None:
     """promote (next stage now, or complete at the last), pause, resume (the current stage's
-    gate and bake start over), abort (every server back to the stable config)."""
+    gate and bake start over), abort (every server back to the stable config). `reason` goes
+    to the audit log."""
     if action not in rollouts.ACTIONS:
         raise NotFound(f"unknown rollout action {action!r}; actions: {', '.join(rollouts.ACTIONS)}")
     get_deployment_row(uow, deployment_id)
@@ -415,7 +425,7 @@ def act(uow: UnitOfWork, deployment_id: str, action: str, actor: str, view: Flee
         )
     before = policy.stage_name(row.stage)
     if action == rollouts.PROMOTE and row.stage >= policy.final:
-        _complete(uow, row, actor, "promoted at the last stage", view)
+        _complete(uow, row, actor, reason or "promoted at the last stage", view)
         uow.commit()
         return
     if action == rollouts.PROMOTE:
@@ -433,5 +443,5 @@ def act(uow: UnitOfWork, deployment_id: str, action: str, actor: str, view: Flee
     else:
         row.status = rollouts.ABORTED
     _changed(uow, row, view.now)
-    _audit(uow, row, action, actor, from_stage=before)
+    _audit(uow, row, action, actor, from_stage=before, reason=reason)
     uow.commit()
