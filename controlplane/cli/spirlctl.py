@@ -518,10 +518,48 @@ def cmd_config_delete_section(args: argparse.Namespace) -> int:
 
 def cmd_rollout_status(args: argparse.Namespace) -> int:
     client = _client(args)
+    if args.trust_domain_deployment:
+        if args.scope or args.id or args.version is not None:
+            raise CliError(
+                "give either SCOPE --id ID [--version N] (one config version) or "
+                "--trust-domain-deployment ID (a deployment's staged rollout), not both"
+            )
+        return _follow_deployment(args, client)
+    if not args.scope or not args.id:
+        raise CliError(
+            "give SCOPE --id ID (e.g. `rollout status cluster --id c-1a2b`) or "
+            "--trust-domain-deployment ID"
+        )
     status, code = _follow_rollout(args, client, args.version)
     if args.output != "table":
         emit(status, args.output)
     return code
+
+
+def _follow_deployment(args: argparse.Namespace, client: ApiClient) -> int:
+    table_out = args.output == "table"
+    progress = rollout.Progress(sys.stdout) if table_out and args.timeout > 0 else None
+    status = rollout.wait_for_deployment(
+        client, args.trust_domain_deployment, args.timeout, progress
+    )
+    if table_out:
+        return rollout.report_deployment(status, args.timeout, sys.stdout, sys.stderr)
+    emit(status, args.output)
+    return rollout.exit_code(status)
+
+
+def _rollout_action(action: str) -> Command:
+    def command(args: argparse.Namespace) -> int:
+        path = f"/v1/trust-domain-deployments/{args.trust_domain_deployment}/rollout/{action}"
+        status = _client(args).post(path, {"reason": args.reason} if args.reason else {})
+        if args.output != "table":
+            emit(status, args.output)
+            return 0
+        print(rollout.deployment_line(status))
+        return 0
+
+    command.__name__ = f"cmd_rollout_{action}"
+    return command
 
 
 # -- audit, terraform --------------------------------------------------------------------------------
@@ -774,20 +812,35 @@ def build_parser() -> argparse.ArgumentParser:
     _wait_args(p)
 
     # rollout
-    ro = top.add_parser("rollout", help="how far a config change has reached the servers")
+    ro = top.add_parser(
+        "rollout",
+        help="how far a config change has reached the servers; staged rollouts",
+        description="How far a config change has reached the servers, and a deployment's "
+        "staged rollout (its Rollout policy): status, promote, pause, resume, abort.",
+    )
     ro_sub = ro.add_subparsers(dest="rollout_command", required=True, metavar="COMMAND")
     p = _leaf(
         ro_sub,
         "status",
         cmd_rollout_status,
         "wait for a config version of a scope to reach every reachable server it targets, "
-        "showing progress (like `kubectl rollout status`)",
+        "showing progress (like `kubectl rollout status`); or, with --trust-domain-deployment, "
+        "follow that deployment's staged rollout and show its stages, bake time left and why "
+        "it halted",
         epilog=rollout.EXIT_CODES_HELP.replace("with --wait", "") + "; --timeout 0 checks once",
     )
-    p.add_argument("scope", choices=SCOPES, metavar="SCOPE", help=f"one of: {', '.join(SCOPES)}")
-    p.add_argument("--id", required=True, help="id of the trust domain, deployment or cluster")
+    p.add_argument(
+        "scope", nargs="?", choices=SCOPES, metavar="SCOPE", help=f"one of: {', '.join(SCOPES)}"
+    )
+    p.add_argument("--id", default=None, help="id of the trust domain, deployment or cluster")
     p.add_argument(
         "--version", type=int, default=None, help="a stored version (default: the current one)"
+    )
+    p.add_argument(
+        "--trust-domain-deployment",
+        default=None,
+        metavar="ID",
+        help="a deployment's staged rollout instead of one config version",
     )
     p.add_argument(
         "--timeout",
@@ -795,6 +848,25 @@ def build_parser() -> argparse.ArgumentParser:
         default=DEFAULT_WAIT_TIMEOUT,
         help="give up after this long (default 5m; e.g. 90s, 10m)",
     )
+    for action, text in (
+        (
+            "promote",
+            "move a deployment's staged rollout to its next stage now (at the last "
+            "stage: complete it; after a halt: accept the failing server and go on)",
+        ),
+        ("pause", "stop a staged rollout from advancing (a failure still halts it)"),
+        (
+            "resume",
+            "let a paused or halted staged rollout go on (the stage's gate and bake start over)",
+        ),
+        (
+            "abort",
+            "stop a staged rollout and return every server to the last config every server had",
+        ),
+    ):
+        p = _leaf(ro_sub, action, _rollout_action(action), text)
+        p.add_argument("--trust-domain-deployment", required=True, metavar="ID")
+        p.add_argument("--reason", default=None, help="why (kept in the audit log)")
 
     # audit
     au = top.add_parser("audit", help="the audit log")

@@ -158,3 +158,107 @@ def test_durations_and_table_helpers():
     assert one_line("a\n   b") == "a b" and one_line(None) is None
     assert len(one_line("x" * 500) or "") == 60
     assert ago(0) == "0s ago" and ago(3725) == "1h2m ago" and ago(None) == "-"
+
+
+# -- staged rollouts ------------------------------------------------------------------------------
+
+
+def staged(phase: str, **fields: Any) -> dict[str, Any]:
+    counts = {"servers": 4, "applied": 1, "refused": 0, "pending": 3, "unreachable": 0}
+    stages = [
+        {
+            "index": 0,
+            "name": "canary",
+            "select": {"servers": 1},
+            "bake_seconds": 600,
+            "state": "current",
+            "counts": {**counts, "servers": 1, "pending": 0, "unhealthy": 0},
+        },
+        {
+            "index": 1,
+            "name": "all",
+            "select": {"all": True},
+            "bake_seconds": 0,
+            "state": "pending",
+            "counts": {**counts, "servers": 3, "applied": 0, "unhealthy": 0},
+        },
+    ]
+    return {
+        "trust_domain_deployment_id": "tdd-1",
+        "name": "prod",
+        "phase": phase,
+        "stage": {"index": 0, "name": "canary", "number": 1, "of": 2},
+        "bake_seconds_left": 500.0,
+        "waiting_for": "baking",
+        "halt": None,
+        "changes": [{"scope": "cluster", "id": "c-1", "from_version": 2, "to_version": 3}],
+        "stages": stages,
+        "counts": counts,
+        **fields,
+    }
+
+
+def test_a_versions_progress_names_the_stage_of_each_staged_deployment():
+    held = {
+        "id": "tdd-1",
+        "phase": "in_progress",
+        "stage": {"index": 0, "name": "canary", "number": 1, "of": 3},
+        "bake_seconds_left": 500.0,
+    }
+    halted = {**held, "id": "tdd-2", "phase": "halted", "bake_seconds_left": None}
+    plain = {"id": "tdd-3", "phase": "done", "stage": None}
+    line = rollout.summary(status("in_progress", 1, 3) | {"deployments": [held, halted, plain]})
+    assert line == (
+        "1/4 applied, 3 pending; tdd-1 stage 1/3 canary (baking, 8m20s left); "
+        "tdd-2 stage 1/3 canary (halted)"
+    )
+
+
+def test_halted_and_aborted_end_a_wait_with_the_reason_and_unknown_phases_do_not():
+    replies = [status("paused", 0, 3), status("something-new", 0, 3), status("halted", 0, 3)]
+    client, clock = FakeClient(replies), Clock()
+    final = rollout.wait_for_rollout(
+        client, "cluster", "c-1", 4, 60, None, clock=clock, sleep=clock.sleep
+    )  # type: ignore[arg-type]
+    assert final["phase"] == "halted" and len(client.calls) == 3
+    final["deployments"] = [
+        {"id": "tdd-1", "phase": "halted", "stage": None, "halt_reason": "server a refused"}
+    ]
+    err = io.StringIO()
+    assert rollout.report(final, 60, io.StringIO(), err) == rollout.EXIT_REFUSED
+    assert "halted in tdd-1: server a refused" in err.getvalue()
+    assert rollout.exit_code(status("aborted", 0)) == rollout.EXIT_REFUSED
+
+
+def test_a_deployments_rollout_is_followed_until_it_stops_then_shown_stage_by_stage():
+    replies = [staged("in_progress"), staged("halted", halt={"reason": "server a refused"})]
+    client, clock, out = FakeClient(replies), Clock(), io.StringIO()
+    final = rollout.wait_for_deployment(
+        client, "tdd-1", 60, rollout.Progress(out), clock=clock, sleep=clock.sleep
+    )  # type: ignore[arg-type]
+    assert client.calls[0] == ("/v1/trust-domain-deployments/tdd-1/rollout", {})
+    assert out.getvalue().splitlines()[0] == (
+        "rollout of deployment tdd-1 (prod): stage 1/2 canary (baking, 8m20s left): 1/4 applied"
+    )
+    report, err = io.StringIO(), io.StringIO()
+    assert rollout.report_deployment(final, 60, report, err) == rollout.EXIT_REFUSED
+    lines = report.getvalue().splitlines()
+    assert lines[1] == "  changes cluster c-1: version 2 -> 3"
+    assert lines[2].split() == rollout.STAGE_HEADERS
+    assert lines[3].split() == [
+        "canary",
+        "1",
+        "server(s)",
+        "10m",
+        "current",
+        "1",
+        "1",
+        "0",
+        "0",
+        "0",
+    ]
+    assert lines[4].split()[:4] == ["all", "every", "server", "-"]
+    assert err.getvalue() == "rollout halted: server a refused\n"
+    none = {"trust_domain_deployment_id": "tdd-1", "name": "prod", "phase": "none"}
+    assert rollout.report_deployment(none, 0, report, err) == rollout.EXIT_DONE
+    assert "no rollout policy" in rollout.deployment_line(none)
