@@ -6,9 +6,8 @@ change does (same audit entry, same optimistic concurrency), and answers with a 
 the page that shows the result. Viewers see no action buttons, and are refused (403) if they
 post anyway.
 
-Rollouts: when staged rollouts land (issue 14), "promote" and "abort" are two more `@action`
-handlers here, added to ACTION_ROUTES, with their buttons in the deployment page's rollout
-block (templates/deployment.html, `rollout-actions`).
+Staged rollouts: "promote" and "abort" (the API's POST .../rollout/{action}) have their buttons
+in the deployment page's rollout block (templates/deployment.html, `rollout-actions`).
 """
 
 from __future__ import annotations
@@ -22,7 +21,7 @@ from starlette.requests import Request
 from starlette.responses import RedirectResponse, Response
 from starlette.routing import Route
 
-from controlplane.api.context import call_service
+from controlplane.api.context import app_state, call_service, fleet_view
 from controlplane.api.inputs import query_int
 from controlplane.console.config_views import config_url, diff_view, scope_page
 from controlplane.console.pages import error_page, page
@@ -42,6 +41,7 @@ from controlplane.console.session import (
 )
 from controlplane.domain import DomainError, Forbidden, check_scope
 from controlplane.services import config as config_service
+from controlplane.services import rollouts as rollout_service
 from controlplane.store.unit_of_work import UnitOfWork
 
 log = logging.getLogger("controlplane.console")
@@ -163,14 +163,41 @@ async def rollback(request: Request, user: User, form: dict[str, str]) -> Respon
         version,
         actor=user.principal.actor,
         expected_version=expected,
+        fleet=fleet_view(app_state(request)),
     )
     query = urllib.parse.urlencode({"written": result.version})
     return RedirectResponse(f"{config_url(scope, scope_id)}?{query}", status_code=303)
 
+
+def _rollout_action(name: str) -> Callable[[Request], Awaitable[Response]]:
+    async def handler(request: Request, user: User, form: dict[str, str]) -> Response:
+        tdd_id = request.path_params["tdd_id"]
+        await call_service(
+            request,
+            rollout_service.act,
+            tdd_id,
+            name,
+            user.principal.actor,
+            fleet_view(app_state(request)),
+            reason="from the web console",
+        )
+        return RedirectResponse(f"/ui/deployments/{tdd_id}#rollout", status_code=303)
+
+    handler.__name__ = f"rollout_{name}"
+    handler.__doc__ = (
+        f"{name.capitalize()} a deployment's staged rollout (the API's POST .../rollout/{name})."
+    )
+    return action(handler)
+
+
+rollout_promote = _rollout_action("promote")
+rollout_abort = _rollout_action("abort")
 
 ACTION_ROUTES = [
     Route("/login", login, methods=["GET", "POST"]),
     Route("/logout", logout, methods=["POST"]),
     Route("/config/{scope}/{scope_id}/rollback", rollback_confirm, methods=["GET"]),
     Route("/config/{scope}/{scope_id}/rollback", rollback, methods=["POST"]),
+    Route("/deployments/{tdd_id}/rollout/promote", rollout_promote, methods=["POST"]),
+    Route("/deployments/{tdd_id}/rollout/abort", rollout_abort, methods=["POST"]),
 ]

@@ -13,7 +13,7 @@ from typing import Any
 from starlette.requests import Request
 from starlette.responses import HTMLResponse, Response
 
-from controlplane.api.context import app_state
+from controlplane.api.context import app_state, fleet_view
 from controlplane.api.inputs import query_int
 from controlplane.console import timeline
 from controlplane.console.pages import SCOPE_LABELS, deployment_crumbs, gather, page
@@ -30,6 +30,7 @@ from controlplane.services import audit as audit_service
 from controlplane.services import config as config_service
 from controlplane.services import fleet as fleet_service
 from controlplane.services import objects as object_service
+from controlplane.services import rollout_views
 from controlplane.services import servers as server_service
 from controlplane.store.unit_of_work import UnitOfWork
 
@@ -137,7 +138,16 @@ def _deployment_context(uow: UnitOfWork, request: Request, tdd_id: str) -> dict[
     targets = config_service.effective_versions(
         uow, tdd_id, {s["cluster_id"] for s in servers} or {None}
     )
-    return {"tdd": tdd, "td": td, "clusters": clusters, "servers": servers, "targets": targets}
+    # Under a staged rollout each server has its own: the target config or the stable one.
+    staged = rollout_views.server_targets(uow, tdd_id, tdd["trust_domain_id"], servers)
+    return {
+        "tdd": tdd,
+        "td": td,
+        "clusters": clusters,
+        "servers": servers,
+        "targets": targets,
+        "server_targets": staged or {},
+    }
 
 
 def _servers_view(data: dict[str, Any]) -> dict[str, Any]:
@@ -145,7 +155,7 @@ def _servers_view(data: dict[str, Any]) -> dict[str, Any]:
     names = {c["id"]: c["name"] for c in data["clusters"]}
     rows = []
     for server in data["servers"]:
-        target = data["targets"].get(server["cluster_id"])
+        target = data["server_targets"].get(server["id"], data["targets"].get(server["cluster_id"]))
         state = server.get("state") or server.get("health")
         manager = server.get("key_manager") or {}
         rows.append(
@@ -177,9 +187,18 @@ def _servers_view(data: dict[str, Any]) -> dict[str, Any]:
 
 @page
 async def deployment(request: Request, user: User) -> Response:
-    """A deployment: its clusters, its servers (live), the rollout of its current config."""
+    """A deployment: its clusters, its servers (live), its staged rollout (with the promote and
+    abort buttons for admins)."""
     tdd_id = request.path_params["tdd_id"]
-    data = await gather(request, lambda uow: _deployment_context(uow, request, tdd_id))
+    view = fleet_view(app_state(request))
+
+    def read(uow: UnitOfWork) -> dict[str, Any]:
+        return {
+            **_deployment_context(uow, request, tdd_id),
+            "rollout": rollout_views.deployment_view(uow, tdd_id, view),
+        }
+
+    data = await gather(request, read)
     crumbs = deployment_crumbs(data["td"], data["tdd"], last=True)
     return render(
         request,

@@ -4,7 +4,7 @@ config version (`GET /v1/rollouts/{scope}/{id}`). Reads only."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator, Mapping, Sequence
 from datetime import timedelta
 from typing import Any
 
@@ -254,7 +254,7 @@ def _staged_phase(
 
 
 def server_targets(
-    uow: UnitOfWork, deployment_id: str, trust_domain_id: str, servers: list[Mapping[str, Any]]
+    uow: UnitOfWork, deployment_id: str, trust_domain_id: str, servers: Sequence[Mapping[str, Any]]
 ) -> dict[str, int] | None:
     """{server id: the effective version the control plane gives it} while a staged rollout
     holds some servers on the stable config; None for a deployment without a policy."""

@@ -257,3 +257,62 @@ def test_bad_input_gets_an_error_page_not_a_crash(live_api, world):
             page = client.get(path)
             assert page.status_code == status, path
             assert 'id="error-code"' in page.text and "text/html" in page.headers["content-type"]
+
+
+ROLLOUT_POLICY = """\
+section: Rollout
+schema: v1
+spec:
+  stages:
+    - {name: canary, servers: 1, bake: 1h}
+"""
+
+
+def test_the_deployment_page_shows_the_staged_rollout_and_admins_promote_or_abort(live_api):
+    with live_api.client() as c:
+        ids = make_topology(c)
+        ok(put_config(c, "trust-domain-deployment", ids["tdd"], ROLLOUT_POLICY))
+        servers = [register_server(c, live_api.url, ids["tdd"], name=n) for n in ("a", "b")]
+        ok(put_config(c, "trust-domain-deployment", ids["tdd"], KEY_LIFECYCLE))
+    page_url = f"/ui/deployments/{ids['tdd']}"
+    promote, abort = f"{page_url}/rollout/promote", f"{page_url}/rollout/abort"
+
+    def phase() -> str:
+        with live_api.client() as c:
+            return str(ok(c.get(f"/v1/trust-domain-deployments/{ids['tdd']}/rollout"))["phase"])
+
+    with (
+        console_session(live_api.url, live_api.viewer_token) as (viewer, viewer_csrf),
+        console_session(live_api.url, live_api.admin_token) as (admin, admin_csrf),
+    ):
+        seen = viewer.get(page_url).text
+        assert 'id="rollout-phase">in_progress<' in seen and ">canary</strong>" in seen
+        assert 'data-stage="1"' in seen and "promote-form" not in seen  # no buttons for viewers
+        assert viewer.post(promote, data={"csrf": viewer_csrf}).status_code == 403
+        page = admin.get(page_url).text
+        assert (
+            'id="promote-form"' in page and "Promote to all" in page and 'id="abort-form"' in page
+        )
+        # The servers table gives each server its own target: b stays on the stable config.
+        rows = admin.get(f"{page_url}/servers/fragment").text
+        targets = dict(
+            re.findall(r'id="server-(tds-[0-9a-f]+)".*?class="num target">(\d+)<', rows, re.S)
+        )
+        assert targets[servers[0]["server_id"]] > targets[servers[1]["server_id"]]
+        assert admin.post(promote, data={}).status_code == 403  # no CSRF token
+        assert phase() == "in_progress"
+        moved = admin.post(promote, data={"csrf": admin_csrf})
+        assert moved.status_code == 303 and moved.headers["location"].endswith("#rollout")
+        assert ">all</strong>" in admin.get(page_url).text
+        assert admin.post(abort, data={"csrf": admin_csrf}).status_code == 303
+        assert phase() == "aborted"
+        after = admin.get(page_url).text
+        assert 'id="rollout-phase">aborted<' in after and "promote-form" not in after
+        refused = admin.post(abort, data={"csrf": admin_csrf})  # nothing left to abort
+        assert refused.status_code == 409 and "aborted" in refused.text
+    with live_api.client() as c:
+        events = ok(c.get("/v1/audit", params={"limit": 5}))["items"]
+    assert [(e["action"], e["actor"], e["details"]["reason"]) for e in events[:2]] == [
+        ("rollout.abort", "admin:test-admin", "from the web console"),
+        ("rollout.promote", "admin:test-admin", "from the web console"),
+    ]
