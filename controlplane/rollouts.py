@@ -70,7 +70,7 @@ ABORT = "abort"
 ACTIONS: dict[str, tuple[str, ...]] = {
     PROMOTE: (ACTIVE, PAUSED, HALTED),
     PAUSE: (ACTIVE,),
-    RESUME: (PAUSED, HALTED),
+    RESUME: (PAUSED, HALTED, ABORTED),
     ABORT: (ACTIVE, PAUSED, HALTED),
 }
 

@@ -857,7 +857,8 @@ def build_parser() -> argparse.ArgumentParser:
         ("pause", "stop a staged rollout from advancing (a failure still halts it)"),
         (
             "resume",
-            "let a paused or halted staged rollout go on (the stage's gate and bake start over)",
+            "let a paused or halted staged rollout go on (the stage's gate and bake start "
+            "over); an aborted one starts over from its first stage",
         ),
         (
             "abort",

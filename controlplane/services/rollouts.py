@@ -403,8 +403,9 @@ def act(
     reason: str | None = None,
 ) -> None:
     """promote (next stage now, or complete at the last), pause, resume (the current stage's
-    gate and bake start over), abort (every server back to the stable config). `reason` goes
-    to the audit log."""
+    gate and bake start over; an aborted rollout starts over from its first stage: a retry once
+    the cause is fixed), abort (every server back to the stable config). `reason` goes to the
+    audit log."""
     if action not in rollouts.ACTIONS:
         raise NotFound(f"unknown rollout action {action!r}; actions: {', '.join(rollouts.ACTIONS)}")
     get_deployment_row(uow, deployment_id)
@@ -428,6 +429,10 @@ def act(
         _complete(uow, row, actor, reason or "promoted at the last stage", view)
         uow.commit()
         return
+    if action == rollouts.RESUME and row.status == rollouts.ABORTED:
+        row.accepted_json = None
+        row.started_at = view.now
+        _enter(row, policy, 0, view, members(uow, row, view))
     if action == rollouts.PROMOTE:
         halt = halt_of(row)
         if row.status == rollouts.HALTED and halt and halt.get("server_id"):

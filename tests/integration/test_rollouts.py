@@ -251,9 +251,16 @@ def test_a_refusal_at_the_canary_halts_and_abort_returns_every_server(live_api):
         again = f.act("abort")
         assert again.status_code == 409 and again.json()["error"] == "rollout_conflict"
         assert again.json()["phase"] == "aborted"
+        # Once the cause is fixed, resume retries it from the first stage.
+        retried = ok(f.act("resume"))
+        assert (retried["phase"], retried["stage"]["name"]) == ("in_progress", "canary")
+        assert f.delivered() == {"a": target, "b": f.base, "c": f.base, "d": f.base}
+        ok(f.act("abort"))
         assert f.audit() == [
             ("rollout.start", "admin:test-admin"),
             ("rollout.halt", "system:rollout"),
+            ("rollout.abort", "admin:test-admin"),
+            ("rollout.resume", "admin:test-admin"),
             ("rollout.abort", "admin:test-admin"),
         ]
         # The next write starts over from the stable config.
