@@ -12,6 +12,12 @@ validation and no auth. Prints a Markdown table.
 On PostgreSQL it also counts what idle long-polls cost the database: every server long-polls
 IDLE_CYCLES times with nothing to deliver, and the database's own statistics
 (pg_stat_database.xact_commit) say how many transactions the control plane ran meanwhile.
+
+With `--policy` the deployment has a staged rollout policy (`Rollout`: one stage of 50 %): a
+write reaches the stage's servers, whose latency is measured from the write's acknowledgement as
+above; then `POST .../rollout/promote` sends it to the rest (measured from the promotion's
+acknowledgement, column "promoted"), and a second promote completes the rollout before the next
+round. The stage's servers are the ones that answer before the promotion.
 """
 
 from __future__ import annotations
@@ -24,6 +30,7 @@ import statistics
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -37,6 +44,7 @@ from support.postgres import start_postgres  # noqa: E402
 from support.processes import RunningProcess, script, start_process  # noqa: E402
 
 LIFECYCLE = "section: KeyLifecycle\nschema: v1\nspec:\n  jwtKeyTTL: {ttl}h\n"
+POLICY = "section: Rollout\nschema: v1\nspec:\n  stages:\n    - {name: half, percent: 50}\n"
 IDLE_CYCLES = 3
 IDLE_WAIT = 1
 # PostgreSQL publishes a backend's counters when it goes idle, at the latest after 10 s; the
@@ -61,6 +69,12 @@ class Target:
     def transactions(self) -> int | None:
         """Transactions the database committed so far, when it can tell."""
         return None
+
+    async def promote(self) -> None:
+        """Staged targets: send the written version to the rest of the servers."""
+        raise NotImplementedError
+
+    staged = False
 
 
 def rss_kib(pid: int) -> int:
@@ -126,6 +140,7 @@ async def measure(target: Target, rounds: int) -> dict[str, float]:
     rss_synced = rss_kib(target.pid)
     latencies: list[float] = []
     from_send: list[float] = []
+    promoted: list[float] = []
     rss_waiting = 0
     for round_no in range(rounds):
         arrivals: list[float] = [0.0] * n
@@ -149,17 +164,34 @@ async def measure(target: Target, rounds: int) -> dict[str, float]:
         sent = time.perf_counter()
         await target.write(round_no)
         acked = time.perf_counter()
+        stage: list[int] = list(range(n))
+        if target.staged:
+            # The stage's servers answer now; the others wait for the promotion.
+            await asyncio.sleep(2.0)
+            stage = [i for i in range(n) if arrivals[i]]
+            assert 0 < len(stage) < n, f"{len(stage)} of {n} servers answered the staged write"
+            await target.promote()
+            promote_acked = time.perf_counter()
         await asyncio.gather(*tasks)
+        if target.staged:
+            await target.promote()  # completes the rollout: the next round starts from here
+            rest = sorted(set(range(n)) - set(stage))
+            promoted += [max(0.0, arrivals[i] - promote_acked) * 1000 for i in rest]
         # Replies may beat the write's own response (the cache is told at commit): count those as 0.
-        latencies += [max(0.0, a - acked) * 1000 for a in arrivals]
-        from_send += [(a - sent) * 1000 for a in arrivals]
+        latencies += [max(0.0, arrivals[i] - acked) * 1000 for i in stage]
+        from_send += [(arrivals[i] - sent) * 1000 for i in stage]
     idle = await idle_cost(target, conns, versions) if target.transactions() is not None else {}
     for _, w in conns:
         w.close()
     latencies.sort()
     from_send.sort()
+    promoted.sort()
+    staged = {"stage_servers": len(latencies) / rounds} if target.staged else {}
+    if promoted:
+        staged["promoted_p99"] = percentile(promoted, 0.99)
     return {
         **idle,
+        **staged,
         "p50": statistics.median(latencies),
         "p99": percentile(latencies, 0.99),
         "max": latencies[-1],
@@ -211,6 +243,7 @@ class ControlPlaneTarget(Target):
         tdd: str,
         servers: list[dict[str, str]],
         database_url: str | None,
+        staged: bool = False,
     ) -> None:
         super().__init__(
             "control plane",
@@ -224,6 +257,11 @@ class ControlPlaneTarget(Target):
         )
         self.tdd = tdd
         self.database_url = database_url
+        self.staged = staged
+
+    async def promote(self) -> None:
+        r = await self.http.post(f"/v1/trust-domain-deployments/{self.tdd}/rollout/promote")
+        r.raise_for_status()
 
     def transactions(self) -> int | None:
         if not self.database_url:
@@ -270,7 +308,7 @@ class BaselineTarget(Target):
 
 
 def prepare_control_plane(
-    workdir: Path, database_url: str | None, n: int
+    workdir: Path, database_url: str | None, n: int, policy: bool = False
 ) -> tuple[RunningProcess, ControlPlaneTarget]:
     from controlplane.services import auth, objects
     from controlplane.store.database import create_db_engine, migrate, resolve_database_url
@@ -296,11 +334,12 @@ def prepare_control_plane(
     with uow() as u:
         from controlplane.services.config import parse_upload, set_config
 
+        first = LIFECYCLE.format(ttl=1) + ("---\n" + POLICY if policy else "")
         set_config(
             u,
             "trust-domain-deployment",
             tdd["id"],
-            parse_upload(LIFECYCLE.format(ttl=1), "trust-domain-deployment"),
+            parse_upload(first, "trust-domain-deployment"),
             actor="bench",
         )
     engine.dispose()
@@ -318,11 +357,13 @@ def prepare_control_plane(
         args += ["--database-url", database_url]
     proc = start_process(args, log_path=workdir / "controlplane.log")
     return proc, ControlPlaneTarget(
-        proc.announcement["url"], proc.pid, admin, tdd["id"], servers, database_url
+        proc.announcement["url"], proc.pid, admin, tdd["id"], servers, database_url, policy
     )
 
 
-def run(sizes: list[int], databases: list[str], rounds: int) -> list[dict[str, Any]]:
+def run(
+    sizes: list[int], databases: list[str], rounds: int, policy: bool = False
+) -> list[dict[str, Any]]:
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     resource.setrlimit(resource.RLIMIT_NOFILE, (min(hard, 65536), hard))
     results = []
@@ -344,7 +385,7 @@ def run(sizes: list[int], databases: list[str], rounds: int) -> list[dict[str, A
             for db in databases:
                 with tempfile.TemporaryDirectory() as tmp:
                     url = pg.create_database() if db == "postgres" and pg else None
-                    proc, target = prepare_control_plane(Path(tmp), url, n)
+                    proc, target = prepare_control_plane(Path(tmp), url, n, policy)
                     try:
                         measured = asyncio.run(measure(target, rounds))
                     finally:
@@ -370,16 +411,28 @@ def markdown(results: list[dict[str, Any]]) -> str:
             f"{base['p99']:.1f} | {ratio:.2f}x | {cp['send_p99']:.1f} ({base['send_p99']:.1f}) | "
             f"{cp['kib_per_conn']:.1f} | {base['kib_per_conn']:.1f} |"
         )
-    idle = [r for r in results if "idle_polls" in r["cp"]]
-    if idle:
-        lines += ["", "| N | database | idle long-polls | database transactions meanwhile |"]
-        lines.append("|---|---|---|---|")
-        for r in idle:
-            lines.append(
-                f"| {r['n']} | {r['database']} | {r['cp']['idle_polls']:.0f} | "
-                f"{r['cp']['idle_transactions']:.0f} |"
-            )
+    lines += _table(
+        [r for r in results if "stage_servers" in r["cp"]],
+        "servers in the stage | promoted: p99 ms to the rest",
+        lambda cp: f"{cp['stage_servers']:.0f} | {cp.get('promoted_p99', 0):.1f}",
+    )
+    lines += _table(
+        [r for r in results if "idle_polls" in r["cp"]],
+        "idle long-polls | database transactions meanwhile",
+        lambda cp: f"{cp['idle_polls']:.0f} | {cp['idle_transactions']:.0f}",
+    )
     return "\n".join(lines)
+
+
+def _table(
+    results: list[dict[str, Any]], headers: str, cells: Callable[[dict[str, Any]], str]
+) -> list[str]:
+    """A second table of some results: N, database, then `headers` (Markdown cells)."""
+    if not results:
+        return []
+    lines = ["", f"| N | database | {headers} |", "|---|---|" + "---|" * (headers.count("|") + 1)]
+    lines += [f"| {r['n']} | {r['database']} | {cells(r['cp'])} |" for r in results]
+    return lines
 
 
 def main() -> None:
@@ -389,8 +442,18 @@ def main() -> None:
     parser.add_argument("--sizes", default="100,1000,5000")
     parser.add_argument("--databases", default="sqlite,postgres")
     parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument(
+        "--policy",
+        action="store_true",
+        help="a staged rollout policy (one 50%% stage): p99 is measured for the stage's servers",
+    )
     args = parser.parse_args()
-    results = run([int(s) for s in args.sizes.split(",")], args.databases.split(","), args.rounds)
+    results = run(
+        [int(s) for s in args.sizes.split(",")],
+        args.databases.split(","),
+        args.rounds,
+        args.policy,
+    )
     print(markdown(results))
 
 

@@ -71,9 +71,6 @@ class Progress:
     _last: str | None = field(default=None, init=False)
     _inline: bool = field(default=False, init=False)
 
-    def show(self, status: dict[str, Any]) -> None:
-        self.line(f"rollout of {_what(status)}: {summary(status)}")
-
     def line(self, line: str) -> None:
         if self.out.isatty():
             self.out.write("\r\x1b[K" + line)
@@ -94,17 +91,21 @@ class Progress:
 def _poll(
     fetch: Callable[[], dict[str, Any]],
     finished: Callable[[dict[str, Any]], bool],
-    show: Callable[[dict[str, Any]], None] | None,
+    line: Callable[[dict[str, Any]], str],
+    progress: Progress | None,
     timeout: float,
     clock: Callable[[], float],
     sleep: Callable[[float], None],
 ) -> dict[str, Any]:
+    """Fetch every POLL_SECONDS, showing `line(status)`, until `finished` or the timeout."""
     deadline = clock() + timeout
     while True:
         status = fetch()
-        if show is not None:
-            show(status)
+        if progress is not None:
+            progress.line(line(status))
         if finished(status) or clock() >= deadline:
+            if progress is not None:
+                progress.end()
             return status
         sleep(min(POLL_SECONDS, max(0.0, deadline - clock())))
 
@@ -129,17 +130,15 @@ def wait_for_rollout(
         asked["version"] = status["version"]  # follow the version the first answer named
         return status
 
-    status = _poll(
+    return _poll(
         fetch,
         lambda s: s["phase"] in FINISHED,
-        progress.show if progress else None,
+        lambda s: f"rollout of {_what(s)}: {summary(s)}",
+        progress,
         timeout,
         clock,
         sleep,
     )
-    if progress is not None:
-        progress.end()
-    return status
 
 
 def exit_code(status: dict[str, Any]) -> int:
@@ -220,17 +219,15 @@ def wait_for_deployment(
 ) -> dict[str, Any]:
     """Poll a deployment's staged rollout until it is done, halted or aborted (or has no
     policy), or `timeout` seconds pass; the last status."""
-    status = _poll(
+    return _poll(
         lambda: client.get(f"/v1/trust-domain-deployments/{deployment_id}/rollout"),
         lambda s: s["phase"] in DEPLOYMENT_FINISHED,
-        (lambda s: progress.line(deployment_line(s))) if progress else None,
+        deployment_line,
+        progress,
         timeout,
         clock,
         sleep,
     )
-    if progress is not None:
-        progress.end()
-    return status
 
 
 STAGE_HEADERS = ["STAGE", "SELECTS", "BAKE", "STATE", "SERVERS", "APPLIED", "REFUSED"]
