@@ -175,7 +175,8 @@ def _start(uow: UnitOfWork, row: RolloutRow, actor: str, view: FleetView) -> Non
     row.accepted_json = None
     policy = policy_of(row)
     if policy is None:  # no policy: every server at once, as without a rollout row
-        _complete(uow, row, actor, "no rollout policy: every server at once", view)
+        row.status, row.stable_json, row.admitted_json = rollouts.COMPLETE, row.target_json, None
+        _changed(uow, row, view.now)
         return
     ms = members(uow, row, view)
     if not any(m.targeted for m in ms):  # no server to roll it out to: done
@@ -283,10 +284,12 @@ def _new_row(
 def _policy_changed(uow: UnitOfWork, row: RolloutRow, actor: str, view: FleetView) -> None:
     """A new policy applies at once to the rollout in progress."""
     policy = policy_of(row)
-    if row.status in (rollouts.COMPLETE, rollouts.ABORTED):
+    if row.status == rollouts.COMPLETE:
         return
     if policy is None:
         _complete(uow, row, actor, "rollout policy removed: every server at once", view)
+    elif row.status == rollouts.ABORTED:
+        return
     elif row.stage >= policy.final and row.admitted_json is not None:
         row.stage = policy.final
         row.admitted_json = None
