@@ -238,13 +238,16 @@ def test_update_tags_bumps_updated(emulator: EmulatorProcess, admin_client: KeyC
 def test_delete_recover_purge(admin_client: KeyClient) -> None:
     name = _name("del")
     admin_client.create_rsa_key(name, size=2048, hardware_protected=True)
-    deleted = admin_client.begin_delete_key(name).result()
+    poller = admin_client.begin_delete_key(name)
+    deleted = poller.result()  # the DELETE's answer; the deletion itself completes later
     assert deleted.recovery_id and deleted.scheduled_purge_date is not None
+    poller.wait()
     with pytest.raises(ResourceNotFoundError):
         admin_client.get_key(name)
     assert name in {d.name for d in admin_client.list_deleted_keys()}
-    recovered = admin_client.begin_recover_deleted_key(name).result()
-    assert recovered.name == name
+    recover = admin_client.begin_recover_deleted_key(name)
+    assert recover.result().name == name
+    recover.wait()
     admin_client.begin_delete_key(name).wait()
     admin_client.purge_deleted_key(name)
     assert name not in {d.name for d in admin_client.list_deleted_keys()}
@@ -326,3 +329,76 @@ def test_managed_identity_credential(
     monkeypatch.setenv("IDENTITY_HEADER", "wrong")
     with pytest.raises(ClientAuthenticationError):
         ManagedIdentityCredential(client_id=client_id).get_token("https://vault.azure.net/.default")
+
+
+# -- managed identity through IMDS ----------------------------------------------------------
+# Source: learn.microsoft.com "How to use managed identities for Azure resources on an Azure VM
+# to acquire an access token": GET http://169.254.169.254/metadata/identity/oauth2/token
+# ?api-version=2018-02-01&resource=...[&client_id=...] with header "Metadata: true"; 400
+# bad_request_102 "Required metadata header not specified" without it. The unmodified SDK
+# (azure-identity ImdsCredential, msal managed_identity._obtain_token_on_azure_vm) sends exactly
+# that, to AZURE_POD_IDENTITY_AUTHORITY_HOST when set.
+
+
+def test_imds_requires_the_metadata_header(emulator: EmulatorProcess) -> None:
+    url = f"{emulator.imds_url}/metadata/identity/oauth2/token"
+    params = {"api-version": "2018-02-01", "resource": "https://vault.azure.net"}
+    assert emulator.imds_url.startswith("http://")  # IMDS is plain HTTP
+    resp = httpx.get(url, params=params)
+    assert resp.status_code == 400 and resp.json()["error"] == "bad_request_102"
+    resp = httpx.get(url, params={**params, "client_id": "nobody"}, headers={"Metadata": "true"})
+    assert resp.status_code == 400 and resp.json()["error"] == "invalid_request"
+
+
+def test_user_assigned_managed_identity_through_imds(
+    emulator: EmulatorProcess,
+    sdk: SdkFactory,
+    admin_credential: ClientSecretCredential,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from azure.identity import ManagedIdentityCredential
+
+    client_id = _name("imds-user")
+    emulator.control.add_principal(client_id, ["crypto-user"], managed_identity="user")
+    for name, value in emulator.imds_env().items():
+        monkeypatch.setenv(name, value)
+    known = sdk.key_client(admin_credential).create_ec_key(
+        _name("seen-by-imds"), hardware_protected=True
+    )
+    credential = ManagedIdentityCredential(client_id=client_id)
+    names = {k.name for k in sdk.key_client(credential).list_properties_of_keys()}
+    assert known.name in names
+    events = [e for e in emulator.control.audit() if e["operationName"] == "KeyList"]
+    assert events[-1]["identity"]["claim"]["appid"] == client_id
+
+
+def test_system_assigned_identity_through_imds_in_a_child_process(
+    emulator: EmulatorProcess, sdk: SdkFactory, admin_credential: ClientSecretCredential
+) -> None:
+    """imds_env() is all a separate process needs: DefaultAzureCredential falls through to
+    managed identity, which asks IMDS for the system-assigned identity's token."""
+    known = sdk.key_client(admin_credential).create_ec_key(
+        _name("seen-by-vm"), hardware_protected=True
+    )
+    client_id = _name("vm-identity")
+    emulator.control.add_principal(client_id, ["crypto-user"], managed_identity="system")
+    script = (
+        "import sys\n"
+        "from azure.identity import DefaultAzureCredential\n"
+        "from azure.keyvault.keys import KeyClient\n"
+        "c = KeyClient(sys.argv[1], DefaultAzureCredential(), verify_challenge_resource=False)\n"
+        "print('\\n'.join(k.name for k in c.list_properties_of_keys()))\n"
+    )
+    env = {"PATH": "/usr/bin:/bin", **emulator.imds_env()}
+    out = subprocess.run(
+        [sys.executable, "-c", script, emulator.vault_url],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert out.returncode == 0, out.stderr
+    assert known.name in out.stdout.split()
+    events = [e for e in emulator.control.audit() if e["operationName"] == "KeyList"]
+    assert events[-1]["identity"]["claim"]["appid"] == client_id
