@@ -36,6 +36,7 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.x509.oid import NameOID
 
 from controlplane.keymanagers.base import (
+    SHARED_JWT_KEY_IDS,
     KeyManager,
     KeyManagerError,
     KeyType,
@@ -67,8 +68,6 @@ _MAX_PREPARE = timedelta(days=30)
 _MAX_ACTIVATE = timedelta(days=7)
 # CA certificates are backdated a little so a verifier whose clock lags still accepts them.
 _BACKDATE = timedelta(seconds=10)
-# Stable per-slot key ids asked of a manager that shares JWT keys between servers.
-SHARED_JWT_KEY_IDS = ("jwt-signer-a", "jwt-signer-b")
 
 
 class KeyKind(StrEnum):
