@@ -11,6 +11,7 @@ from .diff import SectionDiff, diff_sections
 from .durations import format_duration, parse_duration
 from .errors import DocumentValidationError, InputRejectedError, ValidationIssue
 from .key_names import is_valid_key_vault_key_name, sanitize_key_vault_name
+from .tags import key_tag_problems
 from .limits import DEFAULT_LIMITS, Limits
 from .registry import SCOPES, SectionType, section_types
 from .rules import key_manager_type
@@ -31,6 +32,7 @@ __all__ = [
     "diff_sections",
     "format_duration",
     "is_valid_key_vault_key_name",
+    "key_tag_problems",
     "key_manager_type",
     "parse_duration",
     "parse_sections",

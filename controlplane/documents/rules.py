@@ -18,7 +18,12 @@ from .durations import parse_duration
 from .key_names import is_valid_key_vault_key_name
 from .patterns import PatternError, compile_pattern
 from .schema_check import show
-from .tags import RESERVED_TAG_PREFIXES, control_character, reserved_prefix_problem
+from .tags import (
+    RESERVED_TAG_PREFIXES,
+    control_character,
+    key_tag_problems,
+    reserved_prefix_problem,
+)
 from .templates import TemplateError, render_key_name_template
 
 __all__ = [
@@ -200,6 +205,9 @@ def _azure_key_vault(akv: dict[str, Any]) -> Problems:
             problems.append((AKV + "/vaultURL", reason))
     tags = akv.get("keyTags")
     if isinstance(tags, dict):
+        for tag, reason in key_tag_problems(tags):
+            where = AKV + "/keyTags"
+            problems.append((where if tag is None else pointer.join(where, tag), reason))
         for name, value in tags.items():
             where = pointer.join(AKV + "/keyTags", name)
             control = control_character(name)

@@ -80,7 +80,8 @@ def kv(tmp_path_factory: pytest.TempPathFactory) -> Iterator[EmulatorProcess]:
         soft_delete={"delete_delay": 0.3, "recover_delay": 0.3},
     )
     try:
-        emu.control.add_principal(ADMIN, client_secret=ADMIN_SECRET)
+        # The admin may act on the vault in both permission models (tests switch them).
+        emu.control.add_principal(ADMIN, key_permissions=["all"], client_secret=ADMIN_SECRET)
         emu.control.add_principal(SERVER_APP, client_secret=SERVER_SECRET)
         yield emu
     finally:
