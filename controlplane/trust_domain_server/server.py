@@ -27,6 +27,7 @@ from .keyring import (
     Keyring,
     Lifetimes,
     ManagerHandle,
+    PendingRelease,
     close_manager,
 )
 from .metrics import Metrics
@@ -293,6 +294,7 @@ class TrustDomainServer:
                     if not h.closed
                 ],
                 "keys": [r.to_dict() for r in self.keyring.records()],
+                "pending_releases": [p.to_dict() for p in self.keyring.pending_releases()],
             }
 
     def save(self) -> None:
@@ -315,7 +317,9 @@ class TrustDomainServer:
             return False
         now = self.clock.now()
         records = [KeyRecord.from_dict(k) for k in data.get("keys", [])]
-        live = {r.manager_id for r in records if r.not_after > now}
+        pending = [PendingRelease.from_dict(p) for p in data.get("pending_releases", [])]
+        # Managers of expired keys too: they release those keys (no key is left behind).
+        live = {r.manager_id for r in records} | {p.record.manager_id for p in pending}
         active_id = data.get("active_manager")
         active_handle: ManagerHandle | None = None
         for m in data.get("managers", []):
@@ -339,7 +343,7 @@ class TrustDomainServer:
                 active_handle = handle
             else:
                 self.keyring.adopt(handle)
-        self.keyring.restore(records, now)
+        self.keyring.restore(records, now, pending)
         lt = data.get("lifetimes") or {}
         if lt:
             self.keyring.set_lifetimes(

@@ -1,6 +1,7 @@
 """30 simulated days: random key manager changes (some rejected), control plane outages,
 steady issuance. Every SVID must verify against the bundle until it expires, no key leaves
-the bundle while an unexpired SVID needs it, and the bundle stays bounded."""
+the bundle while an unexpired SVID needs it, the bundle stays bounded, and no key manager
+ever holds more than three keys of a kind (expired keys are released)."""
 
 from __future__ import annotations
 
@@ -191,6 +192,9 @@ def test_thirty_days_of_swaps_outages_and_rotation() -> None:
         own = [k for k in local if k["kid"] in {r.kid for r in server.keyring.records()}]
         max_local = max(max_local, len(own))
         assert len(own) <= 6, "bundle grows without bound"
+        for km in built.values():
+            kinds = [k.split("-")[0] for k in km.keys]  # "jwt-…" / "x509-ca-…"
+            assert max((kinds.count(k) for k in set(kinds)), default=0) <= 3, "keys leak"
         for svid in outstanding:
             verify(svid, local, now)
             if cp_up:

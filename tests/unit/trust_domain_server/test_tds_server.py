@@ -209,6 +209,46 @@ def test_restart_serves_with_same_keys_using_real_default_key_manager(tmp_path: 
     leaf.verify_directly_issued_by(ca)
 
 
+def test_restart_between_rotation_and_release_leaves_no_key_behind(tmp_path: Path) -> None:
+    """The real default key manager (its keys are files): keys that expire while the server is
+    down are released after the restart; none that still signs is."""
+    ctx = KeyManagerContext(
+        data_dir=tmp_path / "km", kek=os.urandom(32), trust_domain="example.org", server_id="s1"
+    )
+    clock = ManualClock(T0)
+
+    def build(spec: Any) -> Any:
+        return build_key_manager(spec, ctx)
+
+    def key_files() -> set[str]:
+        return {p.name for p in (tmp_path / "km" / "default-keys").iterdir() if p.is_file()}
+
+    first = TrustDomainServer(
+        "example.org", clock, build, key_manager_digest, StateStore(tmp_path / "d")
+    )
+    first.apply_config(config(1, lifecycle={"x509CATTL": "6h", "jwtKeyTTL": "6h"}))
+    first.rotate()
+    old = {r.key_id for r in first.keyring.records()}
+    clock.advance(5 * H + timedelta(minutes=1))  # next keys prepared and active
+    first.rotate()
+    first.close()
+    files_before = key_files()
+    assert len(files_before) >= 4
+
+    clock.advance(H)  # the first keys expire while the server is down
+    second = TrustDomainServer(
+        "example.org", clock, build, key_manager_digest, StateStore(tmp_path / "d")
+    )
+    assert second.restore()
+    assert {p.record.key_id for p in second.keyring.pending_releases()} == old
+    second.rotate()
+    assert second.keyring.pending_releases() == []
+    in_use = {r.key_id for r in second.keyring.records()}
+    assert in_use and not in_use & old
+    assert len(key_files()) == len(files_before) - len(old)
+    second.issuer.issue_jwt(SID, ["a"], H)  # the active keys were not touched
+
+
 def test_restore_keeps_state_file_intact_before_any_close(tmp_path: Path) -> None:
     # Installing the active manager at restore fires a save(); it must not write an empty
     # state (no keys, no applied version) over the persisted one.
