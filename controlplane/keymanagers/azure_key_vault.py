@@ -394,66 +394,74 @@ class AzureKeyVaultKeyManager:
         log.info("using Key Vault key %s for key id %s", key.id, key_id)
         return entry
 
-    def _settle_shared(self, name: str, latest: KeyVaultKey) -> KeyVaultKey:
-        """The version of shared key `name` that all servers use, given its newest version.
+    def _settle_shared(
+        self, name: str, latest: KeyVaultKey, *, latest_is_current: bool = True
+    ) -> KeyVaultKey:
+        """The version of shared key `name` that all servers use, given a version of it.
 
         A server adds a version only when the newest is more than 15 minutes old, so the
         versions of one rotation come in a burst, more than one only when servers raced
-        (both found nothing fresh, both created). The agreed version is the oldest one,
-        among the newest version and the versions other servers made in the 15 minutes
-        before it. A server's own newer version replaces its own older ones (the contract:
-        regenerating an id makes the old key unusable). Every server, and a restarted one,
-        applies this rule to the same listing, so they all sign with and publish one key.
+        (both found nothing fresh, both created). The burst is the versions created within
+        15 minutes of the newest one; a server's newer version replaces its own older ones
+        there (the contract: regenerating an id makes the old key unusable). The agreed
+        version is the oldest of the burst. `created` has one-second resolution: within a tie
+        the key's current version (what GET answers: the one made last, the only order Key
+        Vault defines) is not chosen, since the server that made the first version may have
+        seen only its own and kept it; the version id settles what is left. Listing order is
+        never used (Key Vault does not define it). Every server, and a restarted one, applies
+        this rule to the same versions, so they all sign with and publish one key.
+
+        `latest_is_current`: `latest` came from a GET of the name (else it is the version
+        this server just created, and the current version is asked for when it matters).
         """
-        newest = latest.properties.created_on
-        creator = (latest.properties.tags or {}).get(TAG_SERVER_ID)
-        if newest is None:
-            return latest
         listed = self._call(
             "list",
             f"versions of {name}",
             lambda: list(self._keys.list_properties_of_key_versions(name)),
         )
-        candidates = [
+        usable = [
             p
             for p in listed
-            if p.version == latest.properties.version
-            or (
-                p.created_on is not None
-                and p.version
-                and p.enabled is not False
-                and newest - SHARED_KEY_FRESHNESS <= p.created_on <= newest
-                and (p.tags or {}).get(TAG_TRUST_DOMAIN) == self.trust_domain
-                and (p.tags or {}).get(TAG_SERVER_ID) != creator
-            )
+            if p.created_on is not None
+            and p.version
+            and p.enabled is not False
+            and (p.tags or {}).get(TAG_TRUST_DOMAIN) == self.trust_domain
         ]
-        if len(candidates) < 2:
+        if not usable:
             return latest
-        # `created` has one-second resolution. Within a tie the newest version (the one `get`
-        # returns, the only order Key Vault defines) was made last: a server that raced ahead
-        # saw only its own version and kept it, so the later servers pick another server's
-        # version over their own newest one; the version id settles what is left, the same on
-        # every server. Listing order is not used: Key Vault does not define it.
-        first = min(
-            candidates,
-            key=lambda p: (
-                p.created_on or newest,
-                p.version == latest.properties.version,
-                str(p.version),
-            ),
-        )
-        if first.version == latest.properties.version:
+        top = max(p.created_on for p in usable if p.created_on is not None)
+        newest_by_creator: dict[str, KeyProperties] = {}
+        for p in usable:
+            assert p.created_on is not None
+            if p.created_on < top - SHARED_KEY_FRESHNESS:
+                continue
+            creator = (p.tags or {}).get(TAG_SERVER_ID) or ""
+            kept = newest_by_creator.get(creator)
+            if kept is None or _recency(p, latest) > _recency(kept, latest):
+                newest_by_creator[creator] = p
+        burst = list(newest_by_creator.values())
+        if len(burst) == 1:
+            chosen_version = str(burst[0].version)
+        else:
+            current = latest
+            if not latest_is_current:
+                current = self._call("get", name, lambda: self._keys.get_key(name))
+            current_version = current.properties.version
+            first = min(
+                burst,
+                key=lambda p: (p.created_on, p.version == current_version, str(p.version)),
+            )
+            chosen_version = str(first.version)
+            log.info(
+                "Key Vault key %s got versions from %d servers in one rotation (they raced); "
+                "using the first, version %s, as every server does",
+                name,
+                len(burst),
+                chosen_version,
+            )
+        if chosen_version == latest.properties.version:
             return latest
-        version = str(first.version)
-        chosen = self._call("get", name, lambda: self._keys.get_key(name, version))
-        log.info(
-            "Key Vault key %s got versions from %d servers in one rotation (they raced); "
-            "using the first, %s, as every server does",
-            name,
-            len(candidates),
-            chosen.id,
-        )
-        return chosen
+        return self._call("get", name, lambda: self._keys.get_key(name, chosen_version))
 
     def _resolve(self, key_id: str) -> _Entry:
         with self._lock:
@@ -592,7 +600,7 @@ class AzureKeyVaultKeyManager:
         key = self._create_version(name, create)
         log.info("created Key Vault key %s (%s) for key id %s", key.id, key_type.value, key_id)
         if self.config.shared_keys is not None:
-            key = self._settle_shared(name, key)
+            key = self._settle_shared(name, key, latest_is_current=False)
         entry = self._entry(name, key, key_id)
         if entry.public.key_type is not key_type:
             raise KeyManagerError(
@@ -997,6 +1005,12 @@ def _purgeable(poller: Any) -> bool:
     deleted = poller.result()
     level = getattr(getattr(deleted, "properties", None), "recovery_level", None)
     return level is None or "purgeable" in str(level).lower()
+
+
+def _recency(props: KeyProperties, known: KeyVaultKey) -> tuple[Any, bool, str]:
+    """Order of a creator's versions: by `created`; within its one-second resolution the
+    version known to be newer (the one just created, or GET's current one), then the id."""
+    return (props.created_on, props.version == known.properties.version, str(props.version))
 
 
 def _same_name(a: str | None, b: str | None) -> bool:

@@ -38,7 +38,7 @@ pytestmark = pytest.mark.e2e
 H = timedelta(hours=1)
 D = timedelta(days=1)
 APP = "tds-workload-app"  # the servers' Workload Identity
-NO_SIGN_APP = str(uuid.UUID(int=77))  # an app registration with Crypto Officer only
+NO_SIGN_APP = str(uuid.UUID(int=77))  # an app registration whose role lacks keys/sign/action
 ADMIN = "kv-admin"
 ADMIN_SECRET = "kv-admin-secret"
 TDD_SCOPE = "trust-domain-deployment"
@@ -373,9 +373,15 @@ def test_refusals_throttling_and_outage_never_fail_an_issuance(aenv: AzureEnv) -
         assert "Standard tier" in st["error"] and "Premium" in st["error"]
         vault.emu.control.set_sku("premium")
 
-        # An identity without Crypto User: refused, naming the permission and the role.
+        # An identity that may do everything with keys but sign (a custom role): refused,
+        # naming the data action and the built-in role that grants it.
+        vault.emu.control.define_role(
+            "keys-but-sign",
+            ["Microsoft.KeyVault/vaults/keys/*"],
+            ["Microsoft.KeyVault/vaults/keys/sign/action"],
+        )
         vault.emu.control.add_principal(
-            NO_SIGN_APP, ["crypto-officer"], client_secret="no-sign-secret"
+            NO_SIGN_APP, ["keys-but-sign"], client_secret="no-sign-secret"
         )
         secret_file = aenv.tmp / "no-sign-secret"
         secret_file.write_text("no-sign-secret\n")
@@ -529,8 +535,10 @@ def test_shared_keys_across_servers_and_stale_key_cleanup(aenv: AzureEnv) -> Non
     assert "deleted stale Key Vault key" in a.process.log_text() + b.process.log_text()
     names = {p.name for p in vault.listed()}
     assert gone.name not in names
-    deleted = {d.name for d in vault.admin.list_deleted_keys()}
-    assert gone.name in deleted
+    wait_for(  # soft-deleted: listed as deleted once the (asynchronous) deletion completes
+        lambda: gone.name in {d.name for d in vault.admin.list_deleted_keys()},
+        what="the stale key in the deleted keys",
+    )
     # Protected: c's CA key (stale, but may still verify SVIDs until day 20), and every
     # key a and b use.
     in_vault = {(p.tags or {}).get("spire-key-id") for p in vault.listed()}

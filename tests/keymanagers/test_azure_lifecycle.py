@@ -422,3 +422,33 @@ def test_tags_beyond_key_vaults_limits_are_refused(tags: dict[str, str]) -> None
             server_id="s",
             credential=object(),
         )
+
+
+# -- shared keys: racing servers agree without relying on listing order ----------------------
+
+
+@pytest.mark.parametrize("round_", range(3))
+def test_servers_racing_to_create_a_shared_key_agree(make_manager: Any, round_: int) -> None:
+    """Both found nothing fresh and created a version at once. The emulator lists versions by
+    version id (no order is defined), so agreement must come from `created` and the current
+    version (what GET answers), which every server sees alike."""
+    td = f"race-{secrets.token_hex(3)}.example.org"
+    managers = [
+        make_manager(server_id=f"server-{i}", trust_domain=td, config={"sharedKeys": SHARED})
+        for i in range(2)
+    ]
+    barrier = threading.Barrier(len(managers))
+    results: list[Any] = [None] * len(managers)
+
+    def generate(i: int) -> None:
+        barrier.wait()
+        results[i] = managers[i].generate_key("jwt-signer-b", KeyType.EC_P256)
+
+    threads = [threading.Thread(target=generate, args=(i,)) for i in range(len(managers))]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert results[0].public_key_der == results[1].public_key_der
+    restarted = make_manager(server_id="server-0", trust_domain=td, config={"sharedKeys": SHARED})
+    assert restarted.get_public_key("jwt-signer-b").public_key_der == results[0].public_key_der
