@@ -34,15 +34,15 @@ stable JWT key ids ``SHARED_JWT_KEY_IDS`` in this mode.
 Lifecycle (the caller drives it; see trust_domain_server/keyring.py and housekeeping.py):
 
 - ``release_key(key_id)`` once a key no longer signs and its public key is no longer needed
-  (it expired): the key is deleted (soft delete), then purged at a later call when the vault
-  allows it (best effort: purge protection or a missing purge permission leave it to the
-  service's retention). Returns False while the purge is still to come. A shared key's name is
-  never deleted (other servers use it): its versions older than the newest two are disabled.
+  (it expired): the key is deleted (soft delete). A shared key's name is never deleted (other
+  servers use it): its versions older than its newest two generations are disabled.
 - ``refresh_own_keys(in_use)`` every 6 h bumps ``updated`` of exactly the keys in use (one
   PATCH each, as SPIRE's plugin), so other servers' cleanup sees them alive.
 - ``delete_orphaned_keys(keep, created_before)`` every 48 h deletes keys this server made but
-  no longer knows (a crash between creating a key and recording it; lost state), left-over probe
-  keys, and purges its keys left soft-deleted.
+  no longer knows (a crash between creating a key and recording it; lost state) and left-over
+  probe keys, and purges its soft-deleted keys when the vault allows it (best effort: purge
+  protection or a missing purge permission leave them to the vault's retention period; an HSM
+  key is billed for 30 days after its last use either way, per the soft-delete overview).
 - ``delete_stale_keys(protected)`` every 48 h deletes (soft delete) keys of the same trust
   domain made by other servers and not updated for 14 days, never one named in ``protected``.
   The trust domain comparison uses the raw tag and the raw trust domain, so dotted domains
@@ -130,8 +130,8 @@ CLEANUP_INTERVAL = timedelta(hours=48)
 STALE_KEY_AGE = timedelta(days=14)
 SHARED_KEY_FRESHNESS = timedelta(minutes=15)
 PROBE_LIFETIME = timedelta(minutes=10)
-# Enabled versions kept per shared key name: the one in use and the one before it.
-SHARED_VERSIONS_KEPT = 2
+# Generations of a shared key name kept enabled: the one in use and the one before it.
+SHARED_GENERATIONS_KEPT = 2
 # Seconds of back-off one call may spend: a sign holds an SVID request; anything else is
 # housekeeping or a rotation step the rotator retries later anyway.
 SIGN_DEADLINE = 30.0
@@ -270,8 +270,6 @@ class AzureKeyVaultKeyManager:
         self._lock = threading.Lock()
         self._cache: dict[str, _Entry] = {}
         self._crypto: dict[str, CryptographyClient] = {}
-        # Released keys deleted but not purged yet (lower-cased names).
-        self._deleted: set[str] = set()
         self._purge_allowed = True  # False once the vault refused a purge for good
         self._closed = False
 
@@ -784,11 +782,12 @@ class AzureKeyVaultKeyManager:
     def release_key(self, key_id: str) -> bool:
         """Remove a key that no longer signs and is no longer needed for verification.
 
-        Not part of the KeyManager protocol; the trust domain server calls it after the key
-        expired, and again while it returns False (the purge is still to come). A key of its
-        own: deleted (soft delete), then purged at a later call when the vault allows it. A
-        shared key (``SHARED_JWT_KEY_IDS`` in shared keys mode): its name stays, other servers
-        sign with it; its versions older than the newest two are disabled.
+        Not part of the KeyManager protocol; the trust domain server calls it once the key has
+        expired (and again if it raised). A key of its own is deleted (soft delete: one call,
+        as SPIRE's plugin deletes the key a slot replaces); ``delete_orphaned_keys`` purges it
+        later, when the vault allows it. A shared key (``SHARED_JWT_KEY_IDS`` in shared keys
+        mode) keeps its name, other servers sign with it: its versions older than its newest
+        two generations are disabled. Returns True: nothing is left for the caller to do.
         """
         key_id = require_key_id(key_id)
         name = self.key_name(key_id)
@@ -796,33 +795,19 @@ class AzureKeyVaultKeyManager:
             self._retire_shared_versions(name)
             return True
         self._forget(key_id)
-        with self._lock:
-            purge_next = name.lower() in self._deleted
-        if not purge_next:
-            poller = self._delete(name, name)
-            log.info(
-                "released Key Vault key %s (key id %s): %s",
-                name,
-                key_id,
-                "deleted" if poller is not None else "already gone",
-            )
-            if poller is not None and not _purgeable(poller):
-                return True
-            if not self._purge_allowed:
-                return True
-            with self._lock:
-                self._deleted.add(name.lower())
-            return False  # purge at the next call, once the deletion has completed
-        done = self._purge(name, name)
-        if done:
-            with self._lock:
-                self._deleted.discard(name.lower())
-            log.info("purged Key Vault key %s", name)
-        return done
+        poller = self._delete(name, name)
+        log.info(
+            "released Key Vault key %s (key id %s): %s",
+            name,
+            key_id,
+            "deleted" if poller is not None else "already gone",
+        )
+        return True
 
     def _retire_shared_versions(self, name: str) -> list[str]:
-        """Disable the versions of shared key `name` older than the newest two (Key Vault
-        cannot delete single versions). Newest by `created`, then version id."""
+        """Disable the versions of shared key `name` older than its newest two generations
+        (Key Vault cannot delete single versions). A generation is a burst of versions made
+        within 15 minutes of each other (servers that raced); newest by `created`."""
         try:
             listed = self._call(
                 "list",
@@ -835,9 +820,15 @@ class AzureKeyVaultKeyManager:
         newest_first = sorted(
             listed, key=lambda p: (p.created_on or epoch, str(p.version)), reverse=True
         )
+        generations = 0
+        burst_start: datetime | None = None
         disabled: list[str] = []
-        for props in newest_first[SHARED_VERSIONS_KEPT:]:
-            if props.enabled is False or not props.version:
+        for props in newest_first:
+            created = props.created_on or epoch
+            if burst_start is None or created < burst_start - SHARED_KEY_FRESHNESS:
+                generations += 1
+                burst_start = created
+            if generations <= SHARED_GENERATIONS_KEPT or props.enabled is False:
                 continue
             version = str(props.version)
             self._call(
@@ -952,10 +943,7 @@ class AzureKeyVaultKeyManager:
                 or "purgeable" not in str(props.recovery_level or "purgeable").lower()
             ):
                 continue
-            if not self._purge(item.name, f"(deleted key {item.name})"):
-                continue
-            with self._lock:
-                self._deleted.discard(item.name.lower())
+            self._purge(item.name, f"(deleted key {item.name})")  # still deleting: next time
             if not self._purge_allowed:
                 return
 

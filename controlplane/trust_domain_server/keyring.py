@@ -13,13 +13,12 @@ growing delay (10 s doubling up to 5 min) while the current key keeps signing.
 
 Release. A key that has expired no longer signs and no bundle needs its public key, so the
 keyring asks its manager to remove it (``release_key``, optional, not in the KeyManager
-protocol: the Azure Key Vault manager deletes and purges it, the default manager deletes its
-file). A release that fails or is not finished yet (it returns False: e.g. a purge waiting for
-the deletion) stays pending and is retried later (1 min doubling up to 1 h); pending releases are
-persisted with the key records and a key that expired while the server was down is released
-after the restart, so no key is left behind. A manager stays open until its pending releases are
-done. With releases at expiry a manager holds at most three keys per kind: retired, active,
-prepared.
+protocol: the Azure Key Vault manager deletes it, the default manager deletes its file). A
+release that fails, or says it is not finished (returns False), stays pending and is retried
+later (1 min doubling up to 1 h); pending releases are persisted with the key records and a key
+that expired while the server was down is released after the restart, so no key is left behind.
+A manager stays open until its pending releases are done. With releases at expiry a manager
+holds at most three keys per kind: retired, active, prepared.
 
 Key ids and kids. A record's `key_id` is the id asked of the key manager, its `kid` the id
 in the bundle and in JWT headers. Normally both are the same fresh random id. A manager

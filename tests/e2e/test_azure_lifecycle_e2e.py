@@ -20,6 +20,9 @@ pytestmark = pytest.mark.e2e
 
 H = timedelta(hours=1)
 M = timedelta(minutes=1)
+# Hours pass in seconds here: Azure's 10 HSM key creations per 10 s would throttle the test
+# (which the key manager rides out, slowly; tests/keymanagers covers throttling).
+LIMITS = {"hsm_create": 1000}
 
 
 @pytest.fixture
@@ -63,7 +66,7 @@ def issue_and_verify(aenv: AzureEnv, tds: Tds, label: str) -> None:
 
 
 def test_at_most_three_keys_per_kind_over_many_rotations_and_restarts(aenv: AzureEnv) -> None:
-    vault = aenv.start_vault("a")
+    vault = aenv.start_vault("a", limits=LIMITS)
     # 6 h keys: the next key is made at 3 h, activated at 5 h, the old one expires at 6 h: a
     # new key of each kind every 3 hours.
     aenv.set_config(lifecycle_doc("6h", "6h"))
@@ -101,26 +104,48 @@ def test_at_most_three_keys_per_kind_over_many_rotations_and_restarts(aenv: Azur
     assert restarts == 2
     assert len(seen) >= 2 * 9, "fewer rotations than planned"
     assert max(most.values()) <= 3, most
-    # Deleted keys are purged too (best effort, one retry later): at most the last ones wait.
-    deleted = [
-        d
-        for d in vault.admin.list_deleted_keys()
-        if (d.properties.tags or {}).get("spire-server-id") == "server-a"
-        and "spire-key-id" in (d.properties.tags or {})
-    ]
-    assert len(deleted) <= 2, [d.name for d in deleted]
-    purged = [
-        e
-        for e in vault.emu.control.audit()
-        if e["operationName"] == "KeyPurge" and e["resultType"] == "Success"
-    ]
-    assert len(purged) >= len(seen) - 3 - len(deleted)
+
+    # Released keys are soft-deleted; the housekeeping sweep (at start, then every 48 h)
+    # purges them, all but those released in the sweep's own tick (still being deleted then).
+    # The last sweep ran when the server restarted.
+    live_before = set(vault_keys(vault, "server-a"))
+    audit_mark = len(vault.emu.control.audit())
+    aenv.jump_to(80 * H)
+    wait_for(
+        lambda: any(
+            e["operationName"] == "KeyListDeleted" for e in vault.emu.control.audit(audit_mark)
+        ),
+        what="the 48 h sweep",
+    )
+    wait_for(lambda: settled(vault, a), what="vault settled at 80 h")
+    released_last = live_before - set(vault_keys(vault, "server-a"))
+    released = seen - set(vault_keys(vault, "server-a"))
+
+    def soft_deleted() -> set[str]:
+        return {
+            str((d.properties.tags or {}).get("spire-key-id"))
+            for d in vault.admin.list_deleted_keys()
+            if (d.properties.tags or {}).get("spire-server-id") == "server-a"
+        }
+
+    def purged() -> set[str]:
+        names = {
+            e["keyName"]
+            for e in vault.emu.control.audit()
+            if e["operationName"] == "KeyPurge" and e["resultType"] == "Success"
+        }
+        return {kid for kid in seen if any(n.endswith(kid) for n in names)}
+
+    # Every released key is deleted (once the asynchronous deletion completes) or purged ...
+    wait_for(lambda: released <= soft_deleted() | purged(), what="released keys deleted")
+    # ... and only the ones released in the last sweep's tick still wait for their purge.
+    assert soft_deleted() <= released_last
 
 
 def test_shared_keys_disable_old_versions_and_servers_keep_three_ca_keys(
     aenv: AzureEnv,
 ) -> None:
-    vault = aenv.start_vault("a")
+    vault = aenv.start_vault("a", limits=LIMITS)
     aenv.set_config(lifecycle_doc("6h", "6h"))
     aenv.set_config(key_manager_doc({"vaultURL": vault.url, "sharedKeys": SHARED}))
     servers = [aenv.start_tds(n, "--key-identifier-value", f"server-{n}") for n in ("a", "b")]
@@ -155,7 +180,13 @@ def test_shared_keys_disable_old_versions_and_servers_keep_three_ca_keys(
         if (p.name or "").endswith(("-jwt-signer-a", "-jwt-signer-b"))
     ]
     assert len(shared_names) == 2
+    now = aenv.clock.now()
     for name in shared_names:
         versions = list(vault.admin.list_properties_of_key_versions(name))
-        enabled = [v for v in versions if v.enabled]
-        assert len(versions) >= 4 and len(enabled) <= 3, (name, len(versions), len(enabled))
+        assert len(versions) >= 4, (name, len(versions))
+        # A new generation of a name every 6 h (the two names alternate, a key every 3 h). A
+        # release keeps the newest two generations enabled, and the next one follows: versions
+        # more than three generations old are disabled (none is deleted).
+        old = [v for v in versions if v.created_on and v.created_on < now - 19 * H]
+        assert old, "the run is too short to retire a generation"
+        assert all(v.enabled is False for v in old), [(v.created_on, v.enabled) for v in old]

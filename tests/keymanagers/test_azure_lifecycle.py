@@ -70,54 +70,62 @@ def _wait_until_deleted(admin: KeyClient, name: str) -> None:
         time.sleep(0.05)
 
 
-# -- release: delete, then purge ------------------------------------------------------------
+# -- release: delete now, purge in the 48 h sweep ------------------------------------------
 
 
-def test_release_deletes_then_purges(
+def _sweep(manager: AzureKeyVaultKeyManager) -> list[str]:
+    """The 48 h orphan sweep with nothing orphaned: it purges the manager's deleted keys."""
+    return manager.delete_orphaned_keys(set(), datetime.now(UTC) - timedelta(days=365))
+
+
+def test_release_deletes_and_the_sweep_purges(
     kv: EmulatorProcess, admin: KeyClient, make_manager: Any
 ) -> None:
     manager = make_manager()
     manager.generate_key("x509-ca-old", KeyType.EC_P256)
     name = manager.key_name("x509-ca-old")
-    assert manager.release_key("x509-ca-old") is False  # deleted; the purge comes later
+    since = len(kv.control.audit())
+    assert manager.release_key("x509-ca-old") is True
+    assert _ops(kv, since, name) == ["KeyDelete"]  # one call, as SPIRE's plugin makes
     assert name not in _names(admin)
     _wait_until_deleted(admin, name)
-    assert manager.release_key("x509-ca-old") is True
+    _sweep(manager)
     assert name not in _deleted(admin)
 
 
-def test_release_after_a_restart_finishes_the_job(
+def test_release_after_a_restart_is_idempotent(
     kv: EmulatorProcess, admin: KeyClient, make_manager: Any
 ) -> None:
-    """A server restarted between the delete and the purge calls release again: the key is
-    gone (404), the purge still happens."""
+    """A server restarted between its release and saving that it happened releases again: the
+    key is gone (404), which is fine."""
     first = make_manager(server_id="restarting")
     first.generate_key("jwt-restart", KeyType.EC_P256)
     name = first.key_name("jwt-restart")
-    assert first.release_key("jwt-restart") is False
+    assert first.release_key("jwt-restart") is True
     first.close()
-    _wait_until_deleted(admin, name)
     again = make_manager(server_id="restarting")
-    assert again.release_key("jwt-restart") is False  # delete: 404, already deleted
     assert again.release_key("jwt-restart") is True
+    _wait_until_deleted(admin, name)
+    _sweep(again)
     assert name not in _deleted(admin)
 
 
-def test_a_purge_racing_the_deletion_is_retried_later(
+def test_a_key_still_being_deleted_is_purged_by_a_later_sweep(
     kv: EmulatorProcess, admin: KeyClient, make_manager: Any
 ) -> None:
-    """409 ObjectIsBeingDeleted on the purge: release says "not yet" instead of failing."""
-    kv.control.set_soft_delete(delete_delay=5)
+    """409 ObjectIsBeingDeleted on the purge: left for the next sweep, no error."""
+    kv.control.set_soft_delete(delete_delay=3)
     try:
         manager = make_manager()
         manager.generate_key("x509-ca-slow", KeyType.EC_P256)
-        assert manager.release_key("x509-ca-slow") is False
-        assert manager.release_key("x509-ca-slow") is False  # still being deleted
+        name = manager.key_name("x509-ca-slow")
+        manager.release_key("x509-ca-slow")
+        _sweep(manager)  # not listed as deleted yet: nothing to purge
     finally:
         kv.control.set_soft_delete(delete_delay=0.3)
-    name = manager.key_name("x509-ca-slow")
     _wait_until_deleted(admin, name)
-    assert manager.release_key("x509-ca-slow") is True
+    _sweep(manager)
+    assert name not in _deleted(admin)
 
 
 def test_purge_protection_leaves_released_keys_to_the_retention_period(
@@ -129,9 +137,11 @@ def test_purge_protection_leaves_released_keys_to_the_retention_period(
     manager.generate_key("x509-ca-kept", KeyType.EC_P256)
     name = manager.key_name("x509-ca-kept")
     since = len(kv.control.audit())
-    assert manager.release_key("x509-ca-kept") is True
+    manager.release_key("x509-ca-kept")
     _wait_until_deleted(admin, name)
+    _sweep(manager)
     assert _ops(kv, since, name) == ["KeyDelete"]
+    assert name in _deleted(admin)
     manager.check()  # the probe cannot be purged either: the check still passes
 
 
@@ -141,35 +151,50 @@ def test_without_purge_permission_keys_are_deleted_not_purged(
     """The seed's access policy (Get, List, Create, Update, Delete, Sign) has no Purge."""
     kv.control.set_permission_model("access-policy")
     client_id, secret = principal(kv, [], SEED_PERMISSIONS)
-    manager = make_manager(client_id=client_id, secret=secret)
+    td = f"nopurge-{secrets.token_hex(3)}.example.org"
+    manager = make_manager(client_id=client_id, secret=secret, trust_domain=td)
     for key_id in ("x509-ca-a", "x509-ca-b"):
         manager.generate_key(key_id, KeyType.EC_P256)
-    assert manager.release_key("x509-ca-a") is False
-    _wait_until_deleted(admin, manager.key_name("x509-ca-a"))
-    assert manager.release_key("x509-ca-a") is True  # the purge was refused: done anyway
+        manager.release_key(key_id)
+        _wait_until_deleted(admin, manager.key_name(key_id))
     since = len(kv.control.audit())
-    assert manager.release_key("x509-ca-b") is True  # no purge attempt any more
-    assert _ops(kv, since, manager.key_name("x509-ca-b")) == ["KeyDelete"]
+    _sweep(manager)  # one purge refused (403 AccessDenied): no second attempt
+    purges = [e for e in kv.control.audit(since) if e["operationName"] == "KeyPurge"]
+    assert len(purges) == 1 and purges[0]["httpStatusCode"] == 403
+    assert {manager.key_name("x509-ca-a"), manager.key_name("x509-ca-b")} <= _deleted(admin)
     manager.check()  # the probe is deleted, not purged: the check passes all the same
 
 
 def test_releasing_a_shared_key_disables_its_old_versions(
     kv: EmulatorProcess, admin: KeyClient, make_manager: Any
 ) -> None:
-    """Key Vault cannot delete one version; a shared name keeps its newest two enabled."""
+    """Key Vault cannot delete one version; a shared name keeps its newest two generations
+    (bursts of versions made within 15 minutes: racing servers) enabled."""
     td = f"rel-{secrets.token_hex(3)}.example.org"
     manager = make_manager(server_id="server-a", trust_domain=td, config={"sharedKeys": SHARED})
     versions = []
     for minutes in (-60, -40, -20, 0):  # each version too old for the next to reuse
         kv.control.set_clock_offset(minutes * 60)
         versions.append(manager.generate_key("jwt-signer-a", KeyType.EC_P256).provider_ref[-32:])
-    kv.control.set_clock_offset(0)
     name = manager.key_name("jwt-signer-a")
+    # Another server raced the newest generation: its version belongs to that generation.
+    racer = admin.create_ec_key(
+        name,
+        hardware_protected=True,
+        tags={TAG_TRUST_DOMAIN: td, TAG_SERVER_ID: "server-b", TAG_KEY_ID: "jwt-signer-a"},
+    )
+    kv.control.set_clock_offset(0)
     assert manager.release_key("jwt-signer-a") is True
     enabled = {
         p.version: p.enabled for p in admin.list_properties_of_key_versions(name) if p.version
     }
-    assert enabled == {versions[0]: False, versions[1]: False, versions[2]: True, versions[3]: True}
+    assert enabled == {
+        versions[0]: False,
+        versions[1]: False,
+        versions[2]: True,
+        versions[3]: True,
+        racer.properties.version: True,
+    }
     assert name in _names(admin)  # the name stays: other servers sign with it
 
 
@@ -218,7 +243,7 @@ def test_orphans_are_deleted_and_purged(
     assert other.key_name("x509-ca-not-mine") in names
     _wait_until_deleted(admin, manager.key_name("x509-ca-orphan"))
     _wait_until_deleted(admin, probe.name or "")
-    assert manager.delete_orphaned_keys({"x509-ca-kept"}, cutoff) == []  # purges the leftovers
+    assert manager.delete_orphaned_keys({"x509-ca-kept"}, cutoff) == []  # purges what it deleted
     assert not {manager.key_name("x509-ca-orphan"), probe.name} & _deleted(admin)
 
 

@@ -63,12 +63,15 @@ class AzureEnv:
     servers: list[Tds] = field(default_factory=list)
     sdk_env: dict[str, str] = field(default_factory=dict)
 
-    def start_vault(self, name: str, sku: str = "premium") -> Vault:
+    def start_vault(
+        self, name: str, sku: str = "premium", limits: dict[str, float] | None = None
+    ) -> Vault:
         emu = start_emulator(
             self.tmp / f"vault-{name}",
             tenant_dir=self.tenant_dir,
             sku=sku,
             principals={APP: ["crypto-officer", "crypto-user"], ADMIN: ["administrator"]},
+            limits=limits,
         )
         emu.control.add_principal(ADMIN, client_secret=ADMIN_SECRET)
         emu.control.set_clock_offset(self.clock.offset.total_seconds())
