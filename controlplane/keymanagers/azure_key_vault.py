@@ -278,28 +278,35 @@ class AzureKeyVaultKeyManager:
         """True in shared keys mode: servers of a deployment share JWT keys by key id."""
         return self.config.shared_keys is not None
 
+    def _is_shared(self, key_id: str) -> bool:
+        """A key other servers may use too: a JWT signer slot id in shared keys mode (X.509
+        CA keys are never shared, as in SPIRE's plugin)."""
+        return self.shares_keys and key_id in SHARED_JWT_KEY_IDS
+
     # -- plumbing ----------------------------------------------------------------------------
 
     def _call(self, operation: str, subject: str, fn: Callable[[], T]) -> T:
         """Run one SDK call; back off on 429/503 within the deadline (azure_retry); map errors."""
         if self._closed:
             raise KeyManagerError("the Azure Key Vault key manager is closed")
-        backoff = Backoff(
-            self._sign_deadline if operation == "sign" else self._deadline, rng=self._rng
-        )
+        backoff: Backoff | None = None  # made on the first 429/503: the common path is lean
         while True:
             try:
                 return fn()
             except HttpResponseError as exc:
-                status = exc.status_code
-                wait = backoff.next_wait(retry_after_seconds(exc)) if status in (429, 503) else None
-                if wait is None:
+                wait = None
+                if exc.status_code in (429, 503):
+                    if backoff is None:
+                        deadline = self._sign_deadline if operation == "sign" else self._deadline
+                        backoff = Backoff(deadline, rng=self._rng)
+                    wait = backoff.next_wait(retry_after_seconds(exc))
+                if wait is None or backoff is None:
                     raise map_azure_error(exc, operation, self._vault, subject) from exc
                 log.warning(
                     "Key Vault %s answered %s to %s %s; retrying in %.1fs (retry %d, %.0fs of "
                     "%.0fs back-off used)",
                     self._vault,
-                    status,
+                    exc.status_code,
                     operation,
                     subject,
                     wait,
@@ -376,7 +383,7 @@ class AzureKeyVaultKeyManager:
     def _fetch(self, key_id: str) -> _Entry:
         name = self.key_name(key_id)
         key = self._call("get", name, lambda: self._keys.get_key(name))
-        if self.config.shared_keys is not None:
+        if self._is_shared(key_id):
             key = self._settle_shared(name, key)
         tags = key.properties.tags or {}
         if tags.get(TAG_TRUST_DOMAIN) != self.trust_domain or (
@@ -490,7 +497,7 @@ class AzureKeyVaultKeyManager:
         (no server ever lists or uses it) and is deleted right away, whatever failed.
         """
         if self.config.shared_keys is not None:
-            for sample in ("jwt-0123456789ab", "x509-ca-0123456789ab"):
+            for sample in (*SHARED_JWT_KEY_IDS, "x509-ca-0123456789ab"):
                 self.key_name(sample)  # raises when template and regex disagree
         listed = self._call(
             "list",
@@ -585,7 +592,7 @@ class AzureKeyVaultKeyManager:
         key_id = require_key_id(key_id)
         key_type = coerce_key_type(key_type)
         name = self.key_name(key_id)
-        if self.config.shared_keys is not None:
+        if self._is_shared(key_id):
             reused = self._fresh_shared_key(name, key_id, key_type)
             if reused is not None:
                 return reused.public
@@ -597,7 +604,7 @@ class AzureKeyVaultKeyManager:
 
         key = self._create_version(name, create)
         log.info("created Key Vault key %s (%s) for key id %s", key.id, key_type.value, key_id)
-        if self.config.shared_keys is not None:
+        if self._is_shared(key_id):
             key = self._settle_shared(name, key, latest_is_current=False)
         entry = self._entry(name, key, key_id)
         if entry.public.key_type is not key_type:
@@ -791,7 +798,7 @@ class AzureKeyVaultKeyManager:
         """
         key_id = require_key_id(key_id)
         name = self.key_name(key_id)
-        if self.shares_keys and key_id in SHARED_JWT_KEY_IDS:
+        if self._is_shared(key_id):
             self._retire_shared_versions(name)
             return True
         self._forget(key_id)
@@ -914,7 +921,7 @@ class AzureKeyVaultKeyManager:
                 if (
                     not key_id
                     or key_id in keep
-                    or (self.shares_keys and key_id in SHARED_JWT_KEY_IDS)
+                    or self._is_shared(key_id)
                     or props.created_on is None
                     or props.created_on >= created_before
                 ):
@@ -939,7 +946,7 @@ class AzureKeyVaultKeyManager:
                 not item.name
                 or not self._own(props)
                 or key_id in keep
-                or (self.shares_keys and key_id in SHARED_JWT_KEY_IDS)
+                or self._is_shared(str(key_id))
                 or "purgeable" not in str(props.recovery_level or "purgeable").lower()
             ):
                 continue

@@ -338,14 +338,14 @@ def test_shared_key_is_reused_across_servers(admin: KeyClient, make_manager: Any
     td = f"shared-{secrets.token_hex(3)}.example.org"
     a = make_manager(server_id="server-a", trust_domain=td, config={"sharedKeys": SHARED})
     b = make_manager(server_id="server-b", trust_domain=td, config={"sharedKeys": SHARED})
-    pub_a = a.generate_key("jwt-signer", KeyType.EC_P256)
-    pub_b = b.generate_key("jwt-signer", KeyType.EC_P256)
+    pub_a = a.generate_key("jwt-signer-a", KeyType.EC_P256)
+    pub_b = b.generate_key("jwt-signer-a", KeyType.EC_P256)
     assert pub_b.public_key_der == pub_a.public_key_der
-    name = a.key_name("jwt-signer")
-    assert name == b.key_name("jwt-signer")
+    name = a.key_name("jwt-signer-a")
+    assert name == b.key_name("jwt-signer-a")
     assert len(list(admin.list_properties_of_key_versions(name))) == 1
     # Both list the key under its id (recovered by the regex) and both can sign with it.
-    assert [k.key_id for k in b.list_public_keys()] == ["jwt-signer"]
+    assert [k.key_id for k in b.list_public_keys()] == ["jwt-signer-a"]
     assert_signs_and_verifies(b, pub_b)
     assert_signs_and_verifies(a, pub_a)
 
@@ -358,11 +358,11 @@ def test_shared_key_older_than_15_minutes_gets_a_new_version(
     b = make_manager(server_id="server-b", trust_domain=td, config={"sharedKeys": SHARED})
     # A's key is made 16 minutes "ago" (the vault's clock), as B sees it now.
     kv.control.set_clock_offset(-16 * 60)
-    pub_a = a.generate_key("jwt-signer", KeyType.EC_P256)
+    pub_a = a.generate_key("jwt-signer-a", KeyType.EC_P256)
     kv.control.set_clock_offset(0)
-    pub_b = b.generate_key("jwt-signer", KeyType.EC_P256)
+    pub_b = b.generate_key("jwt-signer-a", KeyType.EC_P256)
     assert pub_b.public_key_der != pub_a.public_key_der
-    assert len(list(admin.list_properties_of_key_versions(a.key_name("jwt-signer")))) == 2
+    assert len(list(admin.list_properties_of_key_versions(a.key_name("jwt-signer-a")))) == 2
 
 
 def test_servers_racing_on_a_shared_key_converge_on_one_version(
