@@ -9,9 +9,10 @@ from collections.abc import Iterator
 import pytest
 from azure.core.exceptions import HttpResponseError
 from azure.keyvault.keys.crypto import SignatureAlgorithm
-from kv_sdk import ADMIN, ADMIN_SECRET, SdkFactory
 
 from controlplane.emulators.keyvault import EmulatorProcess, start_emulator
+
+from support.kv_sdk import ADMIN, ADMIN_SECRET, SdkFactory
 
 NO_RETRY = {"retry_total": 0}
 SEED_PERMISSIONS = ["get", "list", "create", "update", "delete", "sign"]  # seed 000

@@ -12,9 +12,10 @@ import pytest
 from azure.core.exceptions import HttpResponseError, ServiceRequestError, ServiceResponseError
 from azure.keyvault.keys import KeyClient
 from azure.keyvault.keys.crypto import SignatureAlgorithm
-from kv_sdk import ADMIN, ADMIN_SECRET, SdkFactory
 
 from controlplane.emulators.keyvault import EmulatorProcess, start_emulator
+
+from support.kv_sdk import ADMIN, ADMIN_SECRET, SdkFactory
 
 NO_RETRY = {"retry_total": 0}
 

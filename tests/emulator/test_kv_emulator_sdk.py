@@ -23,9 +23,10 @@ from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import ec, padding, rsa
 from cryptography.hazmat.primitives.asymmetric.utils import Prehashed, encode_dss_signature
-from kv_sdk import ADMIN, SdkFactory
 
 from controlplane.emulators.keyvault import EmulatorProcess
+
+from support.kv_sdk import ADMIN, SdkFactory
 
 
 def _tls(emu: EmulatorProcess) -> ssl.SSLContext:
@@ -55,6 +56,29 @@ def _verify_ec(key: KeyVaultKey, digest: bytes, raw: bytes, h: hashes.HashAlgori
     half = len(raw) // 2
     der = encode_dss_signature(int.from_bytes(raw[:half], "big"), int.from_bytes(raw[half:], "big"))
     _ec_public(key).verify(der, digest, ec.ECDSA(Prehashed(h)))
+
+
+def _names_listed_by_a_child(
+    emulator: EmulatorProcess, env: dict[str, str], credential: str
+) -> list[str]:
+    """Key names listed by a separate Python process given only `env` (no code changes)."""
+    script = (
+        "import sys\n"
+        "from azure.identity import DefaultAzureCredential\n"
+        "from azure.keyvault.keys import KeyClient\n"
+        f"c = KeyClient(sys.argv[1], {credential}, verify_challenge_resource=False)\n"
+        "print('\\n'.join(k.name for k in c.list_properties_of_keys()))\n"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", script, emulator.vault_url],
+        env={"PATH": "/usr/bin:/bin", **env},
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert out.returncode == 0, out.stderr
+    return out.stdout.split()
 
 
 # -- authentication -------------------------------------------------------------------------
@@ -126,25 +150,11 @@ def test_workload_identity_in_a_child_process(
     )
     client_id = _name("child")
     emulator.control.add_principal(client_id, ["crypto-user"])
-    script = (
-        "import os, sys\n"
-        "from azure.identity import DefaultAzureCredential\n"
-        "from azure.keyvault.keys import KeyClient\n"
-        "c = KeyClient(sys.argv[1], DefaultAzureCredential(disable_instance_discovery=True,"
-        " exclude_managed_identity_credential=True), verify_challenge_resource=False)\n"
-        "print('\\n'.join(k.name for k in c.list_properties_of_keys()))\n"
+    credential = (
+        "DefaultAzureCredential(disable_instance_discovery=True,"
+        " exclude_managed_identity_credential=True)"
     )
-    env = {"PATH": "/usr/bin:/bin", **emulator.sdk_env(client_id)}
-    out = subprocess.run(
-        [sys.executable, "-c", script, emulator.vault_url],
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
-    )
-    assert out.returncode == 0, out.stderr
-    assert known.name in out.stdout.split()
+    assert known.name in _names_listed_by_a_child(emulator, emulator.sdk_env(client_id), credential)
 
 
 def test_federated_assertion_with_unknown_subject_is_refused(
@@ -382,23 +392,7 @@ def test_system_assigned_identity_through_imds_in_a_child_process(
     )
     client_id = _name("vm-identity")
     emulator.control.add_principal(client_id, ["crypto-user"], managed_identity="system")
-    script = (
-        "import sys\n"
-        "from azure.identity import DefaultAzureCredential\n"
-        "from azure.keyvault.keys import KeyClient\n"
-        "c = KeyClient(sys.argv[1], DefaultAzureCredential(), verify_challenge_resource=False)\n"
-        "print('\\n'.join(k.name for k in c.list_properties_of_keys()))\n"
-    )
-    env = {"PATH": "/usr/bin:/bin", **emulator.imds_env()}
-    out = subprocess.run(
-        [sys.executable, "-c", script, emulator.vault_url],
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=120,
-        check=False,
-    )
-    assert out.returncode == 0, out.stderr
-    assert known.name in out.stdout.split()
+    names = _names_listed_by_a_child(emulator, emulator.imds_env(), "DefaultAzureCredential()")
+    assert known.name in names
     events = [e for e in emulator.control.audit() if e["operationName"] == "KeyList"]
     assert events[-1]["identity"]["claim"]["appid"] == client_id

@@ -14,13 +14,14 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from azure.identity import ClientSecretCredential
 from azure.keyvault.keys import KeyClient
 
 from controlplane.emulators.keyservice import KeyServiceProcess, start_keyservice
 from controlplane.emulators.keyvault import EmulatorProcess, start_emulator
 from controlplane.keymanagers.azure_key_vault import AzureKeyVaultKeyManager
 from controlplane.keymanagers.default import DefaultKeyManager
+
+from support.kv_sdk import SdkFactory
 
 _HERE = str(Path(__file__).resolve().parent)
 if _HERE not in sys.path:
@@ -90,17 +91,19 @@ def kv(tmp_path_factory: pytest.TempPathFactory) -> Iterator[EmulatorProcess]:
 
 @pytest.fixture(scope="module")
 def admin(kv: EmulatorProcess) -> KeyClient:
-    credential = ClientSecretCredential(
-        kv.tenant_id,
-        ADMIN,
-        ADMIN_SECRET,
-        authority=kv.authority_host,
-        disable_instance_discovery=True,
-        connection_verify=kv.ca_file,
-    )
-    return KeyClient(
-        kv.vault_url, credential, verify_challenge_resource=False, connection_verify=kv.ca_file
-    )
+    sdk = SdkFactory(kv)
+    return sdk.key_client(sdk.secret_credential(ADMIN, ADMIN_SECRET))
+
+
+@pytest.fixture
+def reset_kv(kv: EmulatorProcess) -> Iterator[None]:
+    """Put back what a test may change on the module's emulator."""
+    yield
+    kv.control.clear_faults()
+    kv.control.set_clock_offset(0)
+    kv.control.set_permission_model("rbac")
+    kv.control.set_network_rules("Allow")
+    kv.control.set_soft_delete(purge_protection=False, retention_days=90)
 
 
 @pytest.fixture

@@ -53,12 +53,7 @@ from controlplane.keymanagers.signatures import hash_for_key_type
 
 from contract import KeyManagerContract, assert_signs_and_verifies
 
-
-@pytest.fixture(autouse=True)
-def _reset_emulator(kv: EmulatorProcess) -> Iterator[None]:
-    yield
-    kv.control.clear_faults()
-    kv.control.set_clock_offset(0)
+pytestmark = pytest.mark.usefixtures("reset_kv")
 
 
 def _probe_keys(admin: KeyClient) -> list[str]:

@@ -10,7 +10,6 @@ from __future__ import annotations
 import secrets
 import threading
 import time
-from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -39,15 +38,7 @@ from controlplane.keymanagers.signatures import hash_for_key_type
 
 from contract import assert_signs_and_verifies
 
-
-@pytest.fixture(autouse=True)
-def _reset_emulator(kv: EmulatorProcess) -> Iterator[None]:
-    yield
-    kv.control.clear_faults()
-    kv.control.set_clock_offset(0)
-    kv.control.set_permission_model("rbac")
-    kv.control.set_network_rules("Allow")
-    kv.control.set_soft_delete(purge_protection=False, retention_days=90)
+pytestmark = pytest.mark.usefixtures("reset_kv")
 
 
 def _names(admin: KeyClient) -> set[str]:

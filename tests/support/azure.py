@@ -18,13 +18,13 @@ from pathlib import Path
 from typing import Any
 
 import httpx
-from azure.identity import ClientSecretCredential
 from azure.keyvault.keys import KeyClient, KeyProperties
 
 from controlplane.emulators.keyvault import EmulatorProcess, start_emulator
 
 from support.api import make_topology
 from support.controlplane import ControlPlane, start_control_plane
+from support.kv_sdk import SdkFactory
 from support.processes import start_process
 from support.tds import TD, SimClock, Tds, start_tds
 
@@ -75,21 +75,8 @@ class AzureEnv:
         )
         emu.control.add_principal(ADMIN, client_secret=ADMIN_SECRET)
         emu.control.set_clock_offset(self.clock.offset.total_seconds())
-        credential = ClientSecretCredential(
-            emu.tenant_id,
-            ADMIN,
-            ADMIN_SECRET,
-            authority=emu.authority_host,
-            disable_instance_discovery=True,
-            connection_verify=emu.ca_file,
-        )
-        admin = KeyClient(
-            emu.vault_url,
-            credential,
-            verify_challenge_resource=False,
-            connection_verify=emu.ca_file,
-        )
-        vault = Vault(emu, admin)
+        sdk = SdkFactory(emu)
+        vault = Vault(emu, sdk.key_client(sdk.secret_credential(ADMIN, ADMIN_SECRET)))
         self.vaults.append(vault)
         if not self.sdk_env:
             # One tenant for every vault: the first vault's Entra ID serves them all.

@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import hmac
 from dataclasses import asdict
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from .httpd import Request, Response
 from .identity import RoleDefinition
@@ -40,6 +40,19 @@ def _error(status: int, message: str) -> Response:
     return Response(
         status, {"error": {"code": "BadRequest" if status == 400 else "Error", "message": message}}
     )
+
+
+S = TypeVar("S", Limits, SoftDeleteSettings)
+
+
+def _changed(settings: S, body: dict[str, Any], what: str) -> S:
+    """A copy of `settings` with the fields in `body` changed (ValueError for unknown ones;
+    the dataclass checks the values)."""
+    current = asdict(settings)
+    unknown = set(body) - set(current)
+    if unknown:
+        raise ValueError(f"unknown {what} fields: {sorted(unknown)}")
+    return type(settings)(**{**current, **body})
 
 
 class ControlApi:
@@ -135,12 +148,7 @@ class ControlApi:
             return Response(200, {"sku": app.sku})
         if what == "limits":
             if method == "POST":
-                current = asdict(app.limiter.limits)
-                unknown = set(body) - set(current)
-                if unknown:
-                    raise ValueError(f"unknown limit fields: {sorted(unknown)}")
-                current.update(body)
-                app.set_limits(Limits(**current))
+                app.set_limits(_changed(app.limiter.limits, body, "limit"))
             return Response(200, asdict(app.limiter.limits))
         if what == "roles":
             if method == "POST":
@@ -162,11 +170,6 @@ class ControlApi:
             )
         if what == "soft-delete":
             if method == "POST":
-                current = asdict(app.store.soft_delete)
-                unknown = set(body) - set(current)
-                if unknown:
-                    raise ValueError(f"unknown soft-delete fields: {sorted(unknown)}")
-                current.update(body)
-                app.store.soft_delete = SoftDeleteSettings(**current)
+                app.store.soft_delete = _changed(app.store.soft_delete, body, "soft-delete")
             return Response(200, asdict(app.store.soft_delete))
         return _error(404, f"no control route {method} /{'/'.join(['_emulator', *parts])}")
