@@ -18,6 +18,8 @@ from controlplane.emulators.keyvault import EmulatorProcess, start_emulator
 from support.kv_sdk import ADMIN, ADMIN_SECRET, SdkFactory
 
 NO_RETRY = {"retry_total": 0}
+# The SDK polls a delete / recovery every 2 s by default; the emulator finishes in 0.5 s.
+POLL = {"_polling_interval": 0.1}
 
 
 def _name(label: str) -> str:
@@ -83,9 +85,9 @@ def test_crypto_officer_is_keys_star_and_can_sign(
     )
     assert len(sig.signature) == 64
     client.update_key_properties(key.name, tags={"a": "b"})
-    client.begin_delete_key(key.name).wait()
-    client.begin_recover_deleted_key(key.name).wait()  # keys/recover/action
-    client.begin_delete_key(key.name).wait()
+    client.begin_delete_key(key.name, **POLL).wait()
+    client.begin_recover_deleted_key(key.name, **POLL).wait()  # keys/recover/action
+    client.begin_delete_key(key.name, **POLL).wait()
     client.purge_deleted_key(key.name)  # keys/purge/action
 
 
@@ -148,7 +150,7 @@ def test_deleted_keys_need_keys_read_not_a_deletedkeys_action(
     """Permissions page (role-based-access-control/permissions/security.md): there is no
     deletedkeys/* data action; Key Vault Reader (vaults/*/read) can list deleted keys."""
     key = admin_client.create_ec_key(_name("gone"), hardware_protected=True)
-    admin_client.begin_delete_key(key.name).wait()
+    admin_client.begin_delete_key(key.name, **POLL).wait()
     reader = sdk.key_client(sdk.principal(_name("reader"), ["Key Vault Reader"], "pw5"))
     assert key.name in {d.name for d in reader.list_deleted_keys()}
     with pytest.raises(HttpResponseError) as info:

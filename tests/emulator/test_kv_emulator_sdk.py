@@ -28,6 +28,9 @@ from controlplane.emulators.keyvault import EmulatorProcess
 
 from support.kv_sdk import ADMIN, SdkFactory
 
+# The SDK polls a delete / recovery every 2 s by default; the emulator finishes in 0.5 s.
+POLL = {"_polling_interval": 0.1}
+
 
 def _tls(emu: EmulatorProcess) -> ssl.SSLContext:
     return ssl.create_default_context(cafile=emu.ca_file)
@@ -248,17 +251,17 @@ def test_update_tags_bumps_updated(emulator: EmulatorProcess, admin_client: KeyC
 def test_delete_recover_purge(admin_client: KeyClient) -> None:
     name = _name("del")
     admin_client.create_rsa_key(name, size=2048, hardware_protected=True)
-    poller = admin_client.begin_delete_key(name)
+    poller = admin_client.begin_delete_key(name, **POLL)
     deleted = poller.result()  # the DELETE's answer; the deletion itself completes later
     assert deleted.recovery_id and deleted.scheduled_purge_date is not None
     poller.wait()
     with pytest.raises(ResourceNotFoundError):
         admin_client.get_key(name)
     assert name in {d.name for d in admin_client.list_deleted_keys()}
-    recover = admin_client.begin_recover_deleted_key(name)
+    recover = admin_client.begin_recover_deleted_key(name, **POLL)
     assert recover.result().name == name
     recover.wait()
-    admin_client.begin_delete_key(name).wait()
+    admin_client.begin_delete_key(name, **POLL).wait()
     admin_client.purge_deleted_key(name)
     assert name not in {d.name for d in admin_client.list_deleted_keys()}
     with pytest.raises(ResourceNotFoundError):
