@@ -11,11 +11,11 @@ from .diff import SectionDiff, diff_sections
 from .durations import format_duration, parse_duration
 from .errors import DocumentValidationError, InputRejectedError, ValidationIssue
 from .key_names import is_valid_key_vault_key_name, sanitize_key_vault_name
-from .tags import key_tag_problems
 from .limits import DEFAULT_LIMITS, Limits
 from .registry import SCOPES, SectionType, section_types
 from .rules import key_manager_type
 from .sections import Section, parse_sections, section_from_stored
+from .tags import key_tag_problems
 from .templates import TemplateError, render_key_name_template
 
 __all__ = [
