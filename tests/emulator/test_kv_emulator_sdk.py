@@ -319,31 +319,6 @@ def test_audit_log_lines(
     assert sign["time"].endswith("Z")
 
 
-def test_managed_identity_credential(
-    emulator: EmulatorProcess,
-    sdk: SdkFactory,
-    admin_credential: ClientSecretCredential,
-    monkeypatch: pytest.MonkeyPatch,
-) -> None:
-    from azure.identity import ManagedIdentityCredential
-
-    client_id = _name("mi")
-    emulator.control.add_principal(client_id, ["crypto-user"], managed_identity="user")
-    for name, value in emulator.managed_identity_env().items():
-        monkeypatch.setenv(name, value)
-    known = sdk.key_client(admin_credential).create_ec_key(
-        _name("seen-by-mi"), hardware_protected=True
-    )
-    credential = ManagedIdentityCredential(client_id=client_id)
-    names = {k.name for k in sdk.key_client(credential).list_properties_of_keys()}
-    assert known.name in names
-    events = [e for e in emulator.control.audit() if e["operationName"] == "KeyList"]
-    assert events[-1]["identity"]["claim"]["appid"] == client_id
-    monkeypatch.setenv("IDENTITY_HEADER", "wrong")
-    with pytest.raises(ClientAuthenticationError):
-        ManagedIdentityCredential(client_id=client_id).get_token("https://vault.azure.net/.default")
-
-
 # -- managed identity through IMDS ----------------------------------------------------------
 # Source: learn.microsoft.com "How to use managed identities for Azure resources on an Azure VM
 # to acquire an access token": GET http://169.254.169.254/metadata/identity/oauth2/token
@@ -363,26 +338,37 @@ def test_imds_requires_the_metadata_header(emulator: EmulatorProcess) -> None:
     assert resp.status_code == 400 and resp.json()["error"] == "invalid_request"
 
 
-def test_user_assigned_managed_identity_through_imds(
+@pytest.mark.parametrize("endpoint", ["app-service", "imds"])
+def test_user_assigned_managed_identity(
     emulator: EmulatorProcess,
     sdk: SdkFactory,
     admin_credential: ClientSecretCredential,
     monkeypatch: pytest.MonkeyPatch,
+    endpoint: str,
 ) -> None:
+    """The unmodified ManagedIdentityCredential, from App Service's endpoint (IDENTITY_ENDPOINT,
+    IDENTITY_HEADER) or from IMDS (AZURE_POD_IDENTITY_AUTHORITY_HOST)."""
     from azure.identity import ManagedIdentityCredential
 
-    client_id = _name("imds-user")
+    client_id = _name(f"mi-{endpoint}")
     emulator.control.add_principal(client_id, ["crypto-user"], managed_identity="user")
-    for name, value in emulator.imds_env().items():
+    env = emulator.managed_identity_env() if endpoint == "app-service" else emulator.imds_env()
+    for name, value in env.items():
         monkeypatch.setenv(name, value)
     known = sdk.key_client(admin_credential).create_ec_key(
-        _name("seen-by-imds"), hardware_protected=True
+        _name("seen-by-mi"), hardware_protected=True
     )
     credential = ManagedIdentityCredential(client_id=client_id)
     names = {k.name for k in sdk.key_client(credential).list_properties_of_keys()}
     assert known.name in names
     events = [e for e in emulator.control.audit() if e["operationName"] == "KeyList"]
     assert events[-1]["identity"]["claim"]["appid"] == client_id
+    if endpoint == "app-service":
+        monkeypatch.setenv("IDENTITY_HEADER", "wrong")
+        with pytest.raises(ClientAuthenticationError):
+            ManagedIdentityCredential(client_id=client_id).get_token(
+                "https://vault.azure.net/.default"
+            )
 
 
 def test_system_assigned_identity_through_imds_in_a_child_process(
