@@ -38,6 +38,7 @@ from controlplane.api.context import (
 from controlplane.api.errors import handle_exception
 from controlplane.api.fleet import deployment_servers, rollout_status, server_item
 from controlplane.api.housekeeping import Housekeeping
+from controlplane.api.identity import ApiIdentityMiddleware
 from controlplane.api.inputs import (
     AUDIT_LIMIT_MAX,
     HISTORY_LIMIT_MAX,
@@ -612,6 +613,7 @@ def create_app(
     app.state.spirl = state
     app.state.housekeeping = housekeeping
     app.add_middleware(RequestLogMiddleware, metrics=metrics_registry)  # type: ignore[arg-type]
+    app.add_middleware(ApiIdentityMiddleware)  # type: ignore[arg-type]
     return LongPollFastPath(app)
 
 

@@ -25,6 +25,7 @@ from controlplane.api.context import (
     bearer_from,
 )
 from controlplane.api.errors import to_response
+from controlplane.api.identity import RAW_HEADER
 from controlplane.api.inputs import query_int, query_number
 from controlplane.api.metrics import Metrics
 from controlplane.domain import Deregistered, utc_now
@@ -121,6 +122,7 @@ class LongPollFastPath:
             headers = [
                 (b"content-type", b"application/json"),
                 (b"content-length", str(len(body)).encode()),
+                RAW_HEADER,
             ]
         except Exception as exc:
             error = to_response(exc)
