@@ -24,6 +24,7 @@ from controlplane.services import audit
 from controlplane.store.models import ClusterRow, DeploymentRow, ServerRow, TrustDomainRow
 from controlplane.store.unit_of_work import Change, UnitOfWork
 
+
 def _check_name(name: object, what: str) -> str:
     problem = object_name_problem(name, what)
     if problem:
