@@ -28,6 +28,7 @@ def reported(diags: Diagnostics, action: str) -> Iterator[None]:
     `Failed` is swallowed too (its diagnostic is already there). Anything else is a bug and
     propagates (tf prints the traceback to Terraform's log).
     """
+    from controlplane.terraform.lookup import LookupFailed
     from controlplane.terraform.provider import NotConfiguredError
 
     try:
@@ -35,11 +36,10 @@ def reported(diags: Diagnostics, action: str) -> Iterator[None]:
     except Failed:
         pass
     except NotConfiguredError as exc:
-        diags.add_error(
-            f"Cannot {action}", f"{exc}. Set them in the provider block or the environment."
-        )
-    except ApiError as exc:
-        diags.add_error(f"Cannot {action}", api_error_detail(exc))
+        diags.add_error(f"Cannot {action}", f"{exc}.")
+    except (ApiError, LookupFailed) as exc:
+        detail = api_error_detail(exc) if isinstance(exc, ApiError) else str(exc)
+        diags.add_error(f"Cannot {action}", detail)
 
 
 def api_error_detail(exc: ApiError) -> str:
