@@ -43,7 +43,8 @@ class FakeServer(http.server.ThreadingHTTPServer):
 
     - `json404`: another JSON service: 404 `{"error": "not_found"}` (no identity header);
     - `html404`: a proxy's HTML error page;
-    - `forward`: passes requests to `upstream` (the control plane) and its answers back;
+    - `forward`: passes requests to `upstream` (the control plane) and its answers back, with
+      the headers named in `keep_headers`;
     - `unavailable`: the next `failures` requests get `status` (503 or 429, `Retry-After: 0`),
       then it forwards;
     - `hang`: never answers (until closed).
@@ -59,6 +60,7 @@ class FakeServer(http.server.ThreadingHTTPServer):
         self.status = 503
         self.requests = 0
         self.failed = 0
+        self.keep_headers = {"content-type", "spirl-api-version", "retry-after"}
         self._closed = threading.Event()
         self._thread = threading.Thread(target=self.serve_forever, daemon=True)
         self._thread.start()
@@ -87,11 +89,10 @@ class FakeServer(http.server.ThreadingHTTPServer):
         answer = httpx.request(
             request.command, self.upstream + request.path, headers=headers, content=body
         )
-        keep = {"content-type", "spirl-api-version", "retry-after"}
         request.send(
             answer.status_code,
             answer.content,
-            {k: v for k, v in answer.headers.items() if k.lower() in keep},
+            {k: v for k, v in answer.headers.items() if k.lower() in self.keep_headers},
         )
 
     def close(self) -> None:
