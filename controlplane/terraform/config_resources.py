@@ -38,7 +38,14 @@ from tf.utils import Diagnostics
 from controlplane.terraform import lookup
 from controlplane.terraform import sections as sec
 from controlplane.terraform.client import ApiClient, ConflictError, NotFoundError
-from controlplane.terraform.common import Failed, ProviderBound, reported
+from controlplane.terraform.common import (
+    Failed,
+    ProviderBound,
+    check_id_prefixes,
+    computed,
+    reported,
+    required,
+)
 
 log = logging.getLogger(__name__)
 
@@ -84,39 +91,26 @@ class _ConfigResource(ProviderBound, Resource):
                 "scope: sections not listed are removed. " + MIXING_WARNING
             ),
             attributes=[
-                schema.Attribute(
-                    "id", types.String(), computed=True, description=f"Same as `{cls.SCOPE_ATTR}`."
-                ),
-                schema.Attribute(
+                computed("id", f"Same as `{cls.SCOPE_ATTR}`."),
+                required(
                     cls.SCOPE_ATTR,
-                    types.String(),
-                    required=True,
-                    requires_replace=True,
-                    description=f"Id of the {cls.SCOPE_KIND} (`{cls.ID_PREFIX}…`).",
+                    f"Id of the {cls.SCOPE_KIND} (`{cls.ID_PREFIX}…`).",
+                    replace=True,
                 ),
-                schema.Attribute(
+                required(
                     "sections",
-                    types.Map(types.String()),
-                    required=True,
-                    description=(
-                        "Section name -> YAML text of one document of that section, e.g. "
-                        "`KeyManager = <<-YAML ... YAML`. Compared by canonical form: "
-                        "reformatting is not a change. An empty map keeps the scope empty; a null "
-                        "or empty entry is an error."
-                    ),
+                    "Section name -> YAML text of one document of that section, e.g. "
+                    "`KeyManager = <<-YAML ... YAML`. Compared by canonical form: reformatting "
+                    "is not a change. An empty map keeps the scope empty; a null or empty entry "
+                    "is an error.",
+                    kind=types.Map(types.String()),
                 ),
-                schema.Attribute(
+                computed(
                     "version",
-                    types.Number(),
-                    computed=True,
-                    description="Config version at this scope (0: nothing was ever written).",
+                    "Config version at this scope (0: nothing was ever written).",
+                    kind=types.Number(),
                 ),
-                schema.Attribute(
-                    "updated_at",
-                    types.String(),
-                    computed=True,
-                    description="Time of that version (RFC 3339); null for version 0.",
-                ),
+                computed("updated_at", "Time of that version (RFC 3339); null for version 0."),
             ],
         )
 
@@ -240,13 +234,7 @@ class _ConfigResource(ProviderBound, Resource):
         super().validate(diags, type_name, config)
         if diags.has_errors():
             return
-        scope_id = config.get(self.SCOPE_ATTR)
-        if isinstance(scope_id, str) and not scope_id.startswith(self.ID_PREFIX):
-            diags.add_error(
-                f"Invalid {self.SCOPE_ATTR}",
-                f"expected a {self.SCOPE_KIND} id starting with {self.ID_PREFIX!r}, got {scope_id!r}",
-                path=[self.SCOPE_ATTR],
-            )
+        check_id_prefixes(diags, config, {self.SCOPE_ATTR: self.ID_PREFIX})
         sections = config.get("sections")
         if isinstance(sections, Mapping):
             self._invalid_sections(diags, sections)

@@ -12,21 +12,17 @@ from tf.utils import Diagnostics
 
 from controlplane.terraform import lookup
 from controlplane.terraform.client import NotFoundError
-from controlplane.terraform.common import ProviderBound, reported
+from controlplane.terraform.common import (
+    ProviderBound,
+    check_id_prefixes,
+    computed,
+    optional,
+    reported,
+    required,
+)
 from controlplane.terraform.tftypes import Field, Object
 
 CREATED_AT = "Creation time (RFC 3339)."
-
-
-def _check_prefixes(diags: Diagnostics, config: Config, prefixes: dict[str, str]) -> None:
-    for attribute, prefix in prefixes.items():
-        value = config.get(attribute)
-        if isinstance(value, str) and not value.startswith(prefix):
-            diags.add_error(
-                f"Invalid {attribute}",
-                f"expected an id starting with {prefix!r}, got {value!r}",
-                path=[attribute],
-            )
 
 
 class _LookupDataSource(ProviderBound, DataSource):
@@ -55,42 +51,21 @@ class _LookupDataSource(ProviderBound, DataSource):
     def get_schema(cls) -> schema.Schema:
         prefix = lookup.COLLECTIONS[cls.SCOPE][1]
         attrs = [
-            schema.Attribute(
-                "id",
-                types.String(),
-                optional=True,
-                computed=True,
-                description=f"The {cls.KIND} id (`{prefix}…`). Set `id` or `name`.",
-            ),
-            schema.Attribute(
-                "name",
-                types.String(),
-                optional=True,
-                computed=True,
-                description=f"The {cls.KIND} name. Set `id` or `name`.",
-            ),
+            optional("id", f"The {cls.KIND} id (`{prefix}…`). Set `id` or `name`.", computed=True),
+            optional("name", f"The {cls.KIND} name. Set `id` or `name`.", computed=True),
         ]
         if cls.FILTER:
             attribute, parent_prefix = cls.FILTER
             attrs.append(
-                schema.Attribute(
+                optional(
                     attribute,
-                    types.String(),
-                    optional=True,
+                    f"Id of the parent (`{parent_prefix}…`): narrows a lookup by name, which is "
+                    "unique only within it.",
                     computed=True,
-                    description=(
-                        f"Id of the parent (`{parent_prefix}…`): narrows a lookup by name, "
-                        "which is unique only within it."
-                    ),
                 )
             )
-        attrs += [
-            schema.Attribute(name, types.String(), computed=True, description=desc)
-            for name, desc in cls.EXTRA
-        ]
-        attrs.append(
-            schema.Attribute("created_at", types.String(), computed=True, description=CREATED_AT)
-        )
+        attrs += [computed(name, desc) for name, desc in cls.EXTRA]
+        attrs.append(computed("created_at", CREATED_AT))
         return schema.Schema(attributes=attrs, description=cls.DESCRIPTION)
 
     def validate(self, diags: Diagnostics, type_name: str, config: Config) -> None:
@@ -103,7 +78,7 @@ class _LookupDataSource(ProviderBound, DataSource):
         prefixes = {"id": lookup.COLLECTIONS[self.SCOPE][1]}
         if self.FILTER:
             prefixes[self.FILTER[0]] = self.FILTER[1]
-        _check_prefixes(diags, config, prefixes)
+        check_id_prefixes(diags, config, prefixes)
 
     def _state(self, body: dict[str, Any]) -> State:
         return {f: body.get(f) for f in self._fields()}
@@ -176,7 +151,7 @@ class ClusterDataSource(_LookupDataSource):
 
 
 class _PlacementDataSource(ProviderBound, DataSource):
-    """Inputs: a deployment and optionally one of its clusters."""
+    """Inputs: a deployment and optionally one of its clusters; outputs: `outputs()`."""
 
     NAME: ClassVar[str]
     DESCRIPTION: ClassVar[str]
@@ -187,25 +162,23 @@ class _PlacementDataSource(ProviderBound, DataSource):
         return cls.NAME
 
     @classmethod
-    def _inputs(cls) -> list[schema.Attribute]:
-        return [
-            schema.Attribute(
-                "trust_domain_deployment_id",
-                types.String(),
-                required=True,
-                description="Id of the deployment (`tdd-…`).",
-            ),
-            schema.Attribute(
-                "cluster_id",
-                types.String(),
-                optional=True,
-                description=cls.CLUSTER_DESCRIPTION,
-            ),
-        ]
+    def outputs(cls) -> list[schema.Attribute]:
+        raise NotImplementedError
+
+    @classmethod
+    def get_schema(cls) -> schema.Schema:
+        return schema.Schema(
+            description=cls.DESCRIPTION,
+            attributes=[
+                required("trust_domain_deployment_id", "Id of the deployment (`tdd-…`)."),
+                optional("cluster_id", cls.CLUSTER_DESCRIPTION),
+                *cls.outputs(),
+            ],
+        )
 
     def validate(self, diags: Diagnostics, type_name: str, config: Config) -> None:
         super().validate(diags, type_name, config)
-        _check_prefixes(diags, config, {"trust_domain_deployment_id": "tdd-", "cluster_id": "c-"})
+        check_id_prefixes(diags, config, {"trust_domain_deployment_id": "tdd-", "cluster_id": "c-"})
 
 
 SECTION = Object(
@@ -231,28 +204,20 @@ class EffectiveConfigDataSource(_PlacementDataSource):
     CLUSTER_DESCRIPTION = "Id of a cluster of that deployment (`c-…`): include its config."
 
     @classmethod
-    def get_schema(cls) -> schema.Schema:
-        return schema.Schema(
-            description=cls.DESCRIPTION,
-            attributes=[
-                *cls._inputs(),
-                schema.Attribute(
-                    "version",
-                    types.Number(),
-                    computed=True,
-                    description=(
-                        "Effective version: grows whenever any of the scopes changes; the "
-                        "version servers report as desired and applied."
-                    ),
-                ),
-                schema.Attribute(
-                    "sections",
-                    types.Map(SECTION),
-                    computed=True,
-                    description="Section name -> the section and the scope it comes from.",
-                ),
-            ],
-        )
+    def outputs(cls) -> list[schema.Attribute]:
+        return [
+            computed(
+                "version",
+                "Effective version: grows whenever any of the scopes changes; the version "
+                "servers report as desired and applied.",
+                kind=types.Number(),
+            ),
+            computed(
+                "sections",
+                "Section name -> the section and the scope it comes from.",
+                kind=types.Map(SECTION),
+            ),
+        ]
 
     def read(self, ctx: ReadDataContext, config: Config) -> State | None:
         tdd, cluster = config.get("trust_domain_deployment_id"), config.get("cluster_id")
@@ -300,19 +265,8 @@ class ServersDataSource(_PlacementDataSource):
     CLUSTER_DESCRIPTION = "Only the servers of this cluster (`c-…`)."
 
     @classmethod
-    def get_schema(cls) -> schema.Schema:
-        return schema.Schema(
-            description=cls.DESCRIPTION,
-            attributes=[
-                *cls._inputs(),
-                schema.Attribute(
-                    "servers",
-                    types.List(SERVER),
-                    computed=True,
-                    description="One entry per server, by id.",
-                ),
-            ],
-        )
+    def outputs(cls) -> list[schema.Attribute]:
+        return [computed("servers", "One entry per server, by id.", kind=types.List(SERVER))]
 
     def read(self, ctx: ReadDataContext, config: Config) -> State | None:
         tdd, cluster = config.get("trust_domain_deployment_id"), config.get("cluster_id")

@@ -26,7 +26,14 @@ from tf.utils import Diagnostics
 
 from controlplane.terraform import lookup
 from controlplane.terraform.client import NotFoundError
-from controlplane.terraform.common import ProviderBound, reported
+from controlplane.terraform.common import (
+    ProviderBound,
+    check_id_prefixes,
+    computed,
+    optional,
+    reported,
+    required,
+)
 
 DEFAULT_TTL = "1h"
 MAX_TTL = timedelta(days=7)  # the control plane's limit (services/auth.py)
@@ -61,65 +68,34 @@ class JoinTokenResource(ProviderBound, Resource):
                 "the resource does not revoke it (it stays valid until it expires or is used)."
             ),
             attributes=[
-                schema.Attribute(
-                    "id",
-                    types.String(),
-                    computed=True,
-                    description="`jt-` and the start of the token's SHA-256 (not the token).",
-                ),
-                schema.Attribute(
+                computed("id", "`jt-` and the start of the token's SHA-256 (not the token)."),
+                required(
                     "trust_domain_deployment_id",
-                    types.String(),
-                    required=True,
-                    requires_replace=True,
-                    description="Id of the deployment (`tdd-…`) the server will join.",
+                    "Id of the deployment (`tdd-…`) the server will join.",
+                    replace=True,
                 ),
-                schema.Attribute(
+                optional(
                     "ttl",
-                    types.String(),
-                    optional=True,
+                    "How long the token is valid, e.g. `15m`, `1h`, `2d` (at most `7d`). "
+                    f"Default: `{DEFAULT_TTL}`.",
                     computed=True,
-                    requires_replace=True,
+                    replace=True,
                     default=DEFAULT_TTL,
-                    description=(
-                        "How long the token is valid, e.g. `15m`, `1h`, `2d` (at most `7d`). "
-                        f"Default: `{DEFAULT_TTL}`."
-                    ),
                 ),
-                schema.Attribute(
+                optional(
                     "recreate_when_expired",
-                    types.Bool(),
-                    optional=True,
-                    description=(
-                        "When true, a token past `expires_at` is dropped at the next refresh, "
-                        "so the next apply makes a new one. Default: false."
-                    ),
+                    "When true, a token past `expires_at` is dropped at the next refresh, so the "
+                    "next apply makes a new one. Default: false.",
+                    kind=types.Bool(),
                 ),
-                schema.Attribute(
-                    "token",
-                    types.String(),
-                    computed=True,
-                    sensitive=True,
-                    description="The join token.",
-                ),
-                schema.Attribute(
-                    "expires_at",
-                    types.String(),
-                    computed=True,
-                    description="When the token stops being valid (RFC 3339).",
-                ),
+                computed("token", "The join token.", sensitive=True),
+                computed("expires_at", "When the token stops being valid (RFC 3339)."),
             ],
         )
 
     def validate(self, diags: Diagnostics, type_name: str, config: Config) -> None:
         super().validate(diags, type_name, config)
-        deployment = config.get("trust_domain_deployment_id")
-        if isinstance(deployment, str) and not deployment.startswith("tdd-"):
-            diags.add_error(
-                "Invalid trust_domain_deployment_id",
-                f"expected a deployment id starting with 'tdd-', got {deployment!r}",
-                path=["trust_domain_deployment_id"],
-            )
+        check_id_prefixes(diags, config, {"trust_domain_deployment_id": "tdd-"})
         ttl = config.get("ttl")
         if isinstance(ttl, str):
             problem = ttl_problem(ttl)

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from typing import Any, ClassVar
 
-from tf import schema, types
+from tf import schema
 from tf.iface import (
     Config,
     CreateContext,
@@ -25,7 +25,13 @@ from tf.utils import Diagnostics
 from controlplane.domain import object_name_problem, trust_domain_name_problem
 from controlplane.terraform import lookup
 from controlplane.terraform.client import ApiError, NotFoundError
-from controlplane.terraform.common import ProviderBound, reported
+from controlplane.terraform.common import (
+    ProviderBound,
+    check_id_prefixes,
+    computed,
+    reported,
+    required,
+)
 
 
 class _ObjectResource(ProviderBound, Resource):
@@ -47,30 +53,16 @@ class _ObjectResource(ProviderBound, Resource):
 
     @classmethod
     def get_schema(cls) -> schema.Schema:
-        attrs = [
-            schema.Attribute(
-                "id",
-                types.String(),
-                computed=True,
-                description=f"The {cls.KIND} id (`{cls.ID_PREFIX}…`).",
-            ),
-        ]
-        attrs += [
-            schema.Attribute(
-                name, types.String(), required=True, requires_replace=True, description=desc
-            )
-            for name, desc in cls.INPUTS
-        ]
-        attrs += [
-            schema.Attribute(name, types.String(), computed=True, description=desc)
-            for name, desc in cls.EXTRA_COMPUTED
-        ]
-        attrs.append(
-            schema.Attribute(
-                "created_at", types.String(), computed=True, description="Creation time (RFC 3339)."
-            )
+        return schema.Schema(
+            version=1,
+            description=cls.DESCRIPTION,
+            attributes=[
+                computed("id", f"The {cls.KIND} id (`{cls.ID_PREFIX}…`)."),
+                *(required(name, desc, replace=True) for name, desc in cls.INPUTS),
+                *(computed(name, desc) for name, desc in cls.EXTRA_COMPUTED),
+                computed("created_at", "Creation time (RFC 3339)."),
+            ],
         )
-        return schema.Schema(version=1, attributes=attrs, description=cls.DESCRIPTION)
 
     def _state(self, body: dict[str, Any]) -> State:
         names = [
@@ -96,14 +88,7 @@ class _ObjectResource(ProviderBound, Resource):
             if problem:
                 diags.add_error(f"Invalid name {name!r}", problem, path=["name"])
         if self.PARENT:
-            attribute, prefix = self.PARENT
-            parent = config.get(attribute)
-            if isinstance(parent, str) and not parent.startswith(prefix):
-                diags.add_error(
-                    f"Invalid {attribute}",
-                    f"expected an id starting with {prefix!r}, got {parent!r}",
-                    path=[attribute],
-                )
+            check_id_prefixes(diags, config, dict([self.PARENT]))
 
     def create(self, ctx: CreateContext, planned: State) -> State | None:
         with reported(ctx.diagnostics, f"create the {self.KIND}"):

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from tf import schema, types
+from tf import schema
 from tf.iface import (
     Config,
     CreateContext,
@@ -29,7 +29,14 @@ from tf.utils import Diagnostics
 from controlplane.terraform import lookup
 from controlplane.terraform import sections as sec
 from controlplane.terraform.client import ApiClient, ConflictError, NotFoundError
-from controlplane.terraform.common import Failed, ProviderBound, reported
+from controlplane.terraform.common import (
+    Failed,
+    ProviderBound,
+    check_id_prefixes,
+    computed,
+    reported,
+    required,
+)
 from controlplane.terraform.config_resources import MIXING_WARNING
 
 # A write loses the race only to a write of another section between our read and our PUT; a few
@@ -58,44 +65,21 @@ class ConfigSectionResource(ProviderBound, Resource):
                 "alone. " + MIXING_WARNING
             ),
             attributes=[
-                schema.Attribute(
-                    "id",
-                    types.String(),
-                    computed=True,
-                    description="`<scope>/<scope_id>/<section>`.",
-                ),
-                schema.Attribute(
+                computed("id", "`<scope>/<scope_id>/<section>`."),
+                required(
                     "scope",
-                    types.String(),
-                    required=True,
-                    requires_replace=True,
-                    description=(
-                        "`trust-domain`, `trust-domain-deployment` or `cluster` (the section "
-                        "must be allowed there)."
-                    ),
+                    "`trust-domain`, `trust-domain-deployment` or `cluster` (the section must be "
+                    "allowed there).",
+                    replace=True,
                 ),
-                schema.Attribute(
-                    "scope_id",
-                    types.String(),
-                    required=True,
-                    requires_replace=True,
-                    description="Id of the scope's object (`td-…`, `tdd-…` or `c-…`).",
+                required(
+                    "scope_id", "Id of the scope's object (`td-…`, `tdd-…` or `c-…`).", replace=True
                 ),
-                schema.Attribute(
-                    "section",
-                    types.String(),
-                    required=True,
-                    requires_replace=True,
-                    description="The section's name, e.g. `KeyManager`.",
-                ),
-                schema.Attribute(
+                required("section", "The section's name, e.g. `KeyManager`.", replace=True),
+                required(
                     "yaml",
-                    types.String(),
-                    required=True,
-                    description=(
-                        "YAML text of one document of that section. Compared by canonical "
-                        "form: reformatting is not a change."
-                    ),
+                    "YAML text of one document of that section. Compared by canonical form: "
+                    "reformatting is not a change.",
                 ),
             ],
         )
@@ -225,7 +209,7 @@ class ConfigSectionResource(ProviderBound, Resource):
         super().validate(diags, type_name, config)
         if diags.has_errors():
             return
-        scope, scope_id = config.get("scope"), config.get("scope_id")
+        scope = config.get("scope")
         if isinstance(scope, str) and scope not in lookup.COLLECTIONS:
             diags.add_error(
                 "Invalid scope",
@@ -233,14 +217,8 @@ class ConfigSectionResource(ProviderBound, Resource):
                 path=["scope"],
             )
             return
-        if isinstance(scope, str) and isinstance(scope_id, str):
-            prefix = lookup.COLLECTIONS[scope][1]
-            if not scope_id.startswith(prefix):
-                diags.add_error(
-                    "Invalid scope_id",
-                    f"a {scope} scope takes an id starting with {prefix!r}, got {scope_id!r}",
-                    path=["scope_id"],
-                )
+        if isinstance(scope, str):
+            check_id_prefixes(diags, config, {"scope_id": lookup.COLLECTIONS[scope][1]})
         section = config.get("section")
         if isinstance(section, str) and not section.strip():
             diags.add_error(

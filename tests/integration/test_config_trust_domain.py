@@ -8,18 +8,9 @@ from __future__ import annotations
 
 import pytest
 
-from support.api import ok, put_config
+from support.api import ok, put_config, shared_keys_key_manager
 
 REGEX = "/spec/extensions/azureKeyVault/sharedKeys/keyIdExtractionRegex"
-
-
-def shared_keys(regex: str) -> str:
-    return (
-        "section: KeyManager\nschema: v1\nspec:\n  extensions:\n    azureKeyVault:\n"
-        '      vaultURL: "https://v.vault.azure.net/"\n      sharedKeys:\n'
-        '        keyNameTemplate: \'spire-{{ .TrustDomain | replace "." "-" }}-{{ .KeyID }}\'\n'
-        f"        keyIdExtractionRegex: '{regex}'\n"
-    )
 
 
 def topology(c, td_name: str) -> dict[str, str]:
@@ -43,7 +34,7 @@ def test_regex_is_checked_against_the_scopes_trust_domain(live_api, scope):
                 c,
                 scope,
                 acme_com,
-                shared_keys("^spire-example-org-(.+)$"),
+                shared_keys_key_manager("^spire-example-org-(.+)$"),
                 validate_only=validate_only,
             )
             assert refused.status_code == 422, refused.text
@@ -51,10 +42,10 @@ def test_regex_is_checked_against_the_scopes_trust_domain(live_api, scope):
             assert issue["pointer"] == REGEX and issue["section"] == "KeyManager"
             assert "'spire-acme-com-jwt-signer-a'" in issue["reason"]
             # SPIRE's doc regex: right for a one-label trust domain, wrong for a dotted one.
-            spire = shared_keys("^spire-[^-]+-(.+)$")
+            spire = shared_keys_key_manager("^spire-[^-]+-(.+)$")
             assert ok(put_config(c, scope, acme, spire, validate_only=validate_only))
             assert put_config(c, scope, acme_com, spire).status_code == 422
         assert ok(c.get(f"/v1/config/{scope}/{acme_com}"))["version"] == 0  # nothing stored
         assert ok(c.get(f"/v1/config/{scope}/{acme}"))["version"] == 1
-        good = shared_keys("^spire-acme-com-(.+)$")
+        good = shared_keys_key_manager("^spire-acme-com-(.+)$")
         assert ok(put_config(c, scope, acme_com, good))["version"] == 1

@@ -13,21 +13,12 @@ from typing import Any
 import pytest
 from tf_harness import Terraform
 
-from support.api import ok, put_config
+from support.api import ok, put_config, shared_keys_key_manager
 
 pytestmark = [pytest.mark.terraform, pytest.mark.xdist_group("tf-plan-checks")]
 
 KL = 'KeyLifecycle = "section: KeyLifecycle\\nschema: v1\\nspec: {jwtKeyTTL: 6h}\\n"'
 REGEX = "/spec/extensions/azureKeyVault/sharedKeys/keyIdExtractionRegex"
-
-
-def shared_keys(regex: str) -> str:
-    return (
-        "section: KeyManager\nschema: v1\nspec:\n  extensions:\n    azureKeyVault:\n"
-        '      vaultURL: "https://v.vault.azure.net/"\n      sharedKeys:\n'
-        '        keyNameTemplate: \'spire-{{ .TrustDomain | replace "." "-" }}-{{ .KeyID }}\'\n'
-        f"        keyIdExtractionRegex: '{regex}'\n"
-    )
 
 
 def heredoc(text: str) -> str:
@@ -110,8 +101,8 @@ def test_plan_checks_the_scopes_and_their_trust_domains(
         # Someone wrote acme.com's deployment config outside Terraform.
         kl = "section: KeyLifecycle\nschema: v1\nspec: {jwtKeyTTL: 6h}\n"
         ok(put_config(admin, "trust-domain-deployment", dotted, kl))
-    example_regex = heredoc(shared_keys("^spire-example-org-(.+)$"))
-    spire_regex = heredoc(shared_keys("^spire-[^-]+-(.+)$"))
+    example_regex = heredoc(shared_keys_key_manager("^spire-example-org-(.+)$"))
+    spire_regex = heredoc(shared_keys_key_manager("^spire-[^-]+-(.+)$"))
     tf.write(
         f"""
 variable "key_manager" {{
@@ -172,7 +163,7 @@ import {{
 resource "spirl_trust_domain_deployment_config" "acme_com" {{
   trust_domain_deployment_id = "{dotted}"
   sections = {{
-    KeyManager = {heredoc(shared_keys("^spire-acme-com-(.+)$"))}
+    KeyManager = {heredoc(shared_keys_key_manager("^spire-acme-com-(.+)$"))}
   }}
 }}
 resource "spirl_trust_domain_deployment_config" "acme" {{
@@ -212,10 +203,12 @@ resource "spirl_trust_domain_deployment_config" "new" {{
     # spirlctl config validate asks the control plane, which knows the trust domain too.
     args = ("config", "validate", "trust-domain-deployment", "--id", new_id, "-")
     bad = shared_control_plane.spirlctl(
-        *args, input_text=shared_keys("^spire-example-org-(.+)$"), check=False
+        *args, input_text=shared_keys_key_manager("^spire-example-org-(.+)$"), check=False
     )
     assert bad.returncode == 1 and "keyIdExtractionRegex" in bad.stderr
-    good = shared_control_plane.spirlctl(*args, input_text=shared_keys("^spire-new-acme-com-(.+)$"))
+    good = shared_control_plane.spirlctl(
+        *args, input_text=shared_keys_key_manager("^spire-new-acme-com-(.+)$")
+    )
     assert "valid: KeyManager" in good.stdout
 
 
