@@ -176,6 +176,7 @@ def test_config_model(tmp_path: Path, shared_control_plane: Any) -> None:
                     for s in ok(admin.get(f"/v1/trust-domain-deployments/{tdd}/servers"))["items"]
                     if s["health"] == "HEALTHY" and s["applied_version"] == s["desired_version"]
                 ],
+                timeout=60,
                 what="the server's first status report",
             )
     finally:

@@ -20,9 +20,13 @@ pytestmark = [pytest.mark.terraform, pytest.mark.xdist_group("tf-endpoints")]
 
 CONFIG = """
 variable "td" { type = string }
+variable "timeout" {
+  type    = number
+  default = 30
+}
 
 provider "spirl" {
-  request_timeout = 2
+  request_timeout = var.timeout
   max_retries     = 2
 }
 
@@ -87,9 +91,10 @@ def test_retries_on_busy_and_request_timeout(applied: Terraform, shared_control_
         assert "HTTP 429" in out
         assert proxy.failed == 3
     with fake_server("hang") as silent:
-        tf.env["SPIRL_ENDPOINT"] = silent.url
+        tf.env.update(SPIRL_ENDPOINT=silent.url, TF_VAR_timeout="1")
         out = tf.fails("plan", "-input=false")
-        assert "did not answer" in out and "within 2s" in out
+        assert "did not answer" in out and "within 1s" in out
+    del tf.env["TF_VAR_timeout"]
     assert tf.state() == before
     tf.env["SPIRL_ENDPOINT"] = shared_control_plane.url
 
