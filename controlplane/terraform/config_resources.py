@@ -16,7 +16,6 @@ exist, and (on create) a scope that already holds config, which must be imported
 from __future__ import annotations
 
 import contextlib
-import logging
 from collections.abc import Mapping
 from typing import Any, ClassVar
 
@@ -46,8 +45,6 @@ from controlplane.terraform.common import (
     reported,
     required,
 )
-
-log = logging.getLogger(__name__)
 
 MIXING_WARNING = (
     "An authoritative config resource (spirl_trust_domain_config, "
