@@ -257,9 +257,9 @@ class ConfigSectionResource(ProviderBound, Resource):
             return  # not known until apply: create() checks then
         with reported(ctx.diagnostics, f"check the {section} section of {scope} {scope_id}"):
             current = self._current(ctx.diagnostics, scope, scope_id)
+            self._invalid(ctx.diagnostics, planned, scope_id)
             if section in sec.server_sections(current):
                 self._already_there(ctx.diagnostics, scope, scope_id, section)
-            self._invalid(ctx.diagnostics, planned, scope_id)
 
     def create(self, ctx: CreateContext, planned: State) -> State | None:
         scope, scope_id, section = planned["scope"], planned["scope_id"], planned["section"]
