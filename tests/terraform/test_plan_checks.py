@@ -121,9 +121,9 @@ resource "spirl_trust_domain_deployment_config" "acme" {{
     KeyManager = {spire_regex}
   }}
 }}
-resource "spirl_config_section" "from_variable" {{
+resource "spirl_config_section" "taken" {{
   scope    = "trust-domain-deployment"
-  scope_id = "{one_label}"
+  scope_id = "{dotted}"
   section  = "KeyLifecycle"
   yaml     = "section: KeyLifecycle\\nschema: v1\\nspec: {{jwtKeyTTL: 6h}}\\n"
 }}
@@ -141,6 +141,10 @@ resource "spirl_cluster_config" "no_such_cluster" {{
     # The scope holds config: plan-time error with the command to run instead.
     assert f"{dotted} already has configuration" in out
     assert f"terraform import spirl_trust_domain_deployment_config.<name> {dotted}" in out
+    # The same for one section.
+    assert f"{dotted} already has a KeyLifecycle section" in out
+    taken = f"trust-domain-deployment/{dotted}/KeyLifecycle"
+    assert f"terraform import spirl_config_section.<name> {taken}" in out
     # example.org's regex next to acme.com: refused with the real trust domain's key name.
     assert f'Invalid sections["KeyManager"] at {REGEX}' in out
     assert "'spire-acme-com-jwt-signer-a'" in out and "trust domain 'acme.com'" in out
