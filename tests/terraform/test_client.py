@@ -17,6 +17,8 @@ from controlplane.terraform.client import (
 )
 from controlplane.terraform.common import api_error_detail
 
+from support.api import KEY_MANAGER_AZURE, make_topology, ok, put_config
+
 pytestmark = [pytest.mark.terraform, pytest.mark.xdist_group("tf-client")]
 
 KL = "section: KeyLifecycle\nschema: v1\nspec: {jwtKeyTTL: 12h}\n"
@@ -126,3 +128,57 @@ def test_retry_delay() -> None:
         for header in (None, "Wed, 21 Oct 2015 07:28:00 GMT", "-1", "1e9"):
             assert 0.75 * base <= retry_delay(header, attempt) <= 1.25 * base
     assert retry_delay(None, 20) == 30.0
+
+
+def test_config_section_writes_around_other_writers(shared_control_plane: Any) -> None:
+    """spirl_config_section against the live control plane, in-process: a write to another
+    section between its read and its PUT (a real 409) is retried; a change to its own section
+    since Terraform read it is a conflict, and nothing is written."""
+    from tf.iface import UpdateContext
+    from tf.utils import Diagnostics
+
+    from controlplane.terraform.provider import SpirlProvider
+    from controlplane.terraform.section_resource import ConfigSectionResource
+
+    cp = shared_control_plane
+    with cp.client() as admin:
+        tdd = make_topology(admin, "sections.example.org")["tdd"]
+        ok(put_config(admin, "trust-domain-deployment", tdd, KL))
+    provider = SpirlProvider()
+    provider.configure_provider(Diagnostics(), {"endpoint": cp.url, "token": cp.admin_token})
+    resource = ConfigSectionResource(provider)
+    state = {
+        "id": f"trust-domain-deployment/{tdd}/KeyLifecycle",
+        "scope": "trust-domain-deployment",
+        "scope_id": tdd,
+        "section": "KeyLifecycle",
+        "yaml": KL,
+    }
+    client = provider.client
+    put_config_now = client.put_config
+    cut_in: list[str] = []  # what another writer PUTs between our read and our write, once
+
+    def another_writer_first(*args: Any, **kwargs: Any) -> Any:
+        if cut_in:
+            with cp.client() as admin:
+                ok(put_config(admin, "trust-domain-deployment", tdd, cut_in.pop()))
+        return put_config_now(*args, **kwargs)
+
+    client.put_config = another_writer_first  # type: ignore[method-assign]
+    ctx = UpdateContext(Diagnostics(), "spirl_config_section")
+
+    cut_in.append(KEY_MANAGER_AZURE)  # another section: retried, both stay
+    planned = {**state, "yaml": KL.replace("12h", "6h")}
+    assert resource.update(ctx, state, planned) == planned
+    with cp.client() as admin:
+        stored = ok(admin.get(f"/v1/config/trust-domain-deployment/{tdd}"))
+    assert stored["version"] == 3 and set(stored["sections"]) == {"KeyManager", "KeyLifecycle"}
+    assert "6h" in stored["sections"]["KeyLifecycle"]["yaml"]
+
+    cut_in.append(KL.replace("12h", "13h"))  # our own section: a conflict, nothing written
+    assert resource.update(ctx, planned, {**state, "yaml": KL.replace("12h", "1h")}) is None
+    assert "changed on the control plane since Terraform last read it" in str(ctx.diagnostics)
+    with cp.client() as admin:
+        stored = ok(admin.get(f"/v1/config/trust-domain-deployment/{tdd}"))
+    assert stored["version"] == 4 and "13h" in stored["sections"]["KeyLifecycle"]["yaml"]
+    client.close()
