@@ -245,6 +245,12 @@ SERVER = Object(
         Field("id", types.String(), "Server id (`tds-…`)."),
         Field("name", types.String(), "Name the server registered with."),
         Field("cluster_id", types.String(), "Its cluster (`c-…`), or null."),
+        Field(
+            "state",
+            types.String(),
+            "`HEALTHY` or `UNHEALTHY` (its last report), `UNKNOWN` (no recent report) or "
+            "`UNREACHABLE` (no contact within the staleness window).",
+        ),
         Field("health", types.String(), "`HEALTHY` or `UNHEALTHY`, from its last report."),
         Field("desired_version", types.Number(), "Effective config version it should apply."),
         Field("applied_version", types.Number(), "Effective config version it applies."),

@@ -190,7 +190,8 @@ def test_config_model(tmp_path: Path, shared_control_plane: Any) -> None:
     assert "cannot be mixed with spirl_config_section on the same scope" in flat
     (server,) = outputs(tf)["servers"]
     assert server["id"] == tds.server_id and server["cluster_id"] == ids["east"]
-    assert server["health"] == "HEALTHY" and server["applied_version"] == server["desired_version"]
+    assert server["state"] == server["health"] == "HEALTHY"
+    assert server["applied_version"] == server["desired_version"]
     assert server["key_manager"] == "default"
     # ... and the next plan puts it back: they never converge.
     res = tf.plan_exit()

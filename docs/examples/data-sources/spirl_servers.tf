@@ -6,6 +6,6 @@ data "spirl_servers" "prod" {
 output "lagging_servers" {
   value = [
     for s in data.spirl_servers.prod.servers : s.id
-    if s.health != "HEALTHY" || s.applied_version != s.desired_version
+    if s.state != "HEALTHY" || s.applied_version != s.desired_version
   ]
 }
