@@ -5,7 +5,7 @@ from __future__ import annotations
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any, TypeVar
 
 from sqlalchemy import Engine
@@ -19,6 +19,7 @@ from controlplane.api.parse_pool import ParsePool
 from controlplane.delivery.cache import DeliveryCache
 from controlplane.domain import Deregistered, Unauthenticated, utc_now
 from controlplane.fleet import FleetPolicy
+from controlplane.reported_keys import DEFAULT_MAX_KEY_LIFETIME
 from controlplane.services import auth as auth_service
 from controlplane.services.auth import Principal
 from controlplane.services.rollouts import FleetView
@@ -35,12 +36,17 @@ TOKEN_CACHE_SECONDS = 30.0
 class Settings:
     max_request_bytes: int = MAX_REQUEST_BYTES
     fleet: FleetPolicy = FleetPolicy()
-    # Contact batches, retention sweeps and the rollout promoter (api/housekeeping.py); off
-    # only in tests that count the statements of other work.
+    # Contact batches, retention sweeps, the rollout promoter (api/housekeeping.py) and bundle
+    # key expiry (delivery/bundle_expiry.py); off only in tests that count the statements of
+    # other work.
     housekeeping: bool = True
     # Seconds between passes of the staged-rollout promoter.
     rollout_interval: float = 1.0
-    # The clock of bake times and rollout status (tests move it).
+    # Keys a server reports may not live longer (not_after - now, not_after - not_before).
+    max_key_lifetime: timedelta = DEFAULT_MAX_KEY_LIFETIME
+    # The bundle expiry task wakes at least this often (seconds).
+    bundle_expiry_interval: float = 10.0
+    # The clock of bake times, rollout status and bundle key expiry (tests move it).
     clock: Callable[[], datetime] = utc_now
 
 

@@ -25,6 +25,7 @@ from controlplane.api.context import (
     bearer_from,
 )
 from controlplane.api.errors import to_response
+from controlplane.api.identity import RAW_HEADER
 from controlplane.api.inputs import query_int, query_number
 from controlplane.api.metrics import Metrics
 from controlplane.domain import Deregistered, utc_now
@@ -71,14 +72,18 @@ async def long_poll(
     caught_up = False
     while True:
         snapshot = await state.cache.snapshot(placement)
-        behind = have_config is not None and have_config > snapshot.newest_config_version
-        if behind and not caught_up:
-            # Another replica served a newer config: re-read before sending an older one.
-            # (Staged rollouts do send older versions on purpose, after an abort or to the
-            # servers of a superseded rollout: never newer than what this replica knows.)
+        behind_config = have_config is not None and have_config > snapshot.newest_config_version
+        behind_bundle = have_bundle is not None and have_bundle > snapshot.bundle.version
+        if (behind_config or behind_bundle) and not caught_up:
+            # Another replica served a newer config or bundle: re-read before sending an older
+            # one. (Staged rollouts do send older config versions on purpose, after an abort or
+            # to the servers of a superseded rollout: never newer than what this replica knows.)
             caught_up = True
             del snapshot
-            await state.cache.catch_up(placement)
+            if behind_config:
+                await state.cache.catch_up(placement)
+            if behind_bundle:
+                await state.cache.catch_up_bundle(placement.trust_domain_id)
             continue
         if snapshot.config_version != have_config or snapshot.bundle.version != have_bundle:
             state.cache.deliveries += 1
@@ -131,6 +136,7 @@ class LongPollFastPath:
             headers = [
                 (b"content-type", b"application/json"),
                 (b"content-length", str(len(body)).encode()),
+                RAW_HEADER,
             ]
         except Exception as exc:
             error = to_response(exc)

@@ -22,7 +22,7 @@ SELECTORS = ("servers", "percent", "clusters")
 MAX_BAKE = timedelta(days=7)
 
 
-def rollout_v1(spec: Any) -> Problems:
+def rollout_v1(spec: Any, trust_domain: str | None = None) -> Problems:
     if not isinstance(spec, dict) or not isinstance(spec.get("stages"), list):
         return []
     problems: Problems = []

@@ -12,12 +12,28 @@ from __future__ import annotations
 
 import re
 import unicodedata
+from collections.abc import Mapping
 
 from .lookalikes import LOOKALIKES
 
-__all__ = ["RESERVED_TAG_PREFIXES", "control_character", "reserved_prefix_problem", "skeleton"]
+__all__ = [
+    "KEY_TAGS_MAX",
+    "KEY_TAG_LENGTH_MAX",
+    "RESERVED_TAG_PREFIXES",
+    "SERVER_KEY_TAGS",
+    "control_character",
+    "key_tag_problems",
+    "reserved_prefix_problem",
+    "skeleton",
+]
 
 RESERVED_TAG_PREFIXES = ("azure:", "defakto-", "spire-")
+# Key tags (learn.microsoft.com "Azure Key Vault keys details", Key tags): up to 15 per key,
+# names and values up to 256 characters. The server sets 3 of its own (spire-server-td,
+# spire-server-id, spire-key-id), so users get 12.
+KEY_TAGS_MAX = 15
+KEY_TAG_LENGTH_MAX = 256
+SERVER_KEY_TAGS = 3
 # Category Cc (C0, DEL, C1) and Unicode's line and paragraph separators.
 _CONTROL = re.compile("[\x00-\x1f\x7f-\x9f\u2028\u2029]")
 _DROPPED = {"Mn", "Me", "Cf", "Zs", "Zl", "Zp", "Cc"}  # marks, invisible, spaces
@@ -53,3 +69,31 @@ def reserved_prefix_problem(name: str) -> str | None:
                 f"normalised; {reserved}"
             )
     return None
+
+
+def key_tag_problems(tags: Mapping[str, object]) -> list[tuple[str | None, str]]:
+    """Every way user `tags` break Key Vault's tag limits once the server adds its own:
+    (tag name, or None for the whole set; reason)."""
+    problems: list[tuple[str | None, str]] = []
+    allowed = KEY_TAGS_MAX - SERVER_KEY_TAGS
+    if len(tags) > allowed:
+        problems.append(
+            (
+                None,
+                f"at most {allowed} tags (Key Vault allows {KEY_TAGS_MAX} per key and the "
+                f"server sets {SERVER_KEY_TAGS} of its own); got {len(tags)}",
+            )
+        )
+    for name, value in tags.items():
+        if len(name) > KEY_TAG_LENGTH_MAX:
+            problems.append(
+                (name, f"tag name is {len(name)} characters; Key Vault allows {KEY_TAG_LENGTH_MAX}")
+            )
+        if isinstance(value, str) and len(value) > KEY_TAG_LENGTH_MAX:
+            problems.append(
+                (
+                    name,
+                    f"tag value is {len(value)} characters; Key Vault allows {KEY_TAG_LENGTH_MAX}",
+                )
+            )
+    return problems

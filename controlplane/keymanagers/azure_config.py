@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
+from controlplane.documents import key_tag_problems
 from controlplane.documents.patterns import Pattern, PatternError, compile_pattern
 from controlplane.keymanagers.base import KeyManagerError, KeyType
 
@@ -76,8 +77,10 @@ def _tags(raw: Any) -> dict[str, str]:
                 "keyTags", f"tag {name!r} uses a reserved prefix (azure:, defakto-, spire-)"
             )
         tags[name] = value
-    if len(tags) > 12:
-        raise _fail("keyTags", "holds more than 12 tags (Key Vault allows 15, 3 are the server's)")
+    problems = key_tag_problems(tags)
+    if problems:
+        tag, reason = problems[0]
+        raise _fail("keyTags" if tag is None else f"keyTags.{tag[:40]}", reason)
     return tags
 
 

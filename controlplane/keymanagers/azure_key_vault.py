@@ -18,31 +18,46 @@ returned as DER. Every key is tagged ``spire-server-td`` (the trust domain as wr
 
 Naming. Standard mode: one Key Vault key per (trust domain, server, key id), named
 ``spire-key-<32 hex of sha256(td, server, key id)>-<sanitised key id>``, so a restarted
-server finds its keys without a listing, and regenerating an id adds a new version
-(the manager only ever signs with the newest one). Shared keys mode: the name comes
-from ``keyNameTemplate``; a key that another server created less than 15 minutes ago
-is reused instead of adding a duplicate version. Two servers that both found nothing fresh
-and created a version at the same moment converge: both use the oldest version of that
-burst (versions created within 15 minutes of the newest one), so they still share one key,
-and a restarted server picks the same version by the same rule. ``shares_keys`` tells the
-trust domain server to ask for stable, per-slot JWT key ids in this mode.
+server finds its keys without a listing; the server asks for a fresh key id at every rotation,
+so every generation is a key of its own, deleted once it is released (as SPIRE's plugin names
+each generation anew and deletes the key a slot replaces). Key Vault compares names
+case-insensitively, and so does this manager. Shared keys mode: the name comes from
+``keyNameTemplate``; a key that another server created less than 15 minutes ago is reused
+instead of adding a duplicate version. Two servers that both found nothing fresh and created a
+version at the same moment converge: both use the oldest version of that burst (versions created
+within 15 minutes of the newest one; ties on the one-second ``created`` broken by preferring
+another server's version over one's own newest, then by version id: never by listing order,
+which Key Vault does not define), so they still share one key, and a restarted server picks the
+same version by the same rule. ``shares_keys`` tells the trust domain server to ask for the
+stable JWT key ids ``SHARED_JWT_KEY_IDS`` in this mode.
 
-Housekeeping (the caller schedules it): ``refresh_own_keys(in_use)`` every 6 h bumps the
-``updated`` time of this server's keys (in shared keys mode: the keys it created plus the
-shared keys it still uses, never other servers' own keys, so a vanished server's keys age); ``delete_stale_keys(protected)`` every 48 h
-deletes (soft delete) keys of the same trust domain made by other servers and not
-updated for 14 days, never one named in ``protected``. The trust domain comparison
-uses the raw tag and the raw trust domain, so dotted domains (``example.org``) work.
+Lifecycle (the caller drives it; see trust_domain_server/keyring.py and housekeeping.py):
 
-Throttling: 429 and 503 answers are retried after Retry-After (bounded attempts and
-wait); what still fails is a TransientKeyManagerError.
+- ``release_key(key_id)`` once a key no longer signs and its public key is no longer needed
+  (it expired): the key is deleted (soft delete). A shared key's name is never deleted (other
+  servers use it): its versions older than its newest two generations are disabled.
+- ``refresh_own_keys(in_use)`` every 6 h bumps ``updated`` of exactly the keys in use (one
+  PATCH each, as SPIRE's plugin), so other servers' cleanup sees them alive.
+- ``delete_orphaned_keys(keep, created_before)`` every 48 h deletes keys this server made but
+  no longer knows (a crash between creating a key and recording it; lost state) and left-over
+  probe keys, and purges its soft-deleted keys when the vault allows it (best effort: purge
+  protection or a missing purge permission leave them to the vault's retention period; an HSM
+  key is billed for 30 days after its last use either way, per the soft-delete overview).
+- ``delete_stale_keys(protected)`` every 48 h deletes (soft delete) keys of the same trust
+  domain made by other servers and not updated for 14 days, never one named in ``protected``.
+  The trust domain comparison uses the raw tag and the raw trust domain, so dotted domains
+  (``example.org``) work.
+
+Throttling: 429 and 503 answers are retried with exponential back-off and jitter (1, 2, 4, 8,
+16 s; Retry-After when given) within the operation's deadline (azure_retry.py); what still
+fails is a TransientKeyManagerError. Errors name their real cause (azure_errors.py).
 """
 
 from __future__ import annotations
 
-import functools
 import hashlib
 import logging
+import random
 import secrets
 import threading
 import time
@@ -70,8 +85,18 @@ from controlplane.keymanagers.azure_config import (
     build_credential,
     parse_config,
 )
-from controlplane.keymanagers.azure_errors import map_azure_error, retry_after_seconds
+from controlplane.keymanagers.azure_errors import (
+    DeletedButRecoverableError,
+    FirewallDeniedError,
+    PermissionDeniedError,
+    PurgeProtectedError,
+    SoftDeleteConflictError,
+    map_azure_error,
+    retry_after_seconds,
+)
+from controlplane.keymanagers.azure_retry import Backoff
 from controlplane.keymanagers.base import (
+    SHARED_JWT_KEY_IDS,
     HashAlgorithm,
     KeyManagerError,
     KeyNotFoundError,
@@ -105,6 +130,14 @@ CLEANUP_INTERVAL = timedelta(hours=48)
 STALE_KEY_AGE = timedelta(days=14)
 SHARED_KEY_FRESHNESS = timedelta(minutes=15)
 PROBE_LIFETIME = timedelta(minutes=10)
+# Generations of a shared key name kept enabled: the one in use and the one before it.
+SHARED_GENERATIONS_KEPT = 2
+# Seconds of back-off one call may spend: a sign holds an SVID request; anything else is
+# housekeeping or a rotation step the rotator retries later anyway.
+SIGN_DEADLINE = 30.0
+DEADLINE = 60.0
+# How long an asynchronous delete or recovery is waited for before giving up for now.
+SOFT_DELETE_WAIT = 30.0
 
 # Public Key Vault DNS suffixes (public, China, US Gov clouds; Managed HSM). For these the
 # SDK's check that the auth challenge names the vault's own domain stays on; any other host
@@ -199,9 +232,10 @@ class AzureKeyVaultKeyManager:
         credential: Any = None,
         connection_verify: str | bool | None = None,
         authority_host: str | None = None,
-        max_retries: int = 4,
-        max_retry_wait: float = 30.0,
+        deadline: float = DEADLINE,
+        sign_deadline: float = SIGN_DEADLINE,
         sleep: Callable[[float], None] = time.sleep,
+        rng: random.Random | None = None,
     ) -> None:
         if not trust_domain:
             raise KeyManagerError("azureKeyVault needs the server's trust domain")
@@ -212,9 +246,10 @@ class AzureKeyVaultKeyManager:
         self.server_id = server_id
         self.key_type = self.config.key_type  # what the server should ask for
         self._clock = clock
-        self._max_retries = max_retries
-        self._max_retry_wait = max_retry_wait
+        self._deadline = deadline
+        self._sign_deadline = sign_deadline
         self._sleep = sleep
+        self._rng = rng or random.Random()
         self._vault = self.config.vault_url
         self._owns_credential = credential is None
         self._credential = credential or build_credential(
@@ -223,8 +258,8 @@ class AzureKeyVaultKeyManager:
         host = (urlsplit(self._vault).hostname or "").lower()
         self._client_kwargs: dict[str, Any] = {
             "verify_challenge_resource": host.endswith(_AZURE_VAULT_SUFFIXES),
-            # Status retries are ours (Retry-After aware and bounded, see _call); the SDK
-            # still retries connection errors a few times.
+            # Status retries are ours (see _call); the SDK still retries connection errors a
+            # few times.
             "retry_status": 0,
             "retry_total": 3,
             "retry_backoff_factor": 0.2,
@@ -235,6 +270,7 @@ class AzureKeyVaultKeyManager:
         self._lock = threading.Lock()
         self._cache: dict[str, _Entry] = {}
         self._crypto: dict[str, CryptographyClient] = {}
+        self._purge_allowed = True  # False once the vault refused a purge for good
         self._closed = False
 
     @property
@@ -242,37 +278,43 @@ class AzureKeyVaultKeyManager:
         """True in shared keys mode: servers of a deployment share JWT keys by key id."""
         return self.config.shared_keys is not None
 
+    def _is_shared(self, key_id: str) -> bool:
+        """A key other servers may use too: a JWT signer slot id in shared keys mode (X.509
+        CA keys are never shared, as in SPIRE's plugin)."""
+        return self.shares_keys and key_id in SHARED_JWT_KEY_IDS
+
     # -- plumbing ----------------------------------------------------------------------------
 
     def _call(self, operation: str, subject: str, fn: Callable[[], T]) -> T:
-        """Run one SDK call; retry 429/503 after Retry-After (bounded); map errors."""
+        """Run one SDK call; back off on 429/503 within the deadline (azure_retry); map errors."""
         if self._closed:
             raise KeyManagerError("the Azure Key Vault key manager is closed")
-        attempt = 0
+        backoff: Backoff | None = None  # made on the first 429/503: the common path is lean
         while True:
             try:
                 return fn()
             except HttpResponseError as exc:
-                status = exc.status_code
-                if status in (429, 503) and attempt < self._max_retries:
-                    wait = retry_after_seconds(exc)
-                    if wait is None:
-                        wait = 0.5 * (2**attempt)
-                    wait = min(wait, self._max_retry_wait)
-                    log.warning(
-                        "Key Vault %s answered %s to %s %s; retrying in %.1fs (attempt %d of %d)",
-                        self._vault,
-                        status,
-                        operation,
-                        subject,
-                        wait,
-                        attempt + 1,
-                        self._max_retries,
-                    )
-                    self._sleep(wait)
-                    attempt += 1
-                    continue
-                raise map_azure_error(exc, operation, self._vault, subject) from exc
+                wait = None
+                if exc.status_code in (429, 503):
+                    if backoff is None:
+                        deadline = self._sign_deadline if operation == "sign" else self._deadline
+                        backoff = Backoff(deadline, rng=self._rng)
+                    wait = backoff.next_wait(retry_after_seconds(exc))
+                if wait is None or backoff is None:
+                    raise map_azure_error(exc, operation, self._vault, subject) from exc
+                log.warning(
+                    "Key Vault %s answered %s to %s %s; retrying in %.1fs (retry %d, %.0fs of "
+                    "%.0fs back-off used)",
+                    self._vault,
+                    exc.status_code,
+                    operation,
+                    subject,
+                    wait,
+                    backoff.attempt,
+                    backoff.waited,
+                    backoff.deadline,
+                )
+                self._sleep(wait)
             except (ServiceRequestError, ServiceResponseError) as exc:
                 raise map_azure_error(exc, operation, self._vault, subject) from exc
 
@@ -327,7 +369,7 @@ class AzureKeyVaultKeyManager:
             if tags.get(TAG_SERVER_ID) != self.server_id:
                 return None
             key_id = tags.get(TAG_KEY_ID)
-            return key_id if key_id and props.name == self.key_name(key_id) else None
+            return key_id if key_id and _same_name(props.name, self.key_name(key_id)) else None
         match = shared.key_id_regex.search(props.name or "")
         return match.group(1) if match and match.group(1) else None
 
@@ -341,7 +383,7 @@ class AzureKeyVaultKeyManager:
     def _fetch(self, key_id: str) -> _Entry:
         name = self.key_name(key_id)
         key = self._call("get", name, lambda: self._keys.get_key(name))
-        if self.config.shared_keys is not None:
+        if self._is_shared(key_id):
             key = self._settle_shared(name, key)
         tags = key.properties.tags or {}
         if tags.get(TAG_TRUST_DOMAIN) != self.trust_domain or (
@@ -357,66 +399,74 @@ class AzureKeyVaultKeyManager:
         log.info("using Key Vault key %s for key id %s", key.id, key_id)
         return entry
 
-    def _settle_shared(self, name: str, latest: KeyVaultKey) -> KeyVaultKey:
-        """The version of shared key `name` that all servers use, given its newest version.
+    def _settle_shared(
+        self, name: str, latest: KeyVaultKey, *, latest_is_current: bool = True
+    ) -> KeyVaultKey:
+        """The version of shared key `name` that all servers use, given a version of it.
 
         A server adds a version only when the newest is more than 15 minutes old, so the
         versions of one rotation come in a burst, more than one only when servers raced
-        (both found nothing fresh, both created). The agreed version is the oldest one,
-        among the newest version and the versions other servers made in the 15 minutes
-        before it. A server's own newer version replaces its own older ones (the contract:
-        regenerating an id makes the old key unusable). Every server, and a restarted one,
-        applies this rule to the same listing, so they all sign with and publish one key.
+        (both found nothing fresh, both created). The burst is the versions created within
+        15 minutes of the newest one; a server's newer version replaces its own older ones
+        there (the contract: regenerating an id makes the old key unusable). The agreed
+        version is the oldest of the burst. `created` has one-second resolution: within a tie
+        the key's current version (what GET answers: the one made last, the only order Key
+        Vault defines) is not chosen, since the server that made the first version may have
+        seen only its own and kept it; the version id settles what is left. Listing order is
+        never used (Key Vault does not define it). Every server, and a restarted one, applies
+        this rule to the same versions, so they all sign with and publish one key.
+
+        `latest_is_current`: `latest` came from a GET of the name (else it is the version
+        this server just created, and the current version is asked for when it matters).
         """
-        newest = latest.properties.created_on
-        creator = (latest.properties.tags or {}).get(TAG_SERVER_ID)
-        if newest is None:
-            return latest
         listed = self._call(
             "list",
             f"versions of {name}",
             lambda: list(self._keys.list_properties_of_key_versions(name)),
         )
-        candidates = [
+        usable = [
             p
             for p in listed
-            if p.version == latest.properties.version
-            or (
-                p.created_on is not None
-                and p.version
-                and p.enabled is not False
-                and newest - SHARED_KEY_FRESHNESS <= p.created_on <= newest
-                and (p.tags or {}).get(TAG_TRUST_DOMAIN) == self.trust_domain
-                and (p.tags or {}).get(TAG_SERVER_ID) != creator
-            )
+            if p.created_on is not None
+            and p.version
+            and p.enabled is not False
+            and (p.tags or {}).get(TAG_TRUST_DOMAIN) == self.trust_domain
         ]
-        if len(candidates) < 2:
+        if not usable:
             return latest
-        # `created` has one-second resolution: within a tie the newest version (the one
-        # `get` returns) was made last, and the emulator lists in creation order. A server
-        # that raced ahead saw only its own version and kept it; this order makes the
-        # later servers pick that same one.
-        order = {id(p): i for i, p in enumerate(candidates)}
-        first = min(
-            candidates,
-            key=lambda p: (
-                p.created_on or newest,
-                p.version == latest.properties.version,
-                order[id(p)],
-            ),
-        )
-        if first.version == latest.properties.version:
+        top = max(p.created_on for p in usable if p.created_on is not None)
+        newest_by_creator: dict[str, KeyProperties] = {}
+        for p in usable:
+            assert p.created_on is not None
+            if p.created_on < top - SHARED_KEY_FRESHNESS:
+                continue
+            creator = (p.tags or {}).get(TAG_SERVER_ID) or ""
+            kept = newest_by_creator.get(creator)
+            if kept is None or _recency(p, latest) > _recency(kept, latest):
+                newest_by_creator[creator] = p
+        burst = list(newest_by_creator.values())
+        if len(burst) == 1:
+            chosen_version = str(burst[0].version)
+        else:
+            current = latest
+            if not latest_is_current:
+                current = self._call("get", name, lambda: self._keys.get_key(name))
+            current_version = current.properties.version
+            first = min(
+                burst,
+                key=lambda p: (p.created_on, p.version == current_version, str(p.version)),
+            )
+            chosen_version = str(first.version)
+            log.info(
+                "Key Vault key %s got versions from %d servers in one rotation (they raced); "
+                "using the first, version %s, as every server does",
+                name,
+                len(burst),
+                chosen_version,
+            )
+        if chosen_version == latest.properties.version:
             return latest
-        version = str(first.version)
-        chosen = self._call("get", name, lambda: self._keys.get_key(name, version))
-        log.info(
-            "Key Vault key %s got versions from %d servers in one rotation (they raced); "
-            "using the first, %s, as every server does",
-            name,
-            len(candidates),
-            chosen.id,
-        )
-        return chosen
+        return self._call("get", name, lambda: self._keys.get_key(name, chosen_version))
 
     def _resolve(self, key_id: str) -> _Entry:
         with self._lock:
@@ -447,7 +497,7 @@ class AzureKeyVaultKeyManager:
         (no server ever lists or uses it) and is deleted right away, whatever failed.
         """
         if self.config.shared_keys is not None:
-            for sample in ("jwt-0123456789ab", "x509-ca-0123456789ab"):
+            for sample in (*SHARED_JWT_KEY_IDS, "x509-ca-0123456789ab"):
                 self.key_name(sample)  # raises when template and regex disagree
         listed = self._call(
             "list",
@@ -514,28 +564,35 @@ class AzureKeyVaultKeyManager:
         )
 
     def _delete_probe(self, probe: str, earlier: KeyManagerError | None) -> None:
+        """Delete the probe, wait for the deletion and purge it, so it never lingers (unless
+        the vault keeps deleted keys: purge protection, no purge permission)."""
+        subject = f"(probe key {probe})"
         try:
-            poller = self._call(
-                "delete",
-                f"(probe key {probe})",
-                lambda: self._keys.begin_delete_key(probe, _polling_interval=0.5),  # type: ignore[call-arg]
-            )
+            poller = self._delete(probe, subject)
         except KeyManagerError:
             if earlier is None:
                 raise
             log.error("could not delete probe key %s (it expires by itself)", probe)
             return
-        try:  # Purge is a nicety: a soft-deleted probe cannot sign either.
-            poller.wait(timeout=10)
-            self._keys.purge_deleted_key(probe)
-        except Exception as exc:  # noqa: BLE001 - best effort, logged
-            log.info("probe key %s deleted, not purged (%s)", probe, type(exc).__name__)
+        if poller is None or not _purgeable(poller):
+            return
+        poller.wait(timeout=SOFT_DELETE_WAIT)
+        backoff = Backoff(SOFT_DELETE_WAIT, rng=self._rng)
+        try:
+            while not self._purge(probe, subject):
+                wait = backoff.next_wait(None)
+                if wait is None:
+                    log.warning("probe key %s deleted, not purged yet (still being deleted)", probe)
+                    return
+                self._sleep(wait)
+        except KeyManagerError as exc:  # a purge is a nicety: a deleted probe cannot sign
+            log.warning("probe key %s deleted, not purged: %s", probe, exc)
 
     def generate_key(self, key_id: str, key_type: KeyType) -> PublicKey:
         key_id = require_key_id(key_id)
         key_type = coerce_key_type(key_type)
         name = self.key_name(key_id)
-        if self.config.shared_keys is not None:
+        if self._is_shared(key_id):
             reused = self._fresh_shared_key(name, key_id, key_type)
             if reused is not None:
                 return reused.public
@@ -545,23 +602,10 @@ class AzureKeyVaultKeyManager:
         def create() -> KeyVaultKey:
             return self._keys.create_key(name, key_operations=["sign", "verify"], tags=tags, **spec)
 
-        try:
-            key = self._call("create", name, create)
-        except KeyManagerError as exc:
-            if not _is_deleted_conflict(exc):
-                raise
-            # The name is held by a soft-deleted key (e.g. removed by stale-key cleanup):
-            # bring it back, then add the new version on top.
-            log.warning("Key Vault key %s was soft-deleted; recovering it to reuse the name", name)
-            self._call(
-                "recover",
-                name,
-                lambda: self._keys.begin_recover_deleted_key(name, _polling_interval=0.5).result(),  # type: ignore[call-arg]
-            )
-            key = self._call("create", name, create)
+        key = self._create_version(name, create)
         log.info("created Key Vault key %s (%s) for key id %s", key.id, key_type.value, key_id)
-        if self.config.shared_keys is not None:
-            key = self._settle_shared(name, key)
+        if self._is_shared(key_id):
+            key = self._settle_shared(name, key, latest_is_current=False)
         entry = self._entry(name, key, key_id)
         if entry.public.key_type is not key_type:
             raise KeyManagerError(
@@ -571,6 +615,39 @@ class AzureKeyVaultKeyManager:
         with self._lock:
             self._cache[key_id] = entry
         return entry.public
+
+    def _create_version(self, name: str, create: Callable[[], KeyVaultKey]) -> KeyVaultKey:
+        """Create a version of `name`. A name held by a soft-deleted key (and only then:
+        ObjectIsDeletedButRecoverable) is recovered first; a delete or recovery still running
+        (ObjectIsBeingDeleted, ObjectIsBeingRecovered, parallel recoveries) is waited out."""
+        backoff = Backoff(SOFT_DELETE_WAIT, rng=self._rng)
+        while True:
+            try:
+                return self._call("create", name, create)
+            except DeletedButRecoverableError:
+                # E.g. removed by another server's stale-key cleanup: bring the name back,
+                # then add the new version on top.
+                log.warning(
+                    "Key Vault key %s is soft-deleted; recovering it to reuse the name", name
+                )
+                self._recover(name)
+            except SoftDeleteConflictError as exc:
+                wait = backoff.next_wait(None)
+                if wait is None:
+                    raise
+                log.info("%s; retrying in %.1fs", exc, wait)
+                self._sleep(wait)
+
+    def _recover(self, name: str) -> None:
+        try:
+            poller = self._call(
+                "recover",
+                name,
+                lambda: self._keys.begin_recover_deleted_key(name, _polling_interval=0.5),  # type: ignore[call-arg]
+            )
+        except (SoftDeleteConflictError, KeyNotFoundError):
+            return  # another server is recovering it, or it is back: try creating again
+        poller.wait(timeout=SOFT_DELETE_WAIT)
 
     def _fresh_shared_key(self, name: str, key_id: str, key_type: KeyType) -> _Entry | None:
         """A key another server created under `name` within 15 minutes, to reuse."""
@@ -660,45 +737,222 @@ class AzureKeyVaultKeyManager:
         if self._owns_credential and hasattr(self._credential, "close"):
             self._credential.close()
 
-    # -- housekeeping ------------------------------------------------------------------------
+    # -- lifecycle and housekeeping ----------------------------------------------------------
+
+    def _delete(self, name: str, subject: str) -> Any:
+        """Soft-delete `name` without waiting; the SDK's delete poller, or None if it was
+        gone already."""
+        try:
+            return self._call(
+                "delete",
+                subject,
+                lambda: self._keys.begin_delete_key(name, _polling_interval=0.5),  # type: ignore[call-arg]
+            )
+        except KeyNotFoundError:
+            return None
+
+    def _purge(self, name: str, subject: str) -> bool:
+        """Purge a deleted key, best effort. True when nothing is left to do (purged, already
+        gone, or the vault does not let this server purge); False while it is being deleted."""
+        if not self._purge_allowed:
+            return True
+        try:
+            self._call("purge", subject, lambda: self._keys.purge_deleted_key(name))
+        except SoftDeleteConflictError:
+            return False
+        except KeyNotFoundError:
+            return True
+        except PurgeProtectedError as exc:
+            self._purge_allowed = False
+            log.info("%s; deleted keys stay soft-deleted until then", exc)
+            return True
+        except PermissionDeniedError as exc:
+            if isinstance(exc, FirewallDeniedError):
+                raise
+            self._purge_allowed = False
+            log.warning(
+                "the server's identity may not purge deleted keys, so they stay soft-deleted "
+                "until the vault's retention period ends (grant the purge permission to purge "
+                "them at once): %s",
+                exc,
+            )
+            return True
+        return True
+
+    def _forget(self, key_id: str) -> None:
+        with self._lock:
+            entry = self._cache.pop(key_id, None)
+            client = self._crypto.pop(entry.key.id or "", None) if entry else None
+        if client is not None:
+            client.close()
+
+    def release_key(self, key_id: str) -> bool:
+        """Remove a key that no longer signs and is no longer needed for verification.
+
+        Not part of the KeyManager protocol; the trust domain server calls it once the key has
+        expired (and again if it raised). A key of its own is deleted (soft delete: one call,
+        as SPIRE's plugin deletes the key a slot replaces); ``delete_orphaned_keys`` purges it
+        later, when the vault allows it. A shared key (``SHARED_JWT_KEY_IDS`` in shared keys
+        mode) keeps its name, other servers sign with it: its versions older than its newest
+        two generations are disabled. Returns True: nothing is left for the caller to do.
+        """
+        key_id = require_key_id(key_id)
+        name = self.key_name(key_id)
+        if self._is_shared(key_id):
+            self._retire_shared_versions(name)
+            return True
+        self._forget(key_id)
+        poller = self._delete(name, name)
+        log.info(
+            "released Key Vault key %s (key id %s): %s",
+            name,
+            key_id,
+            "deleted" if poller is not None else "already gone",
+        )
+        return True
+
+    def _retire_shared_versions(self, name: str) -> list[str]:
+        """Disable the versions of shared key `name` older than its newest two generations
+        (Key Vault cannot delete single versions). A generation is a burst of versions made
+        within 15 minutes of each other (servers that raced); newest by `created`."""
+        try:
+            listed = self._call(
+                "list",
+                f"versions of {name}",
+                lambda: list(self._keys.list_properties_of_key_versions(name)),
+            )
+        except KeyNotFoundError:
+            return []
+        epoch = datetime.min.replace(tzinfo=UTC)
+        newest_first = sorted(
+            listed, key=lambda p: (p.created_on or epoch, str(p.version)), reverse=True
+        )
+        generations = 0
+        burst_start: datetime | None = None
+        disabled: list[str] = []
+        for props in newest_first:
+            created = props.created_on or epoch
+            if burst_start is None or created < burst_start - SHARED_KEY_FRESHNESS:
+                generations += 1
+                burst_start = created
+            if generations <= SHARED_GENERATIONS_KEPT or props.enabled is False:
+                continue
+            version = str(props.version)
+            self._call(
+                "update",
+                f"{name} version {version}",
+                lambda version=version: self._keys.update_key_properties(  # type: ignore[misc]
+                    name, version, enabled=False
+                ),
+            )
+            disabled.append(version)
+        if disabled:
+            log.info("disabled old versions of shared Key Vault key %s: %s", name, disabled)
+        return disabled
 
     def refresh_own_keys(self, in_use_key_ids: Collection[str] = ()) -> list[str]:
-        """Bump `updated` of this server's keys (call every REFRESH_INTERVAL); returns names.
+        """Bump `updated` of the keys in use (call every REFRESH_INTERVAL); returns the names.
 
-        Other servers' stale-key cleanup judges keys by `updated`; refreshing keeps ours.
-        In shared keys mode "ours" is what this server created plus the shared keys named
-        in `in_use_key_ids` (key ids it still signs or verifies with), so the keys of a
-        server that vanished are left to age out.
+        Other servers' stale-key cleanup judges keys by `updated`; refreshing keeps ours. Only
+        the keys named in `in_use_key_ids` (the key ids this server still signs or verifies
+        with, shared ones included) are touched, with one PATCH each that rewrites their key
+        operations unchanged (as SPIRE's plugin does), so tags stay as they are and keys no
+        longer used age out.
         """
-        in_use = set(in_use_key_ids)
-        listed = self._call("list", "", lambda: list(self._keys.list_properties_of_keys()))
         refreshed: list[str] = []
         errors: list[KeyManagerError] = []
-        for props in listed:
-            key_id = self._key_id_of(props)
-            if key_id is None or not props.name:
-                continue
-            if (
-                self.config.shared_keys is not None
-                and (props.tags or {}).get(TAG_SERVER_ID) != self.server_id
-                and key_id not in in_use
-            ):
-                continue
-            name, tags = props.name, dict(props.tags or {})
+        for key_id in sorted(set(in_use_key_ids)):
+            name = self.key_name(key_id)
             try:
                 self._call(
                     "update",
                     name,
-                    functools.partial(self._keys.update_key_properties, name, tags=tags),
+                    lambda name=name: self._keys.update_key_properties(  # type: ignore[misc]
+                        name, key_operations=["sign", "verify"]
+                    ),
                 )
-                refreshed.append(name)
+            except KeyNotFoundError:
+                log.warning("Key Vault key %s (key id %s) in use but gone", name, key_id)
+                continue
             except KeyManagerError as exc:
                 log.error("could not refresh Key Vault key %s: %s", name, exc)
                 errors.append(exc)
+                continue
+            refreshed.append(name)
         if errors:
             raise errors[0]
         log.info("refreshed %d Key Vault keys of server %s", len(refreshed), self.server_id)
         return refreshed
+
+    def _own(self, props: KeyProperties) -> bool:
+        tags = props.tags or {}
+        return (
+            tags.get(TAG_TRUST_DOMAIN) == self.trust_domain
+            and tags.get(TAG_SERVER_ID) == self.server_id
+        )
+
+    def delete_orphaned_keys(
+        self, keep_key_ids: Collection[str], created_before: datetime
+    ) -> list[str]:
+        """Delete keys this server made that it no longer knows; purge its deleted leftovers.
+
+        Call every CLEANUP_INTERVAL with `keep_key_ids`, every key id the server holds (any
+        key manager, keys awaiting release included), and `created_before`, a time before which
+        every key of the server has expired. Such keys come from a crash between creating a
+        key and recording it, or from lost state. Shared keys are never touched (other servers
+        use them); a probe key only once it has expired. Then the server's own keys left
+        soft-deleted (released, probes) are purged when the vault allows it. Returns the
+        deleted names.
+        """
+        keep = set(keep_key_ids)
+        now = self._clock()
+        listed = self._call("list", "", lambda: list(self._keys.list_properties_of_keys()))
+        deleted: list[str] = []
+        for props in listed:
+            tags = props.tags or {}
+            name = props.name or ""
+            if not name or not self._own(props):
+                continue
+            if TAG_PROBE in tags:
+                if props.expires_on is None or props.expires_on > now:
+                    continue  # a check may be using it
+            else:
+                key_id = tags.get(TAG_KEY_ID)
+                if (
+                    not key_id
+                    or key_id in keep
+                    or self._is_shared(key_id)
+                    or props.created_on is None
+                    or props.created_on >= created_before
+                ):
+                    continue
+            try:
+                self._delete(name, name)
+            except KeyManagerError as exc:
+                log.error("could not delete orphaned Key Vault key %s: %s", name, exc)
+                continue
+            deleted.append(name)
+            log.info("deleted orphaned Key Vault key %s (created %s)", props.id, props.created_on)
+        if self._purge_allowed:
+            self._purge_leftovers(keep)
+        return deleted
+
+    def _purge_leftovers(self, keep: set[str]) -> None:
+        leftovers = self._call("list", "deleted keys", lambda: list(self._keys.list_deleted_keys()))
+        for item in leftovers:
+            props = item.properties
+            key_id = (props.tags or {}).get(TAG_KEY_ID)
+            if (
+                not item.name
+                or not self._own(props)
+                or key_id in keep
+                or self._is_shared(str(key_id))
+                or "purgeable" not in str(props.recovery_level or "purgeable").lower()
+            ):
+                continue
+            self._purge(item.name, f"(deleted key {item.name})")  # still deleting: next time
+            if not self._purge_allowed:
+                return
 
     def delete_stale_keys(
         self, protected_key_names: Collection[str] = (), *, max_age: timedelta = STALE_KEY_AGE
@@ -709,7 +963,7 @@ class AzureKeyVaultKeyManager:
         ids (``spire-key-id``) that may still verify an unexpired SVID: never deleted.
         Returns the deleted names.
         """
-        protected = set(protected_key_names)
+        protected = {p.lower() for p in protected_key_names}
         cutoff = self._clock() - max_age
         listed = self._call("list", "", lambda: list(self._keys.list_properties_of_keys()))
         deleted: list[str] = []
@@ -719,16 +973,15 @@ class AzureKeyVaultKeyManager:
             if (
                 tags.get(TAG_TRUST_DOMAIN) != self.trust_domain  # raw tag vs raw trust domain
                 or tags.get(TAG_SERVER_ID) in (None, self.server_id)
-                or name in protected
-                or tags.get(TAG_KEY_ID) in protected
+                or name.lower() in protected
+                or (tags.get(TAG_KEY_ID) or "").lower() in protected
                 or props.updated_on is None
                 or props.updated_on >= cutoff
             ):
                 continue
             try:
-                self._call("delete", name, functools.partial(self._keys.begin_delete_key, name))
-            except KeyNotFoundError:
-                continue
+                if self._delete(name, name) is None:
+                    continue
             except KeyManagerError as exc:
                 log.error("could not delete stale Key Vault key %s: %s", name, exc)
                 continue
@@ -742,10 +995,19 @@ class AzureKeyVaultKeyManager:
         return deleted
 
 
-def _is_deleted_conflict(exc: KeyManagerError) -> bool:
-    cause = exc.__cause__
-    return (
-        isinstance(cause, HttpResponseError)
-        and cause.status_code == 409
-        and "deleted" in str(cause.message or "").lower()
-    )
+def _purgeable(poller: Any) -> bool:
+    """Whether the vault lets a deleted key be purged (DeletionRecoveryLevel "...+Purgeable")."""
+    deleted = poller.result()
+    level = getattr(getattr(deleted, "properties", None), "recovery_level", None)
+    return level is None or "purgeable" in str(level).lower()
+
+
+def _recency(props: KeyProperties, known: KeyVaultKey) -> tuple[Any, bool, str]:
+    """Order of a creator's versions: by `created`; within its one-second resolution the
+    version known to be newer (the one just created, or GET's current one), then the id."""
+    return (props.created_on, props.version == known.properties.version, str(props.version))
+
+
+def _same_name(a: str | None, b: str | None) -> bool:
+    """Key Vault key names compare case-insensitively."""
+    return a is not None and b is not None and a.lower() == b.lower()

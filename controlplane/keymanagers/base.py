@@ -11,6 +11,12 @@ import enum
 from dataclasses import dataclass
 from typing import Protocol, runtime_checkable
 
+# The key ids a trust domain server asks of a manager that shares keys between the servers of
+# a deployment (``shares_keys`` true): its two JWT signer slots, used alternately. Such a
+# manager never deletes the key under one of these ids (other servers sign with it); it retires
+# the key's old versions instead.
+SHARED_JWT_KEY_IDS = ("jwt-signer-a", "jwt-signer-b")
+
 
 class KeyType(str, enum.Enum):
     EC_P256 = "ec-p256"

@@ -3,10 +3,15 @@
 A key manager takes part when it has both optional methods (they are not in the KeyManager
 protocol; today only the Azure Key Vault manager has them):
 
-- ``refresh_own_keys(in_use_key_ids)``: bump ``updated`` on this server's keys, so other
-  servers' cleanup sees them alive. Run every 6 h.
+- ``refresh_own_keys(in_use_key_ids)``: bump ``updated`` on the keys this server still uses
+  with that manager (and no other), so other servers' cleanup sees them alive. Run every 6 h.
 - ``delete_stale_keys(protected)``: delete keys of other servers of the trust domain not
   updated for 14 days, except ``protected``. Run every 48 h.
+
+and, when it has it, ``delete_orphaned_keys(keep, created_before)`` on the same 48 h schedule:
+keys of this server that it does not know (any key id outside ``keep``: every key the keyring
+holds or still has to release, with any manager) and created before ``created_before`` (the
+longest key lifetime in use ago, plus an hour: by then every key of this server has expired).
 
 Both run on the server's injectable clock from the rotator tick, so tests jump days instead
 of waiting. ``protected`` is every key that may still verify an unexpired SVID: this
@@ -37,6 +42,7 @@ log = logging.getLogger(__name__)
 REFRESH_INTERVAL = timedelta(hours=6)
 CLEANUP_INTERVAL = timedelta(hours=48)
 RETRY_AFTER = timedelta(minutes=10)
+ORPHAN_MARGIN = timedelta(hours=1)
 
 
 def takes_part(handle: ManagerHandle) -> bool:
@@ -74,6 +80,19 @@ class StaleKeyHousekeeping:
             out.update((rec.key_id, rec.kid))
         out.update(self._bundle_kids() or ())
         return out
+
+    def known_key_ids(self) -> set[str]:
+        """Every key id the server holds or still has to release, with any key manager."""
+        out = {r.key_id for r in self._keyring.records()}
+        out.update(p.record.key_id for p in self._keyring.pending_releases())
+        return out
+
+    def orphan_cutoff(self, now: datetime) -> datetime:
+        """A creation time before which every key of this server has expired."""
+        lifetimes = [r.lifetime for r in self._keyring.records()]
+        lifetimes += [p.record.lifetime for p in self._keyring.pending_releases()]
+        lifetimes += [self._keyring.lifetimes.x509_ca, self._keyring.lifetimes.jwt]
+        return now - max(lifetimes) - ORPHAN_MARGIN
 
     def run(self, now: datetime) -> None:
         """One tick: refresh and clean up with every live manager that is due."""
@@ -136,3 +155,13 @@ class StaleKeyHousekeeping:
             f" ({', '.join(deleted)})" if deleted else "",
             len(protected),
         )
+        sweep = getattr(instance, "delete_orphaned_keys", None)
+        if not callable(sweep):
+            return
+        try:
+            orphans = sweep(self.known_key_ids(), self.orphan_cutoff(now))
+        except KeyManagerError as exc:
+            log.warning("orphaned key sweep with %s (%s) failed: %s", handle.type, handle.id, exc)
+            return
+        if orphans:
+            log.info("deleted %d orphaned key(s) with %s: %s", len(orphans), handle.type, orphans)

@@ -8,7 +8,17 @@ it signed. Retired keys stay published until their not-after.
 
 No I/O of its own and no clock of its own: `rotate(now)` is driven by the caller. Key
 manager calls (which may hit the network) are made without holding the keyring lock so that
-issuance continues while a key is being generated.
+issuance continues while a key is being generated. A failed generation is retried with a
+growing delay (10 s doubling up to 5 min) while the current key keeps signing.
+
+Release. A key that has expired no longer signs and no bundle needs its public key, so the
+keyring asks its manager to remove it (``release_key``, optional, not in the KeyManager
+protocol: the Azure Key Vault manager deletes it, the default manager deletes its file). A
+release that fails, or says it is not finished (returns False), stays pending and is retried
+later (1 min doubling up to 1 h); pending releases are persisted with the key records and a key
+that expired while the server was down is released after the restart, so no key is left behind.
+A manager stays open until its pending releases are done. With releases at expiry a manager
+holds at most three keys per kind: retired, active, prepared.
 
 Key ids and kids. A record's `key_id` is the id asked of the key manager, its `kid` the id
 in the bundle and in JWT headers. Normally both are the same fresh random id. A manager
@@ -36,13 +46,15 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.x509.oid import NameOID
 
 from controlplane.keymanagers.base import (
+    SHARED_JWT_KEY_IDS,
     KeyManager,
     KeyManagerError,
+    KeyNotFoundError,
     KeyType,
     SigningAlgorithm,
 )
 
-from .crypto import jwk_thumbprint, sign_certificate
+from .crypto import CA_KEY_USAGE, jwk_thumbprint, sign_certificate
 
 __all__ = [
     "DEFAULT_LIFETIME",
@@ -53,6 +65,7 @@ __all__ = [
     "Lifetimes",
     "ManagerHandle",
     "NoActiveKeyError",
+    "PendingRelease",
     "SHARED_JWT_KEY_IDS",
     "activation_threshold",
     "close_manager",
@@ -67,8 +80,14 @@ _MAX_PREPARE = timedelta(days=30)
 _MAX_ACTIVATE = timedelta(days=7)
 # CA certificates are backdated a little so a verifier whose clock lags still accepts them.
 _BACKDATE = timedelta(seconds=10)
-# Stable per-slot key ids asked of a manager that shares JWT keys between servers.
-SHARED_JWT_KEY_IDS = ("jwt-signer-a", "jwt-signer-b")
+# Retry delays after a failed key generation / an unfinished release (doubling up to the cap).
+_GENERATE_RETRY = (timedelta(seconds=10), timedelta(minutes=5))
+_RELEASE_RETRY = (timedelta(minutes=1), timedelta(hours=1))
+
+
+def _retry_delay(failures: int, bounds: tuple[timedelta, timedelta]) -> timedelta:
+    first, cap = bounds
+    return min(first * (2 ** max(0, min(failures - 1, 16))), cap)
 
 
 class KeyKind(StrEnum):
@@ -170,6 +189,31 @@ class KeyRecord:
 
 
 @dataclass
+class PendingRelease:
+    """An expired key its manager has not removed yet; retried from `not_before` on."""
+
+    record: KeyRecord
+    attempts: int = 0
+    not_before: datetime | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            **self.record.to_dict(),
+            "release_attempts": self.attempts,
+            "release_not_before": self.not_before.isoformat() if self.not_before else None,
+        }
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> PendingRelease:
+        not_before = data.get("release_not_before")
+        return cls(
+            record=KeyRecord.from_dict(data),
+            attempts=int(data.get("release_attempts") or 0),
+            not_before=datetime.fromisoformat(not_before) if not_before else None,
+        )
+
+
+@dataclass
 class ManagerHandle:
     """One live key manager instance and the config that built it."""
 
@@ -235,6 +279,11 @@ class Keyring:
         self._slots: dict[KeyKind, _Slots] = {k: _Slots() for k in KeyKind}
         self._managers: dict[str, ManagerHandle] = {}
         self._active_manager: ManagerHandle | None = None
+        self._releases: list[PendingRelease] = []
+        # Per kind: consecutive generation failures, when to try again, and the last error.
+        self._failures: dict[KeyKind, int] = {}
+        self._retry_at: dict[KeyKind, datetime] = {}
+        self._errors: dict[KeyKind, str] = {}
         self.last_error: str | None = None
 
     # --- configuration ---------------------------------------------------------------------
@@ -281,11 +330,19 @@ class Keyring:
         with self._lock:
             self._managers[handle.id] = handle
 
-    def restore(self, records: list[KeyRecord], now: datetime) -> None:
-        """Load key records persisted before a restart (their managers must be adopted first)."""
+    def restore(
+        self,
+        records: list[KeyRecord],
+        now: datetime,
+        pending: list[PendingRelease] | None = None,
+    ) -> None:
+        """Load key records and pending releases persisted before a restart (their managers
+        must be adopted first). A record that expired meanwhile becomes a pending release."""
         with self._lock:
+            self._releases.extend(pending or ())
             for rec in records:
                 if rec.not_after <= now:
+                    self._releases.append(PendingRelease(rec))
                     continue
                 slots = self._slots[rec.kind]
                 if rec.state is KeyState.ACTIVE and slots.current is None:
@@ -303,6 +360,10 @@ class Keyring:
             for kind in KeyKind:
                 out.extend(self._slots[kind].all())
             return out
+
+    def pending_releases(self) -> list[PendingRelease]:
+        with self._lock:
+            return list(self._releases)
 
     def current(self, kind: KeyKind) -> KeyRecord | None:
         with self._lock:
@@ -331,34 +392,52 @@ class Keyring:
         with self._rotate_lock:
             removed, to_close = self._expire(now)
             changed = bool(removed or to_close)
-            self._release(removed, to_close)
-            errors: list[str] = []
+            released = self._release(now)  # pending releases are persisted state
             for kind in KeyKind:
+                retry_at = self._retry_at.get(kind)
+                if retry_at is not None and now < retry_at:
+                    continue  # the current key keeps signing; try again later
                 try:
                     changed |= self._rotate_kind(kind, now)
                 except Exception as exc:
-                    # Keep the current key signing; retry on the next tick. Not only
-                    # KeyManagerError: an unexpected SDK error must not skip the other kind.
-                    errors.append(f"generating {kind.value} key failed: {exc}")
-                    log.error("%s; the current key keeps signing, retrying", errors[-1])
+                    # Keep the current key signing; retry later. Not only KeyManagerError: an
+                    # unexpected SDK error must not skip the other kind.
+                    failures = self._failures.get(kind, 0) + 1
+                    self._failures[kind] = failures
+                    self._retry_at[kind] = now + _retry_delay(failures, _GENERATE_RETRY)
+                    self._errors[kind] = f"generating {kind.value} key failed: {exc}"
+                    log.error(
+                        "%s; the current key keeps signing, retrying at %s",
+                        self._errors[kind],
+                        self._retry_at[kind].isoformat(timespec="seconds"),
+                    )
+                else:
+                    self._failures.pop(kind, None)
+                    self._retry_at.pop(kind, None)
+                    self._errors.pop(kind, None)
+            with self._lock:
+                to_close += self._drop_idle_managers()
             for handle in to_close:
                 close_manager(handle)
-            error = "; ".join(errors) or None
+            error = "; ".join(self._errors[k] for k in KeyKind if k in self._errors) or None
             # A new or cleared error is news for the status report too.
             changed_error = error != self.last_error
             self.last_error = error
-            if changed or changed_error:
+            if changed or changed_error or released:
                 self._changed()
             return changed
 
-    def _release(self, removed: list[KeyRecord], dropped: list[ManagerHandle]) -> None:
-        """Ask managers to delete expired keys, when they can (`release_key` is optional, not
-        in the protocol). Safe: no SVID outlives its key's not-after."""
+    def _release(self, now: datetime) -> bool:
+        """Ask managers to remove expired keys (`release_key` is optional, not in the protocol).
+        Safe: no SVID outlives its key's not-after. True when the pending list changed."""
         with self._lock:
-            handles = {h.id: h for h in dropped} | dict(self._managers)
+            due = [p for p in self._releases if p.not_before is None or p.not_before <= now]
+            handles = dict(self._managers)
             # A stable (shared) key id may already name a newer key: never release that.
             live = {(r.manager_id, r.key_id) for s in self._slots.values() for r in s.all()}
-        for rec in removed:
+        finished: list[PendingRelease] = []
+        for pending in due:
+            rec = pending.record
             handle = handles.get(rec.manager_id)
             release = getattr(handle.instance, "release_key", None) if handle else None
             if (
@@ -367,13 +446,29 @@ class Keyring:
                 or release is None
                 or (rec.manager_id, rec.key_id) in live
             ):
+                if handle is None or handle.closed:
+                    log.warning("cannot release expired key %s: its key manager is gone", rec.kid)
+                finished.append(pending)  # nothing this server can (or may) do
                 continue
             try:
-                release(rec.key_id)
-            except KeyManagerError as exc:  # best effort: a leftover key is only clutter
+                done = release(rec.key_id) is not False
+            except KeyNotFoundError:
+                done = True
+            except Exception as exc:  # a leftover key is clutter, not an outage: retry later
+                done = False
                 log.warning(
                     "could not release expired key %s from %s: %s", rec.kid, handle.type, exc
                 )
+            if done:
+                finished.append(pending)
+                continue
+            pending.attempts += 1
+            pending.not_before = now + _retry_delay(pending.attempts, _RELEASE_RETRY)
+        if not due:
+            return False
+        with self._lock:
+            self._releases = [p for p in self._releases if p not in finished]
+        return True
 
     def _expire(self, now: datetime) -> tuple[list[KeyRecord], list[ManagerHandle]]:
         with self._lock:
@@ -393,12 +488,15 @@ class Keyring:
                 log.info(
                     "key %s (%s, %s) expired and left the bundle", rec.kid, rec.kind, rec.km_type
                 )
+                self._releases.append(PendingRelease(rec))
             dropped = self._drop_idle_managers()
             return removed, dropped
 
     def _drop_idle_managers(self) -> list[ManagerHandle]:
-        """Managers other than the active one that hold no unexpired key. Lock held."""
+        """Managers other than the active one that hold no unexpired key and no key still to
+        release. Lock held."""
         in_use = {r.manager_id for s in self._slots.values() for r in s.all()}
+        in_use |= {p.record.manager_id for p in self._releases}
         dropped = []
         for mid, handle in list(self._managers.items()):
             if handle is self._active_manager or mid in in_use:
@@ -522,20 +620,7 @@ class Keyring:
             .not_valid_before(rec.not_before - _BACKDATE)
             .not_valid_after(rec.not_after)
             .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
-            .add_extension(
-                x509.KeyUsage(
-                    digital_signature=True,
-                    content_commitment=False,
-                    key_encipherment=False,
-                    data_encipherment=False,
-                    key_agreement=False,
-                    key_cert_sign=True,
-                    crl_sign=True,
-                    encipher_only=False,
-                    decipher_only=False,
-                ),
-                critical=True,
-            )
+            .add_extension(CA_KEY_USAGE, critical=True)
             .add_extension(ski, critical=False)
             .add_extension(
                 x509.SubjectAlternativeName(

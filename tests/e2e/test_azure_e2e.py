@@ -1,9 +1,6 @@
 """End to end with Azure Key Vault: a real control plane, real spirl-tds servers, and real
 Key Vault emulator processes that the unmodified Azure SDK in the servers talks to over
-HTTPS (Workload Identity through the emulator's Entra ID).
-
-Time jumps: the servers' hidden --clock-file, and the emulators' clock offset moved with it
-(so `created`/`updated` of Key Vault keys follow the same simulated time).
+HTTPS (Workload Identity through the emulator's Entra ID). Plumbing: support/azure.py.
 """
 
 from __future__ import annotations
@@ -17,168 +14,44 @@ import threading
 import time
 import uuid
 from collections.abc import Iterator
-from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-import httpx
 import pytest
-from azure.identity import ClientSecretCredential
-from azure.keyvault.keys import KeyClient, KeyProperties
+from azure.keyvault.keys import KeyProperties
 
-from controlplane.emulators.keyvault import EmulatorProcess, start_emulator
-
-from support.api import make_topology
-from support.controlplane import ControlPlane, start_control_plane
-from support.tds import TD, SimClock, Tds, kid_of, start_tds, verify_jwt, verify_x509, wait_for
+from support.azure import (
+    SHARED,
+    AzureEnv,
+    azure_env,
+    key_manager_doc,
+    keys_of,
+    lifecycle_doc,
+)
+from support.tds import (
+    TD,
+    Tds,
+    ca_certificates,
+    jwt_kids,
+    kid_of,
+    verify_jwt,
+    verify_x509,
+    wait_for,
+)
 
 pytestmark = pytest.mark.e2e
 
 H = timedelta(hours=1)
 D = timedelta(days=1)
-APP = "tds-workload-app"  # the servers' Workload Identity
-NO_SIGN_APP = str(uuid.UUID(int=77))  # an app registration with Crypto Officer only
-ADMIN = "kv-admin"
-ADMIN_SECRET = "kv-admin-secret"
+NO_SIGN_APP = str(uuid.UUID(int=77))  # an app registration whose role lacks keys/sign/action
 TDD_SCOPE = "trust-domain-deployment"
-SHARED = {
-    "keyNameTemplate": "spire-{{ .TrustDomain | sha256sum | trunc 8 }}-{{ .KeyID }}",
-    "keyIdExtractionRegex": "^spire-[0-9a-f]{8}-(.+)$",
-}
-
-
-@dataclass
-class Vault:
-    emu: EmulatorProcess
-    admin: KeyClient
-
-    @property
-    def url(self) -> str:
-        return self.emu.vault_url
-
-    def listed(self) -> list[KeyProperties]:
-        return list(self.admin.list_properties_of_keys())
-
-
-@dataclass
-class AzureEnv:
-    tmp: Path
-    cp: ControlPlane
-    clock: SimClock
-    tenant_dir: Path
-    td_id: str
-    tdd_id: str
-    cluster_id: str
-    vaults: list[Vault] = field(default_factory=list)
-    servers: list[Tds] = field(default_factory=list)
-    sdk_env: dict[str, str] = field(default_factory=dict)
-
-    def start_vault(self, name: str, sku: str = "premium") -> Vault:
-        emu = start_emulator(
-            self.tmp / f"vault-{name}",
-            tenant_dir=self.tenant_dir,
-            sku=sku,
-            principals={APP: ["crypto-officer", "crypto-user"], ADMIN: ["administrator"]},
-        )
-        emu.control.add_principal(ADMIN, client_secret=ADMIN_SECRET)
-        emu.control.set_clock_offset(self.clock.offset.total_seconds())
-        credential = ClientSecretCredential(
-            emu.tenant_id,
-            ADMIN,
-            ADMIN_SECRET,
-            authority=emu.authority_host,
-            disable_instance_discovery=True,
-            connection_verify=emu.ca_file,
-        )
-        admin = KeyClient(
-            emu.vault_url,
-            credential,
-            verify_challenge_resource=False,
-            connection_verify=emu.ca_file,
-        )
-        vault = Vault(emu, admin)
-        self.vaults.append(vault)
-        if not self.sdk_env:
-            # One tenant for every vault: the first vault's Entra ID serves them all.
-            self.sdk_env = emu.sdk_env(APP)
-        return vault
-
-    def jump_to(self, offset: timedelta) -> None:
-        # Vaults first: keys a server makes after its jump must carry the new time.
-        for vault in self.vaults:
-            vault.emu.control.set_clock_offset(offset.total_seconds())
-        self.clock.jump_to(offset)
-
-    def start_tds(self, name: str, *identifier: str) -> Tds:
-        tds = start_tds(
-            self.cp,
-            tdd_id=self.tdd_id,
-            cluster_id=self.cluster_id,
-            tmp=self.tmp,
-            name=name,
-            clock=self.clock,
-            extra_args=identifier,
-            env=self.sdk_env,
-        )
-        self.servers.append(tds)
-        return tds
-
-    def set_config(self, yaml_text: str) -> int:
-        """The vendor's step: spirlctl config set trust-domain-deployment --id <tdd> file."""
-        path = self.tmp / f"config-{time.monotonic_ns()}.yaml"
-        path.write_text(yaml_text)
-        out = self.cp.spirlctl(
-            "config", "set", "trust-domain-deployment", "--id", self.tdd_id, str(path), "-o", "json"
-        )
-        return int(json.loads(out.stdout)["version"])
-
-    def cp_bundle(self) -> dict[str, Any]:
-        return httpx.get(f"{self.cp.url}/v1/trust-domains/{self.td_id}/bundle", timeout=10).json()
-
-
-def key_manager_doc(azure: dict[str, Any] | None) -> str:
-    spec = {"extensions": {"azureKeyVault": azure} if azure else {}}
-    return json.dumps({"section": "KeyManager", "schema": "v1", "spec": spec}) + "\n"
-
-
-def lifecycle_doc(x509: str, jwt_ttl: str) -> str:
-    return (
-        f"section: KeyLifecycle\nschema: v1\nspec:\n  x509CATTL: {x509}\n  jwtKeyTTL: {jwt_ttl}\n"
-    )
 
 
 @pytest.fixture
 def aenv(tmp_path: Path) -> Iterator[AzureEnv]:
-    cp = start_control_plane(tmp_path)
-    env: AzureEnv | None = None
-    try:
-        ids = make_topology(cp.client(), TD)
-        env = AzureEnv(
-            tmp_path,
-            cp,
-            SimClock(tmp_path / "clock"),
-            tmp_path / "tenant",
-            ids["td"],
-            ids["tdd"],
-            ids["cluster"],
-        )
+    with azure_env(tmp_path) as env:
         yield env
-    finally:
-        if env is not None:
-            for s in env.servers:
-                s.stop()
-            for v in env.vaults:
-                v.emu.stop()
-        cp.stop()
-
-
-def keys_of(tds: Tds, **match: str) -> list[dict[str, Any]]:
-    return [
-        k
-        for k in tds.status()["keys"]
-        if all((k["key_manager"]["type"] if f == "type" else k[f]) == v for f, v in match.items())
-    ]
 
 
 class Issuing:
@@ -192,17 +65,21 @@ class Issuing:
         self._thread = threading.Thread(target=self._run, daemon=True)
 
     def _run(self) -> None:
-        with httpx.Client(timeout=30) as client:
+        clients = [s.client(timeout=30) for s in self.servers]
+        try:
             while not self._stop.is_set():
-                for s in self.servers:
+                for client in clients:
                     r = client.post(
-                        f"{s.url}/v1/svid/jwt",
+                        "/v1/svid/jwt",
                         json={"spiffe_id": f"spiffe://{TD}/load", "audience": ["aud"]},
                     )
                     if r.status_code != 200:
                         self.failures.append(r.text)
                     self.issued += 1
                 time.sleep(0.01)
+        finally:
+            for client in clients:
+                client.close()
 
     def __enter__(self) -> Issuing:
         self._thread.start()
@@ -288,8 +165,12 @@ def test_migration_default_to_azure_to_vault_b_and_back(aenv: AzureEnv) -> None:
         if at + H > now:
             verify_jwt(token, a.bundle(), now)
             verify_x509(chain, a.bundle(), now)
+    azure_jwt_kids = {k["kid"] for k in keys_of(a, type="azureKeyVault", kind="jwt")}
     wait_for(
-        lambda: azure_kids <= {k["kid"] for k in aenv.cp_bundle()["keys"]},
+        lambda: (
+            azure_jwt_kids <= jwt_kids(b := aenv.cp_bundle())
+            and ca_certificates(a.bundle()) <= ca_certificates(b)
+        ),
         what="Azure keys in the control plane bundle",
     )
     # Signs are Key Vault AuditEvents.
@@ -341,7 +222,7 @@ def test_migration_default_to_azure_to_vault_b_and_back(aenv: AzureEnv) -> None:
             verify_x509(chain, a.bundle(), now)
     assert "closing key manager" in a.process.log_text()
     assert a.process.pid == pid and a.process.proc.poll() is None
-    metrics = httpx.get(f"{a.url}/metrics").text
+    metrics = a.metrics()
     assert "tds_svid_failures_total{" not in metrics
 
 
@@ -373,9 +254,15 @@ def test_refusals_throttling_and_outage_never_fail_an_issuance(aenv: AzureEnv) -
         assert "Standard tier" in st["error"] and "Premium" in st["error"]
         vault.emu.control.set_sku("premium")
 
-        # An identity without Crypto User: refused, naming the permission and the role.
+        # An identity that may do everything with keys but sign (a custom role): refused,
+        # naming the data action and the built-in role that grants it.
+        vault.emu.control.define_role(
+            "keys-but-sign",
+            ["Microsoft.KeyVault/vaults/keys/*"],
+            ["Microsoft.KeyVault/vaults/keys/sign/action"],
+        )
         vault.emu.control.add_principal(
-            NO_SIGN_APP, ["crypto-officer"], client_secret="no-sign-secret"
+            NO_SIGN_APP, ["keys-but-sign"], client_secret="no-sign-secret"
         )
         secret_file = aenv.tmp / "no-sign-secret"
         secret_file.write_text("no-sign-secret\n")
@@ -453,7 +340,7 @@ def test_refusals_throttling_and_outage_never_fail_an_issuance(aenv: AzureEnv) -
     assert "answered 429" in a.process.log_text()
     assert load.issued > 50 and load.failures == [], load.failures[:3]
     assert not {kid_of(a.jwt("after"))} & default_kids
-    metrics = httpx.get(f"{a.url}/metrics").text
+    metrics = a.metrics()
     assert "tds_config_nacks_total 2" in metrics
     assert "tds_svid_failures_total{" not in metrics
 
@@ -501,7 +388,7 @@ def test_shared_keys_across_servers_and_stale_key_cleanup(aenv: AzureEnv) -> Non
         lambda: (
             (b := aenv.cp_bundle())
             and bundle_count(b, jwt_kid) == 1
-            and x509_kids <= {k["kid"] for k in b["keys"]}
+            and all(ca_certificates(s.bundle()) <= ca_certificates(b) for s in servers)
         ),
         what="the control plane bundle carries the shared key once",
     )
@@ -529,8 +416,10 @@ def test_shared_keys_across_servers_and_stale_key_cleanup(aenv: AzureEnv) -> Non
     assert "deleted stale Key Vault key" in a.process.log_text() + b.process.log_text()
     names = {p.name for p in vault.listed()}
     assert gone.name not in names
-    deleted = {d.name for d in vault.admin.list_deleted_keys()}
-    assert gone.name in deleted
+    wait_for(  # soft-deleted: listed as deleted once the (asynchronous) deletion completes
+        lambda: gone.name in {d.name for d in vault.admin.list_deleted_keys()},
+        what="the stale key in the deleted keys",
+    )
     # Protected: c's CA key (stale, but may still verify SVIDs until day 20), and every
     # key a and b use.
     in_vault = {(p.tags or {}).get("spire-key-id") for p in vault.listed()}

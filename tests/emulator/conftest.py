@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import sys
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -12,11 +11,7 @@ from azure.keyvault.keys import KeyClient
 
 from controlplane.emulators.keyvault import EmulatorProcess, start_emulator
 
-_HERE = str(Path(__file__).resolve().parent)
-if _HERE not in sys.path:
-    sys.path.insert(0, _HERE)
-
-from kv_sdk import ADMIN, ADMIN_SECRET, SdkFactory  # noqa: E402
+from support.kv_sdk import ADMIN, ADMIN_SECRET, SdkFactory
 
 
 @pytest.fixture(scope="module")

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import secrets
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -11,11 +12,14 @@ import pytest
 from azure.core.exceptions import HttpResponseError, ServiceRequestError, ServiceResponseError
 from azure.keyvault.keys import KeyClient
 from azure.keyvault.keys.crypto import SignatureAlgorithm
-from kv_sdk import ADMIN, ADMIN_SECRET, SdkFactory
 
 from controlplane.emulators.keyvault import EmulatorProcess, start_emulator
 
+from support.kv_sdk import ADMIN, ADMIN_SECRET, SdkFactory
+
 NO_RETRY = {"retry_total": 0}
+# The SDK polls a delete / recovery every 2 s by default; the emulator finishes in 0.5 s.
+POLL = {"_polling_interval": 0.1}
 
 
 def _name(label: str) -> str:
@@ -28,7 +32,7 @@ def limited(tmp_path_factory: pytest.TempPathFactory) -> Iterator[EmulatorProces
     emu = start_emulator(
         tmp_path_factory.mktemp("kv-limited"),
         principals={ADMIN: ["administrator"]},
-        limits={"window_seconds": 2, "hsm_create": 3, "sign": 5, "sign_rsa4096": 2},
+        limits={"window_seconds": 2, "hsm_create": 3, "hsm_key": 5, "hsm_key_rsa4096": 2},
     )
     try:
         emu.control.add_principal(ADMIN, client_secret=ADMIN_SECRET)
@@ -63,50 +67,95 @@ def test_standard_tier_refuses_hsm_keys(tmp_path: Path) -> None:
 
 
 # -- RBAC -----------------------------------------------------------------------------------
+# Source: learn.microsoft.com "Azure built-in roles for Security" (MicrosoftDocs/azure-docs
+# articles/role-based-access-control/built-in-roles/security.md): Key Vault Crypto Officer is
+# dataActions Microsoft.KeyVault/vaults/keys/*; Key Vault Crypto User is keys/read,
+# update/action, backup/action, encrypt, decrypt, wrap, unwrap, sign/action, verify/action.
+# Denials: 403 Forbidden, innererror ForbiddenByRbac, the message naming the data action.
 
 
-def test_crypto_officer_cannot_sign(
-    emulator: EmulatorProcess, sdk: SdkFactory, admin_client: KeyClient
+def test_crypto_officer_is_keys_star_and_can_sign(
+    emulator: EmulatorProcess, sdk: SdkFactory
 ) -> None:
-    key = admin_client.create_ec_key(_name("rbac"), hardware_protected=True)
     officer = sdk.principal(_name("officer"), ["Key Vault Crypto Officer"], "pw1")
-    with pytest.raises(HttpResponseError) as info:
-        sdk.crypto_client(key.id, officer).sign(
-            SignatureAlgorithm.es256, hashlib.sha256(b"x").digest()
-        )
-    assert info.value.status_code == 403
-    assert info.value.error is not None and info.value.error.code == "Forbidden"
-    assert (
-        "does not have permission to perform action 'Microsoft.KeyVault/vaults/keys/sign/action'"
-        in (info.value.error.message or "")
+    client = sdk.key_client(officer)
+    key = client.create_ec_key(_name("officer-key"), hardware_protected=True)
+    sig = sdk.crypto_client(key.id, officer).sign(
+        SignatureAlgorithm.es256, hashlib.sha256(b"x").digest()
     )
-    assert info.value.response is not None
-    assert info.value.response.json()["error"]["innererror"]["code"] == "ForbiddenByRbac"
-    failures = [
-        e
-        for e in emulator.control.audit()
-        if e["keyName"] == key.name and e["operationName"] == "KeySign"
-    ]
-    assert (
-        failures
-        and failures[-1]["resultType"] == "Failure"
-        and failures[-1]["httpStatusCode"] == 403
-    )
+    assert len(sig.signature) == 64
+    client.update_key_properties(key.name, tags={"a": "b"})
+    client.begin_delete_key(key.name, **POLL).wait()
+    client.begin_recover_deleted_key(key.name, **POLL).wait()  # keys/recover/action
+    client.begin_delete_key(key.name, **POLL).wait()
+    client.purge_deleted_key(key.name)  # keys/purge/action
 
 
-def test_crypto_user_cannot_create_but_can_sign(sdk: SdkFactory, admin_client: KeyClient) -> None:
+def test_crypto_user_cannot_create_but_can_sign_and_update(
+    sdk: SdkFactory, admin_client: KeyClient
+) -> None:
     user = sdk.principal(_name("user"), ["crypto-user"], "pw2")
     client = sdk.key_client(user)
     with pytest.raises(HttpResponseError) as info:
         client.create_ec_key(_name("denied"), hardware_protected=True)
     assert info.value.status_code == 403
-    assert "Microsoft.KeyVault/vaults/keys/create/action" in (info.value.error.message or "")  # type: ignore[union-attr]
+    assert info.value.response is not None
+    error = info.value.response.json()["error"]
+    assert error["innererror"]["code"] == "ForbiddenByRbac"
+    assert "Action: 'Microsoft.KeyVault/vaults/keys/create/action'" in error["message"]
     key = admin_client.create_ec_key(_name("usable"), hardware_protected=True)
     assert client.get_key(key.name).id == key.id
     sig = sdk.crypto_client(key.id, user).sign(
         SignatureAlgorithm.es256, hashlib.sha256(b"y").digest()
     )
     assert len(sig.signature) == 64
+    assert client.update_key_properties(key.name, tags={"t": "1"}).properties.tags == {"t": "1"}
+    with pytest.raises(HttpResponseError) as info:
+        client.begin_delete_key(key.name)
+    assert "keys/delete'" in info.value.response.json()["error"]["message"]  # type: ignore[union-attr]
+
+
+def test_custom_role_without_sign_is_denied_the_sign_data_action(
+    emulator: EmulatorProcess, sdk: SdkFactory, admin_client: KeyClient
+) -> None:
+    """A custom role (learn.microsoft.com "Azure custom roles": dataActions minus
+    notDataActions): every key action but sign."""
+    role = _name("no-sign-role")
+    emulator.control.define_role(
+        role, ["Microsoft.KeyVault/vaults/keys/*"], ["Microsoft.KeyVault/vaults/keys/sign/action"]
+    )
+    cred = sdk.principal(_name("custom"), [role], "pw4")
+    key = sdk.key_client(cred).create_ec_key(_name("custom-key"), hardware_protected=True)
+    with pytest.raises(HttpResponseError) as info:
+        sdk.crypto_client(key.id, cred).sign(
+            SignatureAlgorithm.es256, hashlib.sha256(b"z").digest()
+        )
+    assert info.value.status_code == 403
+    assert info.value.response is not None
+    body = info.value.response.json()["error"]
+    assert body["innererror"]["code"] == "ForbiddenByRbac"
+    assert "Action: 'Microsoft.KeyVault/vaults/keys/sign/action'" in body["message"]
+    failures = [
+        e
+        for e in emulator.control.audit()
+        if e["keyName"] == key.name and e["operationName"] == "KeySign"
+    ]
+    assert failures and failures[-1]["resultType"] == "Failure"
+    assert failures[-1]["httpStatusCode"] == 403
+
+
+def test_deleted_keys_need_keys_read_not_a_deletedkeys_action(
+    sdk: SdkFactory, admin_client: KeyClient
+) -> None:
+    """Permissions page (role-based-access-control/permissions/security.md): there is no
+    deletedkeys/* data action; Key Vault Reader (vaults/*/read) can list deleted keys."""
+    key = admin_client.create_ec_key(_name("gone"), hardware_protected=True)
+    admin_client.begin_delete_key(key.name, **POLL).wait()
+    reader = sdk.key_client(sdk.principal(_name("reader"), ["Key Vault Reader"], "pw5"))
+    assert key.name in {d.name for d in reader.list_deleted_keys()}
+    with pytest.raises(HttpResponseError) as info:
+        reader.purge_deleted_key(key.name)
+    assert "keys/purge/action" in info.value.response.json()["error"]["message"]  # type: ignore[union-attr]
 
 
 def test_role_change_takes_effect(sdk: SdkFactory, emulator: EmulatorProcess) -> None:
@@ -155,7 +204,7 @@ def test_sdk_retry_policy_rides_out_a_short_throttle(
 
 def test_rsa4096_sign_limit(limited: EmulatorProcess, lsdk: SdkFactory) -> None:
     cred = lsdk.secret_credential(ADMIN, ADMIN_SECRET)
-    key = lsdk.key_client(cred).create_rsa_key(_name("r4k"), size=4096, hardware_protected=False)
+    key = lsdk.key_client(cred).create_rsa_key(_name("r4k"), size=4096, hardware_protected=True)
     crypto = lsdk.crypto_client(key.id, cred, **NO_RETRY)
     digest = hashlib.sha256(b"r").digest()
     codes = []
@@ -166,6 +215,77 @@ def test_rsa4096_sign_limit(limited: EmulatorProcess, lsdk: SdkFactory) -> None:
         except HttpResponseError as exc:
             codes.append(exc.status_code)
     assert codes.count(200) <= 2 and 429 in codes
+
+
+def test_get_and_list_versions_of_an_hsm_key_count_against_its_limit(
+    limited: EmulatorProcess, lsdk: SdkFactory
+) -> None:
+    """Service limits page: "HSM key, All other transactions" covers GET too (its note counts
+    RSA HSM-key GET transactions against the same 2,000 / 250 budget as signs)."""
+    cred = lsdk.secret_credential(ADMIN, ADMIN_SECRET)
+    client = lsdk.key_client(cred, **NO_RETRY)
+    key = client.create_rsa_key(_name("get4k"), size=4096, hardware_protected=True)
+    time.sleep(2.1)  # a fresh window: this test's own budget is hsm_key_rsa4096 = 2
+    codes = []
+    for _ in range(3):
+        try:
+            client.get_key(key.name)
+            codes.append(200)
+        except HttpResponseError as exc:
+            codes.append(exc.status_code)
+    assert codes == [200, 200, 429]
+
+
+def test_limits_are_weighted_and_enforced_on_their_sum(tmp_path: Path) -> None:
+    """Service limits page: "The throttling thresholds are weighted, and enforcement is on their
+    sum": with 4 RSA-4,096 and 8 EC HSM transactions allowed per window, 2 of the former use
+    half the window, so 4 of the latter fill it."""
+    with start_emulator(
+        tmp_path / "weighted",
+        principals={ADMIN: ["administrator"]},
+        limits={"window_seconds": 30, "hsm_key": 8, "hsm_key_rsa4096": 4},
+        soft_delete={"delete_delay": 0},
+    ) as emu:
+        emu.control.add_principal(ADMIN, client_secret=ADMIN_SECRET)
+        sdk = SdkFactory(emu)
+        client = sdk.key_client(sdk.secret_credential(ADMIN, ADMIN_SECRET), **NO_RETRY)
+        rsa = client.create_rsa_key(_name("w-rsa"), size=4096, hardware_protected=True)
+        ec = client.create_ec_key(_name("w-ec"), hardware_protected=True)
+        client.get_key(rsa.name)
+        client.get_key(rsa.name)
+        codes = []
+        for _ in range(5):
+            try:
+                client.get_key(ec.name)
+                codes.append(200)
+            except HttpResponseError as exc:
+                codes.append(exc.status_code)
+        assert codes == [200, 200, 200, 200, 429]
+
+
+def test_a_429_without_retry_after(tmp_path: Path) -> None:
+    """Throttling guidance: the client must back off on 429 whether or not Retry-After is sent;
+    the emulator can leave it out, for limit hits and for injected faults."""
+    with start_emulator(
+        tmp_path / "no-retry-after",
+        principals={ADMIN: ["administrator"]},
+        limits={"window_seconds": 30, "hsm_create": 1},
+        retry_after=False,
+    ) as emu:
+        emu.control.add_principal(ADMIN, client_secret=ADMIN_SECRET)
+        sdk = SdkFactory(emu)
+        client = sdk.key_client(sdk.secret_credential(ADMIN, ADMIN_SECRET), **NO_RETRY)
+        client.create_ec_key(_name("one"), hardware_protected=True)
+        with pytest.raises(HttpResponseError) as info:
+            client.create_ec_key(_name("two"), hardware_protected=True)
+        assert info.value.status_code == 429
+        assert info.value.response is not None
+        assert "Retry-After" not in info.value.response.headers
+        emu.control.add_fault("throttle", retry_after=None, count=1, operations=["KeyList"])
+        with pytest.raises(HttpResponseError) as info:
+            list(client.list_properties_of_keys())
+        assert info.value.status_code == 429
+        assert "Retry-After" not in info.value.response.headers  # type: ignore[union-attr]
 
 
 # -- faults ---------------------------------------------------------------------------------
@@ -241,7 +361,13 @@ def test_bad_limit_values_are_refused_and_the_vault_keeps_serving(
 ) -> None:
     from controlplane.emulators.keyvault.process import EmulatorError
 
-    for bad in ({"sign": "5"}, {"sign": 5.5}, {"hsm_create": -1}, {"window_seconds": 0}):
+    for bad in (
+        {"hsm_key": "5"},
+        {"hsm_key": 5.5},
+        {"hsm_create": -1},
+        {"window_seconds": 0},
+        {"retry_after": 1},
+    ):
         with pytest.raises(EmulatorError, match="400"):
             emulator.control.set_limits(**bad)
     key = admin_client.create_ec_key(

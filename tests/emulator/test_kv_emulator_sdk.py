@@ -23,9 +23,13 @@ from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import ec, padding, rsa
 from cryptography.hazmat.primitives.asymmetric.utils import Prehashed, encode_dss_signature
-from kv_sdk import ADMIN, SdkFactory
 
 from controlplane.emulators.keyvault import EmulatorProcess
+
+from support.kv_sdk import ADMIN, SdkFactory
+
+# The SDK polls a delete / recovery every 2 s by default; the emulator finishes in 0.5 s.
+POLL = {"_polling_interval": 0.1}
 
 
 def _tls(emu: EmulatorProcess) -> ssl.SSLContext:
@@ -55,6 +59,29 @@ def _verify_ec(key: KeyVaultKey, digest: bytes, raw: bytes, h: hashes.HashAlgori
     half = len(raw) // 2
     der = encode_dss_signature(int.from_bytes(raw[:half], "big"), int.from_bytes(raw[half:], "big"))
     _ec_public(key).verify(der, digest, ec.ECDSA(Prehashed(h)))
+
+
+def _names_listed_by_a_child(
+    emulator: EmulatorProcess, env: dict[str, str], credential: str
+) -> list[str]:
+    """Key names listed by a separate Python process given only `env` (no code changes)."""
+    script = (
+        "import sys\n"
+        "from azure.identity import DefaultAzureCredential\n"
+        "from azure.keyvault.keys import KeyClient\n"
+        f"c = KeyClient(sys.argv[1], {credential}, verify_challenge_resource=False)\n"
+        "print('\\n'.join(k.name for k in c.list_properties_of_keys()))\n"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", script, emulator.vault_url],
+        env={"PATH": "/usr/bin:/bin", **env},
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert out.returncode == 0, out.stderr
+    return out.stdout.split()
 
 
 # -- authentication -------------------------------------------------------------------------
@@ -126,25 +153,11 @@ def test_workload_identity_in_a_child_process(
     )
     client_id = _name("child")
     emulator.control.add_principal(client_id, ["crypto-user"])
-    script = (
-        "import os, sys\n"
-        "from azure.identity import DefaultAzureCredential\n"
-        "from azure.keyvault.keys import KeyClient\n"
-        "c = KeyClient(sys.argv[1], DefaultAzureCredential(disable_instance_discovery=True,"
-        " exclude_managed_identity_credential=True), verify_challenge_resource=False)\n"
-        "print('\\n'.join(k.name for k in c.list_properties_of_keys()))\n"
+    credential = (
+        "DefaultAzureCredential(disable_instance_discovery=True,"
+        " exclude_managed_identity_credential=True)"
     )
-    env = {"PATH": "/usr/bin:/bin", **emulator.sdk_env(client_id)}
-    out = subprocess.run(
-        [sys.executable, "-c", script, emulator.vault_url],
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
-    )
-    assert out.returncode == 0, out.stderr
-    assert known.name in out.stdout.split()
+    assert known.name in _names_listed_by_a_child(emulator, emulator.sdk_env(client_id), credential)
 
 
 def test_federated_assertion_with_unknown_subject_is_refused(
@@ -238,14 +251,17 @@ def test_update_tags_bumps_updated(emulator: EmulatorProcess, admin_client: KeyC
 def test_delete_recover_purge(admin_client: KeyClient) -> None:
     name = _name("del")
     admin_client.create_rsa_key(name, size=2048, hardware_protected=True)
-    deleted = admin_client.begin_delete_key(name).result()
+    poller = admin_client.begin_delete_key(name, **POLL)
+    deleted = poller.result()  # the DELETE's answer; the deletion itself completes later
     assert deleted.recovery_id and deleted.scheduled_purge_date is not None
+    poller.wait()
     with pytest.raises(ResourceNotFoundError):
         admin_client.get_key(name)
     assert name in {d.name for d in admin_client.list_deleted_keys()}
-    recovered = admin_client.begin_recover_deleted_key(name).result()
-    assert recovered.name == name
-    admin_client.begin_delete_key(name).wait()
+    recover = admin_client.begin_recover_deleted_key(name, **POLL)
+    assert recover.result().name == name
+    recover.wait()
+    admin_client.begin_delete_key(name, **POLL).wait()
     admin_client.purge_deleted_key(name)
     assert name not in {d.name for d in admin_client.list_deleted_keys()}
     with pytest.raises(ResourceNotFoundError):
@@ -303,17 +319,41 @@ def test_audit_log_lines(
     assert sign["time"].endswith("Z")
 
 
-def test_managed_identity_credential(
+# -- managed identity through IMDS ----------------------------------------------------------
+# Source: learn.microsoft.com "How to use managed identities for Azure resources on an Azure VM
+# to acquire an access token": GET http://169.254.169.254/metadata/identity/oauth2/token
+# ?api-version=2018-02-01&resource=...[&client_id=...] with header "Metadata: true"; 400
+# bad_request_102 "Required metadata header not specified" without it. The unmodified SDK
+# (azure-identity ImdsCredential, msal managed_identity._obtain_token_on_azure_vm) sends exactly
+# that, to AZURE_POD_IDENTITY_AUTHORITY_HOST when set.
+
+
+def test_imds_requires_the_metadata_header(emulator: EmulatorProcess) -> None:
+    url = f"{emulator.imds_url}/metadata/identity/oauth2/token"
+    params = {"api-version": "2018-02-01", "resource": "https://vault.azure.net"}
+    assert emulator.imds_url.startswith("http://")  # IMDS is plain HTTP
+    resp = httpx.get(url, params=params)
+    assert resp.status_code == 400 and resp.json()["error"] == "bad_request_102"
+    resp = httpx.get(url, params={**params, "client_id": "nobody"}, headers={"Metadata": "true"})
+    assert resp.status_code == 400 and resp.json()["error"] == "invalid_request"
+
+
+@pytest.mark.parametrize("endpoint", ["app-service", "imds"])
+def test_user_assigned_managed_identity(
     emulator: EmulatorProcess,
     sdk: SdkFactory,
     admin_credential: ClientSecretCredential,
     monkeypatch: pytest.MonkeyPatch,
+    endpoint: str,
 ) -> None:
+    """The unmodified ManagedIdentityCredential, from App Service's endpoint (IDENTITY_ENDPOINT,
+    IDENTITY_HEADER) or from IMDS (AZURE_POD_IDENTITY_AUTHORITY_HOST)."""
     from azure.identity import ManagedIdentityCredential
 
-    client_id = _name("mi")
+    client_id = _name(f"mi-{endpoint}")
     emulator.control.add_principal(client_id, ["crypto-user"], managed_identity="user")
-    for name, value in emulator.managed_identity_env().items():
+    env = emulator.managed_identity_env() if endpoint == "app-service" else emulator.imds_env()
+    for name, value in env.items():
         monkeypatch.setenv(name, value)
     known = sdk.key_client(admin_credential).create_ec_key(
         _name("seen-by-mi"), hardware_protected=True
@@ -323,6 +363,25 @@ def test_managed_identity_credential(
     assert known.name in names
     events = [e for e in emulator.control.audit() if e["operationName"] == "KeyList"]
     assert events[-1]["identity"]["claim"]["appid"] == client_id
-    monkeypatch.setenv("IDENTITY_HEADER", "wrong")
-    with pytest.raises(ClientAuthenticationError):
-        ManagedIdentityCredential(client_id=client_id).get_token("https://vault.azure.net/.default")
+    if endpoint == "app-service":
+        monkeypatch.setenv("IDENTITY_HEADER", "wrong")
+        with pytest.raises(ClientAuthenticationError):
+            ManagedIdentityCredential(client_id=client_id).get_token(
+                "https://vault.azure.net/.default"
+            )
+
+
+def test_system_assigned_identity_through_imds_in_a_child_process(
+    emulator: EmulatorProcess, sdk: SdkFactory, admin_credential: ClientSecretCredential
+) -> None:
+    """imds_env() is all a separate process needs: DefaultAzureCredential falls through to
+    managed identity, which asks IMDS for the system-assigned identity's token."""
+    known = sdk.key_client(admin_credential).create_ec_key(
+        _name("seen-by-vm"), hardware_protected=True
+    )
+    client_id = _name("vm-identity")
+    emulator.control.add_principal(client_id, ["crypto-user"], managed_identity="system")
+    names = _names_listed_by_a_child(emulator, emulator.imds_env(), "DefaultAzureCredential()")
+    assert known.name in names
+    events = [e for e in emulator.control.audit() if e["operationName"] == "KeyList"]
+    assert events[-1]["identity"]["claim"]["appid"] == client_id

@@ -16,8 +16,18 @@ from typing import Any
 
 import httpx
 import pytest
-from azure.identity import ClientSecretCredential
 from azure.keyvault.keys import KeyClient
+from azure_kv import (
+    BOTH_ROLES,
+    SERVER_APP,
+    SERVER_SECRET,
+    SHARED,
+    TRUST_DOMAIN,
+    Sleeps,
+    config,
+    principal,
+    secret_file,
+)
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.hazmat.primitives.asymmetric.utils import Prehashed
@@ -43,123 +53,7 @@ from controlplane.keymanagers.signatures import hash_for_key_type
 
 from contract import KeyManagerContract, assert_signs_and_verifies
 
-TRUST_DOMAIN = "example.org"  # dotted on purpose: cleanup must compare the raw name
-ADMIN = str(uuid.UUID(int=1))
-ADMIN_SECRET = "admin-secret"
-SERVER_APP = str(uuid.UUID(int=2))
-SERVER_SECRET = "server-secret"
-BOTH_ROLES = ["Key Vault Crypto Officer", "Key Vault Crypto User"]
-SHARED = {
-    "keyNameTemplate": "spire-{{ .TrustDomain | sha256sum | trunc 8 }}-{{ .KeyID }}",
-    "keyIdExtractionRegex": "^spire-[0-9a-f]{8}-(.+)$",
-}
-
-
-class Sleeps:
-    """Records back-off waits instead of sleeping (assert on them, not on time)."""
-
-    def __init__(self) -> None:
-        self.waits: list[float] = []
-
-    def __call__(self, seconds: float) -> None:
-        self.waits.append(seconds)
-
-
-@pytest.fixture(scope="module")
-def kv(tmp_path_factory: pytest.TempPathFactory) -> Iterator[EmulatorProcess]:
-    # Raised limits: the contract suite creates many keys fast; limits get their own tests.
-    emu = start_emulator(
-        tmp_path_factory.mktemp("akv"),
-        principals={ADMIN: ["administrator"], SERVER_APP: BOTH_ROLES},
-        limits={"hsm_create": 10_000, "software_create": 10_000},
-    )
-    try:
-        emu.control.add_principal(ADMIN, client_secret=ADMIN_SECRET)
-        emu.control.add_principal(SERVER_APP, client_secret=SERVER_SECRET)
-        yield emu
-    finally:
-        emu.stop()
-
-
-@pytest.fixture(autouse=True)
-def _reset_emulator(kv: EmulatorProcess) -> Iterator[None]:
-    yield
-    kv.control.clear_faults()
-    kv.control.set_clock_offset(0)
-
-
-@pytest.fixture(scope="module")
-def admin(kv: EmulatorProcess) -> KeyClient:
-    credential = ClientSecretCredential(
-        kv.tenant_id,
-        ADMIN,
-        ADMIN_SECRET,
-        authority=kv.authority_host,
-        disable_instance_discovery=True,
-        connection_verify=kv.ca_file,
-    )
-    return KeyClient(
-        kv.vault_url, credential, verify_challenge_resource=False, connection_verify=kv.ca_file
-    )
-
-
-def _secret_file(tmp_path: Path, secret: str) -> str:
-    path = tmp_path / f"secret-{secrets.token_hex(4)}"
-    path.write_text(secret + "\n")
-    path.chmod(0o600)
-    return str(path)
-
-
-def _config(
-    kv: EmulatorProcess, secret_file: str, client_id: str = SERVER_APP, **extra: Any
-) -> dict[str, Any]:
-    return {
-        "vaultURL": kv.vault_url,
-        "keyTags": {"team": "identity"},
-        "credentials": {
-            "clientSecret": {
-                "tenantID": kv.tenant_id,
-                "clientID": client_id,
-                "clientSecretFile": secret_file,
-            }
-        },
-        **extra,
-    }
-
-
-@pytest.fixture
-def make_manager(kv: EmulatorProcess, tmp_path: Path) -> Iterator[Any]:
-    made: list[AzureKeyVaultKeyManager] = []
-
-    def make(
-        *,
-        server_id: str | None = None,
-        trust_domain: str = TRUST_DOMAIN,
-        client_id: str = SERVER_APP,
-        secret: str = SERVER_SECRET,
-        **kwargs: Any,
-    ) -> AzureKeyVaultKeyManager:
-        extra = kwargs.pop("config", {})
-        manager = AzureKeyVaultKeyManager(
-            _config(kv, _secret_file(tmp_path, secret), client_id, **extra),
-            trust_domain=trust_domain,
-            server_id=server_id or f"server-{secrets.token_hex(4)}",
-            connection_verify=kv.ca_file,
-            authority_host=kv.authority_host,
-            **kwargs,
-        )
-        made.append(manager)
-        return manager
-
-    yield make
-    for manager in made:
-        manager.close()
-
-
-def _principal(kv: EmulatorProcess, roles: list[str]) -> tuple[str, str]:
-    client_id, secret = str(uuid.uuid4()), secrets.token_urlsafe(12)
-    kv.control.add_principal(client_id, roles, client_secret=secret)
-    return client_id, secret
+pytestmark = pytest.mark.usefixtures("reset_kv")
 
 
 def _probe_keys(admin: KeyClient) -> list[str]:
@@ -269,7 +163,7 @@ def test_missing_secret_file_names_the_path(kv: EmulatorProcess, tmp_path: Path)
     missing = str(tmp_path / "nope")
     with pytest.raises(KeyManagerError, match="nope"):
         AzureKeyVaultKeyManager(
-            _config(kv, missing), trust_domain=TRUST_DOMAIN, server_id="s", authority_host="x"
+            config(kv, missing), trust_domain=TRUST_DOMAIN, server_id="s", authority_host="x"
         )
 
 
@@ -288,7 +182,7 @@ def test_standard_tier_is_refused_by_check(tmp_path: Path) -> None:
     ) as emu:
         emu.control.add_principal(SERVER_APP, client_secret=SERVER_SECRET)
         manager = AzureKeyVaultKeyManager(
-            _config(emu, _secret_file(tmp_path, SERVER_SECRET)),
+            config(emu, secret_file(tmp_path, SERVER_SECRET)),
             trust_domain=TRUST_DOMAIN,
             server_id="std-server",
             connection_verify=emu.ca_file,
@@ -312,7 +206,12 @@ def test_standard_tier_is_refused_by_check(tmp_path: Path) -> None:
 def test_missing_sign_permission_names_permission_and_role(
     kv: EmulatorProcess, admin: KeyClient, make_manager: Any
 ) -> None:
-    client_id, secret = _principal(kv, ["Key Vault Crypto Officer"])
+    # Crypto Officer alone may sign (keys/*); a custom role without the sign action may not.
+    role = f"no-sign-{secrets.token_hex(3)}"
+    kv.control.define_role(
+        role, ["Microsoft.KeyVault/vaults/keys/*"], ["Microsoft.KeyVault/vaults/keys/sign/action"]
+    )
+    client_id, secret = principal(kv, [role])
     manager = make_manager(client_id=client_id, secret=secret)
     with pytest.raises(PermissionDeniedError) as info:
         manager.check()
@@ -323,10 +222,15 @@ def test_missing_sign_permission_names_permission_and_role(
     assert _probe_keys(admin) == []
 
 
+def test_crypto_officer_alone_passes_the_check(make_manager: Any, kv: EmulatorProcess) -> None:
+    client_id, secret = principal(kv, ["Key Vault Crypto Officer"])
+    make_manager(client_id=client_id, secret=secret).check()
+
+
 def test_missing_create_permission_names_permission_and_role(
     kv: EmulatorProcess, make_manager: Any
 ) -> None:
-    client_id, secret = _principal(kv, ["Key Vault Crypto User"])
+    client_id, secret = principal(kv, ["Key Vault Crypto User"])
     manager = make_manager(client_id=client_id, secret=secret)
     with pytest.raises(PermissionDeniedError) as info:
         manager.check()
@@ -340,6 +244,11 @@ def test_check_leaves_no_usable_key(admin: KeyClient, make_manager: Any) -> None
     manager.check()
     assert _probe_keys(admin) == []
     assert manager.list_public_keys() == []
+    # Deleted and purged: the probe does not linger in the deleted keys either.
+    deleted = [
+        d.name for d in admin.list_deleted_keys() if (d.name or "").startswith("spire-probe-")
+    ]
+    assert deleted == []
 
 
 # -- keys, tags and signatures -----------------------------------------------------------------
@@ -424,14 +333,14 @@ def test_shared_key_is_reused_across_servers(admin: KeyClient, make_manager: Any
     td = f"shared-{secrets.token_hex(3)}.example.org"
     a = make_manager(server_id="server-a", trust_domain=td, config={"sharedKeys": SHARED})
     b = make_manager(server_id="server-b", trust_domain=td, config={"sharedKeys": SHARED})
-    pub_a = a.generate_key("jwt-signer", KeyType.EC_P256)
-    pub_b = b.generate_key("jwt-signer", KeyType.EC_P256)
+    pub_a = a.generate_key("jwt-signer-a", KeyType.EC_P256)
+    pub_b = b.generate_key("jwt-signer-a", KeyType.EC_P256)
     assert pub_b.public_key_der == pub_a.public_key_der
-    name = a.key_name("jwt-signer")
-    assert name == b.key_name("jwt-signer")
+    name = a.key_name("jwt-signer-a")
+    assert name == b.key_name("jwt-signer-a")
     assert len(list(admin.list_properties_of_key_versions(name))) == 1
     # Both list the key under its id (recovered by the regex) and both can sign with it.
-    assert [k.key_id for k in b.list_public_keys()] == ["jwt-signer"]
+    assert [k.key_id for k in b.list_public_keys()] == ["jwt-signer-a"]
     assert_signs_and_verifies(b, pub_b)
     assert_signs_and_verifies(a, pub_a)
 
@@ -444,11 +353,11 @@ def test_shared_key_older_than_15_minutes_gets_a_new_version(
     b = make_manager(server_id="server-b", trust_domain=td, config={"sharedKeys": SHARED})
     # A's key is made 16 minutes "ago" (the vault's clock), as B sees it now.
     kv.control.set_clock_offset(-16 * 60)
-    pub_a = a.generate_key("jwt-signer", KeyType.EC_P256)
+    pub_a = a.generate_key("jwt-signer-a", KeyType.EC_P256)
     kv.control.set_clock_offset(0)
-    pub_b = b.generate_key("jwt-signer", KeyType.EC_P256)
+    pub_b = b.generate_key("jwt-signer-a", KeyType.EC_P256)
     assert pub_b.public_key_der != pub_a.public_key_der
-    assert len(list(admin.list_properties_of_key_versions(a.key_name("jwt-signer")))) == 2
+    assert len(list(admin.list_properties_of_key_versions(a.key_name("jwt-signer-a")))) == 2
 
 
 def test_servers_racing_on_a_shared_key_converge_on_one_version(
@@ -508,7 +417,7 @@ def test_stale_keys_of_other_servers_are_deleted(
         me.generate_key("x509-ca-mine", KeyType.EC_P256)
     finally:
         kv.control.set_clock_offset(0)
-    assert refreshing.refresh_own_keys() == [refreshing.key_name("x509-ca-alive")]
+    assert refreshing.refresh_own_keys(["x509-ca-alive"]) == [refreshing.key_name("x509-ca-alive")]
 
     deleted = me.delete_stale_keys(protected_key_names={gone.key_name("jwt-still-verifying")})
     assert deleted == [gone.key_name("x509-ca-old")]
@@ -528,6 +437,10 @@ def test_stale_keys_of_other_servers_are_deleted(
 # -- throttling and outages --------------------------------------------------------------------
 
 
+# Source: learn.microsoft.com "Azure Key Vault throttling guidance": on 429 back off
+# exponentially, 1, 2, 4, 8, 16 s; honour Retry-After when the service sends one.
+
+
 def test_throttled_sign_is_retried_after_retry_after(
     kv: EmulatorProcess, make_manager: Any
 ) -> None:
@@ -536,30 +449,47 @@ def test_throttled_sign_is_retried_after_retry_after(
     pub = manager.generate_key("busy", KeyType.EC_P256)
     kv.control.add_fault("throttle", count=2, retry_after=3, operations=["KeySign"])
     assert_signs_and_verifies(manager, pub)
-    assert sleeps.waits == [3.0, 3.0]
+    assert len(sleeps.waits) == 2 and all(3.0 <= w <= 3.3 for w in sleeps.waits)
 
 
-def test_throttling_storm_becomes_transient_error(kv: EmulatorProcess, make_manager: Any) -> None:
+def test_a_429_without_retry_after_backs_off_exponentially_with_jitter(
+    kv: EmulatorProcess, make_manager: Any
+) -> None:
     sleeps = Sleeps()
-    manager = make_manager(sleep=sleeps, max_retries=3)
+    manager = make_manager(sleep=sleeps)
+    pub = manager.generate_key("no-retry-after", KeyType.EC_P256)
+    kv.control.add_fault("throttle", count=4, retry_after=None, operations=["KeySign"])
+    assert_signs_and_verifies(manager, pub)
+    assert len(sleeps.waits) == 4
+    for wait, base in zip(sleeps.waits, (1, 2, 4, 8), strict=True):
+        assert 0.8 * base <= wait <= 1.2 * base
+    assert len(set(sleeps.waits)) == 4  # jittered, not a fixed schedule
+
+
+def test_throttling_storm_becomes_transient_error_at_the_deadline(
+    kv: EmulatorProcess, make_manager: Any
+) -> None:
+    sleeps = Sleeps()
+    manager = make_manager(sleep=sleeps, sign_deadline=5)
     pub = manager.generate_key("storm", KeyType.EC_P256)
     kv.control.add_fault("throttle", retry_after=2, operations=["KeySign"])
     alg = SigningAlgorithm(hash_for_key_type(pub.key_type))
     with pytest.raises(TransientKeyManagerError, match="429"):
         manager.sign_digest("storm", hash_digest(b"x", alg.hash), alg)
-    assert sleeps.waits == [2.0, 2.0, 2.0]
+    assert len(sleeps.waits) == 2 and sum(sleeps.waits) <= 5
 
 
 def test_hsm_create_limit_is_ridden_out(kv: EmulatorProcess, make_manager: Any) -> None:
     sleeps = Sleeps()
-    manager = make_manager(sleep=sleeps)
+    manager = make_manager(sleep=sleeps, deadline=200)
     kv.control.set_limits(window_seconds=60, hsm_create=2)
     try:
         for i in range(2):
             manager.generate_key(f"lim-{i}", KeyType.EC_P256)
         with pytest.raises(TransientKeyManagerError):
             manager.generate_key("lim-2", KeyType.EC_P256)
-        assert len(sleeps.waits) == 4 and all(w >= 1 for w in sleeps.waits)
+        # Retry-After (~60 s, the window) three times, then the next wait would pass 200 s.
+        assert len(sleeps.waits) == 3 and all(w >= 59 for w in sleeps.waits)
     finally:
         kv.control.set_limits(window_seconds=10, hsm_create=10_000)
 

@@ -60,27 +60,28 @@ class LiveApi:
 
 
 @contextlib.contextmanager
-def serve_api(engine: Engine, settings: Any = None) -> Iterator[LiveApi]:
-    """Tokens (admin, viewer) and the app on a free loopback port, stopped on exit. Serving a
-    second app on the same PostgreSQL database makes a second replica."""
+def serve_app(
+    engine: Engine, settings: Any = None, tls: Any = None, **app_options: Any
+) -> Iterator[tuple[str, Any]]:
+    """The app (`create_app(engine, settings, **app_options)`) on a free loopback port, stopped
+    on exit; yields (url, app). `tls`: a TlsFiles (controlplane.emulators.tls) to serve HTTPS."""
     import uvicorn
 
     from controlplane.api.app import create_app
-    from controlplane.services.auth import create_token
-    from controlplane.store.unit_of_work import UnitOfWorkFactory
 
-    with UnitOfWorkFactory(engine)() as uow:
-        admin, _ = create_token(uow, "admin", "test-admin")
-    with UnitOfWorkFactory(engine)() as uow:
-        viewer, _ = create_token(uow, "viewer", "test-viewer")
-    app = create_app(engine, settings)
+    app = create_app(engine, settings, **app_options)
     sock = socket.socket(
         socket.AF_INET, socket.SOCK_STREAM, socket.IPPROTO_TCP
     )  # lets asyncio set TCP_NODELAY
     sock.bind(("127.0.0.1", 0))
     sock.listen(1024)
     port = sock.getsockname()[1]
-    server = uvicorn.Server(uvicorn.Config(app, log_config=None, timeout_graceful_shutdown=1))
+    tls_options = {}
+    if tls is not None:
+        tls_options = {"ssl_certfile": str(tls.cert_file), "ssl_keyfile": str(tls.key_file)}
+    server = uvicorn.Server(
+        uvicorn.Config(app, log_config=None, timeout_graceful_shutdown=1, **tls_options)
+    )
     thread = threading.Thread(target=lambda: asyncio.run(server.serve(sockets=[sock])), daemon=True)
     thread.start()
     deadline = time.monotonic() + 15
@@ -88,17 +89,31 @@ def serve_api(engine: Engine, settings: Any = None) -> Iterator[LiveApi]:
         if time.monotonic() > deadline:
             raise RuntimeError("in-process API did not start")
         time.sleep(0.01)
-    counter = QueryCounter(engine)
     try:
-        yield LiveApi(
-            url=f"http://127.0.0.1:{port}",
-            engine=engine,
-            admin_token=admin,
-            viewer_token=viewer,
-            app=app,
-            queries=counter,
-        )
+        yield f"{'https' if tls else 'http'}://127.0.0.1:{port}", app
     finally:
         server.should_exit = True
         thread.join(timeout=10)
         sock.close()
+
+
+@contextlib.contextmanager
+def serve_api(engine: Engine, settings: Any = None) -> Iterator[LiveApi]:
+    """Tokens (admin, viewer) and the app on a free loopback port, stopped on exit. Serving a
+    second app on the same PostgreSQL database makes a second replica."""
+    from controlplane.services.auth import create_token
+    from controlplane.store.unit_of_work import UnitOfWorkFactory
+
+    with UnitOfWorkFactory(engine)() as uow:
+        admin, _ = create_token(uow, "admin", "test-admin")
+    with UnitOfWorkFactory(engine)() as uow:
+        viewer, _ = create_token(uow, "viewer", "test-viewer")
+    with serve_app(engine, settings) as (url, app):
+        yield LiveApi(
+            url=url,
+            engine=engine,
+            admin_token=admin,
+            viewer_token=viewer,
+            app=app,
+            queries=QueryCounter(engine),
+        )

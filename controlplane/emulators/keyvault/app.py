@@ -3,7 +3,9 @@
 Routes: `/_emulator/...` (control API, never subject to faults), the fake Entra ID
 (`/{tenant}/v2.0/.well-known/openid-configuration`, `/{tenant}/oauth2/v2.0/token`,
 `/{tenant}/discovery/v2.0/keys`), an App Service-style managed identity endpoint
-(`/msi/token`) and everything else as the Key Vault keys API.
+(`/msi/token`) and everything else as the Key Vault keys API. The Azure Instance Metadata
+Service's token endpoint (`/metadata/identity/oauth2/token`) is served on a second, plain HTTP
+listener, as IMDS is (see entra.py).
 """
 
 from __future__ import annotations
@@ -14,15 +16,16 @@ import secrets
 import threading
 import time
 import uuid
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from .audit import AuditLog
 from .httpd import Request, Response
-from .identity import PrincipalStore
-from .limits import FaultInjector, Limits, RateLimiter
-from .store import Clock, KeyStore
+from .identity import PERMISSION_MODELS, RBAC, PrincipalStore
+from .limits import FaultDecision, FaultInjector, Limits, RateLimiter
+from .store import Clock, KeyStore, SoftDeleteSettings
 from .tokens import TokenSigner
+from .vault import NetworkRules
 
 __all__ = ["EmulatorApp", "EmulatorSettings", "FEDERATION_AUDIENCE", "VAULT_RESOURCE"]
 
@@ -38,6 +41,9 @@ class EmulatorSettings:
     sku: str = "premium"
     control_token: str = ""
     limits: Limits = Limits()
+    permission_model: str = RBAC
+    soft_delete: SoftDeleteSettings = field(default_factory=SoftDeleteSettings)
+    vault_name: str = "emulator"
     # Where the tenant lives (tenant id, token signing key, TLS CA); default: state_dir.
     # Several vault processes given the same tenant dir act as vaults of one Azure tenant:
     # a token from any of their Entra endpoints is good at all of them, one CA file trusts
@@ -76,7 +82,13 @@ class EmulatorApp:
         self.tenant_id = _tenant_id(tenant_dir)
         self.msi_header = _msi_header(state_dir)
         self.clock = Clock()
-        self.store = KeyStore(state_dir / "keys.json", self.clock)
+        self.store = KeyStore(state_dir / "keys.json", self.clock, settings.soft_delete)
+        self.vault_name = settings.vault_name
+        self.location = "emulated"
+        self.subscription_id = str(uuid.uuid5(uuid.NAMESPACE_URL, f"spirl:{self.tenant_id}"))
+        self._permission_model = RBAC
+        self.permission_model = settings.permission_model
+        self.network = NetworkRules()
         self.principals = PrincipalStore(state_dir / "principals.json")
         self.signer = TokenSigner(tenant_dir / "token-signing-key.pem")
         self.limiter = RateLimiter(settings.limits)
@@ -105,6 +117,20 @@ class EmulatorApp:
         with self._lock:
             self._sku = value
 
+    @property
+    def permission_model(self) -> str:
+        with self._lock:
+            return self._permission_model
+
+    @permission_model.setter
+    def permission_model(self, value: str) -> None:
+        # A vault authorizes data-plane calls with Azure RBAC or with its access policies,
+        # never both (ARM property enableRbacAuthorization).
+        if value not in PERMISSION_MODELS:
+            raise ValueError(f"permission model must be one of {', '.join(PERMISSION_MODELS)}")
+        with self._lock:
+            self._permission_model = value
+
     def set_limits(self, limits: Limits) -> None:
         self.limiter = RateLimiter(limits)
 
@@ -117,19 +143,30 @@ class EmulatorApp:
             return self.control.handle(request)
         is_entra = self.entra.matches(request)
         operation = "Token" if is_entra else self.vault.operation_name(request)
-        decision = self.faults.decide("entra" if is_entra else "vault", operation)
-        if decision.delay_seconds:
-            time.sleep(decision.delay_seconds)
-        if decision.action == "reset":
-            return Response(0, reset=True)
-        if decision.action == "unavailable":
-            return Response(
-                503,
-                {"error": {"code": "ServiceUnavailable", "message": "The service is unavailable."}},
-                {"Retry-After": "1"},
-            )
+        decision, failed = self._fault("entra" if is_entra else "vault", operation)
+        if failed is not None:
+            return failed
         if is_entra:
             return self.entra.handle(request)
         if decision.action == "throttle":
             return self.vault.throttled(request, operation, decision.retry_after)
         return self.vault.handle(request, operation)
+
+    def serve_imds(self, request: Request) -> Response:
+        """The plain HTTP listener: the Instance Metadata Service's token endpoint only."""
+        _, failed = self._fault("entra", "Token")
+        return failed if failed is not None else self.entra.imds(request)
+
+    def _fault(self, target: str, operation: str) -> tuple[FaultDecision, Response | None]:
+        decision = self.faults.decide(target, operation)
+        if decision.delay_seconds:
+            time.sleep(decision.delay_seconds)
+        if decision.action == "reset":
+            return decision, Response(0, reset=True)
+        if decision.action == "unavailable":
+            return decision, Response(
+                503,
+                {"error": {"code": "ServiceUnavailable", "message": "The service is unavailable."}},
+                {"Retry-After": "1"},
+            )
+        return decision, None

@@ -22,7 +22,9 @@ from controlplane.emulators.tls import ensure_tls_files
 
 from .app import EmulatorApp, EmulatorSettings
 from .httpd import EmulatorHTTPServer
+from .identity import ACCESS_POLICY, PERMISSION_MODELS, RBAC
 from .limits import Limits
+from .store import SoftDeleteSettings
 
 __all__ = ["main"]
 
@@ -71,6 +73,44 @@ def build_parser() -> argparse.ArgumentParser:
         "its federated subject defaults to NAME",
     )
     p.add_argument(
+        "--access-policy",
+        type=_parse_principal,
+        action="append",
+        default=[],
+        help="NAME=PERMISSION[,PERMISSION]: a client id and its access policy key permissions "
+        "(get,list,create,update,delete,sign,...; or all); used when the permission model is "
+        f"{ACCESS_POLICY}",
+    )
+    p.add_argument(
+        "--permission-model",
+        choices=PERMISSION_MODELS,
+        default=RBAC,
+        help="authorize data-plane calls with Azure RBAC role assignments (default) or with "
+        "the legacy vault access policies",
+    )
+    p.add_argument("--vault-name", default="emulator", help="the name in error messages")
+    p.add_argument(
+        "--imds-listen",
+        type=_parse_listen,
+        default=("127.0.0.1", 0),
+        help="HOST:PORT of the plain HTTP Instance Metadata Service token endpoint",
+    )
+    sd = SoftDeleteSettings()
+    p.add_argument("--retention-days", type=int, default=sd.retention_days)
+    p.add_argument("--purge-protection", action="store_true")
+    p.add_argument(
+        "--delete-delay",
+        type=float,
+        default=0.5,
+        help="seconds a delete takes to complete (Key Vault deletes asynchronously)",
+    )
+    p.add_argument(
+        "--recover-delay",
+        type=float,
+        default=0.5,
+        help="seconds a recovery takes to complete",
+    )
+    p.add_argument(
         "--control-token",
         default=None,
         help=f"bearer token for /_emulator/ (else ${CONTROL_TOKEN_ENV}, else generated into STATE_DIR/control-token)",
@@ -79,10 +119,23 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--limit-window", type=float, default=d.window_seconds, help="seconds")
     p.add_argument("--limit-hsm-create", type=int, default=d.hsm_create)
     p.add_argument("--limit-software-create", type=int, default=d.software_create)
-    p.add_argument("--limit-sign", type=int, default=d.sign, help="EC and RSA-2048 sign/verify")
-    p.add_argument("--limit-sign-rsa3072", type=int, default=d.sign_rsa3072)
-    p.add_argument("--limit-sign-rsa4096", type=int, default=d.sign_rsa4096)
-    p.add_argument("--limit-other", type=int, default=d.other)
+    p.add_argument(
+        "--limit-hsm-key",
+        type=int,
+        default=d.hsm_key,
+        help="transactions on EC and RSA-2048 HSM keys (get, sign, update, ...)",
+    )
+    p.add_argument("--limit-hsm-key-rsa3072", type=int, default=d.hsm_key_rsa3072)
+    p.add_argument("--limit-hsm-key-rsa4096", type=int, default=d.hsm_key_rsa4096)
+    p.add_argument("--limit-software-key", type=int, default=d.software_key)
+    p.add_argument("--limit-software-key-rsa3072", type=int, default=d.software_key_rsa3072)
+    p.add_argument("--limit-software-key-rsa4096", type=int, default=d.software_key_rsa4096)
+    p.add_argument("--limit-vault", type=int, default=d.vault, help="list keys, list deleted")
+    p.add_argument(
+        "--no-retry-after",
+        action="store_true",
+        help="answer 429 without a Retry-After header, as the service often does",
+    )
     p.add_argument("--log-level", default="INFO")
     return p
 
@@ -117,15 +170,28 @@ def main(argv: list[str] | None = None) -> int:
     os.chmod(tenant_dir, 0o700)
     tls = ensure_tls_files(tenant_dir)
     token, token_file = _control_token(args, state_dir)
-    limits = Limits(
-        window_seconds=args.limit_window,
-        hsm_create=args.limit_hsm_create,
-        software_create=args.limit_software_create,
-        sign=args.limit_sign,
-        sign_rsa3072=args.limit_sign_rsa3072,
-        sign_rsa4096=args.limit_sign_rsa4096,
-        other=args.limit_other,
-    )
+    try:
+        limits = Limits(
+            window_seconds=args.limit_window,
+            hsm_create=args.limit_hsm_create,
+            software_create=args.limit_software_create,
+            hsm_key=args.limit_hsm_key,
+            hsm_key_rsa3072=args.limit_hsm_key_rsa3072,
+            hsm_key_rsa4096=args.limit_hsm_key_rsa4096,
+            software_key=args.limit_software_key,
+            software_key_rsa3072=args.limit_software_key_rsa3072,
+            software_key_rsa4096=args.limit_software_key_rsa4096,
+            vault=args.limit_vault,
+            retry_after=not args.no_retry_after,
+        )
+        soft_delete = SoftDeleteSettings(
+            retention_days=args.retention_days,
+            purge_protection=args.purge_protection,
+            delete_delay=args.delete_delay,
+            recover_delay=args.recover_delay,
+        )
+    except ValueError as exc:
+        parser.error(str(exc))
     app = EmulatorApp(
         EmulatorSettings(
             state_dir=state_dir,
@@ -133,6 +199,9 @@ def main(argv: list[str] | None = None) -> int:
             control_token=token,
             limits=limits,
             tenant_dir=tenant_dir,
+            permission_model=args.permission_model,
+            soft_delete=soft_delete,
+            vault_name=args.vault_name,
         )
     )
     for name, roles in args.principal:
@@ -140,6 +209,11 @@ def main(argv: list[str] | None = None) -> int:
             app.principals.upsert(name, roles=roles)
         except ValueError as exc:
             parser.error(f"--principal {name}: {exc}")
+    for name, permissions in args.access_policy:
+        try:
+            app.principals.upsert(name, key_permissions=permissions)
+        except ValueError as exc:
+            parser.error(f"--access-policy {name}: {exc}")
 
     ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
     ctx.minimum_version = ssl.TLSVersion.TLSv1_2
@@ -149,12 +223,17 @@ def main(argv: list[str] | None = None) -> int:
     real_port = server.server_address[1]
     base = f"https://{host}:{real_port}/"
     app.base_url = base
+    imds_host, imds_port = args.imds_listen
+    imds = EmulatorHTTPServer((imds_host, imds_port), app.serve_imds, None)
+    imds_url = f"http://{imds_host}:{imds.server_address[1]}"
+    threading.Thread(target=imds.serve_forever, kwargs={"poll_interval": 0.2}, daemon=True).start()
 
     info = {
         "vault_url": base,
         "ca_file": str(tls.ca_file),
         "tenant_id": app.tenant_id,
         "authority_host": base,
+        "imds_url": imds_url,
         "control_url": f"{base}_emulator/",
         "control_token_file": str(token_file) if token_file else None,
         "state_dir": str(state_dir),
@@ -166,6 +245,7 @@ def main(argv: list[str] | None = None) -> int:
         log.info("signal %d: shutting down", signum)
         # shutdown() waits for serve_forever to return, so it must run on another thread.
         threading.Thread(target=server.shutdown, daemon=True).start()
+        threading.Thread(target=imds.shutdown, daemon=True).start()
 
     signal.signal(signal.SIGTERM, _stop)
     signal.signal(signal.SIGINT, _stop)
@@ -175,6 +255,7 @@ def main(argv: list[str] | None = None) -> int:
         server.serve_forever(poll_interval=0.2)
     finally:
         server.server_close()
+        imds.server_close()
         app.store.save()
     return 0
 

@@ -9,17 +9,26 @@ GET  /_emulator/msi                       managed identity endpoint and its head
 GET|POST /_emulator/clock                 read / set or advance the key clock offset
 GET  /_emulator/audit?since=N             audit log events
 POST /_emulator/sku                       switch tier (premium|standard)
-GET|POST /_emulator/limits                read / replace service limits
+GET|POST /_emulator/limits                read / change service limits (and whether 429s carry
+                                          Retry-After)
+GET|POST /_emulator/roles                 list role definitions / define a custom role
+GET|POST /_emulator/permission-model      read / set "rbac" or "access-policy"
+GET|POST /_emulator/network               read / set the firewall (default_action, ip_rules)
+GET|POST /_emulator/soft-delete           read / set retention_days, purge_protection,
+                                          delete_delay, recover_delay (seconds)
 """
 
 from __future__ import annotations
 
 import hmac
 from dataclasses import asdict
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from .httpd import Request, Response
+from .identity import RoleDefinition
 from .limits import Fault, Limits
+from .store import SoftDeleteSettings
+from .vault import NetworkRules
 
 if TYPE_CHECKING:
     from .app import EmulatorApp
@@ -31,6 +40,19 @@ def _error(status: int, message: str) -> Response:
     return Response(
         status, {"error": {"code": "BadRequest" if status == 400 else "Error", "message": message}}
     )
+
+
+S = TypeVar("S", Limits, SoftDeleteSettings)
+
+
+def _changed(settings: S, body: dict[str, Any], what: str) -> S:
+    """A copy of `settings` with the fields in `body` changed (ValueError for unknown ones;
+    the dataclass checks the values)."""
+    current = asdict(settings)
+    unknown = set(body) - set(current)
+    if unknown:
+        raise ValueError(f"unknown {what} fields: {sorted(unknown)}")
+    return type(settings)(**{**current, **body})
 
 
 class ControlApi:
@@ -88,6 +110,7 @@ class ControlApi:
                 p = app.principals.upsert(
                     client_id,
                     roles=body.get("roles"),
+                    key_permissions=body.get("key_permissions"),
                     client_secret=body.get("client_secret"),
                     federated_subjects=subjects,
                     managed_identity=body.get("managed_identity"),
@@ -125,11 +148,28 @@ class ControlApi:
             return Response(200, {"sku": app.sku})
         if what == "limits":
             if method == "POST":
-                current = asdict(app.limiter.limits)
-                unknown = set(body) - set(current)
-                if unknown:
-                    raise ValueError(f"unknown limit fields: {sorted(unknown)}")
-                current.update(body)
-                app.set_limits(Limits(**current))
+                app.set_limits(_changed(app.limiter.limits, body, "limit"))
             return Response(200, asdict(app.limiter.limits))
+        if what == "roles":
+            if method == "POST":
+                role = app.principals.define_role(RoleDefinition.from_json(body))
+                return Response(200, role.to_json())
+            return Response(200, {"roles": app.principals.roles()})
+        if what == "permission-model":
+            if method == "POST":
+                app.permission_model = str(body["model"])
+            return Response(200, {"model": app.permission_model})
+        if what == "network":
+            if method == "POST":
+                app.network = NetworkRules(
+                    str(body.get("default_action", "Allow")), tuple(body.get("ip_rules") or ())
+                )
+            rules = app.network
+            return Response(
+                200, {"default_action": rules.default_action, "ip_rules": list(rules.ip_rules)}
+            )
+        if what == "soft-delete":
+            if method == "POST":
+                app.store.soft_delete = _changed(app.store.soft_delete, body, "soft-delete")
+            return Response(200, asdict(app.store.soft_delete))
         return _error(404, f"no control route {method} /{'/'.join(['_emulator', *parts])}")

@@ -1,8 +1,19 @@
-"""A fake Microsoft Entra ID: tenant OIDC discovery and the v2.0 token endpoint.
+"""A fake Microsoft Entra ID: tenant OIDC discovery, the v2.0 token endpoint, and the
+managed identity token endpoints.
 
 Supports the client-credentials grant with a client secret or a client assertion
 (a JWT bearer, which is how Workload Identity works: the federated token file's JWT
 is sent as the assertion and must carry a subject registered for the client).
+
+Managed identities get tokens from two endpoints: App Service's (`/msi/token`,
+`X-IDENTITY-HEADER`) on the HTTPS listener, and the Azure Instance Metadata Service's
+(`GET /metadata/identity/oauth2/token?api-version=2018-02-01&resource=...`, header
+`Metadata: true`) on the plain HTTP listener, as on VMs and AKS nodes. The unmodified SDK
+reaches the latter through `AZURE_POD_IDENTITY_AUTHORITY_HOST` (azure-identity `ImdsCredential`,
+msal `_obtain_token_on_azure_vm`). Its answers follow learn.microsoft.com "How to use managed
+identities for Azure resources on an Azure VM to acquire an access token" (HTTP response
+reference): 400 `bad_request_102` "Required metadata header not specified", 400
+`invalid_request` "Identity not found", 200 with `expires_in` as a string.
 """
 
 from __future__ import annotations
@@ -20,6 +31,7 @@ if TYPE_CHECKING:
 __all__ = ["EntraApi"]
 
 ACCESS_TOKEN_TTL = 3600
+IMDS_TOKEN_PATH = ["metadata", "identity", "oauth2", "token"]
 _ASSERTION_TYPE = "urn:ietf:params:oauth:client-assertion-type:jwt-bearer"
 
 
@@ -37,6 +49,10 @@ def _oauth_error(status: int, error: str, description: str, code: int) -> Respon
     )
 
 
+def _imds_error(status: int, error: str, description: str) -> Response:
+    return Response(status, {"error": error, "error_description": description})
+
+
 class EntraApi:
     def __init__(self, app: EmulatorApp) -> None:
         self.app = app
@@ -47,7 +63,7 @@ class EntraApi:
 
     def matches(self, request: Request) -> bool:
         parts = self._parts(request)
-        if parts == ["msi", "token"]:
+        if parts in (["msi", "token"], IMDS_TOKEN_PATH):
             return True
         return len(parts) >= 3 and (
             parts[1:] == ["v2.0", ".well-known", "openid-configuration"]
@@ -59,6 +75,8 @@ class EntraApi:
         parts = self._parts(request)
         if parts == ["msi", "token"]:
             return self._managed_identity_token(request)
+        if parts == IMDS_TOKEN_PATH:
+            return _imds_error(404, "invalid_request", "IMDS is served on the HTTP listener")
         tenant = parts[0]
         if tenant != self.app.tenant_id:
             return _oauth_error(
@@ -200,6 +218,39 @@ class EntraApi:
                 "resource": resource,
                 "token_type": "Bearer",
                 "client_id": principal.client_id,
+            },
+        )
+
+    def imds(self, request: Request) -> Response:
+        """The Instance Metadata Service's managed identity token endpoint (plain HTTP)."""
+        if self._parts(request) != IMDS_TOKEN_PATH:
+            return _imds_error(404, "invalid_request", "Unknown IMDS path")
+        if request.method != "GET":
+            return _imds_error(405, "invalid_request", "Method not allowed")
+        if request.headers.get("Metadata") != "true":
+            return _imds_error(400, "bad_request_102", "Required metadata header not specified")
+        if not request.param("api-version"):
+            return _imds_error(400, "invalid_request", "Required parameter api-version is missing")
+        resource = (request.param("resource") or "").removesuffix("/.default")
+        if not resource:
+            return _imds_error(400, "invalid_request", "Required parameter resource is missing")
+        principal = self.app.principals.managed(
+            request.param("client_id"), request.param("object_id")
+        )
+        if principal is None:
+            return _imds_error(400, "invalid_request", "Identity not found")
+        now = int(time.time())
+        return Response(
+            200,
+            {
+                "access_token": self._access_token(principal, resource),
+                "client_id": principal.client_id,
+                "expires_in": str(ACCESS_TOKEN_TTL),
+                "expires_on": str(now + ACCESS_TOKEN_TTL),
+                "ext_expires_in": str(ACCESS_TOKEN_TTL),
+                "not_before": str(now),
+                "resource": resource,
+                "token_type": "Bearer",
             },
         )
 

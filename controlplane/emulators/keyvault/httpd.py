@@ -1,7 +1,8 @@
-"""HTTPS plumbing: a threaded HTTP/1.1 server that does the TLS handshake per connection.
+"""HTTP(S) plumbing: a threaded HTTP/1.1 server that does the TLS handshake per connection.
 
 The handshake runs in the connection's own thread (not in accept()), so one slow or
-broken client cannot stall the listener. Requests become `Request` objects handed to
+broken client cannot stall the listener. Without a TLS context it serves plain HTTP (the
+instance metadata endpoint, which Azure serves over HTTP only). Requests become `Request` objects handed to
 an application callable returning a `Response`.
 """
 
@@ -136,7 +137,9 @@ class EmulatorHTTPServer(ThreadingHTTPServer):
     allow_reuse_address = True
     idle_timeout = 120.0
 
-    def __init__(self, address: tuple[str, int], app: App, ssl_context: ssl.SSLContext) -> None:
+    def __init__(
+        self, address: tuple[str, int], app: App, ssl_context: ssl.SSLContext | None
+    ) -> None:
         self.app = app
         self.ssl_context = ssl_context
         super().__init__(address, _Handler)
@@ -147,11 +150,14 @@ class EmulatorHTTPServer(ThreadingHTTPServer):
         with contextlib.suppress(OSError):
             # TLS records of one response must not wait for the client's delayed ACK.
             sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-        try:
-            tls = self.ssl_context.wrap_socket(sock, server_side=True)
-        except (OSError, ssl.SSLError) as exc:
-            log.debug("TLS handshake with %s failed: %s", client_address, exc)
-            return
+        if self.ssl_context is None:
+            tls: socket.socket = sock
+        else:
+            try:
+                tls = self.ssl_context.wrap_socket(sock, server_side=True)
+            except (OSError, ssl.SSLError) as exc:
+                log.debug("TLS handshake with %s failed: %s", client_address, exc)
+                return
         try:
             _Handler(tls, client_address, self)
         except (OSError, ssl.SSLError):

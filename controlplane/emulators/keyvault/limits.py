@@ -16,68 +16,129 @@ import time
 from dataclasses import dataclass, field
 from typing import Any
 
-__all__ = ["Fault", "FaultDecision", "FaultInjector", "Limits", "RateLimiter"]
+__all__ = [
+    "CREATE_CLASSES",
+    "KEY_CLASSES",
+    "Fault",
+    "FaultDecision",
+    "FaultInjector",
+    "Limits",
+    "RateLimiter",
+    "key_class",
+]
+
+
+# Key transaction classes of the service-limits page, per key type and protection.
+KEY_CLASSES = (
+    "hsm_key",
+    "hsm_key_rsa3072",
+    "hsm_key_rsa4096",
+    "software_key",
+    "software_key_rsa3072",
+    "software_key_rsa4096",
+)
+CREATE_CLASSES = ("hsm_create", "software_create")
+_GROUPS = {
+    **{c: "key" for c in KEY_CLASSES},
+    **{c: "create" for c in CREATE_CLASSES},
+    "vault": "vault",
+}
 
 
 @dataclass(frozen=True)
 class Limits:
-    """Transactions allowed per `window_seconds`, per class (Azure's published numbers)."""
+    """Transactions allowed per `window_seconds`, per vault (learn.microsoft.com "Azure Key Vault
+    service limits", Key transactions table): CREATE of an HSM / software key; "all other
+    transactions" on a key (get, update, delete, list its versions, sign, verify, ...) by key
+    type: HSM EC and RSA-2048 2,000, RSA-3,072 500, RSA-4,096 250, software keys twice that;
+    transactions on no key (list keys, list deleted keys) 4,000. The thresholds are weighted and
+    enforced on their sum: 248 RSA-4,096 HSM GETs and 16 RSA-2,048 HSM GETs fill a window.
+    `retry_after`: whether a 429 carries a Retry-After header (real ones often do not)."""
 
     window_seconds: float = 10.0
     hsm_create: int = 10
     software_create: int = 20
-    sign: int = 2000  # EC keys and RSA 2048
-    sign_rsa3072: int = 500
-    sign_rsa4096: int = 250
-    other: int = 4000  # all other transactions (get, list, update, ...)
+    hsm_key: int = 2000
+    hsm_key_rsa3072: int = 500
+    hsm_key_rsa4096: int = 250
+    software_key: int = 4000
+    software_key_rsa3072: int = 1000
+    software_key_rsa4096: int = 500
+    vault: int = 4000
+    retry_after: bool = True
 
     def __post_init__(self) -> None:
         # Checked here so a bad value (flag or control API) is refused, not a 500 on every request.
         window = self.window_seconds
         if isinstance(window, bool) or not isinstance(window, int | float) or not window > 0:
             raise ValueError(f"window_seconds must be a number > 0, not {window!r}")
-        for name, value in vars(self).items():
-            if name != "window_seconds" and (
-                isinstance(value, bool) or not isinstance(value, int) or value < 0
-            ):
+        if not isinstance(self.retry_after, bool):
+            raise ValueError(f"retry_after must be true or false, not {self.retry_after!r}")
+        for name in _GROUPS:
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int) or value < 0:
                 raise ValueError(f"limit {name} must be an integer >= 0, not {value!r}")
 
     def for_class(self, cls: str) -> int:
-        value = getattr(self, cls, None)
-        if not isinstance(value, int):
+        if cls not in _GROUPS:
             raise KeyError(cls)
-        return value
+        return int(getattr(self, cls))
+
+
+def key_class(kty: str, key_size: int | None) -> str:
+    """The transaction class of an operation on a key of this type."""
+    prefix = "hsm_key" if kty.endswith("-HSM") else "software_key"
+    if key_size in (3072, 4096):
+        return f"{prefix}_rsa{key_size}"
+    return prefix
 
 
 class RateLimiter:
+    """Sliding-window limits with weighted classes: an operation of class c costs 1/limit(c)
+    of its group's window (create, key transactions, vault transactions); a request that would
+    take the group over 1 is throttled and not counted (the throttling guidance: failed
+    requests that return a 429 do not count towards the limits)."""
+
     def __init__(self, limits: Limits) -> None:
         self.limits = limits
         self._lock = threading.Lock()
-        self._events: dict[str, collections.deque[float]] = collections.defaultdict(
+        self._events: dict[str, collections.deque[tuple[float, float]]] = collections.defaultdict(
             collections.deque
         )
+        self._used: dict[str, float] = collections.defaultdict(float)
 
     def acquire(self, cls: str) -> int | None:
         """Count one transaction; return None if allowed, else seconds to wait (Retry-After)."""
         limit = self.limits.for_class(cls)
+        group = _GROUPS[cls]
         window = self.limits.window_seconds
         now = time.monotonic()
         with self._lock:
-            events = self._events[cls]
-            while events and events[0] <= now - window:
-                events.popleft()
-            if len(events) >= limit:
-                return max(1, math.ceil(events[0] + window - now))
-            events.append(now)
+            events = self._events[group]
+            while events and events[0][0] <= now - window:
+                self._used[group] -= events.popleft()[1]
+            if not events:
+                self._used[group] = 0.0  # no float drift across windows
+            weight = 1.0 / limit if limit else 2.0
+            if self._used[group] + weight > 1.0 + 1e-9:
+                oldest = events[0][0] if events else now
+                return max(1, math.ceil(oldest + window - now))
+            events.append((now, weight))
+            self._used[group] += weight
             return None
+
+
+def _retry_after(value: Any) -> int | None:
+    return None if value is None else int(value)
 
 
 @dataclass
 class Fault:
     """One injected fault.
 
-    kind: "throttle" (429 + Retry-After), "unavailable" (503), "outage" (every request
-    fails: connection reset, or 503 if mode="503"), "latency" (delay, then serve).
+    kind: "throttle" (429, with Retry-After unless retry_after is None), "unavailable" (503),
+    "outage" (every request fails: connection reset, or 503 if mode="503"), "latency" (delay,
+    then serve).
     fraction: probability per matching request; count: fire only for the next N matches.
     target: "vault", "entra" or "all". operations: limit to these operation names (e.g. KeySign).
     """
@@ -85,7 +146,7 @@ class Fault:
     kind: str
     fraction: float = 1.0
     count: int | None = None
-    retry_after: int = 1
+    retry_after: int | None = 1
     latency_ms: int = 0
     mode: str = "reset"
     target: str = "vault"
@@ -101,7 +162,7 @@ class Fault:
             kind=kind,
             fraction=float(raw.get("fraction", 1.0)),
             count=None if raw.get("count") is None else int(raw["count"]),
-            retry_after=int(raw.get("retry_after", 1)),
+            retry_after=_retry_after(raw.get("retry_after", 1)),
             latency_ms=int(raw.get("latency_ms", 0)),
             mode=str(raw.get("mode", "reset")),
             target=str(raw.get("target", "all" if kind == "outage" else "vault")),
@@ -123,7 +184,7 @@ class Fault:
 class FaultDecision:
     delay_seconds: float = 0.0
     action: str | None = None  # None, "throttle", "unavailable", "reset"
-    retry_after: int = 1
+    retry_after: int | None = 1
     matched: list[str] = field(default_factory=list)
 
 

@@ -71,17 +71,21 @@ class ControlClient:
         client_id: str,
         roles: Sequence[str] | None = None,
         *,
+        key_permissions: Sequence[str] | None = None,
         client_secret: str | None = None,
         federated_subjects: Sequence[str] | None = None,
         managed_identity: str | None = None,
     ) -> dict[str, Any]:
-        """Create or change a principal; managed_identity "system"/"user" also makes it a
-        managed identity served at /msi/token."""
+        """Create or change a principal: its RBAC roles (built-in names, aliases such as
+        "crypto-user", or custom roles), its access policy `key_permissions`, and
+        managed_identity "system"/"user" to serve it at /msi/token and the IMDS endpoint."""
         body: dict[str, Any] = {"client_id": client_id}
         if managed_identity is not None:
             body["managed_identity"] = managed_identity
         if roles is not None:
             body["roles"] = list(roles)
+        if key_permissions is not None:
+            body["key_permissions"] = list(key_permissions)
         if client_secret is not None:
             body["client_secret"] = client_secret
         if federated_subjects is not None:
@@ -125,8 +129,32 @@ class ControlClient:
     def set_sku(self, sku: str) -> None:
         self._call("POST", "sku", {"sku": sku})
 
-    def set_limits(self, **limits: float) -> dict[str, Any]:
+    def set_limits(self, **limits: float | bool) -> dict[str, Any]:
         return self._call("POST", "limits", limits)
+
+    def define_role(
+        self, name: str, data_actions: Sequence[str], not_data_actions: Sequence[str] = ()
+    ) -> dict[str, Any]:
+        """A custom role, as `az role definition create` would make it."""
+        body = {
+            "roleName": name,
+            "dataActions": list(data_actions),
+            "notDataActions": list(not_data_actions),
+        }
+        return self._call("POST", "roles", body)
+
+    def set_permission_model(self, model: str) -> None:
+        """ "rbac" or "access-policy" (ARM: enableRbacAuthorization true / false)."""
+        self._call("POST", "permission-model", {"model": model})
+
+    def set_network_rules(self, default_action: str, ip_rules: Sequence[str] = ()) -> None:
+        self._call(
+            "POST", "network", {"default_action": default_action, "ip_rules": list(ip_rules)}
+        )
+
+    def set_soft_delete(self, **settings: float | bool) -> dict[str, Any]:
+        """retention_days, purge_protection, delete_delay, recover_delay."""
+        return self._call("POST", "soft-delete", settings)
 
 
 @dataclass
@@ -139,6 +167,7 @@ class EmulatorProcess:
     control_url: str
     state_dir: Path
     control: ControlClient
+    imds_url: str = ""
 
     @property
     def pid(self) -> int:
@@ -175,6 +204,16 @@ class EmulatorProcess:
         return {
             "IDENTITY_ENDPOINT": msi["endpoint"],
             "IDENTITY_HEADER": msi["header"],
+            "REQUESTS_CA_BUNDLE": self.ca_file,
+            "SSL_CERT_FILE": self.ca_file,
+        }
+
+    def imds_env(self) -> dict[str, str]:
+        """Environment making azure-identity's ManagedIdentityCredential ask this emulator's
+        Instance Metadata Service endpoint, as on a VM or an AKS node (the SDK reads
+        AZURE_POD_IDENTITY_AUTHORITY_HOST instead of http://169.254.169.254)."""
+        return {
+            "AZURE_POD_IDENTITY_AUTHORITY_HOST": self.imds_url,
             "REQUESTS_CA_BUNDLE": self.ca_file,
             "SSL_CERT_FILE": self.ca_file,
         }
@@ -217,10 +256,20 @@ def start_emulator(
     log_level: str = "INFO",
     startup_timeout: float = 30.0,
     tenant_dir: Path | str | None = None,
+    permission_model: str = "rbac",
+    access_policies: Mapping[str, Sequence[str]] | None = None,
+    soft_delete: Mapping[str, float | bool] | None = None,
+    retry_after: bool = True,
 ) -> EmulatorProcess:
     """Start `spirl-keyvault-emulator` and wait for its JSON line.
 
-    limits: window_seconds, hsm_create, software_create, sign, sign_rsa3072, sign_rsa4096, other.
+    limits: window_seconds, hsm_create, software_create, hsm_key, hsm_key_rsa3072,
+    hsm_key_rsa4096, software_key, software_key_rsa3072, software_key_rsa4096, vault.
+    retry_after: False answers 429s without Retry-After.
+    permission_model: "rbac" (roles from `principals`) or "access-policy" (key permissions
+    from `access_policies`).
+    soft_delete: retention_days, purge_protection, delete_delay, recover_delay (seconds a
+    delete / recovery takes; 0.5 by default).
     tenant_dir: share one tenant (tenant id, token signing key, CA) with other vaults started
     with the same folder (start them one after the other: the first one creates it).
     stderr goes to STATE_DIR/emulator.log.
@@ -243,17 +292,19 @@ def start_emulator(
         cmd += ["--tenant-dir", str(Path(tenant_dir).resolve())]
     for name, roles in (principals or {}).items():
         cmd += ["--principal", f"{name}={','.join(roles)}"]
-    flag = {
-        "window_seconds": "--limit-window",
-        "hsm_create": "--limit-hsm-create",
-        "software_create": "--limit-software-create",
-        "sign": "--limit-sign",
-        "sign_rsa3072": "--limit-sign-rsa3072",
-        "sign_rsa4096": "--limit-sign-rsa4096",
-        "other": "--limit-other",
-    }
+    for name, permissions in (access_policies or {}).items():
+        cmd += ["--access-policy", f"{name}={','.join(permissions)}"]
+    cmd += ["--permission-model", permission_model]
     for key, value in (limits or {}).items():
-        cmd += [flag[key], str(value)]
+        cmd += ["--limit-" + key.removesuffix("_seconds").replace("_", "-"), str(value)]
+    if not retry_after:
+        cmd.append("--no-retry-after")
+    for key, value in (soft_delete or {}).items():
+        flag = "--" + key.replace("_", "-")
+        if isinstance(value, bool):
+            cmd += [flag] if value else []
+        else:
+            cmd += [flag, str(value)]
     # The token travels by environment, not argv, so it is not visible in `ps`.
     try:
         proc, info = start_announced(
@@ -273,4 +324,5 @@ def start_emulator(
         control_url=info["control_url"],
         state_dir=state,
         control=ControlClient(info["control_url"], token, info["ca_file"]),
+        imds_url=info["imds_url"],
     )

@@ -31,10 +31,14 @@ class FakeKeyManager:
         self.fail_generate = False
         self.keys: dict[str, Any] = {}
         self.generated: list[str] = []
+        self.generate_calls = 0
         self.checks = 0
         self.signs = 0
         self.closed = False
         self.released: list[str] = []
+        self.fail_release = False
+        self.release_calls: list[str] = []
+        self.unfinished_releases = 0  # release_key answers False (e.g. purge pending) this often
         self.sign_threads: list[str] = []  # thread name of each sign_digest call
 
     def check(self) -> None:
@@ -44,6 +48,7 @@ class FakeKeyManager:
 
     def generate_key(self, key_id: str, key_type: KeyType) -> PublicKey:
         assert not self.closed, "generate on a closed key manager"
+        self.generate_calls += 1
         if self.fail_generate:
             raise KeyManagerError("generation disabled")
         if key_type is KeyType.EC_P256:
@@ -91,10 +96,19 @@ class FakeKeyManager:
         )
         return key.sign(digest, pad, prehashed)
 
-    def release_key(self, key_id: str) -> None:
+    def release_key(self, key_id: str) -> bool:
         assert not self.closed, "release on a closed key manager"
+        self.release_calls.append(key_id)
+        if self.fail_release:
+            raise KeyManagerError("vault unreachable")
+        if key_id not in self.keys:
+            raise KeyNotFoundError(key_id)
+        if self.unfinished_releases:
+            self.unfinished_releases -= 1
+            return False
         del self.keys[key_id]
         self.released.append(key_id)
+        return True
 
     def close(self) -> None:
         self.closed = True

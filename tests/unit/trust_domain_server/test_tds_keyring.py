@@ -209,3 +209,103 @@ def test_key_whose_manager_is_gone_after_restart_is_replaced_but_stays_published
     assert handle.instance is fresh and rec.kid in fresh.generated
     published = {r.kid for r in again.published(T0 + H)}
     assert {r.kid for r in records} <= published  # old keys still verify outstanding SVIDs
+
+
+# -- releases: expired keys leave the key manager ------------------------------------------
+
+
+def _kinds(km: FakeKeyManager) -> dict[str, int]:
+    out: dict[str, int] = {}
+    for key_id in km.keys:
+        kind = "jwt" if key_id.startswith("jwt-") else "x509-ca"
+        out[kind] = out.get(kind, 0) + 1
+    return out
+
+
+def test_a_manager_holds_at_most_three_keys_per_kind_after_many_rotations() -> None:
+    ring, km = make_ring(lifetimes=Lifetimes(x509_ca=H, jwt=H))
+    now = T0
+    most: dict[str, int] = {}
+    for _ in range(400):  # 100 simulated hours, ~100 generations per kind
+        ring.rotate(now)
+        for kind, n in _kinds(km).items():
+            most[kind] = max(most.get(kind, 0), n)
+        now += timedelta(seconds=907)
+    assert len(km.generated) > 150 and len(km.released) > 150
+    assert most and max(most.values()) <= 3, most
+
+
+def test_a_failed_release_is_retried_until_done_and_keeps_the_manager_open() -> None:
+    ring, old = make_ring()
+    ring.rotate(T0)
+    expiring = {r.key_id for r in ring.records()}
+    new = FakeKeyManager("webhook")
+    ring.install_manager(handle_for(new))
+    ring.rotate(T0 + 20 * H)  # new keys prepared and activated
+    old.fail_release = True
+    ring.rotate(T0 + 24 * H)  # the old keys expire; their release fails
+    assert {p.record.key_id for p in ring.pending_releases()} == expiring
+    assert not old.closed, "closed with keys still to release"
+    calls = len(old.release_calls)
+    ring.rotate(T0 + 24 * H + timedelta(seconds=30))  # before the retry delay: not called
+    assert len(old.release_calls) == calls
+    old.fail_release = False
+    old.unfinished_releases = 2  # e.g. the purge waits for the deletion
+    for minutes in (2, 5, 10):
+        ring.rotate(T0 + 24 * H + timedelta(minutes=minutes))
+    assert ring.pending_releases() == [] and set(old.released) == expiring
+    assert old.closed
+
+
+def test_restart_releases_keys_that_expired_while_the_server_was_down() -> None:
+    ring, km = make_ring()
+    ring.rotate(T0)
+    records = [type(r).from_dict(r.to_dict()) for r in ring.records()]
+    handle = ring.active_manager
+    assert handle is not None
+    again = Keyring("example.org")
+    again.install_manager(handle)
+    again.restore(records, T0 + 30 * H)  # down past the keys' not-after
+    assert {p.record.kid for p in again.pending_releases()} == {r.kid for r in records}
+    again.rotate(T0 + 30 * H)
+    assert sorted(km.released) == sorted(r.key_id for r in records)
+    assert again.pending_releases() == []
+
+
+def test_pending_releases_survive_a_restart() -> None:
+    from controlplane.trust_domain_server.keyring import PendingRelease
+
+    ring, km = make_ring()
+    ring.rotate(T0)
+    km.fail_release = True
+    ring.rotate(T0 + 25 * H)
+    pending = [PendingRelease.from_dict(p.to_dict()) for p in ring.pending_releases()]
+    assert pending and all(p.attempts == 1 and p.not_before for p in pending)
+    handle = ring.active_manager
+    assert handle is not None
+    km.fail_release = False
+    again = Keyring("example.org")
+    again.install_manager(handle)
+    again.restore([], T0 + 26 * H, pending)
+    again.rotate(T0 + 26 * H)
+    assert again.pending_releases() == [] and len(km.released) == 2
+
+
+def test_failed_generation_is_retried_with_a_growing_delay() -> None:
+    ring, km = make_ring()
+    ring.rotate(T0)
+    km.fail_generate = True
+    attempts = []
+    now = T0 + 12 * H
+    for _ in range(60):  # ten minutes of 10 s ticks
+        before = km.generate_calls
+        ring.rotate(now)
+        if km.generate_calls > before:
+            attempts.append(now)
+        now += timedelta(seconds=10)
+    gaps = [(b - a).total_seconds() for a, b in zip(attempts, attempts[1:], strict=False)]
+    assert gaps[:5] == [10, 20, 40, 80, 160] and max(gaps) <= 300
+    assert ring.last_error and "generating" in ring.last_error
+    km.fail_generate = False
+    ring.rotate(now + timedelta(minutes=5))
+    assert ring.last_error is None

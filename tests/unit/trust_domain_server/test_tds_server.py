@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 import json
 import os
 import stat
@@ -165,14 +166,23 @@ def test_bundle_merges_control_plane_keys_and_own_keys() -> None:
     server, _, _ = make()
     server.apply_config(config(1))
     server.rotate()
-    server.set_bundle(
-        {"version": 7, "keys": [{"kty": "EC", "kid": "other-server-key", "use": "jwt-svid"}]}
-    )
+    before = server.bundle_document()["spiffe_sequence"]
+    other = {"kty": "EC", "kid": "other-server-key", "use": "jwt-svid"}
+    server.set_bundle({"version": 7, "keys": [other]})
     doc = server.bundle_document()
-    kids = {k["kid"]: k for k in doc["keys"]}
-    assert doc["spiffe_sequence"] == 7 and "other-server-key" in kids
+    # Its own sequence (the control plane's 7 numbers another source), bumped by the change.
+    assert doc["spiffe_sequence"] == before + 1
+    jwt_keys = {k["kid"]: k for k in doc["keys"] if k["use"] == "jwt-svid"}
+    current_jwt = server.keyring.current(KeyKind.JWT)
+    assert current_jwt and set(jwt_keys) == {current_jwt.kid, "other-server-key"}
     ca = server.keyring.current(KeyKind.X509_CA)
-    assert ca and kids[ca.kid]["use"] == "x509-svid" and kids[ca.kid]["x5c"]
+    assert ca and ca.ca_cert_der
+    [x509_entry] = [k for k in doc["keys"] if k["use"] == "x509-svid"]
+    assert "kid" not in x509_entry
+    assert x509_entry["x5c"] == [base64.b64encode(ca.ca_cert_der).decode()]
+    # The same content again keeps the number.
+    server.set_bundle({"version": 8, "keys": [other]})
+    assert server.bundle_document()["spiffe_sequence"] == before + 1
 
 
 def test_restart_serves_with_same_keys_using_real_default_key_manager(tmp_path: Path) -> None:
@@ -207,6 +217,46 @@ def test_restart_serves_with_same_keys_using_real_default_key_manager(tmp_path: 
     assert verify_jwt(second, token2, clock.now())["sub"] == SID
     leaf, ca = second.issuer.issue_x509(SID, _csr())
     leaf.verify_directly_issued_by(ca)
+
+
+def test_restart_between_rotation_and_release_leaves_no_key_behind(tmp_path: Path) -> None:
+    """The real default key manager (its keys are files): keys that expire while the server is
+    down are released after the restart; none that still signs is."""
+    ctx = KeyManagerContext(
+        data_dir=tmp_path / "km", kek=os.urandom(32), trust_domain="example.org", server_id="s1"
+    )
+    clock = ManualClock(T0)
+
+    def build(spec: Any) -> Any:
+        return build_key_manager(spec, ctx)
+
+    def key_files() -> set[str]:
+        return {p.name for p in (tmp_path / "km" / "default-keys").iterdir() if p.is_file()}
+
+    first = TrustDomainServer(
+        "example.org", clock, build, key_manager_digest, StateStore(tmp_path / "d")
+    )
+    first.apply_config(config(1, lifecycle={"x509CATTL": "6h", "jwtKeyTTL": "6h"}))
+    first.rotate()
+    old = {r.key_id for r in first.keyring.records()}
+    clock.advance(5 * H + timedelta(minutes=1))  # next keys prepared and active
+    first.rotate()
+    first.close()
+    files_before = key_files()
+    assert len(files_before) >= 4
+
+    clock.advance(H)  # the first keys expire while the server is down
+    second = TrustDomainServer(
+        "example.org", clock, build, key_manager_digest, StateStore(tmp_path / "d")
+    )
+    assert second.restore()
+    assert {p.record.key_id for p in second.keyring.pending_releases()} == old
+    second.rotate()
+    assert second.keyring.pending_releases() == []
+    in_use = {r.key_id for r in second.keyring.records()}
+    assert in_use and not in_use & old
+    assert len(key_files()) == len(files_before) - len(old)
+    second.issuer.issue_jwt(SID, ["a"], H)  # the active keys were not touched
 
 
 def test_restore_keeps_state_file_intact_before_any_close(tmp_path: Path) -> None:

@@ -1,4 +1,5 @@
-"""SDK client construction against the emulator, shared by the emulator tests."""
+"""Unmodified Azure SDK clients pointed at one Key Vault emulator (the settings it needs, once),
+for the emulator, key manager and end-to-end tests."""
 
 from __future__ import annotations
 
