@@ -1,18 +1,17 @@
-"""The real ASGI app served by uvicorn on a loopback port, in a thread of the test process."""
+"""The real ASGI app on a loopback port, in a thread of the test process (see support.served)."""
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
-import socket
 import threading
-import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
 import httpx
 from sqlalchemy import Engine, event
+
+from support.served import serve_in_thread
 
 
 class QueryCounter:
@@ -61,10 +60,9 @@ class LiveApi:
 
 @contextlib.contextmanager
 def serve_api(engine: Engine, settings: Any = None) -> Iterator[LiveApi]:
-    """Tokens (admin, viewer) and the app on a free loopback port, stopped on exit. Serving a
-    second app on the same PostgreSQL database makes a second replica."""
-    import uvicorn
-
+    """Tokens (admin, viewer) and the app on a free loopback port, served as `serve` does
+    (support.served), stopped on exit. Serving a second app on the same PostgreSQL database
+    makes a second replica."""
     from controlplane.api.app import create_app
     from controlplane.services.auth import create_token
     from controlplane.store.unit_of_work import UnitOfWorkFactory
@@ -74,31 +72,12 @@ def serve_api(engine: Engine, settings: Any = None) -> Iterator[LiveApi]:
     with UnitOfWorkFactory(engine)() as uow:
         viewer, _ = create_token(uow, "viewer", "test-viewer")
     app = create_app(engine, settings)
-    sock = socket.socket(
-        socket.AF_INET, socket.SOCK_STREAM, socket.IPPROTO_TCP
-    )  # lets asyncio set TCP_NODELAY
-    sock.bind(("127.0.0.1", 0))
-    sock.listen(1024)
-    port = sock.getsockname()[1]
-    server = uvicorn.Server(uvicorn.Config(app, log_config=None, timeout_graceful_shutdown=1))
-    thread = threading.Thread(target=lambda: asyncio.run(server.serve(sockets=[sock])), daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 15
-    while not server.started:
-        if time.monotonic() > deadline:
-            raise RuntimeError("in-process API did not start")
-        time.sleep(0.01)
-    counter = QueryCounter(engine)
-    try:
+    with serve_in_thread(app) as served:
         yield LiveApi(
-            url=f"http://127.0.0.1:{port}",
+            url=served.url,
             engine=engine,
             admin_token=admin,
             viewer_token=viewer,
             app=app,
-            queries=counter,
+            queries=QueryCounter(engine),
         )
-    finally:
-        server.should_exit = True
-        thread.join(timeout=10)
-        sock.close()
