@@ -21,6 +21,7 @@ __all__ = [
     "is_loopback_host",
     "plain_http_warning",
     "server_context",
+    "verification_failure",
 ]
 
 CA_FILE_ENV = "SPIRL_CA_FILE"
@@ -92,3 +93,15 @@ def plain_http_warning(url: str, what: str) -> str | None:
         f"{url} is plain HTTP: {what} travel in clear to another host; "
         "serve the control plane with --tls-cert/--tls-key and use an https:// URL"
     )
+
+
+def verification_failure(exc: BaseException) -> str | None:
+    """Why the server's certificate was refused, when that is what `exc` comes from."""
+    current: BaseException | None = exc
+    seen: set[int] = set()
+    while current is not None and id(current) not in seen:
+        seen.add(id(current))
+        if isinstance(current, ssl.SSLCertVerificationError):
+            return str(current.verify_message or current.reason or current)
+        current = current.__cause__ or current.__context__
+    return None

@@ -30,9 +30,13 @@ import logging
 import resource
 import ssl
 import time
+
+# asyncio's TLS protocol (the one loop.create_server(ssl=...) uses), run by us so that the
+# handshake is inside the guard's view; it works on uvloop's transports too.
+from asyncio.sslproto import SSLProtocol
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
-from typing import Any, ClassVar
+from typing import Any, ClassVar, cast
 
 import httptools
 import uvicorn
@@ -52,12 +56,14 @@ log = logging.getLogger("controlplane.serving")
 
 HEALTH_PATHS = frozenset({b"/healthz", b"/readyz"})
 MAX_REQUEST_HEAD_BYTES = 64 * 1024
+DEFAULT_MAX_CONNECTIONS = 20000
 # File descriptors kept free for the database, log files and the listening sockets.
 RESERVED_FILES = 256
 SUMMARY_INTERVAL_SECONDS = 60.0
 
-PENDING, BUSY, IDLE, CLOSED = "pending", "busy", "idle", "closed"
-HEADER_TIMEOUT, BODY_TIMEOUT, IDLE_TIMEOUT = "header_timeout", "body_timeout", "idle_timeout"
+NEW, PENDING, BUSY, IDLE, CLOSED = "new", "pending", "busy", "idle", "closed"
+# Timer reasons, named after the ConnectionLimits field that sets them.
+HEADER_TIMEOUT, BODY_TIMEOUT, IDLE_TIMEOUT = "header_timeout", "body_timeout", "keep_alive_timeout"
 
 
 @dataclass(frozen=True)
@@ -65,7 +71,7 @@ class ConnectionLimits:
     header_timeout: float = 5.0
     body_timeout: float = 10.0
     keep_alive_timeout: int = 75
-    max_connections: int = 20000
+    max_connections: int = DEFAULT_MAX_CONNECTIONS
 
 
 class ConnectionGuard:
@@ -149,8 +155,8 @@ class ConnectionGuard:
         self.note(reason)
 
     def closed(self, conn: Any) -> None:
-        phase = getattr(conn, "guard_phase", CLOSED)
-        if phase == CLOSED:
+        phase = conn.guard_phase
+        if phase in (NEW, CLOSED):
             return
         if phase == PENDING:
             del self._pending[conn]
@@ -221,34 +227,17 @@ _HEAD_TOO_LARGE = (
 )
 
 
-class _HandshakeBuffer(asyncio.Protocol):
-    """Keeps the bytes that arrive between the end of a TLS handshake and start_tls() returning
-    (the client sends its request at once), for the HTTP protocol to read next."""
-
-    def __init__(self, owner: asyncio.Protocol) -> None:
-        self.owner = owner
-        self.data = bytearray()
-
-    def data_received(self, data: bytes) -> None:
-        self.data += data
-
-    def connection_lost(self, exc: Exception | None) -> None:
-        self.owner.connection_lost(exc)
-
-
 class GuardedHttpToolsProtocol(HttpToolsProtocol):
     """uvicorn's httptools protocol with read timeouts, a head size limit and the guard.
 
-    Subclassed per server by `protocol_class()`, which sets `guard` and `tls`.
+    Subclassed per server by `protocol_class()`, which sets `guard`.
     """
 
     guard: ClassVar[ConnectionGuard]
-    tls: ClassVar[ssl.SSLContext | None] = None
-    _handshakes: ClassVar[set[asyncio.Task[None]]] = set()
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
-        self.guard_phase = CLOSED
+        self.guard_phase = NEW
         self._read_timer: asyncio.TimerHandle | None = None
         self._timer_reason = ""
         self._head_bytes = 0
@@ -256,12 +245,7 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
     # -- timers -------------------------------------------------------------------------------
 
     def _arm(self, reason: str) -> None:
-        limits = self.guard.limits
-        delay = {
-            HEADER_TIMEOUT: limits.header_timeout,
-            BODY_TIMEOUT: limits.body_timeout,
-            IDLE_TIMEOUT: float(limits.keep_alive_timeout),
-        }[reason]
+        delay = getattr(self.guard.limits, reason)
         self._disarm()
         self._read_timer = self.loop.call_later(delay, self._timed_out, reason)
         self._timer_reason = reason
@@ -280,53 +264,33 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
     def guard_close(self) -> None:
         self._disarm()
         if self.transport is not None and not self.transport.is_closing():
-            self.transport.close()
+            # abort(), not close(): nothing is owed to this client, and a TLS close would wait
+            # for the client's close_notify while the slot is already given away.
+            self.transport.abort()
 
     # -- connection -----------------------------------------------------------------------------
 
-    def connection_made(self, transport: asyncio.BaseTransport) -> None:  # type: ignore[override]
+    def accepted(self, transport: asyncio.BaseTransport) -> None:
+        """The TCP connection is open (before any TLS handshake): the header clock starts."""
         self.guard.opened(self)
         self._arm(HEADER_TIMEOUT)
-        if self.tls is None:
-            super().connection_made(transport)  # type: ignore[arg-type]
-            return
-        # The handshake runs inside the header timeout, seen by the guard: a client that
-        # connects and never sends a ClientHello is closed and evicted like any half-open one.
+        # Until a TLS handshake ends this is the raw connection, which the guard may close.
         self.transport = transport  # type: ignore[assignment]
-        task = self.loop.create_task(self._start_tls(transport))
-        self._handshakes.add(task)
-        task.add_done_callback(self._handshakes.discard)
 
-    async def _start_tls(self, raw: asyncio.BaseTransport) -> None:
-        assert self.tls is not None
-        early = _HandshakeBuffer(self)
-        try:
-            transport = await self.loop.start_tls(
-                raw,  # type: ignore[arg-type]
-                early,
-                self.tls,
-                server_side=True,
-                ssl_handshake_timeout=self.guard.limits.header_timeout + 1,
-            )
-        except Exception as exc:  # any handshake failure: a bad client, not a server error
-            log.debug("TLS handshake failed", extra={"error": str(exc)})
-            self._forget()
-            raw.close()
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:  # type: ignore[override]
+        if self.guard_phase == NEW:  # plain HTTP; with TLS, accepted() ran before the handshake
+            self.accepted(transport)
+        elif self.guard_phase == CLOSED:  # closed by the guard while the handshake ended
+            transport.abort()  # type: ignore[attr-defined]
             return
-        if transport is None or self.guard_phase == CLOSED:
-            raw.close()
-            return
-        transport.set_protocol(self)
-        super().connection_made(transport)
-        if early.data:
-            self.data_received(bytes(early.data))
+        super().connection_made(transport)  # type: ignore[arg-type]
 
-    def _forget(self) -> None:
+    def forget(self) -> None:
         self._disarm()
         self.guard.closed(self)
 
     def connection_lost(self, exc: Exception | None) -> None:
-        self._forget()
+        self.forget()
         super().connection_lost(exc)
 
     def data_received(self, data: bytes) -> None:
@@ -402,15 +366,63 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
             self.guard.request_finished(self, next_begun=self._timer_reason == HEADER_TIMEOUT)
 
 
+class TlsConnection(asyncio.BufferedProtocol):
+    """A TLS connection: asyncio's TLS protocol in front of the HTTP protocol, both made at
+    accept, so the handshake runs inside the header timeout and the guard sees (and may close)
+    a connection that never completes it. uvicorn's own TLS starts the HTTP protocol only after
+    the handshake, with a fixed 60-second handshake timeout.
+
+    Subclassed per server by `protocol_class()`, which sets `http_class` and `tls`.
+    """
+
+    http_class: ClassVar[type[GuardedHttpToolsProtocol]]
+    tls: ClassVar[ssl.SSLContext]
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        self.http = self.http_class(*args, **kwargs)
+        seconds = self.http.guard.limits.header_timeout
+        self._tls = SSLProtocol(
+            self.http.loop,
+            self.http,
+            self.tls,
+            None,  # type: ignore[arg-type]  # no one awaits the handshake: the guard times it
+            server_side=True,
+            ssl_handshake_timeout=seconds,  # type: ignore[arg-type]
+            ssl_shutdown_timeout=seconds,
+        )
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.http.accepted(transport)
+        self._tls.connection_made(transport)
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self._tls.connection_lost(exc)
+        self.http.forget()  # before a handshake ends, the TLS layer does not tell the HTTP one
+
+    def get_buffer(self, sizehint: int) -> Any:
+        return self._tls.get_buffer(sizehint)
+
+    def buffer_updated(self, nbytes: int) -> None:
+        self._tls.buffer_updated(nbytes)
+
+    def eof_received(self) -> bool | None:
+        return self._tls.eof_received()  # type: ignore[func-returns-value]
+
+    def pause_writing(self) -> None:
+        self._tls.pause_writing()
+
+    def resume_writing(self) -> None:
+        self._tls.resume_writing()
+
+
 def protocol_class(
     guard: ConnectionGuard, tls: ssl.SSLContext | None
-) -> type[GuardedHttpToolsProtocol]:
-    """A protocol class bound to one server's guard and TLS context."""
-    return type(
-        "ServedHttpToolsProtocol",
-        (GuardedHttpToolsProtocol,),
-        {"guard": guard, "tls": tls, "_handshakes": set()},
-    )
+) -> type[asyncio.BaseProtocol]:
+    """The protocol class uvicorn makes per connection, bound to one server's guard and TLS."""
+    http = type("ServedHttpProtocol", (GuardedHttpToolsProtocol,), {"guard": guard})
+    if tls is None:
+        return http
+    return type("ServedTlsConnection", (TlsConnection,), {"http_class": http, "tls": tls})
 
 
 def build_server(
@@ -426,7 +438,7 @@ def build_server(
     guard = ConnectionGuard(limits, on_close)
     config = uvicorn.Config(
         app,
-        http=protocol_class(guard, tls),
+        http=cast(Any, protocol_class(guard, tls)),
         ws="none",
         lifespan=lifespan,  # type: ignore[arg-type]
         log_config=None,
@@ -450,14 +462,13 @@ def event_loop_factory() -> Callable[[], asyncio.AbstractEventLoop] | None:
     return uvloop.new_event_loop
 
 
-def fit_open_file_limit(max_connections: int) -> int:
-    """Raise this process's open-file limit for `max_connections` if allowed; else lower it.
-
-    Returns the connection limit that fits: past the open-file limit, accept() fails and no
-    connection can be evicted to make room.
-    """
+def fit_open_file_limit(max_connections: int | None) -> int:
+    """The connection limit for this process: `max_connections`, or by default as many as the
+    open-file limit allows up to DEFAULT_MAX_CONNECTIONS. Raises the soft open-file limit when
+    the hard one allows; past it accept() fails and no connection could be evicted for room."""
+    wanted = max_connections or DEFAULT_MAX_CONNECTIONS
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
-    needed = max_connections + RESERVED_FILES
+    needed = wanted + RESERVED_FILES
     if soft != resource.RLIM_INFINITY and soft < needed:
         target = needed if hard == resource.RLIM_INFINITY else min(needed, hard)
         try:
@@ -466,10 +477,11 @@ def fit_open_file_limit(max_connections: int) -> int:
         except (ValueError, OSError):
             pass
     if soft == resource.RLIM_INFINITY or soft >= needed:
-        return max_connections
+        return wanted
     fitted = max(1, soft - RESERVED_FILES)
-    log.warning(
-        "--max-connections lowered to fit the open-file limit",
-        extra={"requested": max_connections, "max_connections": fitted, "open_file_limit": soft},
-    )
+    if max_connections is not None:
+        log.warning(
+            "--max-connections lowered to fit the open-file limit",
+            extra={"requested": max_connections, "max_connections": fitted, "open_files": soft},
+        )
     return fitted

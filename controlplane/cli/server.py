@@ -261,6 +261,12 @@ def _metrics_only_app(main_app):  # type: ignore[no-untyped-def]
     return app
 
 
+def _positive_int(text: str) -> int:
+    if not text.isdigit() or int(text) < 1:
+        raise argparse.ArgumentTypeError(f"must be a whole number above 0: {text!r}")
+    return int(text)
+
+
 def _positive_seconds(text: str) -> float:
     try:
         value = float(text)
@@ -312,9 +318,9 @@ def build_parser() -> argparse.ArgumentParser:
     )
     serve.add_argument(
         "--max-connections",
-        type=int,
-        default=20000,
-        help="open connections (default 20000). At the limit the oldest connection holding no "
+        type=_positive_int,
+        default=None,
+        help="open connections (default 20000, or what the open-file limit allows). At the limit the oldest connection holding no "
         "request (half-open or idle) is closed to make room; requests in flight are never cut; "
         "when all hold one, new requests get 503 except /healthz and /readyz",
     )

@@ -8,9 +8,12 @@ logged and never part of an error message.
 from __future__ import annotations
 
 import logging
+import ssl
 import threading
 from typing import TYPE_CHECKING, Any
 from urllib.parse import quote
+
+from controlplane.tls import verification_failure
 
 if TYPE_CHECKING:
     import httpx
@@ -50,10 +53,17 @@ class ConflictError(ApiError):
 class ApiClient:
     """Calls `/v1/...` routes with a bearer token; JSON in, JSON out."""
 
-    def __init__(self, endpoint: str, token: str, timeout: float = DEFAULT_TIMEOUT_SECONDS):
+    def __init__(
+        self,
+        endpoint: str,
+        token: str,
+        timeout: float = DEFAULT_TIMEOUT_SECONDS,
+        verify: ssl.SSLContext | bool = True,
+    ):
         self.endpoint = endpoint.rstrip("/")
         self._token = token
         self._timeout = timeout
+        self._verify = verify  # a context trusting only the provider's ca_file, or the default
         self._http: httpx.Client | None = None
         self._lock = threading.Lock()  # tf serves requests from a thread pool
 
@@ -75,6 +85,7 @@ class ApiClient:
             self._http = httpx.Client(
                 base_url=self.endpoint,
                 timeout=self._timeout,
+                verify=self._verify,
                 headers={
                     "Authorization": f"Bearer {self._token}",
                     "User-Agent": "terraform-provider-spirl/0.1.0",
@@ -102,6 +113,15 @@ class ApiClient:
         try:
             resp = self._client().request(method, path, json=json, params=params)
         except httpx.HTTPError as exc:
+            refused = verification_failure(exc)
+            if refused is not None:
+                raise ApiError(
+                    0,
+                    "untrusted_certificate",
+                    f"the control plane at {self.endpoint} presented a certificate the provider "
+                    f"does not trust ({refused}); set ca_file (or $SPIRL_CA_FILE) to the CA "
+                    "that signed it",
+                ) from exc
             raise ApiError(
                 0,
                 "unreachable",

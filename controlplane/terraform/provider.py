@@ -13,6 +13,7 @@ from tf.utils import Diagnostics
 
 from controlplane.terraform import PROVIDER_ADDRESS, PROVIDER_VERSION
 from controlplane.terraform.client import ApiClient
+from controlplane.tls import CA_FILE_ENV, TlsConfigError, client_verify
 
 log = logging.getLogger(__name__)
 
@@ -50,7 +51,7 @@ class SpirlProvider:
                     "endpoint",
                     types.String(),
                     optional=True,
-                    description=f"Control plane base URL, e.g. `http://127.0.0.1:8080`. Default: `${ENV_ENDPOINT}`.",
+                    description=f"Control plane base URL, e.g. `https://cp.example.org:8443`. Default: `${ENV_ENDPOINT}`.",
                 ),
                 schema.Attribute(
                     "token",
@@ -58,6 +59,14 @@ class SpirlProvider:
                     optional=True,
                     sensitive=True,
                     description=f"Bearer token (admin role to write). Default: `${ENV_TOKEN}`.",
+                ),
+                schema.Attribute(
+                    "ca_file",
+                    types.String(),
+                    optional=True,
+                    description="PEM file of the CA that signed the control plane's TLS "
+                    "certificate; only that CA is trusted. Default: "
+                    f"`${CA_FILE_ENV}`, else the system's trust store.",
                 ),
             ],
         )
@@ -104,7 +113,13 @@ class SpirlProvider:
                 path=["endpoint"],
             )
             return
-        self._client = ApiClient(endpoint, token)
+        ca_file = self._setting(config, "ca_file", CA_FILE_ENV)
+        try:
+            verify = client_verify(ca_file if isinstance(ca_file, str) else None)
+        except TlsConfigError as exc:
+            diags.add_error("Invalid ca_file", str(exc), path=["ca_file"])
+            return
+        self._client = ApiClient(endpoint, token, verify=verify)
         log.info("configured for %s", endpoint)
         # Terraform configures the provider right before it reads or plans: load httpx and the
         # document layer now, in parallel with its next calls, instead of in the first request.
