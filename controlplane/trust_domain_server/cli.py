@@ -120,7 +120,7 @@ def _register(args: argparse.Namespace, client: ControlPlaneClient, store: State
             "registered earlier as %s (trust domain %s)", identity.server_id, identity.trust_domain
         )
         return identity
-    join_token = _join_token(args)
+    join_token = _join_token(args)  # only now: a token file may be gone once the server joined
     if not join_token:
         raise SystemExit(
             f"first start: a join token is needed to register with the control plane "
@@ -162,6 +162,11 @@ def _join_token(args: argparse.Namespace) -> str | None:
             raise SystemExit(f"--join-token-file {args.join_token_file} is empty")
         return token
     if args.join_token:
+        log.warning(
+            "--join-token is visible to every user of this host (ps, /proc); "
+            "use --join-token-file or $%s",
+            JOIN_TOKEN_ENV,
+        )
         return str(args.join_token)
     return os.environ.get(JOIN_TOKEN_ENV, "").strip() or None
 
@@ -193,12 +198,6 @@ def run(args: argparse.Namespace) -> int:
     logging.getLogger("httpx").setLevel(logging.WARNING)
     logging.getLogger("httpcore").setLevel(logging.WARNING)
     clock: Clock = FileOffsetClock(args.clock_file) if args.clock_file else SystemClock()
-    if args.join_token:
-        log.warning(
-            "--join-token is visible to every user of this host (ps, /proc); "
-            "use --join-token-file or $%s",
-            JOIN_TOKEN_ENV,
-        )
     plain = plain_http_warning(args.endpoint, "the join token and this server's credential")
     if plain:
         log.warning(plain)
