@@ -20,6 +20,7 @@ import argparse
 import asyncio
 import json
 import resource
+import ssl
 import statistics
 import sys
 import tempfile
@@ -33,9 +34,13 @@ import httpx
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "tests"))
 
+from controlplane.emulators.tls import ensure_tls_files  # noqa: E402
+
 from support.postgres import start_postgres  # noqa: E402
 from support.processes import RunningProcess, script, start_process  # noqa: E402
 
+# What httpx verifies the servers' certificates with (a context for the run's CA with --tls).
+VERIFY: ssl.SSLContext | bool = True
 LIFECYCLE = "section: KeyLifecycle\nschema: v1\nspec:\n  jwtKeyTTL: {ttl}h\n"
 IDLE_CYCLES = 3
 IDLE_WAIT = 1
@@ -87,11 +92,11 @@ async def http_get(
     return json.loads(body)  # type: ignore[no-any-return]
 
 
-async def measure(target: Target, rounds: int) -> dict[str, float]:
-    host, port = target.url.removeprefix("http://").split(":")
+async def measure(target: Target, rounds: int, tls: ssl.SSLContext | None) -> dict[str, float]:
+    host, port = target.url.split("://", 1)[1].split(":")
     n = len(target.paths)
     # Warm up (imports, caches) on one connection, then take the memory baseline with none open.
-    r0, w0 = await asyncio.open_connection(host, int(port))
+    r0, w0 = await asyncio.open_connection(host, int(port), ssl=tls)
     await http_get(r0, w0, target.paths[0] + "&wait=0", target.headers[0])
     w0.close()
     await target.waiting()
@@ -105,7 +110,10 @@ async def measure(target: Target, rounds: int) -> dict[str, float]:
     firsts = []
     for start in range(0, n, 100):
         wave = await asyncio.gather(
-            *(asyncio.open_connection(host, int(port)) for _ in range(start, min(n, start + 100)))
+            *(
+                asyncio.open_connection(host, int(port), ssl=tls)
+                for _ in range(start, min(n, start + 100))
+            )
         )
         conns.extend(wave)
         firsts += await asyncio.gather(
@@ -217,7 +225,7 @@ class ControlPlaneTarget(Target):
             [f"Authorization: Bearer {s['credential']}\r\n" for s in servers],
         )
         self.http = httpx.AsyncClient(
-            base_url=url, headers={"Authorization": f"Bearer {admin}"}, timeout=60
+            base_url=url, headers={"Authorization": f"Bearer {admin}"}, timeout=60, verify=VERIFY
         )
         self.tdd = tdd
         self.database_url = database_url
@@ -256,7 +264,7 @@ class ControlPlaneTarget(Target):
 class BaselineTarget(Target):
     def __init__(self, url: str, pid: int, n: int) -> None:
         super().__init__("baseline", url, pid, ["/sync?x=1"] * n, [""] * n)
-        self.http = httpx.AsyncClient(base_url=url, timeout=60)
+        self.http = httpx.AsyncClient(base_url=url, timeout=60, verify=VERIFY)
         self._n = n
 
     async def write(self, round_no: int) -> None:
@@ -267,7 +275,7 @@ class BaselineTarget(Target):
 
 
 def prepare_control_plane(
-    workdir: Path, database_url: str | None, n: int
+    workdir: Path, database_url: str | None, n: int, tls_args: list[str]
 ) -> tuple[RunningProcess, ControlPlaneTarget]:
     from controlplane.services import auth, objects
     from controlplane.store.database import create_db_engine, migrate, resolve_database_url
@@ -313,27 +321,37 @@ def prepare_control_plane(
     ]
     if database_url:
         args += ["--database-url", database_url]
-    proc = start_process(args, log_path=workdir / "controlplane.log")
+    proc = start_process(args + tls_args, log_path=workdir / "controlplane.log")
     return proc, ControlPlaneTarget(
         proc.announcement["url"], proc.pid, admin, tdd["id"], servers, database_url
     )
 
 
-def run(sizes: list[int], databases: list[str], rounds: int) -> list[dict[str, Any]]:
+def run(
+    sizes: list[int], databases: list[str], rounds: int, tls_dir: Path | None
+) -> list[dict[str, Any]]:
+    global VERIFY
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     resource.setrlimit(resource.RLIMIT_NOFILE, (min(hard, 65536), hard))
+    tls: ssl.SSLContext | None = None
+    tls_args: list[str] = []
+    if tls_dir is not None:
+        files = ensure_tls_files(tls_dir)
+        tls = ssl.create_default_context(cafile=str(files.ca_file))
+        VERIFY = tls
+        tls_args = ["--tls-cert", str(files.cert_file), "--tls-key", str(files.key_file)]
     results = []
     pg = start_postgres() if "postgres" in databases else None
     try:
         for n in sizes:
             with tempfile.TemporaryDirectory() as tmp:
                 base = start_process(
-                    [sys.executable, str(ROOT / "benchmarks" / "baseline_longpoll.py")],
+                    [sys.executable, str(ROOT / "benchmarks" / "baseline_longpoll.py"), *tls_args],
                     log_path=Path(tmp) / "baseline.log",
                 )
                 try:
                     baseline = asyncio.run(
-                        measure(BaselineTarget(base.announcement["url"], base.pid, n), rounds)
+                        measure(BaselineTarget(base.announcement["url"], base.pid, n), rounds, tls)
                     )
                 finally:
                     base.stop()
@@ -341,9 +359,9 @@ def run(sizes: list[int], databases: list[str], rounds: int) -> list[dict[str, A
             for db in databases:
                 with tempfile.TemporaryDirectory() as tmp:
                     url = pg.create_database() if db == "postgres" and pg else None
-                    proc, target = prepare_control_plane(Path(tmp), url, n)
+                    proc, target = prepare_control_plane(Path(tmp), url, n, tls_args)
                     try:
-                        measured = asyncio.run(measure(target, rounds))
+                        measured = asyncio.run(measure(target, rounds, tls))
                     finally:
                         proc.stop()
                 print(f"N={n} {db}: {measured}", file=sys.stderr, flush=True)
@@ -386,8 +404,19 @@ def main() -> None:
     parser.add_argument("--sizes", default="100,1000,5000")
     parser.add_argument("--databases", default="sqlite,postgres")
     parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument(
+        "--tls",
+        action="store_true",
+        help="serve the control plane and the baseline over TLS (a loopback CA made for the run)",
+    )
     args = parser.parse_args()
-    results = run([int(s) for s in args.sizes.split(",")], args.databases.split(","), args.rounds)
+    with tempfile.TemporaryDirectory() as tls_tmp:
+        results = run(
+            [int(s) for s in args.sizes.split(",")],
+            args.databases.split(","),
+            args.rounds,
+            Path(tls_tmp) if args.tls else None,
+        )
     print(markdown(results))
 
 

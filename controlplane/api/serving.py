@@ -31,8 +31,8 @@ import resource
 import ssl
 import time
 
-# asyncio's TLS protocol (the one loop.create_server(ssl=...) uses), run by us so that the
-# handshake is inside the guard's view; it works on uvloop's transports too.
+# The TLS protocol loop.create_server(ssl=...) uses, run by us so that the handshake is inside
+# the guard's view (uvloop's own on uvloop: asyncio's preallocates 256 KiB per connection).
 from asyncio.sslproto import SSLProtocol
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
@@ -366,8 +366,18 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
             self.guard.request_finished(self, next_begun=self._timer_reason == HEADER_TIMEOUT)
 
 
+def _ssl_protocol_class(loop: asyncio.AbstractEventLoop) -> Any:
+    """uvloop's TLS protocol on uvloop (what its create_server(ssl=...) uses), else asyncio's."""
+    try:
+        import uvloop
+        import uvloop.loop
+    except ImportError:
+        return SSLProtocol
+    return uvloop.loop.SSLProtocol if isinstance(loop, uvloop.Loop) else SSLProtocol
+
+
 class TlsConnection(asyncio.BufferedProtocol):
-    """A TLS connection: asyncio's TLS protocol in front of the HTTP protocol, both made at
+    """A TLS connection: the event loop's TLS protocol in front of the HTTP protocol, both made at
     accept, so the handshake runs inside the header timeout and the guard sees (and may close)
     a connection that never completes it. uvicorn's own TLS starts the HTTP protocol only after
     the handshake, with a fixed 60-second handshake timeout.
@@ -381,7 +391,7 @@ class TlsConnection(asyncio.BufferedProtocol):
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         self.http = self.http_class(*args, **kwargs)
         seconds = self.http.guard.limits.header_timeout
-        self._tls = SSLProtocol(
+        self._tls = _ssl_protocol_class(self.http.loop)(
             self.http.loop,
             self.http,
             self.tls,
