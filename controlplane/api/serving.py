@@ -373,7 +373,7 @@ def _ssl_protocol_class(loop: asyncio.AbstractEventLoop) -> Any:
         import uvloop.loop
     except ImportError:
         return SSLProtocol
-    return uvloop.loop.SSLProtocol if isinstance(loop, uvloop.Loop) else SSLProtocol
+    return uvloop.loop.SSLProtocol if isinstance(loop, uvloop.Loop) else SSLProtocol  # type: ignore[attr-defined]
 
 
 class TlsConnection(asyncio.BufferedProtocol):
