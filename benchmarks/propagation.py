@@ -19,6 +19,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import os
 import resource
 import ssl
 import statistics
@@ -68,6 +69,12 @@ class Target:
         return None
 
 
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU time the process has used (steadier than latency on a busy machine)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 def rss_kib(pid: int) -> int:
     for line in Path(f"/proc/{pid}/status").read_text().splitlines():
         if line.startswith("VmRSS:"):
@@ -108,6 +115,7 @@ async def measure(target: Target, rounds: int, tls: ssl.SSLContext | None) -> di
     # (a connection that sends nothing is closed after --header-timeout), so the memory figure is
     # what waiting servers hold, not the transient peak of 5,000 cold requests.
     firsts = []
+    cpu_first_sync = cpu_seconds(target.pid)
     for start in range(0, n, 100):
         wave = await asyncio.gather(
             *(
@@ -127,12 +135,14 @@ async def measure(target: Target, rounds: int, tls: ssl.SSLContext | None) -> di
                 )
             )
         )
+    cpu_first_sync = cpu_seconds(target.pid) - cpu_first_sync  # connect + one request each
     versions = [(f["config"]["version"], f.get("bundle", {}).get("version", 0)) for f in firsts]
     await asyncio.sleep(0.3)
     rss_synced = rss_kib(target.pid)
     latencies: list[float] = []
     from_send: list[float] = []
     rss_waiting = 0
+    cpu_ms: list[float] = []  # the server's CPU time from the write to the last reply
     for round_no in range(rounds):
         arrivals: list[float] = [0.0] * n
 
@@ -152,10 +162,12 @@ async def measure(target: Target, rounds: int, tls: ssl.SSLContext | None) -> di
             await asyncio.sleep(0.05)
         await asyncio.sleep(0.2)
         rss_waiting = max(rss_waiting, rss_kib(target.pid))
+        cpu_before = cpu_seconds(target.pid)
         sent = time.perf_counter()
         await target.write(round_no)
         acked = time.perf_counter()
         await asyncio.gather(*tasks)
+        cpu_ms.append((cpu_seconds(target.pid) - cpu_before) * 1000)
         # Replies may beat the write's own response (the cache is told at commit): count those as 0.
         latencies += [max(0.0, a - acked) * 1000 for a in arrivals]
         from_send += [(a - sent) * 1000 for a in arrivals]
@@ -171,6 +183,8 @@ async def measure(target: Target, rounds: int, tls: ssl.SSLContext | None) -> di
         "max": latencies[-1],
         "send_p99": percentile(from_send, 0.99),
         "kib_per_conn": max(0, rss_waiting - rss_base) / n,
+        "cpu_ms": statistics.fmean(cpu_ms),
+        "cpu_us_per_first_sync": cpu_first_sync * 1e6 / n,
         "kib_connected_synced": max(0, rss_synced - rss_base) / n,
         "kib_wait": max(0, rss_waiting - rss_synced) / n,
     }
@@ -374,8 +388,8 @@ def run(
 
 def markdown(results: list[dict[str, Any]]) -> str:
     lines = [
-        "| N | database | p50 ms | p99 ms | max ms | baseline p99 ms | p99 ratio | p99 from send ms (baseline) | KiB/conn | baseline KiB/conn |",
-        "|---|---|---|---|---|---|---|---|---|---|",
+        "| N | database | p50 ms | p99 ms | max ms | baseline p99 ms | p99 ratio | p99 from send ms (baseline) | KiB/conn | baseline KiB/conn | CPU ms per write (baseline) |",
+        "|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for r in results:
         cp, base = r["cp"], r["baseline"]
@@ -383,7 +397,8 @@ def markdown(results: list[dict[str, Any]]) -> str:
         lines.append(
             f"| {r['n']} | {r['database']} | {cp['p50']:.1f} | {cp['p99']:.1f} | {cp['max']:.1f} | "
             f"{base['p99']:.1f} | {ratio:.2f}x | {cp['send_p99']:.1f} ({base['send_p99']:.1f}) | "
-            f"{cp['kib_per_conn']:.1f} | {base['kib_per_conn']:.1f} |"
+            f"{cp['kib_per_conn']:.1f} | {base['kib_per_conn']:.1f} | "
+            f"{cp['cpu_ms']:.0f} ({base['cpu_ms']:.0f}) |"
         )
     idle = [r for r in results if "idle_polls" in r["cp"]]
     if idle:

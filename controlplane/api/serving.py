@@ -234,6 +234,9 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
     """
 
     guard: ClassVar[ConnectionGuard]
+    # Slots, not instance-dict entries: uvicorn's protocol sets 27 attributes, and past 30 an
+    # instance dict stops sharing its keys with the class (+1.3 KiB per connection).
+    __slots__ = ("guard_phase", "_read_timer", "_timer_reason", "_head_bytes")
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
