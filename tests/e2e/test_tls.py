@@ -165,3 +165,24 @@ def test_the_whole_flow_over_tls(tmp_path: Path) -> None:
         with cp.client() as client:
             names = [t["name"] for t in client.get("/v1/trust-domains").json()["items"]]
         assert "tf.example.org" in names
+
+
+def test_serve_refuses_unusable_tls_files_and_warns_about_plain_http_beyond_loopback(
+    tmp_path: Path,
+) -> None:
+    tls = ensure_tls_files(tmp_path / "tls")
+    other = ensure_tls_files(tmp_path / "other")
+    serve = [script("spirl-controlplane"), "serve", "--data-dir", str(tmp_path / "data")]
+
+    def refused(*args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run([*serve, *args], capture_output=True, text=True, timeout=60)
+
+    alone = refused("--tls-cert", str(tls.cert_file))
+    assert alone.returncode == 2 and "--tls-key" in alone.stderr
+    mismatch = refused("--tls-cert", str(tls.cert_file), "--tls-key", str(other.key_file))
+    assert mismatch.returncode == 1 and str(other.key_file) in mismatch.stderr
+    assert len(mismatch.stderr.strip().splitlines()) == 1
+
+    with start_control_plane(tmp_path, extra_args=["--listen", "0.0.0.0:0"]) as cp:
+        assert cp.url.startswith("http://0.0.0.0:")
+        assert "WARNING: serving plain HTTP on 0.0.0.0:0" in cp.process.log_text()
