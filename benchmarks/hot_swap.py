@@ -3,7 +3,8 @@
     .venv/bin/python benchmarks/hot_swap.py --duration 60
 
 Starts a control plane (SQLite), a webhook key service (`spirl-keyservice`) and one trust
-domain server (`spirl-tds`) as processes on 127.0.0.1. The deployment gets a KeyLifecycle of
+domain server (`spirl-tds`, local API on its default Unix socket) as processes on this
+host. The deployment gets a KeyLifecycle of
 1 minute for both key kinds, so keys rotate about every 30 s during the run (the server's
 rotator is set to check every second instead of every 10 s). Then `--clients` concurrent
 clients (keep-alive HTTP/1.1 connections, one asyncio task each) issue JWT-SVIDs through
@@ -98,7 +99,15 @@ class Env:
     cp: ControlPlane
     keyservice: KeyServiceProcess
     tds: RunningProcess
-    tds_url: str
+    tds_socket: str  # the local API's Unix socket
+
+    def tds_client(self) -> httpx.AsyncClient:
+        return httpx.AsyncClient(
+            transport=httpx.AsyncHTTPTransport(uds=self.tds_socket),
+            base_url="http://tds",
+            timeout=10,
+        )
+
     cluster_id: str
     tdd_id: str
 
@@ -138,8 +147,6 @@ def start_env(tmp: Path) -> Env:
                 cl["id"],
                 "--data-dir",
                 str(tmp / "tds"),
-                "--listen",
-                "127.0.0.1:0",
                 "--name",
                 "bench",
                 "--join-token",
@@ -155,7 +162,7 @@ def start_env(tmp: Path) -> Env:
         keyservice.stop()
         cp.stop()
         raise
-    return Env(cp, keyservice, tds, tds.announcement["listen"], cl["id"], tdd["id"])
+    return Env(cp, keyservice, tds, tds.announcement["socket"], cl["id"], tdd["id"])
 
 
 # --- load -----------------------------------------------------------------------------------
@@ -182,7 +189,7 @@ class Run:
 
 
 async def client_loop(
-    host: str, port: int, worker: int, stop_at: float, run: Run, digest_every: int
+    socket_path: str, worker: int, stop_at: float, run: Run, digest_every: int
 ) -> None:
     body = json.dumps(
         {"spiffe_id": f"spiffe://{TD}/bench/w{worker}", "audience": ["bench"]}
@@ -199,7 +206,7 @@ async def client_loop(
         start = time.perf_counter()
         try:
             if writer is None:
-                reader, writer = await asyncio.open_connection(host, port)
+                reader, writer = await asyncio.open_unix_connection(socket_path)
             assert reader is not None
             writer.write(request)
             head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), REQUEST_TIMEOUT)
@@ -233,7 +240,7 @@ async def client_loop(
 
 async def status_poller(env: Env, stop_at: float, run: Run) -> None:
     """Learns which key manager made each kid and when each config version was applied."""
-    async with httpx.AsyncClient(base_url=env.tds_url, timeout=10) as http:
+    async with env.tds_client() as http:
         while time.perf_counter() < stop_at:
             st = (await http.get("/v1/status")).json()
             for key in st["keys"]:
@@ -249,7 +256,7 @@ async def status_poller(env: Env, stop_at: float, run: Run) -> None:
 async def next_preparation(env: Env) -> float:
     """perf_counter time at which the server prepares its next JWT key: the newest key's
     not_after minus half the lifetime (keys of both kinds were made together)."""
-    async with httpx.AsyncClient(base_url=env.tds_url, timeout=10) as http:
+    async with env.tds_client() as http:
         keys = (await http.get("/v1/status")).json()["keys"]
     newest = max(datetime.fromisoformat(k["not_after"]).timestamp() for k in keys)
     return newest - LIFETIME_SECONDS / 2 - time.time() + time.perf_counter()
@@ -319,14 +326,13 @@ async def cpu_sampler(env: Env, run: Run) -> None:
 
 async def drive(env: Env, clients: int, warmup: float, steady: float, duration: float) -> Run:
     run = Run()
-    host, port = env.tds_url.removeprefix("http://").split(":")
     t0 = time.perf_counter()
     steady_from = t0 + warmup
     swap_from = steady_from + steady
     end = swap_from + duration
     run.phase_bounds = {"steady": (steady_from, swap_from), "swap": (swap_from, end)}
     tasks = [
-        asyncio.create_task(client_loop(host, int(port), w, end, run, digest_every=7))
+        asyncio.create_task(client_loop(env.tds_socket, w, end, run, digest_every=7))
         for w in range(clients)
     ]
     tasks.append(asyncio.create_task(status_poller(env, end + 0.5, run)))
@@ -336,9 +342,12 @@ async def drive(env: Env, clients: int, warmup: float, steady: float, duration: 
     return run
 
 
-def tds_metrics(url: str) -> dict[str, float]:
+def tds_metrics(socket_path: str) -> dict[str, float]:
     out: dict[str, float] = {}
-    for line in httpx.get(f"{url}/metrics", timeout=10).text.splitlines():
+    transport = httpx.HTTPTransport(uds=socket_path)
+    with httpx.Client(transport=transport, base_url="http://tds", timeout=10) as http:
+        text = http.get("/metrics").text
+    for line in text.splitlines():
         if line and not line.startswith("#"):
             name, _, value = line.rpartition(" ")
             out[name] = float(value)
@@ -598,7 +607,7 @@ def main() -> None:
         )
         try:
             run = asyncio.run(drive(env, args.clients, args.warmup, args.steady, args.duration))
-            metrics = tds_metrics(env.tds_url)
+            metrics = tds_metrics(env.tds_socket)
         finally:
             env.stop()
         sign_means = ", ".join(

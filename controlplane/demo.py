@@ -137,30 +137,39 @@ class SimulatedClock:
 
 
 class Server:
+    """A running spirl-tds, reached on its local API's Unix socket (the default listener)."""
+
     def __init__(self, name: str, info: dict[str, Any]) -> None:
         self.name = name
-        self.url = info["listen"]
+        self.socket = info["socket"]
         self.server_id = info["server_id"]
         self.pid = info["pid"]
 
-    def status(self) -> dict[str, Any]:
+    def _client(self) -> Any:
         import httpx
 
-        return httpx.get(f"{self.url}/v1/status", timeout=10).json()  # type: ignore[no-any-return]
+        return httpx.Client(
+            transport=httpx.HTTPTransport(uds=self.socket), base_url="http://tds", timeout=10
+        )
+
+    def status(self) -> dict[str, Any]:
+        with self._client() as client:
+            return client.get("/v1/status").json()  # type: ignore[no-any-return]
 
     def bundle(self) -> dict[str, Any]:
-        import httpx
-
-        return httpx.get(f"{self.url}/v1/bundle", timeout=10).json()  # type: ignore[no-any-return]
+        with self._client() as client:
+            return client.get("/v1/bundle").json()  # type: ignore[no-any-return]
 
     def jwt_svid(self, path: str, ttl: str = "90s") -> str:
-        import httpx
-
-        response = httpx.post(
-            f"{self.url}/v1/svid/jwt",
-            timeout=10,
-            json={"spiffe_id": f"spiffe://{TRUST_DOMAIN}/{path}", "audience": ["demo"], "ttl": ttl},
-        )
+        with self._client() as client:
+            response = client.post(
+                "/v1/svid/jwt",
+                json={
+                    "spiffe_id": f"spiffe://{TRUST_DOMAIN}/{path}",
+                    "audience": ["demo"],
+                    "ttl": ttl,
+                },
+            )
         response.raise_for_status()
         return str(response.json()["token"])
 
@@ -251,8 +260,6 @@ def start_servers(
             ids["cluster"],
             "--data-dir",
             str(folder),
-            "--listen",
-            "127.0.0.1:0",
             "--name",
             name,
             "--key-identifier-file",
@@ -263,9 +270,10 @@ def start_servers(
             "0.2",
         ]
         print(
-            f"$ SPIRL_JOIN_TOKEN=<token> spirl-tds run --endpoint $SPIRL_ENDPOINT --trust-domain-deployment "
-            f"{ids['tdd']} --cluster {ids['cluster']} --data-dir .run/{name} --listen 127.0.0.1:0 "
-            f"--key-identifier-file .run/{name}/server_id"
+            f"$ SPIRL_JOIN_TOKEN=<token> spirl-tds run --endpoint $SPIRL_ENDPOINT "
+            f"--trust-domain-deployment {ids['tdd']} --cluster {ids['cluster']} "
+            f"--data-dir .run/{name} --key-identifier-file .run/{name}/server_id"
+            f"   # local API: .run/{name}/api.sock"
         )
         # The token travels in the environment, not on the command line (`ps` shows that).
         token_env = {**env, "SPIRL_JOIN_TOKEN": join["token"]}
@@ -371,7 +379,10 @@ def migration_stage(demo: Demo, ids: dict[str, str]) -> None:
     for server in servers:
         show_keys(server)
     first = a.jwt_svid("web")
-    print('$ curl -X POST $TDS_A/v1/svid/jwt -d \'{"spiffe_id": "spiffe://example.org/web", ...}\'')
+    print(
+        "$ curl --unix-socket .run/tds-a/api.sock -X POST http://tds/v1/svid/jwt "
+        '-d \'{"spiffe_id": "spiffe://example.org/web", ...}\''
+    )
     print(f"   JWT-SVID #1 from tds-a: {verify(first, b, clock)}")
 
     say(

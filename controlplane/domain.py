@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import secrets
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
@@ -114,6 +115,33 @@ class Unavailable(DomainError):
     code = "unavailable"
     status = 503
     retry_after_seconds = 5
+
+
+# A SPIFFE trust domain name: lowercase letters, digits, dots, dashes, underscores (SPIFFE ID
+# spec, "Trust Domain"); a DNS-length cap.
+_TRUST_DOMAIN_NAME = re.compile(r"[a-z0-9._-]{1,255}")
+_OBJECT_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,62}")
+
+
+def trust_domain_name_problem(name: object) -> str | None:
+    """Why `name` is not a SPIFFE trust domain name, or None. (fullmatch: `$` would let a
+    trailing newline through.)"""
+    if isinstance(name, str) and _TRUST_DOMAIN_NAME.fullmatch(name):
+        return None
+    return (
+        "trust domain name must be a SPIFFE trust domain: lowercase letters, digits, '.', '-' "
+        "or '_' (e.g. example.org)"
+    )
+
+
+def object_name_problem(name: object, what: str) -> str | None:
+    """Why `name` cannot name a deployment or cluster (`what`), or None."""
+    if isinstance(name, str) and _OBJECT_NAME.fullmatch(name):
+        return None
+    return (
+        f"{what} name must be 1-63 characters of letters, digits, '.', '_' or '-', "
+        "starting with a letter or digit"
+    )
 
 
 def check_scope(scope: str) -> str:

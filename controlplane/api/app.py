@@ -38,6 +38,7 @@ from controlplane.api.context import (
 from controlplane.api.errors import handle_exception
 from controlplane.api.fleet import deployment_servers, rollout_status, server_item
 from controlplane.api.housekeeping import Housekeeping
+from controlplane.api.identity import ApiIdentityMiddleware
 from controlplane.api.inputs import (
     AUDIT_LIMIT_MAX,
     HISTORY_LIMIT_MAX,
@@ -48,10 +49,12 @@ from controlplane.api.inputs import (
 )
 from controlplane.api.longpoll import LongPollFastPath, server_sync
 from controlplane.api.metrics import Metrics
+from controlplane.delivery.bundle_expiry import BundleExpiry
 from controlplane.delivery.cache import DeliveryCache
-from controlplane.domain import BadRequest, DomainError, check_scope, utc_now
+from controlplane.domain import BadRequest, DomainError, check_scope
 from controlplane.services import audit as audit_service
 from controlplane.services import auth as auth_service
+from controlplane.services import bundles as bundle_service
 from controlplane.services import config as config_service
 from controlplane.services import fleet as fleet_service
 from controlplane.services import objects as object_service
@@ -395,15 +398,25 @@ async def server_status(request: Request) -> Response:
     principal = await authenticate(request)
     principal.require_server(server_id)
     body = await read_json(request)
-    await call_service(request, server_service.report_status, server_id, body)
+    settings = app_state(request).settings
+    await call_service(
+        request,
+        server_service.report_status,
+        server_id,
+        body,
+        now=settings.clock(),
+        max_key_lifetime=settings.max_key_lifetime,
+    )
     return Response(status_code=204)
 
 
 async def trust_bundle(request: Request) -> Response:
-    """The trust domain's SPIFFE bundle (JWKS). Public: bundles hold only public keys."""
-    td_id = request.path_params["td_id"]
-    version, keys = await call_service(request, server_service.bundle_keys, td_id)
-    return JSONResponse(server_service.bundle_document(version, keys, utc_now()))
+    """The trust domain's SPIFFE bundle: a SPIFFE bundle endpoint (Trust Domain and Bundle spec
+    §5; https_web profile when served with TLS). Public: bundles hold only public keys. Read
+    from the database on every request, so a client moving between replicas never sees the
+    sequence go backwards."""
+    bundle = await call_service(request, bundle_service.read_bundle, request.path_params["td_id"])
+    return JSONResponse(bundle.document)
 
 
 # -- application --------------------------------------------------------------------------------
@@ -589,11 +602,20 @@ def create_app(
                 on_reconnect=lambda: _call_soon(loop, after_reconnect),
             )
             state.listener.start()
+        expiry_task = None
         if state.settings.housekeeping:
             housekeeping.start()
+            expiry = BundleExpiry(
+                uow_factory, state.settings.clock, state.settings.bundle_expiry_interval
+            )
+            expiry_task = loop.create_task(expiry.run())
         try:
             yield
         finally:
+            if expiry_task is not None:
+                expiry_task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await expiry_task
             await state.parse_pool.aclose()
             if state.settings.housekeeping:
                 await housekeeping.stop()
@@ -614,6 +636,7 @@ def create_app(
     app.state.spirl = state
     app.state.housekeeping = housekeeping
     app.add_middleware(RequestLogMiddleware, metrics=metrics_registry)  # type: ignore[arg-type]
+    app.add_middleware(ApiIdentityMiddleware)  # type: ignore[arg-type]
     return LongPollFastPath(app)
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from datetime import datetime, timedelta
 from typing import Any, TypeVar
 
 from sqlalchemy import Engine
@@ -16,8 +17,9 @@ from controlplane.api.inputs import decode_json_object
 from controlplane.api.metrics import Metrics
 from controlplane.api.parse_pool import ParsePool
 from controlplane.delivery.cache import DeliveryCache
-from controlplane.domain import Deregistered, Unauthenticated
+from controlplane.domain import Deregistered, Unauthenticated, utc_now
 from controlplane.fleet import FleetPolicy
+from controlplane.reported_keys import DEFAULT_MAX_KEY_LIFETIME
 from controlplane.services import auth as auth_service
 from controlplane.services.auth import Principal
 from controlplane.store.unit_of_work import UnitOfWorkFactory
@@ -33,9 +35,15 @@ TOKEN_CACHE_SECONDS = 30.0
 class Settings:
     max_request_bytes: int = MAX_REQUEST_BYTES
     fleet: FleetPolicy = FleetPolicy()
-    # Contact batches and retention sweeps (api/housekeeping.py); off only in tests that count
-    # the statements of other work.
+    # Contact batches, retention sweeps (api/housekeeping.py) and bundle key expiry
+    # (delivery/bundle_expiry.py); off only in tests that count the statements of other work.
     housekeeping: bool = True
+    # Keys a server reports may not live longer (not_after - now, not_after - not_before).
+    max_key_lifetime: timedelta = DEFAULT_MAX_KEY_LIFETIME
+    # The bundle expiry task wakes at least this often (seconds).
+    bundle_expiry_interval: float = 10.0
+    # When bundle keys expire (tests move it with the servers' simulated clock).
+    clock: Callable[[], datetime] = utc_now
 
 
 @dataclass

@@ -8,6 +8,7 @@ from typing import Any
 from starlette.requests import ClientDisconnect, Request
 from starlette.responses import JSONResponse
 
+from controlplane.api.identity import API_VERSION, API_VERSION_HEADER
 from controlplane.domain import DomainError, Unavailable, VersionConflict
 
 log = logging.getLogger(__name__)
@@ -19,7 +20,13 @@ class PayloadTooLarge(DomainError):
 
 
 def error_response(status: int, code: str, message: str, **extra: Any) -> JSONResponse:
-    return JSONResponse({"error": code, "message": message, **extra}, status_code=status)
+    # The identity header here too: a 500 leaves through Starlette's outermost layer, past
+    # ApiIdentityMiddleware.
+    return JSONResponse(
+        {"error": code, "message": message, **extra},
+        status_code=status,
+        headers={API_VERSION_HEADER: API_VERSION},
+    )
 
 
 def to_response(exc: Exception) -> JSONResponse:

@@ -25,6 +25,7 @@ from controlplane.api.context import (
     bearer_from,
 )
 from controlplane.api.errors import to_response
+from controlplane.api.identity import RAW_HEADER
 from controlplane.api.inputs import query_int, query_number
 from controlplane.api.metrics import Metrics
 from controlplane.domain import Deregistered, utc_now
@@ -68,8 +69,15 @@ async def long_poll(
     state.cache.contacts.seen(server_id, utc_now())
     loop = asyncio.get_running_loop()
     deadline = loop.time() + wait
+    caught_up = False
     while True:
         snapshot = await state.cache.snapshot(placement)
+        if have_bundle is not None and have_bundle > snapshot.bundle.version and not caught_up:
+            # Another replica served a newer bundle: re-read instead of sending an older one.
+            caught_up = True
+            del snapshot
+            await state.cache.catch_up_bundle(placement.trust_domain_id)
+            continue
         if snapshot.config_version != have_config or snapshot.bundle.version != have_bundle:
             state.cache.deliveries += 1
             state.metrics.inc("spirl_deliveries_total")
@@ -121,6 +129,7 @@ class LongPollFastPath:
             headers = [
                 (b"content-type", b"application/json"),
                 (b"content-length", str(len(body)).encode()),
+                RAW_HEADER,
             ]
         except Exception as exc:
             error = to_response(exc)

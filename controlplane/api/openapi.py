@@ -20,13 +20,9 @@ from controlplane.api.inputs import AUDIT_LIMIT_MAX, HISTORY_LIMIT_MAX, MAX_INT
 from controlplane.api.longpoll import DEFAULT_WAIT_SECONDS, MAX_WAIT_SECONDS
 from controlplane.domain import SCOPES
 from controlplane.fleet import SERVER_PROGRESS, SERVER_STATES
+from controlplane.reported_keys import KEY_KINDS, MAX_KEYS_PER_REPORT
 from controlplane.services.auth import MAX_JOIN_TOKEN_TTL
-from controlplane.services.servers import (
-    HEALTH_VALUES,
-    KEY_KINDS,
-    MAX_KEYS_PER_REPORT,
-    MAX_PROVIDER_REF,
-)
+from controlplane.services.servers import HEALTH_VALUES, MAX_PROVIDER_REF
 
 __all__ = ["OPERATIONS", "Operation", "document", "undescribed"]
 
@@ -52,6 +48,10 @@ ERROR_SCHEMA: dict[str, Any] = {
             "version_conflict, validation_failed, unavailable, internal.",
         },
         "message": {"type": "string", "description": "One readable line."},
+        "pointer": {
+            "type": "string",
+            "description": "bad_request on a status report: JSON Pointer (RFC 6901) of the bad value",
+        },
         "expected_version": {**VERSION, "description": "version_conflict: the version sent"},
         "current_version": {**VERSION, "description": "version_conflict: the stored version"},
         "holders": {
@@ -320,7 +320,7 @@ STATUS_REPORT = _object(
             not_after=TIME,
             key_type=STRING,
             provider_ref={"type": "string", "maxLength": MAX_PROVIDER_REF},
-            x5c={"type": "array", "items": STRING},
+            x5c={"type": "array", "items": STRING, "minItems": 1, "maxItems": 1},
         ),
     },
     reported_at=TIME,

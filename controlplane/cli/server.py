@@ -178,7 +178,14 @@ def cmd_serve(args: argparse.Namespace) -> int:
     except ValueError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1
-    app = create_app(engine, Settings(fleet=policy))
+    settings = Settings(fleet=policy, bundle_expiry_interval=args.bundle_expiry_interval)
+    if args.max_key_lifetime is not None:
+        settings.max_key_lifetime = timedelta(seconds=args.max_key_lifetime)
+    if args.clock_file:
+        from controlplane.trust_domain_server.clock import FileOffsetClock
+
+        settings.clock = FileOffsetClock(args.clock_file).now
+    app = create_app(engine, settings)
     metrics = app.state.spirl.metrics
     metrics.describe(
         "spirl_connections_closed_total",
@@ -358,7 +365,18 @@ def build_parser() -> argparse.ArgumentParser:
         help="deregister servers unreachable for this long, so their clusters can be deleted "
         f"(default {int(DEFAULT_RETENTION.total_seconds() // 3600)}h; 0 turns it off)",
     )
+    serve.add_argument(
+        "--max-key-lifetime",
+        type=seconds,
+        default=None,
+        metavar="DURATION",
+        help="refuse keys servers report that live longer, e.g. 30d (default 365d, the longest "
+        "KeyLifecycle allows)",
+    )
     serve.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"])
+    # Testing only: bundle key expiry follows the seconds in this file, like spirl-tds's.
+    serve.add_argument("--clock-file", type=Path, help=argparse.SUPPRESS)
+    serve.add_argument("--bundle-expiry-interval", type=float, default=10.0, help=argparse.SUPPRESS)
     serve.set_defaults(func=cmd_serve)
 
     mig = sub.add_parser("migrate", help="create or upgrade the database schema")

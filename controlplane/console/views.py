@@ -15,6 +15,7 @@ from starlette.responses import HTMLResponse, Response
 
 from controlplane.api.context import app_state
 from controlplane.api.inputs import query_int
+from controlplane.bundles import entry_identity
 from controlplane.console import timeline
 from controlplane.console.pages import SCOPE_LABELS, deployment_crumbs, gather, page
 from controlplane.console.render import fragment, render
@@ -27,10 +28,10 @@ from controlplane.domain import (
     utc_now,
 )
 from controlplane.services import audit as audit_service
+from controlplane.services import bundles as bundle_service
 from controlplane.services import config as config_service
 from controlplane.services import fleet as fleet_service
 from controlplane.services import objects as object_service
-from controlplane.services import servers as server_service
 from controlplane.store.unit_of_work import UnitOfWork
 
 AUDIT_PAGE = 50
@@ -97,19 +98,18 @@ async def bundle(request: Request, user: User) -> Response:
 
     def read(uow: UnitOfWork) -> dict[str, Any]:
         td = object_service.get_trust_domain(uow, td_id)
-        version, keys = server_service.bundle_keys(uow, td_id)
-        return {"td": td, "version": version, "keys": keys}
+        return {"td": td, "bundle": bundle_service.read_bundle(uow, td_id)}
 
     data = await gather(request, read)
-    document = server_service.bundle_document(data["version"], data["keys"], utc_now())
-    expiry = {jwk["kid"]: not_after for not_after, jwk in data["keys"]}
+    document = data["bundle"].document
+    expiry = {entry_identity(k.entry): k.not_after for k in data["bundle"].keys}
     rows = [
         {
-            "kid": jwk.get("kid"),
+            "kid": jwk.get("kid"),  # X.509 CA entries carry none (X509-SVID §6.1)
             "use": jwk.get("use"),
             "kty": jwk.get("kty"),
             "crv": jwk.get("crv", ""),
-            "not_after": expiry.get(jwk.get("kid")),
+            "not_after": expiry.get(entry_identity(jwk)),
         }
         for jwk in document["keys"]
     ]

@@ -17,14 +17,14 @@ import json
 import logging
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
-from datetime import datetime
 from typing import Any, TypeVar
 
 from starlette.concurrency import run_in_threadpool
 
 from controlplane.delivery.contacts import ContactLog
-from controlplane.domain import CLUSTER, DEPLOYMENT, TRUST_DOMAIN, ScopeConfig, utc_now
-from controlplane.services import servers as server_service
+from controlplane.domain import CLUSTER, DEPLOYMENT, TRUST_DOMAIN, ScopeConfig
+from controlplane.services import bundles as bundle_service
+from controlplane.services.bundles import StoredBundle
 from controlplane.services.config import effective_dict
 from controlplane.store.unit_of_work import Change, UnitOfWork
 
@@ -44,18 +44,12 @@ class ServerPlacement:
 
 
 @dataclass(frozen=True)
-class Bundle:
-    version: int
-    keys: list[tuple[datetime, dict[str, Any]]]
-
-
-@dataclass(frozen=True)
 class Snapshot:
     """What one placement should have now. Shared by every waiting server of that placement."""
 
     config_version: int
     config: dict[str, Any]
-    bundle: Bundle
+    bundle: StoredBundle
 
     def unchanged_reply(self) -> bytes:
         return encode(
@@ -69,21 +63,14 @@ class Snapshot:
     @functools.cached_property
     def changed_reply(self) -> bytes:
         """Encoded once, however many servers a change wakes."""
-        bundle = server_service.bundle_document(self.bundle.version, self.bundle.keys, utc_now())
-        return encode(
-            {
-                "changed": True,
-                "config": self.config,
-                "bundle": {"version": self.bundle.version, **bundle},
-            }
-        )
+        return encode({"changed": True, "config": self.config, "bundle": self.bundle.delivery})
 
 
 class DeliveryCache:
     def __init__(self, uow_factory: Callable[[], UnitOfWork]) -> None:
         self._uow = uow_factory
         self._scopes: dict[ScopeKey, ScopeConfig] = {}
-        self._bundles: dict[str, Bundle] = {}
+        self._bundles: dict[str, StoredBundle] = {}
         self._placements: dict[str, ServerPlacement] = {}
         self._deployment_td: dict[str, str] = {}
         self._cluster_deployment: dict[str, str] = {}
@@ -168,6 +155,15 @@ class DeliveryCache:
         if generation == self._generation:
             self._snapshots[memo_key] = (generation, snapshot)
         return snapshot
+
+    async def catch_up_bundle(self, trust_domain_id: str) -> None:
+        """Re-read a trust domain's bundle now: a server holds a newer version than this
+        replica has heard of (it was served by another replica whose notification is still on
+        its way), and must not be sent an older one."""
+        bundle = await self._single_flight(
+            ("bundle", trust_domain_id), self._load_bundle, trust_domain_id
+        )
+        self._store_bundle(trust_domain_id, bundle)
 
     async def wait_for_change(self, trust_domain_id: str, timeout: float) -> None:
         """Wait until something under this trust domain may have changed, or the timeout."""
@@ -265,7 +261,7 @@ class DeliveryCache:
             if td_id:
                 self._signal(td_id)
 
-    def _store_bundle(self, td_id: str, bundle: Bundle) -> None:
+    def _store_bundle(self, td_id: str, bundle: StoredBundle) -> None:
         old = self._bundles.get(td_id)
         if old is not None and old.version > bundle.version:
             return
@@ -336,10 +332,9 @@ class DeliveryCache:
         with self._uow() as uow:
             return uow.repo.current_configs(keys)
 
-    def _load_bundle(self, td_id: str) -> Bundle:
+    def _load_bundle(self, td_id: str) -> StoredBundle:
         with self._uow() as uow:
-            version, keys = server_service.bundle_keys(uow, td_id)
-            return Bundle(version=version, keys=keys)
+            return bundle_service.read_bundle(uow, td_id)
 
 
 def _release(waiter: asyncio.Future[None]) -> None:

@@ -14,7 +14,7 @@ from .key_names import is_valid_key_vault_key_name, sanitize_key_vault_name
 from .limits import DEFAULT_LIMITS, Limits
 from .registry import SCOPES, SectionType, section_types
 from .rules import key_manager_type
-from .sections import Section, parse_sections, section_from_stored
+from .sections import Section, parse_sections, section_from_stored, validate_document
 from .tags import key_tag_problems
 from .templates import TemplateError, render_key_name_template
 
@@ -40,4 +40,5 @@ __all__ = [
     "sanitize_key_vault_name",
     "section_from_stored",
     "section_types",
+    "validate_document",
 ]

@@ -1,9 +1,14 @@
 """Semantic rules JSON Schema cannot express, per section and version.
 
 Each rule function takes the document's `spec` (possibly of the wrong shape: schema problems
-are reported separately, so rules look only at values of the right type) and returns
-[(pointer, reason)]. Where a rule and the schema flag the same pointer, the rule's reason
-wins: it is the more precise one.
+are reported separately, so rules look only at values of the right type) and the name of the
+trust domain of the scope the document is set at, and returns [(pointer, reason)]. Where a rule
+and the schema flag the same pointer, the rule's reason wins: it is the more precise one.
+
+The trust domain is None when the caller does not know it (`terraform validate`, a parse
+before the scope is looked up): a check whose outcome depends on the trust domain (the
+shared-keys key names and regex) is then deferred to a caller who knows it (the control plane
+on every write, the Terraform provider at plan time), never run against a made-up one.
 """
 
 from __future__ import annotations
@@ -95,14 +100,19 @@ def url_problem(value: str, *, schemes: tuple[str, ...], path_allowed: bool) -> 
 
 
 def check_key_id_regex(
-    regex: str, samples: list[tuple[str, str]], *, require_match: bool = True
+    regex: str,
+    samples: list[tuple[str, str]],
+    *,
+    require_match: bool = True,
+    trust_domain: str = SAMPLE_TRUST_DOMAIN,
 ) -> str | None:
     """Why `regex` cannot recover key ids from key names, or None.
 
-    `samples` are (key name, key id it must yield) pairs. Like the server, we search with RE2
-    (Go's syntax and linear-time semantics, see patterns.py) and take the first capture group. With `require_match` False a sample the regex does not match
-    at all is accepted: the names then depend on the real trust domain or server id, which a
-    regex may spell out literally, and the server checks again with the real values.
+    `samples` are (key name, key id it must yield) pairs, the names rendered for
+    `trust_domain`. Like the server, we search with RE2 (Go's syntax and linear-time semantics,
+    see patterns.py) and take the first capture group. With `require_match` False a sample the
+    regex does not match at all is accepted: the names then depend on the server id, which a
+    regex may spell out literally, and the server checks again with the real value.
     """
     try:
         compiled = compile_pattern(regex)
@@ -120,64 +130,58 @@ def check_key_id_regex(
         if match is None:
             return (
                 f"does not match {name!r}, the name keyNameTemplate gives key id {key_id!r} "
-                f"in trust domain {SAMPLE_TRUST_DOMAIN!r}"
+                f"in trust domain {trust_domain!r}"
             )
         captured = match.group(1)
         if captured != key_id:
             got = "nothing" if captured is None else repr(captured)
             return (
-                f"applied to {name!r} (keyNameTemplate for trust domain {SAMPLE_TRUST_DOMAIN!r}, "
+                f"applied to {name!r} (keyNameTemplate for trust domain {trust_domain!r}, "
                 f"key id {key_id!r}) it captures {got}, not the key id {key_id!r}; "
                 f"the capture group must match exactly the key id part. {_REGEX_TIP}"
             )
     return None
 
 
-def _shared_keys(shared: dict[str, Any]) -> Problems:
+def _renders_differently(template: str, samples: list[tuple[str, str]], **fields: str) -> bool:
+    """Whether changing `fields` (trust_domain or server_id) changes any sample's name."""
+    base = {"trust_domain": SAMPLE_TRUST_DOMAIN, "server_id": SAMPLE_SERVER_ID, **fields}
+    return any(
+        render_key_name_template(template, key_id=key_id, **base) != name
+        for name, key_id in samples
+    )
+
+
+def _shared_keys(shared: dict[str, Any], trust_domain: str | None) -> Problems:
     base = AKV + "/sharedKeys"
     template = shared.get("keyNameTemplate")
     regex = shared.get("keyIdExtractionRegex")
     problems: Problems = []
     samples: list[tuple[str, str]] = []
-    depends_on_context = False
+    depends_on_server = deferred = False
+    td = trust_domain or SAMPLE_TRUST_DOMAIN
     if isinstance(template, str) and template:
         where = base + "/keyNameTemplate"
         try:
             samples = [
                 (
                     render_key_name_template(
-                        template,
-                        trust_domain=SAMPLE_TRUST_DOMAIN,
-                        server_id=SAMPLE_SERVER_ID,
-                        key_id=key_id,
+                        template, trust_domain=td, server_id=SAMPLE_SERVER_ID, key_id=key_id
                     ),
                     key_id,
                 )
                 for key_id in SAMPLE_KEY_IDS
             ]
-            # Names that change with the trust domain or server id cannot be known here.
-            depends_on_context = any(
-                render_key_name_template(
-                    template, trust_domain="other.test", server_id="other-server", key_id=key_id
-                )
-                != name
-                for name, key_id in samples
+            # Names that change with the server id cannot be known here; names that change
+            # with the trust domain only when the caller gave it.
+            depends_on_server = _renders_differently(
+                template, samples, trust_domain=td, server_id="other-server"
+            )
+            deferred = trust_domain is None and _renders_differently(
+                template, samples, trust_domain="other.test"
             )
         except TemplateError as exc:
             problems.append((where, f"is not a valid template: {exc}"))
-        for name, key_id in samples:
-            if not is_valid_key_vault_key_name(name):
-                problems.append(
-                    (
-                        where,
-                        f"renders {show(name, 80)} for trust domain {SAMPLE_TRUST_DOMAIN!r} and "
-                        f"key id {key_id!r}: not a valid Key Vault key name (only letters, "
-                        "digits and '-', 1 to 127 characters); e.g. use "
-                        '{{ .TrustDomain | replace "." "-" }}',
-                    )
-                )
-                samples = []
-                break
         if len(samples) == 2 and samples[0][0] == samples[1][0]:
             problems.append(
                 (
@@ -187,16 +191,33 @@ def _shared_keys(shared: dict[str, Any]) -> Problems:
                 )
             )
             samples = []
+        if deferred:
+            samples = []
+        for name, key_id in samples:
+            if not is_valid_key_vault_key_name(name):
+                problems.append(
+                    (
+                        where,
+                        f"renders {show(name, 80)} for trust domain {td!r} and "
+                        f"key id {key_id!r}: not a valid Key Vault key name (only letters, "
+                        "digits and '-', 1 to 127 characters); e.g. use "
+                        '{{ .TrustDomain | replace "." "-" }}',
+                    )
+                )
+                samples = []
+                break
     if isinstance(regex, str) and regex:
-        # With the template missing or broken, samples is empty: the regex is still
+        # With the template missing, broken or deferred, samples is empty: the regex is still
         # checked on its own (compiles, one capture group).
-        reason = check_key_id_regex(regex, samples, require_match=not depends_on_context)
+        reason = check_key_id_regex(
+            regex, samples, require_match=not depends_on_server, trust_domain=td
+        )
         if reason:
             problems.append((base + "/keyIdExtractionRegex", reason))
     return problems
 
 
-def _azure_key_vault(akv: dict[str, Any]) -> Problems:
+def _azure_key_vault(akv: dict[str, Any], trust_domain: str | None) -> Problems:
     problems: Problems = []
     url = akv.get("vaultURL")
     if isinstance(url, str):
@@ -226,7 +247,7 @@ def _azure_key_vault(akv: dict[str, Any]) -> Problems:
                 )
     shared = akv.get("sharedKeys")
     if isinstance(shared, dict):
-        problems.extend(_shared_keys(shared))
+        problems.extend(_shared_keys(shared, trust_domain))
     return problems
 
 
@@ -247,7 +268,7 @@ def _webhook(hook: dict[str, Any]) -> Problems:
     return problems
 
 
-def key_manager_v1(spec: Any) -> Problems:
+def key_manager_v1(spec: Any, trust_domain: str | None = None) -> Problems:
     if not isinstance(spec, dict):
         return []
     extensions = spec.get("extensions")
@@ -256,14 +277,14 @@ def key_manager_v1(spec: Any) -> Problems:
     problems: Problems = []
     akv = extensions.get("azureKeyVault")
     if isinstance(akv, dict):
-        problems.extend(_azure_key_vault(akv))
+        problems.extend(_azure_key_vault(akv, trust_domain))
     hook = extensions.get("webhook")
     if isinstance(hook, dict):
         problems.extend(_webhook(hook))
     return problems
 
 
-def key_lifecycle_v1(spec: Any) -> Problems:
+def key_lifecycle_v1(spec: Any, trust_domain: str | None = None) -> Problems:
     if not isinstance(spec, dict):
         return []
     problems: Problems = []
@@ -281,7 +302,7 @@ def key_lifecycle_v1(spec: Any) -> Problems:
     return problems
 
 
-RULES: dict[tuple[str, str], Callable[[Any], Problems]] = {
+RULES: dict[tuple[str, str], Callable[[Any, str | None], Problems]] = {
     ("KeyManager", "v1"): key_manager_v1,
     ("KeyLifecycle", "v1"): key_lifecycle_v1,
 }

@@ -107,9 +107,16 @@ def section_from_stored(document: dict[str, Any]) -> Section:
 
 
 def validate_document(
-    document: dict[str, Any], index: int | None = None, scope: str | None = None
+    document: dict[str, Any],
+    index: int | None = None,
+    scope: str | None = None,
+    trust_domain: str | None = None,
 ) -> list[ValidationIssue]:
-    """Every issue of one parsed document (empty list: valid)."""
+    """Every issue of one parsed document (empty list: valid).
+
+    `trust_domain` is the name of the scope's trust domain; without it the checks that depend
+    on it are deferred (see rules.py).
+    """
     types = section_types()
     known = ", ".join(sorted(types))
 
@@ -183,7 +190,7 @@ def validate_document(
         return issues
 
     assert isinstance(version, str)
-    rule_problems = RULES[(name, version)](document.get("spec"))
+    rule_problems = RULES[(name, version)](document.get("spec"), trust_domain)
     ruled = {where for where, _ in rule_problems}
     problems = [p for p in schema_problems(name, version, document) if p[0] not in ruled]
     problems.extend(rule_problems)
@@ -192,9 +199,14 @@ def validate_document(
 
 
 def parse_sections(
-    data: bytes | str, scope: str | None = None, limits: Limits = DEFAULT_LIMITS
+    data: bytes | str,
+    scope: str | None = None,
+    limits: Limits = DEFAULT_LIMITS,
+    trust_domain: str | None = None,
 ) -> list[Section]:
     """Parse and validate an upload of one or more YAML documents.
+
+    `trust_domain` (the name of the scope's trust domain) enables the checks that depend on it.
 
     Raises InputRejectedError for hostile or malformed input, else DocumentValidationError
     listing every issue of every document. Issue `document` indexes count every document in
@@ -218,7 +230,7 @@ def parse_sections(
     sections: list[Section] = []
     first_seen: dict[str, int] = {}
     for index, document in documents:
-        document_issues = validate_document(document, index, scope)
+        document_issues = validate_document(document, index, scope, trust_domain)
         name = document.get("section")
         if isinstance(name, str) and name in section_types():
             if name in first_seen:

@@ -29,6 +29,7 @@ from controlplane.services.objects import (
     get_cluster_row,
     get_deployment_row,
     scope_owner_exists,
+    scope_trust_domain_name,
 )
 from controlplane.store.unit_of_work import Change, UnitOfWork
 
@@ -67,6 +68,20 @@ def parse_upload(yaml_text: str | bytes, scope: str) -> list[StoredSection]:
     ]
 
 
+def check_for_trust_domain(uploaded: list[StoredSection], trust_domain: str) -> None:
+    """The checks parse_upload deferred because they depend on the scope's trust domain (the
+    shared-keys key names and regex). Issue `document` indexes count the uploaded sections."""
+    from controlplane.documents import DocumentValidationError, validate_document
+
+    issues = [
+        issue
+        for index, section in enumerate(uploaded)
+        for issue in validate_document(dict(section.document), index, trust_domain=trust_domain)
+    ]
+    if issues:
+        raise DocumentValidationError(issues)
+
+
 def set_config(
     uow: UnitOfWork,
     scope: str,
@@ -79,6 +94,7 @@ def set_config(
     validate_only: bool = False,
 ) -> WriteResult:
     def change(current: ScopeConfig) -> dict[str, StoredSection]:
+        check_for_trust_domain(uploaded, scope_trust_domain_name(uow, scope, scope_id))
         new_sections = {} if prune else dict(current.sections)
         new_sections.update({s.name: s for s in uploaded})
         return new_sections

@@ -24,6 +24,7 @@ from controlplane.domain import (
     utc_now,
 )
 from controlplane.services import audit
+from controlplane.services import bundles as bundle_service
 from controlplane.services import objects as object_service
 from controlplane.services.servers import server_dict
 from controlplane.store.models import ServerRow
@@ -158,6 +159,7 @@ def _reported_kids(row: ServerRow) -> set[str]:
 def _withdraw_keys(uow: UnitOfWork, td_id: str, leaving: ServerRow) -> tuple[list[str], list[str]]:
     """Drop the leaving server's keys from the bundle, except those another server of the trust
     domain still reports (shared keys). Returns (withdrawn kids, kept kids)."""
+    bundle_service.lock(uow, td_id)  # first, as every change of the stored keys does
     publishers: dict[str, str] = {}
     for other in uow.repo.servers_in_scope(TRUST_DOMAIN, td_id):
         if other.id != leaving.id:
@@ -176,8 +178,7 @@ def _withdraw_keys(uow: UnitOfWork, td_id: str, leaving: ServerRow) -> tuple[lis
             withdrawn.append(key.kid)
     if withdrawn:
         uow.session.flush()
-        version = uow.repo.bump_bundle_version(td_id)
-        uow.record(Change("bundle", td_id, version))
+        bundle_service.bump(uow, td_id)
     return sorted(withdrawn), sorted(kept)
 
 

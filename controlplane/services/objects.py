@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import re
 from collections.abc import Iterable
 from typing import Any
 
@@ -17,23 +16,20 @@ from controlplane.domain import (
     HasChildren,
     NotFound,
     new_id,
+    object_name_problem,
+    trust_domain_name_problem,
     utc_now,
 )
 from controlplane.services import audit
 from controlplane.store.models import ClusterRow, DeploymentRow, ServerRow, TrustDomainRow
 from controlplane.store.unit_of_work import Change, UnitOfWork
 
-# A SPIFFE trust domain name: lowercase letters, digits, dots, dashes, underscores.
-_TRUST_DOMAIN_NAME = re.compile(r"^[a-z0-9._-]{1,255}$")
-_OBJECT_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,62}$")
-
 
 def _check_name(name: object, what: str) -> str:
-    if not isinstance(name, str) or not _OBJECT_NAME.match(name):
-        raise BadRequest(
-            f"{what} name must be 1-63 characters of letters, digits, '.', '_' or '-', "
-            "starting with a letter or digit"
-        )
+    problem = object_name_problem(name, what)
+    if problem:
+        raise BadRequest(problem)
+    assert isinstance(name, str)
     return name
 
 
@@ -82,11 +78,10 @@ def get_cluster_row(uow: UnitOfWork, cluster_id: str) -> ClusterRow:
 
 
 def create_trust_domain(uow: UnitOfWork, name: object, actor: str) -> dict[str, Any]:
-    if not isinstance(name, str) or not _TRUST_DOMAIN_NAME.match(name):
-        raise BadRequest(
-            "trust domain name must be a SPIFFE trust domain: lowercase letters, digits, '.', '-' "
-            "or '_' (e.g. example.org)"
-        )
+    problem = trust_domain_name_problem(name)
+    if problem:
+        raise BadRequest(problem)
+    assert isinstance(name, str)
     if uow.repo.trust_domain_by_name(name):
         raise AlreadyExists(f"trust domain {name!r} already exists")
     row = TrustDomainRow(
@@ -298,6 +293,17 @@ def scope_owner_exists(uow: UnitOfWork, scope: str, scope_id: str) -> None:
         get_deployment_row(uow, scope_id)
     else:
         get_cluster_row(uow, scope_id)
+
+
+def scope_trust_domain_name(uow: UnitOfWork, scope: str, scope_id: str) -> str:
+    """The name of the trust domain a config scope belongs to (NotFound when its object is gone)."""
+    if scope == TRUST_DOMAIN:
+        return get_trust_domain_row(uow, scope_id).name
+    if scope == DEPLOYMENT:
+        deployment = get_deployment_row(uow, scope_id)
+    else:
+        deployment = get_deployment_row(uow, get_cluster_row(uow, scope_id).deployment_id)
+    return get_trust_domain_row(uow, deployment.trust_domain_id).name
 
 
 def _commit(uow: UnitOfWork, duplicate_message: str) -> None:

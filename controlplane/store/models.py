@@ -55,7 +55,8 @@ class TrustDomainRow(Base):
     id: Mapped[str] = mapped_column(String(32), primary_key=True)
     name: Mapped[str] = mapped_column(String(255), unique=True)
     created_at: Mapped[datetime] = mapped_column(UtcDateTime())
-    # Grows whenever the merged trust bundle of this trust domain changes.
+    # The bundle's spiffe_sequence: bumped in the transaction that changes its keys (the row is
+    # locked first, so concurrent writers on PostgreSQL replicas never reuse a number).
     bundle_version: Mapped[int] = mapped_column(Integer, default=0)
 
 
@@ -155,13 +156,17 @@ class ServerRow(Base):
 
 
 class BundleKeyRow(Base):
-    """A public key some server of the trust domain reported; the bundle is the union by kid."""
+    """A public key some server of the trust domain reported, as its bundle entry (`jwk_json`);
+    the bundle is exactly these rows. `kid` is the server's key id, also for X.509 CA keys
+    whose entry carries none."""
 
     __tablename__ = "bundle_keys"
+    __table_args__ = (Index("ix_bundle_keys_not_after", "not_after"),)
     trust_domain_id: Mapped[str] = mapped_column(ForeignKey("trust_domains.id"), primary_key=True)
     kid: Mapped[str] = mapped_column(String(255), primary_key=True)
     use: Mapped[str] = mapped_column(String(16))
     jwk_json: Mapped[str] = mapped_column(Text)
+    not_before: Mapped[datetime | None] = mapped_column(UtcDateTime(), nullable=True)
     not_after: Mapped[datetime] = mapped_column(UtcDateTime())
     server_id: Mapped[str] = mapped_column(String(32))
 

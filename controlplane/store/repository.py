@@ -393,6 +393,57 @@ class Repository:
     def delete_bundle_key(self, row: BundleKeyRow) -> None:
         self.session.delete(row)
 
+    def lock_trust_domain(self, td_id: str) -> TrustDomainRow | None:
+        """The trust domain row, locked until commit (FOR UPDATE on PostgreSQL; SQLite write
+        transactions are already exclusive), with fresh values even if loaded before."""
+        return self.session.scalar(
+            select(TrustDomainRow)
+            .where(TrustDomainRow.id == td_id)
+            .with_for_update()
+            .execution_options(populate_existing=True)
+        )
+
+    def bundle_snapshot(
+        self, td_id: str
+    ) -> tuple[int, list[tuple[str, str, datetime | None, datetime]]] | None:
+        """(bundle version, [(kid, jwk_json, not_before, not_after)]) in one statement, so the
+        version and the keys come from the same committed state; None if no such trust domain."""
+        rows = self.session.execute(
+            select(
+                TrustDomainRow.bundle_version,
+                BundleKeyRow.kid,
+                BundleKeyRow.jwk_json,
+                BundleKeyRow.not_before,
+                BundleKeyRow.not_after,
+            )
+            .select_from(TrustDomainRow)
+            .outerjoin(BundleKeyRow, BundleKeyRow.trust_domain_id == TrustDomainRow.id)
+            .where(TrustDomainRow.id == td_id)
+            .order_by(BundleKeyRow.kid)
+        ).all()
+        if not rows:
+            return None
+        keys = [(r[1], r[2], r[3], r[4]) for r in rows if r[1] is not None]
+        return int(rows[0][0]), keys
+
+    def delete_expired_bundle_keys(self, td_id: str, now: datetime) -> int:
+        result = self.session.execute(
+            delete(BundleKeyRow).where(
+                BundleKeyRow.trust_domain_id == td_id, BundleKeyRow.not_after <= now
+            )
+        )
+        return int(result.rowcount)  # type: ignore[attr-defined]
+
+    def trust_domains_with_expired_keys(self, now: datetime) -> list[str]:
+        return list(
+            self.session.scalars(
+                select(BundleKeyRow.trust_domain_id).where(BundleKeyRow.not_after <= now).distinct()
+            )
+        )
+
+    def next_bundle_key_expiry(self) -> datetime | None:
+        return self.session.scalar(select(func.min(BundleKeyRow.not_after)))
+
     def audit_events(
         self,
         *,

@@ -1,12 +1,15 @@
-"""Shared helpers for resources and data sources: turning failures into Terraform diagnostics."""
+"""Shared helpers for resources and data sources: schema attributes, id checks, and turning
+failures into Terraform diagnostics."""
 
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
+from tf import schema, types
+from tf.types import TfType, Unknown
 from tf.utils import Diagnostics
 
 from controlplane.terraform.client import ApiError
@@ -28,6 +31,7 @@ def reported(diags: Diagnostics, action: str) -> Iterator[None]:
     `Failed` is swallowed too (its diagnostic is already there). Anything else is a bug and
     propagates (tf prints the traceback to Terraform's log).
     """
+    from controlplane.terraform.lookup import LookupFailed
     from controlplane.terraform.provider import NotConfiguredError
 
     try:
@@ -35,11 +39,10 @@ def reported(diags: Diagnostics, action: str) -> Iterator[None]:
     except Failed:
         pass
     except NotConfiguredError as exc:
-        diags.add_error(
-            f"Cannot {action}", f"{exc}. Set them in the provider block or the environment."
-        )
-    except ApiError as exc:
-        diags.add_error(f"Cannot {action}", api_error_detail(exc))
+        diags.add_error(f"Cannot {action}", f"{exc}.")
+    except (ApiError, LookupFailed) as exc:
+        detail = api_error_detail(exc) if isinstance(exc, ApiError) else str(exc)
+        diags.add_error(f"Cannot {action}", detail)
 
 
 def api_error_detail(exc: ApiError) -> str:
@@ -59,3 +62,60 @@ class ProviderBound:
 
     def __init__(self, provider: SpirlProvider):
         self.provider = provider
+
+
+# -- schema attributes (String unless `kind` says otherwise) --------------------------------------
+
+
+def required(
+    name: str, description: str, *, replace: bool = False, kind: TfType | None = None
+) -> schema.Attribute:
+    return schema.Attribute(
+        name,
+        kind or types.String(),
+        required=True,
+        requires_replace=replace or None,
+        description=description,
+    )
+
+
+def optional(
+    name: str,
+    description: str,
+    *,
+    computed: bool = False,
+    replace: bool = False,
+    kind: TfType | None = None,
+    default: Any = Unknown,
+) -> schema.Attribute:
+    return schema.Attribute(
+        name,
+        kind or types.String(),
+        optional=True,
+        computed=computed,
+        requires_replace=replace or None,
+        default=default,
+        description=description,
+    )
+
+
+def computed(
+    name: str, description: str, *, kind: TfType | None = None, sensitive: bool = False
+) -> schema.Attribute:
+    return schema.Attribute(
+        name, kind or types.String(), computed=True, sensitive=sensitive, description=description
+    )
+
+
+def check_id_prefixes(
+    diags: Diagnostics, config: Mapping[str, Any], prefixes: Mapping[str, str]
+) -> None:
+    """An error for each attribute whose (known) value does not start with its id prefix."""
+    for attribute, prefix in prefixes.items():
+        value = config.get(attribute)
+        if isinstance(value, str) and not value.startswith(prefix):
+            diags.add_error(
+                f"Invalid {attribute}",
+                f"expected an id starting with {prefix!r}, got {value!r}",
+                path=[attribute],
+            )

@@ -1,4 +1,4 @@
-"""`spirl_cluster_config` and `spirl_trust_domain_deployment_config`.
+"""`spirl_trust_domain_config`, `spirl_trust_domain_deployment_config`, `spirl_cluster_config`.
 
 A config resource owns its whole scope: every write is a PUT with prune=true, and destroying it
 removes every section. Writes carry the version Terraform last read as `expected_version`, so a
@@ -7,6 +7,10 @@ a silent overwrite.
 
 `sections` is compared by canonical form (see sections.py): a reformatted YAML value plans no
 change, a change made on the control plane shows as drift and plans an update.
+
+What can be known before apply is checked at plan time: null or empty entries, the documents with
+the control plane's rules including those of the scope's trust domain, a scope that does not
+exist, and (on create) a scope that already holds config, which must be imported instead.
 """
 
 from __future__ import annotations
@@ -30,9 +34,24 @@ from tf.iface import (
 from tf.types import Unknown
 from tf.utils import Diagnostics
 
+from controlplane.terraform import lookup
 from controlplane.terraform import sections as sec
 from controlplane.terraform.client import ApiClient, ConflictError, NotFoundError
-from controlplane.terraform.common import Failed, ProviderBound, reported
+from controlplane.terraform.common import (
+    Failed,
+    ProviderBound,
+    check_id_prefixes,
+    computed,
+    reported,
+    required,
+)
+
+MIXING_WARNING = (
+    "An authoritative config resource (spirl_trust_domain_config, "
+    "spirl_trust_domain_deployment_config, spirl_cluster_config) owns its whole scope and "
+    "cannot be mixed with spirl_config_section on the same scope: each apply of one undoes the "
+    "other."
+)
 
 
 def conflict_detail(kind: str, scope_id: str, exc: ConflictError, expected: Any) -> str:
@@ -53,7 +72,8 @@ class _ConfigResource(ProviderBound, Resource):
     SCOPE_ATTR: ClassVar[str]  # "cluster_id"
     SCOPE_KIND: ClassVar[str]  # "cluster"
     ID_PREFIX: ClassVar[str]
-    OBJECT_COLLECTION: ClassVar[str]
+    IMPORT: ClassVar[tuple[str, str]]  # an id and a name path, for the docs
+    NOTES = "scope_config"  # docs/templates/resources/scope_config.md
 
     @classmethod
     def get_name(cls) -> str:
@@ -65,38 +85,29 @@ class _ConfigResource(ProviderBound, Resource):
             version=1,
             description=(
                 f"All configuration sections at {cls.SCOPE_KIND} scope. The resource owns the "
-                "scope: sections not listed are removed."
+                "scope: sections not listed are removed. " + MIXING_WARNING
             ),
             attributes=[
-                schema.Attribute(
-                    "id", types.String(), computed=True, description=f"Same as `{cls.SCOPE_ATTR}`."
-                ),
-                schema.Attribute(
+                computed("id", f"Same as `{cls.SCOPE_ATTR}`."),
+                required(
                     cls.SCOPE_ATTR,
-                    types.String(),
-                    required=True,
-                    requires_replace=True,
-                    description=f"Id of the {cls.SCOPE_KIND} (`{cls.ID_PREFIX}…`).",
+                    f"Id of the {cls.SCOPE_KIND} (`{cls.ID_PREFIX}…`).",
+                    replace=True,
                 ),
-                schema.Attribute(
+                required(
                     "sections",
-                    types.Map(types.String()),
-                    required=True,
-                    description=(
-                        "Section name -> YAML text of one document of that section, e.g. "
-                        "`KeyManager = <<-YAML ... YAML`. Compared by canonical form: "
-                        "reformatting is not a change."
-                    ),
+                    "Section name -> YAML text of one document of that section, e.g. "
+                    "`KeyManager = <<-YAML ... YAML`. Compared by canonical form: reformatting "
+                    "is not a change. An empty map keeps the scope empty; a null or empty entry "
+                    "is an error.",
+                    kind=types.Map(types.String()),
                 ),
-                schema.Attribute(
+                computed(
                     "version",
-                    types.Number(),
-                    computed=True,
-                    description="Config version at this scope.",
+                    "Config version at this scope (0: nothing was ever written).",
+                    kind=types.Number(),
                 ),
-                schema.Attribute(
-                    "updated_at", types.String(), computed=True, description="Time of that version."
-                ),
+                computed("updated_at", "Time of that version (RFC 3339); null for version 0."),
             ],
         )
 
@@ -125,17 +136,60 @@ class _ConfigResource(ProviderBound, Resource):
         except NotFoundError:
             return None
 
-    def _scope_exists(self, scope_id: str) -> bool:
+    def _invalid_sections(
+        self, diags: Diagnostics, sections: Mapping[str, Any], scope_id: str | None = None
+    ) -> bool:
+        """Report every problem of `sections`; with `scope_id`, by the rules of the scope's
+        trust domain too (asks the control plane). True when there is any."""
+        trust_domain = None
+        if scope_id is not None and sec.all_known(sections):
+            trust_domain = self.provider.trust_domain_of(self.SCOPE, scope_id)
+        problems = sec.validate_sections(sections, self.SCOPE, trust_domain)
+        for p in problems:
+            diags.add_error(p.summary, p.detail, path=["sections", (p.key,)])
+        return bool(problems)
+
+    def _check_create(
+        self, diags: Diagnostics, scope_id: str, sections: Mapping[str, Any]
+    ) -> int | None:
+        """Everything that stops a create, each an error: the scope does not exist, it already
+        holds sections (which this resource would silently replace), `sections` breaks a rule
+        of the scope's trust domain. Returns the scope's version when the create may go on."""
         try:
-            self._client.get(f"{self.OBJECT_COLLECTION}/{scope_id}")
+            current = self._client.get_config(self.SCOPE, scope_id)
         except NotFoundError:
-            return False
-        return True
+            diags.add_error(
+                f"No {self.SCOPE_KIND} {scope_id}",
+                f"The control plane has no {self.SCOPE_KIND} with id {scope_id!r}.",
+                path=[self.SCOPE_ATTR],
+            )
+            return None
+        existing = sec.server_sections(current)
+        if existing:
+            diags.add_error(
+                f"spirl_{self.NAME}: {scope_id} already has configuration",
+                f"The {self.SCOPE_KIND} {scope_id} already holds the sections "
+                f"{', '.join(sorted(existing))} (version {current.get('version')}), written "
+                "outside this resource, which owns the whole scope and would replace them. "
+                "Import them into this resource instead, then plan again:\n"
+                f"  terraform import spirl_{self.NAME}.<name> {scope_id}\n"
+                f'(or an `import` block with id = "{scope_id}"), where '
+                f"spirl_{self.NAME}.<name> is the address of this resource; or remove them on "
+                "the control plane first.",
+                path=[self.SCOPE_ATTR],
+            )
+        invalid = self._invalid_sections(diags, sections, scope_id)
+        if existing or invalid:
+            return None
+        return int(current.get("version") or 0)
 
     def _write(
         self, diags: Diagnostics, scope_id: str, desired: Mapping[str, Any], expected_version: int
     ) -> int:
-        """Make the scope hold exactly `desired`; returns the new version. Raises Failed on conflict."""
+        """Make the scope hold exactly `desired`; returns the new version. Raises Failed on conflict.
+
+        Every create, update and destroy ends here: the place to wait for a rollout.
+        """
         try:
             if desired:
                 body = self._client.put_config(
@@ -171,25 +225,13 @@ class _ConfigResource(ProviderBound, Resource):
             )
             raise Failed from exc
 
-    def _invalid_sections(self, diags: Diagnostics, sections: Mapping[str, Any]) -> bool:
-        problems = sec.validate_sections(sections, self.SCOPE)
-        for p in problems:
-            diags.add_error(p.summary, p.detail, path=["sections", (p.key,)])
-        return bool(problems)
-
     # -- Terraform operations ---------------------------------------------------------------
 
     def validate(self, diags: Diagnostics, type_name: str, config: Config) -> None:
         super().validate(diags, type_name, config)
         if diags.has_errors():
             return
-        scope_id = config.get(self.SCOPE_ATTR)
-        if isinstance(scope_id, str) and not scope_id.startswith(self.ID_PREFIX):
-            diags.add_error(
-                f"Invalid {self.SCOPE_ATTR}",
-                f"expected a {self.SCOPE_KIND} id starting with {self.ID_PREFIX!r}, got {scope_id!r}",
-                path=[self.SCOPE_ATTR],
-            )
+        check_id_prefixes(diags, config, {self.SCOPE_ATTR: self.ID_PREFIX})
         sections = config.get("sections")
         if isinstance(sections, Mapping):
             self._invalid_sections(diags, sections)
@@ -205,30 +247,34 @@ class _ConfigResource(ProviderBound, Resource):
             planned["sections"] = prior_sections
             planned["version"] = current.get("version")
             planned["updated_at"] = current.get("updated_at")
-        else:
-            planned["version"] = Unknown
-            planned["updated_at"] = Unknown
+            return planned
+        planned["version"] = Unknown
+        planned["updated_at"] = Unknown
+        scope_id = planned.get(self.SCOPE_ATTR)
+        if self.provider.configured and isinstance(scope_id, str) and isinstance(wanted, Mapping):
+            with reported(ctx.diagnostics, f"check the config of {self.SCOPE_KIND} {scope_id}"):
+                self._invalid_sections(ctx.diagnostics, wanted, scope_id)
         return planned
+
+    def plan_create(self, ctx: PlanContext, planned: State) -> None:
+        """Called by SpirlServicer when the plan creates this resource."""
+        scope_id = planned.get(self.SCOPE_ATTR)
+        sections = planned.get("sections")
+        if not (self.provider.configured and isinstance(scope_id, str)):
+            return  # not known until apply: create() checks then
+        if not isinstance(sections, Mapping):
+            return
+        with reported(ctx.diagnostics, f"check the config of {self.SCOPE_KIND} {scope_id}"):
+            self._check_create(ctx.diagnostics, scope_id, sections)
 
     def create(self, ctx: CreateContext, planned: State) -> State | None:
         scope_id = planned[self.SCOPE_ATTR]
         desired = planned.get("sections") or {}
         with reported(ctx.diagnostics, f"write the config of {self.SCOPE_KIND} {scope_id}"):
-            if self._invalid_sections(ctx.diagnostics, desired):
+            expected = self._check_create(ctx.diagnostics, scope_id, desired)
+            if expected is None:
                 return None
-            current = self._client.get_config(self.SCOPE, scope_id)
-            existing = sec.server_sections(current)
-            version = int(current.get("version") or 0)
-            if existing:
-                # Owning the scope would silently replace config someone else wrote: refuse.
-                ctx.diagnostics.add_error(
-                    f"spirl_{self.NAME}: {scope_id} already has configuration",
-                    f"The {self.SCOPE_KIND} {scope_id} already holds sections "
-                    f"{', '.join(sorted(existing))} (version {version}). Import it instead: "
-                    f"`terraform import <address> {scope_id}`, or remove them first.",
-                )
-                return None
-            version = self._write(ctx.diagnostics, scope_id, desired, version)
+            version = self._write(ctx.diagnostics, scope_id, desired, expected)
             return self._state(scope_id, desired, version, self._updated_at(scope_id, version))
         return None
 
@@ -240,10 +286,18 @@ class _ConfigResource(ProviderBound, Resource):
             try:
                 body = self._client.get_config(self.SCOPE, scope_id)
             except NotFoundError:
-                return None  # the scope object is gone, and its config with it
-            if not body.get("version") and not self._scope_exists(scope_id):
-                return None
-            merged = sec.merge_server_sections(current.get("sections"), sec.server_sections(body))
+                return None  # the control plane says the scope is gone, and its config with it
+            server = sec.server_sections(body)
+            prior = current.get("sections")
+            added = sorted(set(server) - set(prior if isinstance(prior, Mapping) else {}))
+            if added:
+                ctx.diagnostics.add_warning(
+                    f"Sections added to {self.SCOPE_KIND} {scope_id} outside spirl_{self.NAME}",
+                    f"{', '.join(added)} appeared on the control plane; this resource owns the "
+                    "scope and plans to remove them. If a spirl_config_section manages them, "
+                    f"remove one of the two: {MIXING_WARNING}",
+                )
+            merged = sec.merge_server_sections(prior, server)
             return self._state(
                 scope_id, merged, int(body.get("version") or 0), body.get("updated_at")
             )
@@ -254,7 +308,7 @@ class _ConfigResource(ProviderBound, Resource):
         desired = planned.get("sections") or {}
         expected = int(current.get("version") or 0)
         with reported(ctx.diagnostics, f"write the config of {self.SCOPE_KIND} {scope_id}"):
-            if self._invalid_sections(ctx.diagnostics, desired):  # values unknown at plan time
+            if self._invalid_sections(ctx.diagnostics, desired, scope_id):
                 return None
             version = self._write(ctx.diagnostics, scope_id, desired, expected)
             # Return exactly the planned text: Terraform insists the result equals the plan.
@@ -266,27 +320,23 @@ class _ConfigResource(ProviderBound, Resource):
         if not isinstance(scope_id, str):
             return
         expected = int(current.get("version") or 0)
-        # NotFound: the scope object is gone already, and its config with it.
+        # NotFound: the control plane says the scope object is gone, and its config with it.
         action = f"remove the config of {self.SCOPE_KIND} {scope_id}"
         with reported(ctx.diagnostics, action), contextlib.suppress(NotFoundError):
             self._write(ctx.diagnostics, scope_id, {}, expected)
 
     def import_(self, ctx: ImportContext, id: str) -> State | None:
-        scope_id = id.strip()
-        if not scope_id.startswith(self.ID_PREFIX):
-            ctx.diagnostics.add_error(
-                f"Cannot import spirl_{self.NAME}",
-                f"import by the {self.SCOPE_KIND} id (`{self.ID_PREFIX}…`), got {id!r}",
-            )
-            return None
-        with reported(ctx.diagnostics, f"import the config of {self.SCOPE_KIND} {scope_id}"):
+        with reported(ctx.diagnostics, f"import the config of {self.SCOPE_KIND} {id!r}"):
             try:
-                body = self._client.get_config(self.SCOPE, scope_id)
-            except NotFoundError:
+                scope_id = str(lookup.find(self._client, self.SCOPE, id)["id"])
+            except lookup.LookupFailed as exc:
                 ctx.diagnostics.add_error(
-                    f"Cannot import spirl_{self.NAME}", f"no {self.SCOPE_KIND} with id {scope_id!r}"
+                    f"Cannot import spirl_{self.NAME}",
+                    f"{exc}. Import by the {self.SCOPE_KIND}'s id ({self.ID_PREFIX}…) or name "
+                    f"({lookup.name_path(self.SCOPE)}).",
                 )
                 return None
+            body = self._client.get_config(self.SCOPE, scope_id)
             return self._state(
                 scope_id,
                 sec.server_sections(body),
@@ -296,19 +346,28 @@ class _ConfigResource(ProviderBound, Resource):
         return None
 
 
-class ClusterConfigResource(_ConfigResource):
-    NAME = "cluster_config"
-    SCOPE = "cluster"
-    SCOPE_ATTR = "cluster_id"
-    SCOPE_KIND = "cluster"
-    ID_PREFIX = "c-"
-    OBJECT_COLLECTION = "/v1/clusters"
+class TrustDomainConfigResource(_ConfigResource):
+    NAME = "trust_domain_config"
+    SCOPE = lookup.TRUST_DOMAIN
+    SCOPE_ATTR = "trust_domain_id"
+    SCOPE_KIND = "trust domain"
+    ID_PREFIX = "td-"
+    IMPORT = ("td-0a1b2c3d4e5f", "example.org")
 
 
 class DeploymentConfigResource(_ConfigResource):
     NAME = "trust_domain_deployment_config"
-    SCOPE = "trust-domain-deployment"
+    SCOPE = lookup.DEPLOYMENT
     SCOPE_ATTR = "trust_domain_deployment_id"
     SCOPE_KIND = "trust domain deployment"
     ID_PREFIX = "tdd-"
-    OBJECT_COLLECTION = "/v1/trust-domain-deployments"
+    IMPORT = ("tdd-0a1b2c3d4e5f", "example.org/prod")
+
+
+class ClusterConfigResource(_ConfigResource):
+    NAME = "cluster_config"
+    SCOPE = lookup.CLUSTER
+    SCOPE_ATTR = "cluster_id"
+    SCOPE_KIND = "cluster"
+    ID_PREFIX = "c-"
+    IMPORT = ("c-0a1b2c3d4e5f", "example.org/prod/east")

@@ -22,7 +22,10 @@ def main(argv: list[str] | None = None) -> None:
     )
     from tf.runner import run_provider
 
+    from controlplane.terraform import servicer
     from controlplane.terraform.provider import SpirlProvider
+
+    servicer.install()
 
     run_provider(SpirlProvider(), argv if argv is not None else sys.argv)
     # Terraform waits for the plugin process to exit after every command step; interpreter

@@ -39,48 +39,74 @@ def is_known_text(value: Any) -> bool:
     return isinstance(value, str)
 
 
-def validate_sections(sections: Mapping[str, Any], scope: str) -> list[SectionProblem]:
-    """Every problem of every known entry: YAML, schema, scope, and key == document's section."""
+def validate_sections(
+    sections: Mapping[str, Any], scope: str, trust_domain: str | None = None
+) -> list[SectionProblem]:
+    """Every problem of every known entry: null or empty, YAML, schema, scope, the rules of the
+    scope's trust domain (when given; else those checks wait for it), and key == the section."""
+    problems: list[SectionProblem] = []
+    for key in sorted(sections):
+        problems += entry_problems(key, sections[key], scope, trust_domain)
+    return problems
+
+
+def entry_problems(
+    key: str,
+    text: Any,
+    scope: str,
+    trust_domain: str | None = None,
+    *,
+    key_label: str = "the map key",
+    value_label: str = "each map entry",
+) -> list[SectionProblem]:
+    """The problems of one section's text `text`, which must be one document of section `key`.
+    The labels name the two in messages (spirl_config_section: `section` and `yaml`)."""
     from controlplane.documents import (
         DocumentValidationError,
         InputRejectedError,
         parse_sections,
     )
 
-    problems: list[SectionProblem] = []
-    for key in sorted(sections):
-        text = sections[key]
-        if not is_known_text(text):
-            continue  # unknown until apply; the control plane validates it then
-        try:
-            parsed = parse_sections(text, scope=scope)
-        except InputRejectedError as exc:
-            problems.append(SectionProblem(key, "", str(getattr(exc, "reason", exc))))
-            continue
-        except DocumentValidationError as exc:
-            for issue in exc.issues:
-                problems.append(SectionProblem(key, issue.pointer, issue.reason))
-            continue
-        if len(parsed) != 1:
-            problems.append(
-                SectionProblem(
-                    key,
-                    "",
-                    f"holds {len(parsed)} documents; each map entry must hold exactly one "
-                    f"document, of section {key!r}",
-                )
+    if text is None:
+        return [
+            SectionProblem(
+                key, "", f"is null: remove the entry, or give the YAML of one {key} document"
             )
-            continue
-        if parsed[0].name != key:
-            problems.append(
-                SectionProblem(
-                    key,
-                    "/section",
-                    f"the map key must equal the document's section: key {key!r}, "
-                    f"section {parsed[0].name!r}",
-                )
+        ]
+    if not is_known_text(text):
+        return []  # unknown until apply; checked then
+    if not text.strip():
+        return [SectionProblem(key, "", f"is empty: give the YAML of one {key} document")]
+    try:
+        parsed = parse_sections(text, scope=scope, trust_domain=trust_domain)
+    except InputRejectedError as exc:
+        return [SectionProblem(key, "", str(getattr(exc, "reason", exc)))]
+    except DocumentValidationError as exc:
+        return [SectionProblem(key, issue.pointer, issue.reason) for issue in exc.issues]
+    if len(parsed) != 1:
+        return [
+            SectionProblem(
+                key,
+                "",
+                f"holds {len(parsed)} documents; {value_label} must hold exactly one "
+                f"document, of section {key!r}",
             )
-    return problems
+        ]
+    if parsed[0].name != key:
+        return [
+            SectionProblem(
+                key,
+                "/section",
+                f"{key_label} must equal the document's section: {key!r} vs "
+                f"section {parsed[0].name!r}",
+            )
+        ]
+    return []
+
+
+def all_known(sections: Mapping[str, Any]) -> bool:
+    """Whether every value is known text (so the whole map can be checked now)."""
+    return all(is_known_text(v) for v in sections.values())
 
 
 def canonical(text: str) -> str | None:

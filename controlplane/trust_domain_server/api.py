@@ -6,12 +6,16 @@ serialise it anyway. When the current key's manager signs over the network (webh
 Key Vault) the issuance runs in Starlette's thread pool, so a slow call blocks one worker,
 not the loop. Other handlers are plain functions, which Starlette runs in its thread pool.
 
-No authentication: it listens on loopback for workloads on the same host (as SPIRE's
-server API is reached through the agent). Bind it to 127.0.0.1 only.
+Who may call it: trusted local callers only (an agent or an operator), as SPIRE's server API is
+reached through the agent. There is no workload attestation: whoever reaches the API gets any
+SPIFFE ID of the trust domain (or of the configured path prefixes). By default it listens on a
+Unix socket in the data folder (0600: only this user); over TCP (opt-in) every route but
+`/healthz` needs the bearer token from the data folder (`api_token`).
 """
 
 from __future__ import annotations
 
+import hmac
 import json
 import logging
 from datetime import timedelta
@@ -22,6 +26,7 @@ from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
 from starlette.responses import JSONResponse, PlainTextResponse, Response
 from starlette.routing import Route
+from starlette.types import ASGIApp, Receive, Scope, Send
 
 from controlplane.documents.durations import parse_duration
 
@@ -66,7 +71,28 @@ def _ttl(body: dict[str, Any]) -> timedelta | None:
         raise IssuanceError(f"ttl {exc}") from exc
 
 
-def create_app(server: TrustDomainServer) -> Starlette:
+class BearerTokenRequired:
+    """Refuses every request but `/healthz` without `Authorization: Bearer <token>` (401)."""
+
+    def __init__(self, app: ASGIApp, token: str) -> None:
+        self.app = app
+        self._expected = f"Bearer {token}".encode()
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http" and scope["path"] != "/healthz":
+            given = dict(scope["headers"]).get(b"authorization", b"")
+            if not hmac.compare_digest(given, self._expected):
+                response = _error(
+                    401, "unauthenticated", "missing or wrong bearer token (see api_token)"
+                )
+                await response(scope, receive, send)
+                return
+        await self.app(scope, receive, send)
+
+
+def create_app(server: TrustDomainServer, token: str | None = None) -> ASGIApp:
+    """The local API; with `token`, every route but `/healthz` needs it (TCP listeners)."""
+
     def rejected(svid_type: str, exc: IssuanceError) -> JSONResponse:
         # Requests refused before they reach the issuer count as failures too.
         server.metrics.failure(svid_type, exc.code)
@@ -130,7 +156,7 @@ def create_app(server: TrustDomainServer) -> Starlette:
     def healthz(request: Request) -> Response:
         return PlainTextResponse("ok")
 
-    return Starlette(
+    app = Starlette(
         routes=[
             Route("/v1/svid/jwt", jwt_svid, methods=["POST"]),
             Route("/v1/svid/x509", x509_svid, methods=["POST"]),
@@ -140,3 +166,4 @@ def create_app(server: TrustDomainServer) -> Starlette:
             Route("/healthz", healthz, methods=["GET"]),
         ]
     )
+    return BearerTokenRequired(app, token) if token is not None else app

@@ -3,7 +3,13 @@
 Registers with the control plane (once; the identity is kept in the data dir), applies the
 effective config, then serves the local API while a sync thread long-polls for changes, a
 status thread reports, and a rotator thread rotates keys every 10 s. When ready it prints
-one JSON line on stdout: {"listen": "http://127.0.0.1:PORT", "pid": ..., "server_id": ...}.
+one JSON line on stdout: {"socket": PATH, "pid": ..., "server_id": ...}, or with --listen
+{"listen": "http://127.0.0.1:PORT", "token_file": PATH, ...}.
+
+The local API is for trusted local callers (an agent, an operator): it does no workload
+attestation. It listens on a Unix socket in the data folder (0600) unless --listen asks for TCP,
+which must be a loopback address unless --allow-non-loopback, and then needs the bearer token
+kept in the data folder.
 """
 
 from __future__ import annotations
@@ -32,8 +38,10 @@ from controlplane.tls import CA_FILE_ENV, TlsConfigError, client_verify, plain_h
 
 from .api import create_app
 from .clock import Clock, FileOffsetClock, SystemClock
+from .issuer import IssuanceError, normalize_path_prefix
+from .listener import ListenerPlan
 from .server import TrustDomainServer
-from .state import Identity, StateStore, load_or_create_key_identifier
+from .state import API_SOCKET_FILE, Identity, StateStore, load_or_create_key_identifier
 from .sync import (
     Backoff,
     ControlPlaneClient,
@@ -82,7 +90,29 @@ def _parser() -> argparse.ArgumentParser:
     run.add_argument("--cluster", help="cluster id (c-...)")
     run.add_argument("--data-dir", required=True, type=Path)
     run.add_argument(
-        "--listen", default="127.0.0.1:8081", help="HOST:PORT; port 0 picks a free one"
+        "--socket",
+        type=Path,
+        help=f"Unix socket of the local API (default: DATA_DIR/{API_SOCKET_FILE}, mode 0600)",
+    )
+    run.add_argument(
+        "--listen",
+        metavar="HOST:PORT",
+        help="serve the local API on TCP instead, with a bearer token (DATA_DIR/api_token); "
+        "loopback only unless --allow-non-loopback; port 0 picks a free one",
+    )
+    run.add_argument(
+        "--allow-non-loopback",
+        action="store_true",
+        help="let --listen bind a non-loopback address (the API does no workload attestation: "
+        "anyone with the token gets any SPIFFE ID it may issue)",
+    )
+    run.add_argument(
+        "--allowed-path-prefix",
+        action="append",
+        default=[],
+        metavar="PATH",
+        help="issue only SPIFFE IDs whose path is PATH or below it (repeatable), "
+        "e.g. /ns/prod; default: any path in the trust domain",
     )
     run.add_argument(
         "--name", default=socket.gethostname(), help="server name shown by the control plane"
@@ -171,16 +201,6 @@ def _join_token(args: argparse.Namespace) -> str | None:
     return os.environ.get(JOIN_TOKEN_ENV, "").strip() or None
 
 
-def _bind(listen: str) -> socket.socket:
-    host, _, port = listen.rpartition(":")
-    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    sock.bind((host or "127.0.0.1", int(port)))
-    sock.listen(2048)
-    sock.set_inheritable(True)
-    return sock
-
-
 def _rotator(server: TrustDomainServer, interval: float, stop: threading.Event) -> None:
     while not stop.wait(interval):
         try:
@@ -205,9 +225,19 @@ def run(args: argparse.Namespace) -> int:
         verify = client_verify(args.ca_file)
     except TlsConfigError as exc:
         raise SystemExit(str(exc)) from None
+    # Checked before registering, which spends the join token.
+    listener = ListenerPlan.from_args(
+        args.data_dir, args.socket, args.listen, args.allow_non_loopback
+    )
     store = StateStore(args.data_dir)
     client = ControlPlaneClient(args.endpoint, verify=verify)
     identity = _register(args, client, store)
+    try:
+        prefixes = tuple(
+            normalize_path_prefix(p, identity.trust_domain) for p in args.allowed_path_prefix
+        )
+    except IssuanceError as exc:
+        raise SystemExit(f"--allowed-path-prefix: {exc.reason}") from None
 
     km_dir = args.data_dir / "keymanagers"
     if args.key_identifier_value:
@@ -231,7 +261,14 @@ def run(args: argparse.Namespace) -> int:
     def build(spec: Mapping[str, Any]) -> KeyManager:
         return build_key_manager(spec, context)
 
-    server = TrustDomainServer(identity.trust_domain, clock, build, key_manager_digest, store)
+    server = TrustDomainServer(
+        identity.trust_domain,
+        clock,
+        build,
+        key_manager_digest,
+        store,
+        allowed_path_prefixes=prefixes,
+    )
     server.restore()
     if server.applied_version is None:
         backoff = Backoff(cap=10.0)
@@ -248,8 +285,11 @@ def run(args: argparse.Namespace) -> int:
     server.rotate()
     log.info("trust domain server %s ready; %s", identity.server_id, server.describe_keys())
 
+    # Bound before any thread starts: a Unix socket is created under a process-wide umask.
+    sock, where, token = listener.open(store)
+
     config = uvicorn.Config(
-        create_app(server),
+        create_app(server, token),
         log_level="warning",
         access_log=False,
         lifespan="off",
@@ -287,22 +327,13 @@ def run(args: argparse.Namespace) -> int:
     sync.start()
     rotator.start()
 
-    sock = _bind(args.listen)
-    host, port = sock.getsockname()[:2]
-
     def announce() -> None:
         while not http.started and not stop.is_set():
             time.sleep(0.01)
         if http.started:
-            log.info("listening on http://%s:%s", host, port)
+            log.info("local API listening on %s", where.get("listen") or where["socket"])
             print(
-                json.dumps(
-                    {
-                        "listen": f"http://{host}:{port}",
-                        "pid": os.getpid(),
-                        "server_id": identity.server_id,
-                    }
-                ),
+                json.dumps({**where, "pid": os.getpid(), "server_id": identity.server_id}),
                 flush=True,
             )
 
@@ -321,6 +352,7 @@ def run(args: argparse.Namespace) -> int:
         sync.stop()
         reporter.stop()
         server.close()
+        listener.close()
         log.info("trust domain server %s stopped", identity.server_id)
     return DEREGISTERED_EXIT if deregistered.is_set() else 0
 

@@ -32,7 +32,9 @@ from controlplane.keymanagers.signatures import (
 from controlplane.keymanagers.signatures import jwk_thumbprint as _jwk_thumbprint
 
 __all__ = [
+    "CA_KEY_USAGE",
     "DigestSigner",
+    "LEAF_KEY_USAGE",
     "b64url",
     "digest_for",
     "jwk_thumbprint",
@@ -133,6 +135,31 @@ def sign_jwt(kid: str, claims: dict[str, Any], key_type: KeyType, sign: DigestSi
 
 
 # --- certificates -----------------------------------------------------------------------------
+
+# X509-SVID spec, Appendix A: keyCertSign (and cRLSign) if and only if the certificate signs
+# others; digitalSignature if and only if it is a leaf.
+CA_KEY_USAGE = x509.KeyUsage(
+    digital_signature=False,
+    content_commitment=False,
+    key_encipherment=False,
+    data_encipherment=False,
+    key_agreement=False,
+    key_cert_sign=True,
+    crl_sign=True,
+    encipher_only=False,
+    decipher_only=False,
+)
+LEAF_KEY_USAGE = x509.KeyUsage(
+    digital_signature=True,
+    content_commitment=False,
+    key_encipherment=True,
+    data_encipherment=False,
+    key_agreement=True,
+    key_cert_sign=False,
+    crl_sign=False,
+    encipher_only=False,
+    decipher_only=False,
+)
 
 _dummy_lock = threading.Lock()
 _dummy_keys: dict[str, ec.EllipticCurvePrivateKey | rsa.RSAPrivateKey] = {}

@@ -17,11 +17,18 @@ from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 from controlplane.keymanagers.base import KeyManagerError, SigningAlgorithm
 
 from .clock import Clock
-from .crypto import sign_certificate, sign_jwt
+from .crypto import LEAF_KEY_USAGE, sign_certificate, sign_jwt
 from .keyring import KeyKind, KeyRecord, Keyring, ManagerHandle, NoActiveKeyError, svid_ttl_cap
 from .metrics import Metrics
 
-__all__ = ["IssuanceError", "Issuer", "SignerNotLocal", "chain_pem", "validate_spiffe_id"]
+__all__ = [
+    "IssuanceError",
+    "Issuer",
+    "SignerNotLocal",
+    "chain_pem",
+    "normalize_path_prefix",
+    "validate_spiffe_id",
+]
 
 log = logging.getLogger(__name__)
 
@@ -91,11 +98,42 @@ def _check_spiffe_id(spiffe_id: str, trust_domain: str) -> None:
             raise IssuanceError("spiffe_id path may only contain [a-zA-Z0-9.-_] and '/'")
 
 
+def normalize_path_prefix(prefix: str, trust_domain: str) -> str:
+    """A SPIFFE ID path prefix (`/ns/prod`) checked like a workload path; raises IssuanceError."""
+    prefix = "/" + prefix.strip("/")
+    validate_spiffe_id(f"spiffe://{trust_domain}{prefix}", trust_domain)
+    return prefix
+
+
 class Issuer:
-    def __init__(self, keyring: Keyring, clock: Clock, metrics: Metrics | None = None) -> None:
+    """Signs SVIDs for SPIFFE IDs of its trust domain; with `allowed_path_prefixes`, only for IDs
+    whose path is one of them or lies below one (whole segments: `/ns/prod` allows
+    `/ns/prod/web`, not `/ns/production`)."""
+
+    def __init__(
+        self,
+        keyring: Keyring,
+        clock: Clock,
+        metrics: Metrics | None = None,
+        allowed_path_prefixes: tuple[str, ...] = (),
+    ) -> None:
         self._keyring = keyring
         self._clock = clock
         self._metrics = metrics or Metrics()
+        self.allowed_path_prefixes = allowed_path_prefixes
+
+    def _check_id(self, spiffe_id: str) -> None:
+        validate_spiffe_id(spiffe_id, self.trust_domain)
+        if not self.allowed_path_prefixes:
+            return
+        path = spiffe_id[len("spiffe://") + len(self.trust_domain) :]
+        if not any(path == p or path.startswith(p + "/") for p in self.allowed_path_prefixes):
+            raise IssuanceError(
+                f"spiffe_id {spiffe_id!r} is outside the path prefixes this server issues for "
+                f"({', '.join(self.allowed_path_prefixes)})",
+                status=403,
+                code="forbidden",
+            )
 
     @property
     def trust_domain(self) -> str:
@@ -172,7 +210,7 @@ class Issuer:
     def _issue_jwt(
         self, spiffe_id: str, audience: list[str], ttl: timedelta | None, local_only: bool
     ) -> str:
-        validate_spiffe_id(spiffe_id, self.trust_domain)
+        self._check_id(spiffe_id)
         if (
             not isinstance(audience, list)
             or not audience
@@ -215,7 +253,7 @@ class Issuer:
     ) -> list[x509.Certificate]:
         if local_only:
             self._require_local(KeyKind.X509_CA)
-        validate_spiffe_id(spiffe_id, self.trust_domain)
+        self._check_id(spiffe_id)
         csr = _load_csr(csr_pem)
         _check_csr_uris(csr, spiffe_id)
         now = self._clock.now()
@@ -241,20 +279,7 @@ class Issuer:
             .not_valid_before(now - _BACKDATE)
             .not_valid_after(not_after)
             .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
-            .add_extension(
-                x509.KeyUsage(
-                    digital_signature=True,
-                    content_commitment=False,
-                    key_encipherment=True,
-                    data_encipherment=False,
-                    key_agreement=True,
-                    key_cert_sign=False,
-                    crl_sign=False,
-                    encipher_only=False,
-                    decipher_only=False,
-                ),
-                critical=True,
-            )
+            .add_extension(LEAF_KEY_USAGE, critical=True)
             .add_extension(
                 x509.ExtendedKeyUsage(
                     [ExtendedKeyUsageOID.SERVER_AUTH, ExtendedKeyUsageOID.CLIENT_AUTH]

@@ -54,7 +54,7 @@ from controlplane.keymanagers.base import (
     SigningAlgorithm,
 )
 
-from .crypto import jwk_thumbprint, sign_certificate
+from .crypto import CA_KEY_USAGE, jwk_thumbprint, sign_certificate
 
 __all__ = [
     "DEFAULT_LIFETIME",
@@ -620,20 +620,7 @@ class Keyring:
             .not_valid_before(rec.not_before - _BACKDATE)
             .not_valid_after(rec.not_after)
             .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
-            .add_extension(
-                x509.KeyUsage(
-                    digital_signature=True,
-                    content_commitment=False,
-                    key_encipherment=False,
-                    data_encipherment=False,
-                    key_agreement=False,
-                    key_cert_sign=True,
-                    crl_sign=True,
-                    encipher_only=False,
-                    decipher_only=False,
-                ),
-                critical=True,
-            )
+            .add_extension(CA_KEY_USAGE, critical=True)
             .add_extension(ski, critical=False)
             .add_extension(
                 x509.SubjectAlternativeName(

@@ -14,6 +14,15 @@ from collections.abc import Callable, Mapping
 from datetime import datetime, timedelta
 from typing import Any
 
+from controlplane.bundles import (
+    JWT_SVID,
+    X509_SVID,
+    bundle_document,
+    content_digest,
+    jwt_entry,
+    refresh_hint,
+    x509_entry,
+)
 from controlplane.documents.durations import parse_duration
 from controlplane.keymanagers.base import KeyManager, KeyManagerError, KeyType
 from controlplane.keymanagers.signatures import public_jwk
@@ -22,7 +31,6 @@ from .clock import Clock
 from .housekeeping import StaleKeyHousekeeping
 from .issuer import Issuer
 from .keyring import (
-    KeyKind,
     KeyRecord,
     Keyring,
     Lifetimes,
@@ -33,11 +41,10 @@ from .keyring import (
 from .metrics import Metrics
 from .state import StateStore
 
-__all__ = ["BUNDLE_USE", "ConfigError", "TrustDomainServer", "key_type_of_spec", "spec_of_config"]
+__all__ = ["ConfigError", "TrustDomainServer", "key_type_of_spec", "spec_of_config"]
 
 log = logging.getLogger(__name__)
 
-BUNDLE_USE = {KeyKind.JWT: "jwt-svid", KeyKind.X509_CA: "x509-svid"}
 HEALTHY, UNHEALTHY = "HEALTHY", "UNHEALTHY"
 
 ManagerFactory = Callable[[Mapping[str, Any]], KeyManager]
@@ -108,6 +115,7 @@ class TrustDomainServer:
         digest: DigestFn,
         store: StateStore | None = None,
         metrics: Metrics | None = None,
+        allowed_path_prefixes: tuple[str, ...] = (),
     ) -> None:
         self.trust_domain = trust_domain
         self.clock = clock
@@ -120,7 +128,7 @@ class TrustDomainServer:
         self._save_lock = threading.Lock()
         self._listeners: list[Callable[[], None]] = []
         self.keyring = Keyring(trust_domain, on_change=self._keyring_changed)
-        self.issuer = Issuer(self.keyring, clock, self.metrics)
+        self.issuer = Issuer(self.keyring, clock, self.metrics, allowed_path_prefixes)
         self.desired_version: int | None = None
         self.attempted_version: int | None = None
         self.attempted_at: datetime | None = None
@@ -130,8 +138,13 @@ class TrustDomainServer:
         self.pending_config: dict[str, Any] | None = None
         self.health = HEALTHY
         self.error: str | None = None
-        self.bundle: dict[str, Any] = {"keys": []}
+        self.bundle: dict[str, Any] = {"keys": []}  # as the control plane last delivered it
         self._bundle_fresh = False  # a bundle arrived from the control plane since start
+        # What /v1/bundle serves: this server's keys merged with the control plane's, under a
+        # sequence number of its own, persisted, bumped whenever the content digest changes.
+        self._served_sequence = 0
+        self._served_digest = ""
+        self._served: dict[str, Any] = bundle_document([], 0, refresh_hint([]))
         self.housekeeping = StaleKeyHousekeeping(self.keyring, self._bundle_kids)
 
     # --- listeners (status reporter) ---------------------------------------------------------
@@ -147,6 +160,7 @@ class TrustDomainServer:
                 log.exception("status listener failed")
 
     def _keyring_changed(self) -> None:
+        self._refresh_bundle()
         self.save()
         self._notify()
 
@@ -185,6 +199,7 @@ class TrustDomainServer:
                 self.health = HEALTHY
                 self.error = None
             log.info("applied config version %s; %s", version, self.describe_keys())
+            self._refresh_bundle()  # new lifetimes change the refresh hint
             self.save()
             self._notify()
             return True
@@ -242,15 +257,19 @@ class TrustDomainServer:
         with self._lock:
             self.bundle = dict(bundle)
             self._bundle_fresh = True
+        self._refresh_bundle()
         self.save()
 
     def _bundle_kids(self) -> set[str] | None:
-        """Kids of the control plane's bundle; None until one arrived since start."""
+        """Ids of every key in the control plane's bundle (`key_ids`: X.509 CA entries carry no
+        kid); None until one arrived since start."""
         with self._lock:
             if not self._bundle_fresh:
                 return None
             keys = self.bundle.get("keys") or []
-        return {str(k["kid"]) for k in keys if isinstance(k, dict) and k.get("kid")}
+            key_ids = self.bundle.get("key_ids") or []
+        kids = {str(k["kid"]) for k in keys if isinstance(k, dict) and k.get("kid")}
+        return kids | {str(k) for k in key_ids}
 
     # --- rotation --------------------------------------------------------------------------
 
@@ -277,6 +296,10 @@ class TrustDomainServer:
                 "applied_at": _iso(self.applied_at),
                 "desired_version": self.desired_version,
                 "bundle": self.bundle,
+                "served_bundle": {
+                    "sequence": self._served_sequence,
+                    "digest": self._served_digest,
+                },
                 "lifetimes": {
                     "x509_ca": self.keyring.lifetimes.x509_ca.total_seconds(),
                     "jwt": self.keyring.lifetimes.jwt.total_seconds(),
@@ -358,6 +381,12 @@ class TrustDomainServer:
             if data.get("applied_at"):
                 self.applied_at = datetime.fromisoformat(data["applied_at"])
             self.bundle = data.get("bundle") or self.bundle
+            # State written before the server numbered its own bundle: it served the control
+            # plane's number, so continue above that one.
+            served = data.get("served_bundle") or {"sequence": self.bundle.get("version")}
+            self._served_sequence = int(served.get("sequence") or 0)
+            self._served_digest = str(served.get("digest") or "")
+        self._refresh_bundle()
         if active_handle is not None:
             # Last: installing fires the change callback, whose save() must see the keys and
             # applied config restored above, not an empty state.
@@ -434,26 +463,39 @@ class TrustDomainServer:
         return report
 
     def bundle_document(self) -> dict[str, Any]:
-        """SPIFFE bundle: the control plane's keys merged with this server's own (which the
-        control plane may not have merged yet), one entry per kid."""
-        now = self.clock.now()
-        out: dict[str, dict[str, Any]] = {}
-        for rec in self.keyring.published(now):
-            jwk: dict[str, Any] = dict(public_jwk(rec.public_key_der), use=BUNDLE_USE[rec.kind])
-            jwk["kid"] = rec.kid
-            if rec.ca_cert_der:
-                jwk["x5c"] = [base64.b64encode(rec.ca_cert_der).decode("ascii")]
-            out[rec.kid] = jwk
+        """The SPIFFE bundle this server serves (see `_refresh_bundle`)."""
         with self._lock:
-            bundle = self.bundle
-        for key in bundle.get("keys") or []:
-            if isinstance(key, dict) and key.get("kid") and key["kid"] not in out:
-                out[key["kid"]] = key
-        return {
-            "keys": list(out.values()),
-            "spiffe_sequence": bundle.get("version") or 0,
-            "spiffe_refresh_hint": 60,
-        }
+            return self._served
+
+    def _refresh_bundle(self) -> None:
+        """Rebuild the served bundle from stored state: this server's keys (which the control
+        plane may not have merged yet) and the control plane's, one entry per key.
+
+        Built from the keyring's records, not filtered by the clock, so the content changes only
+        here, when the keyring or the control plane's bundle changed (expired keys leave at the
+        next rotator tick). A different content digest takes the next sequence number; the
+        number is saved with the state, so it never goes backwards across restarts.
+        """
+        with self._lock:
+            records = self.keyring.records()
+            entries = [
+                x509_entry(public_jwk(r.public_key_der), r.ca_cert_der)
+                if r.ca_cert_der
+                else jwt_entry(public_jwk(r.public_key_der), r.kid)
+                for r in records
+            ]
+            entries += [
+                k
+                for k in self.bundle.get("keys") or []
+                if isinstance(k, dict) and k.get("use") in (JWT_SVID, X509_SVID)
+            ]
+            lifetimes = self.keyring.lifetimes
+            hint = refresh_hint([lifetimes.x509_ca, lifetimes.jwt, *(r.lifetime for r in records)])
+            digest = content_digest(entries, hint)
+            if digest != self._served_digest:
+                self._served_sequence += 1
+                self._served_digest = digest
+            self._served = bundle_document(entries, self._served_sequence, hint)
 
     def close(self) -> None:
         self.save()

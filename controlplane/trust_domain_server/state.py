@@ -5,7 +5,9 @@ Files (all 0600, written atomically: temp file, fsync, rename; the folder is 070
 
 - ``identity.json``: server id, server credential (a secret), trust domain and placement;
 - ``state.json``: last applied effective config, last bundle from the control plane, key
-  records, and the specs of the key managers that hold them.
+  records, the specs of the key managers that hold them, and the served bundle's sequence;
+- ``api_token``: the bearer token of the local API when it listens on TCP (a secret);
+- ``api.sock``: the local API's Unix socket (default listener, 0600).
 """
 
 from __future__ import annotations
@@ -13,6 +15,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import secrets
 import uuid
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -20,12 +23,14 @@ from typing import Any
 
 from controlplane.files import ensure_private_dir, write_private_atomically
 
-__all__ = ["Identity", "StateStore", "load_or_create_key_identifier"]
+__all__ = ["API_SOCKET_FILE", "Identity", "StateStore", "load_or_create_key_identifier"]
 
 log = logging.getLogger(__name__)
 
 IDENTITY_FILE = "identity.json"
 STATE_FILE = "state.json"
+API_TOKEN_FILE = "api_token"
+API_SOCKET_FILE = "api.sock"
 
 
 @dataclass(frozen=True)
@@ -72,6 +77,24 @@ class StateStore:
     def forget_identity(self) -> None:
         """Drop the identity (the control plane deregistered it): the next start joins again."""
         (self.data_dir / IDENTITY_FILE).unlink(missing_ok=True)
+
+    @property
+    def api_token_path(self) -> Path:
+        return self.data_dir / API_TOKEN_FILE
+
+    def load_or_create_api_token(self) -> str:
+        """The local API's bearer token (created on first use, 0600); kept across restarts so
+        callers configured with it keep working."""
+        path = self.api_token_path
+        try:
+            token = path.read_text(encoding="utf-8").strip()
+        except FileNotFoundError:
+            token = ""
+        if not token:
+            token = secrets.token_urlsafe(32)
+            write_private_atomically(path, (token + "\n").encode())
+            log.info("created the local API token in %s", path)
+        return token
 
     def load_state(self) -> dict[str, Any] | None:
         return self._read(STATE_FILE)

@@ -1,9 +1,15 @@
 # Several trust domain servers (e.g. one per region) share the same JWT signing keys in one
 # Key Vault. The key name comes from the template; the regex recovers the key id from a key
 # name and must capture exactly the key id: for trust domain example.org the template renders
-# "spire-example-org-<key id>", so the regex anchors the whole "spire-example-org-" prefix.
-# (The SPIRE doc's "^spire-[^-]+-(.+)$" would capture "org-<key id>" here: the control plane
-# rejects it and says what it captured.)
+# "spire-example-org-<key id>", so the regex anchors the whole "spire-example-org-" prefix,
+# built here from the trust domain (its characters, [a-z0-9._-] with "." made "-", are literal
+# in a regex). The control plane checks the regex against the real trust domain's names (the
+# provider at plan time): the SPIRE doc's "^spire-[^-]+-(.+)$" captures "org-<key id>" for
+# example.org and is refused with what it captured; for a one-label trust domain it is right.
+
+locals {
+  key_name_prefix = "spire-${replace(var.trust_domain, ".", "-")}-"
+}
 
 resource "spirl_trust_domain" "example" {
   name = var.trust_domain
@@ -38,7 +44,7 @@ resource "spirl_trust_domain_deployment_config" "shared_keys" {
             keyType: ec-p256
             sharedKeys:
               keyNameTemplate: 'spire-{{ .TrustDomain | replace "." "-" }}-{{ .KeyID }}'
-              keyIdExtractionRegex: '^spire-example-org-(.+)$'
+              keyIdExtractionRegex: '^${local.key_name_prefix}(.+)$'
     YAML
     KeyLifecycle = <<-YAML
       section: KeyLifecycle

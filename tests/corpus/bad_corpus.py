@@ -27,6 +27,8 @@ class BadCase:
     reason: str  # substring of the reason
     pointer: str | None = None  # validation_failed: pointer of the issue carrying `reason`
     scope: str = "cluster"  # scope the upload is made at
+    # name of that scope's trust domain, for checks that depend on it (None: not given)
+    trust_domain: str | None = None
     document: int | None = None  # validation_failed: document index of that issue
     too_large: bool = False  # input_rejected: HTTP 413 rather than 400
 
@@ -87,6 +89,7 @@ def load_cases() -> list[BadCase]:
                 reason=spec["reason"],
                 pointer=spec.get("pointer"),
                 scope=spec.get("scope", "cluster"),
+                trust_domain=spec.get("trust_domain"),
                 document=spec.get("document"),
                 too_large=spec.get("too_large", False),
             )

@@ -18,7 +18,6 @@ from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-import httpx
 import pytest
 from azure.keyvault.keys import KeyProperties
 
@@ -30,7 +29,16 @@ from support.azure import (
     keys_of,
     lifecycle_doc,
 )
-from support.tds import TD, Tds, kid_of, verify_jwt, verify_x509, wait_for
+from support.tds import (
+    TD,
+    Tds,
+    ca_certificates,
+    jwt_kids,
+    kid_of,
+    verify_jwt,
+    verify_x509,
+    wait_for,
+)
 
 pytestmark = pytest.mark.e2e
 
@@ -57,17 +65,21 @@ class Issuing:
         self._thread = threading.Thread(target=self._run, daemon=True)
 
     def _run(self) -> None:
-        with httpx.Client(timeout=30) as client:
+        clients = [s.client(timeout=30) for s in self.servers]
+        try:
             while not self._stop.is_set():
-                for s in self.servers:
+                for client in clients:
                     r = client.post(
-                        f"{s.url}/v1/svid/jwt",
+                        "/v1/svid/jwt",
                         json={"spiffe_id": f"spiffe://{TD}/load", "audience": ["aud"]},
                     )
                     if r.status_code != 200:
                         self.failures.append(r.text)
                     self.issued += 1
                 time.sleep(0.01)
+        finally:
+            for client in clients:
+                client.close()
 
     def __enter__(self) -> Issuing:
         self._thread.start()
@@ -153,8 +165,12 @@ def test_migration_default_to_azure_to_vault_b_and_back(aenv: AzureEnv) -> None:
         if at + H > now:
             verify_jwt(token, a.bundle(), now)
             verify_x509(chain, a.bundle(), now)
+    azure_jwt_kids = {k["kid"] for k in keys_of(a, type="azureKeyVault", kind="jwt")}
     wait_for(
-        lambda: azure_kids <= {k["kid"] for k in aenv.cp_bundle()["keys"]},
+        lambda: (
+            azure_jwt_kids <= jwt_kids(b := aenv.cp_bundle())
+            and ca_certificates(a.bundle()) <= ca_certificates(b)
+        ),
         what="Azure keys in the control plane bundle",
     )
     # Signs are Key Vault AuditEvents.
@@ -206,7 +222,7 @@ def test_migration_default_to_azure_to_vault_b_and_back(aenv: AzureEnv) -> None:
             verify_x509(chain, a.bundle(), now)
     assert "closing key manager" in a.process.log_text()
     assert a.process.pid == pid and a.process.proc.poll() is None
-    metrics = httpx.get(f"{a.url}/metrics").text
+    metrics = a.metrics()
     assert "tds_svid_failures_total{" not in metrics
 
 
@@ -324,7 +340,7 @@ def test_refusals_throttling_and_outage_never_fail_an_issuance(aenv: AzureEnv) -
     assert "answered 429" in a.process.log_text()
     assert load.issued > 50 and load.failures == [], load.failures[:3]
     assert not {kid_of(a.jwt("after"))} & default_kids
-    metrics = httpx.get(f"{a.url}/metrics").text
+    metrics = a.metrics()
     assert "tds_config_nacks_total 2" in metrics
     assert "tds_svid_failures_total{" not in metrics
 
@@ -372,7 +388,7 @@ def test_shared_keys_across_servers_and_stale_key_cleanup(aenv: AzureEnv) -> Non
         lambda: (
             (b := aenv.cp_bundle())
             and bundle_count(b, jwt_kid) == 1
-            and x509_kids <= {k["kid"] for k in b["keys"]}
+            and all(ca_certificates(s.bundle()) <= ca_certificates(b) for s in servers)
         ),
         what="the control plane bundle carries the shared key once",
     )

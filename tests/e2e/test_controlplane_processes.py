@@ -12,6 +12,9 @@ from pathlib import Path
 
 import httpx
 import pytest
+from alembic.script import ScriptDirectory
+
+from controlplane.store.database import MIGRATIONS_DIR
 
 from support.api import KEY_LIFECYCLE, KEY_MANAGER_AZURE
 from support.controlplane import create_admin_token, start_control_plane
@@ -185,7 +188,8 @@ def test_serve_refuses_an_outdated_schema_unless_asked_to_migrate(tmp_path: Path
         timeout=60,
         check=True,
     )
-    assert "database schema: empty -> " in migrated.stdout
+    head = ScriptDirectory(str(MIGRATIONS_DIR)).get_current_head()
+    assert f"empty -> {head}" in migrated.stdout
     token = create_admin_token(data)
     with start_control_plane(tmp_path, admin_token=token, name="after") as cp:
         assert httpx.get(f"{cp.url}/readyz").json() == {"status": "ready"}

@@ -12,7 +12,7 @@ import pytest
 
 from support.api import make_topology, ok, sync
 from support.controlplane import start_control_plane
-from support.tds import SimClock, Tds, start_tds, wait_for
+from support.tds import SimClock, Tds, ca_certificates, jwt_kids, start_tds, wait_for
 
 pytestmark = pytest.mark.e2e
 
@@ -69,15 +69,24 @@ def test_stopped_servers_turn_unreachable_and_leave_by_hand_or_after_retention(t
         table = cp.spirlctl("trust-domain", "deployment", "servers", "--id", ids["tdd"]).stdout
         assert table.split()[:4] == ["ID", "NAME", "CLUSTER", "STATE"] and "ago" in table
 
-        def bundle_kids() -> set[str]:
+        def published() -> tuple[set[str], int]:
+            """The bundle's JWT kids and its number of CA certificates (X.509 CA entries carry
+            no kid: X509-SVID §6.1)."""
             bundle = httpx.get(f"{cp.url}/v1/trust-domains/{ids['td']}/bundle", timeout=10)
-            return {k["kid"] for k in bundle.json()["keys"]}
+            return jwt_kids(bundle.json()), len(ca_certificates(bundle.json()))
 
-        kids = {s.server_id: {k["kid"] for k in s.status()["keys"]} for s in (a, b, c)}
-        wait_for(lambda: bundle_kids() == set().union(*kids.values()), what="every key published")
+        status = {s.server_id: s.status()["keys"] for s in (a, b, c)}
+        kids = {sid: {k["kid"] for k in keys if k["kind"] == "jwt"} for sid, keys in status.items()}
+        cas = {sid: sum(k["kind"] == "x509-ca" for k in keys) for sid, keys in status.items()}
+        wait_for(
+            lambda: published() == (set().union(*kids.values()), sum(cas.values())),
+            what="every key published",
+        )
         info = cp.spirlctl("trust-domain", "deployment", "server", "info", c.server_id).stdout
         assert (
-            "STATE:" in info and "IN BUNDLE" in info and all(k in info for k in kids[c.server_id])
+            "STATE:" in info
+            and "IN BUNDLE" in info
+            and all(k["kid"] in info for k in status[c.server_id])
         )
 
         # By hand: c is refused at once, stops, and its keys leave the bundle.
@@ -90,16 +99,19 @@ def test_stopped_servers_turn_unreachable_and_leave_by_hand_or_after_retention(t
         assert not (c.data_dir / "identity.json").exists()  # the next start joins again
         refused = sync(cp.url, {"server_id": c.server_id, "credential": identity["credential"]})
         assert refused.status_code == 401 and refused.json()["error"] == "server_deregistered"
-        assert bundle_kids() == kids[a.server_id] | kids[b.server_id]
+        assert published() == (
+            kids[a.server_id] | kids[b.server_id],
+            cas[a.server_id] + cas[b.server_id],
+        )
         wait_for(
-            lambda: not {k["kid"] for k in b.bundle()["keys"]} & kids[c.server_id],
+            lambda: not jwt_kids(b.bundle()) & kids[c.server_id],
             what="c's keys gone from b's bundle",
         )
         # Joining again with a new join token makes it a new server, with the keys it kept.
         c2 = start("c", west)
         assert c2.server_id != c.server_id and c2.data_dir == c.data_dir
         wait_for(lambda: states().get("c") == "HEALTHY", what="c back as a new server")
-        wait_for(lambda: kids[c.server_id] <= bundle_kids(), what="c's keys published again")
+        wait_for(lambda: kids[c.server_id] <= published()[0], what="c's keys published again")
         c2.stop()
         ok(client.delete(f"/v1/servers/{c2.server_id}"))
 
@@ -123,7 +135,7 @@ def test_stopped_servers_turn_unreachable_and_leave_by_hand_or_after_retention(t
         # Past the retention period a is deregistered on its own, and its cluster can go.
         wait_for(lambda: set(states()) == {"b"}, timeout=RETENTION + 10, what="a deregistered")
         assert cp.spirlctl("cluster", "delete", ids["cluster"]).returncode == 0
-        assert bundle_kids() == kids[b.server_id]
+        assert published() == (kids[b.server_id], cas[b.server_id])
         audit: list[dict[str, Any]] = cp.spirlctl_json("audit", "list")
         removals = {
             e["details"]["server_id"]: e["actor"]

@@ -20,7 +20,17 @@ from controlplane.emulators.keyservice import KeyServiceProcess, start_keyservic
 from support.api import make_topology
 from support.controlplane import ControlPlane, start_control_plane
 from support.processes import start_process
-from support.tds import TD, SimClock, Tds, kid_of, start_tds, verify_jwt, verify_x509, wait_for
+from support.tds import (
+    TD,
+    SimClock,
+    Tds,
+    jwt_kids,
+    kid_of,
+    start_tds,
+    verify_jwt,
+    verify_x509,
+    wait_for,
+)
 
 pytestmark = pytest.mark.e2e
 
@@ -147,7 +157,7 @@ def test_key_manager_swap_rotation_and_expiry_keep_svids_verifiable(env: Env) ->
 
     # Every SVID still valid verifies against the control plane bundle and each server's bundle.
     wait_for(
-        lambda: all(kid_of(t) in {k["kid"] for k in env.cp_bundle()["keys"]} for t in new_tokens),
+        lambda: all(kid_of(t) in jwt_kids(env.cp_bundle()) for t in new_tokens),
         what="new keys in the control plane bundle",
     )
     now = env.clock.now()
@@ -187,11 +197,11 @@ def test_unreachable_webhook_is_nacked_without_failed_issuance(env: Env) -> None
     stop = threading.Event()
 
     def issue_forever() -> None:
-        with httpx.Client(timeout=10) as client:
+        with a.client() as client_a, b.client() as client_b:
             while not stop.is_set():
-                for s in (a, b):
+                for client in (client_a, client_b):
                     r = client.post(
-                        f"{s.url}/v1/svid/jwt",
+                        "/v1/svid/jwt",
                         json={"spiffe_id": f"spiffe://{TD}/load", "audience": ["x"]},
                     )
                     if r.status_code != 200:
@@ -235,7 +245,7 @@ def test_unreachable_webhook_is_nacked_without_failed_issuance(env: Env) -> None
         worker.join()
     assert issued[0] > 20 and failures == []
     for s in (a, b):
-        metrics = httpx.get(f"{s.url}/metrics").text
+        metrics = s.metrics()
         assert "tds_config_nacks_total 1" in metrics
         assert "tds_svid_failures_total{" not in metrics
 
@@ -264,7 +274,7 @@ def test_restart_while_control_plane_is_down_serves_same_keys(env: Env) -> None:
     i = args.index("--join-token")
     del args[i : i + 2]
     proc = start_process(args, log_path=env.tmp / "tds-a2.log")
-    a2 = Tds(proc, proc.announcement["listen"], proc.announcement["server_id"], a.data_dir, args)
+    a2 = Tds.started(proc, a.data_dir, args)
     env.servers.append(a2)
     assert a2.server_id == a.server_id
     assert {k["kid"] for k in a2.status()["keys"]} == kids

@@ -28,6 +28,17 @@ spec:
 """
 
 
+def shared_keys_key_manager(regex: str) -> str:
+    """A KeyManager in Key Vault shared-keys mode with the dashed trust domain template and
+    `regex` as keyIdExtractionRegex (checked against the scope's trust domain)."""
+    return (
+        "section: KeyManager\nschema: v1\nspec:\n  extensions:\n    azureKeyVault:\n"
+        '      vaultURL: "https://v.vault.azure.net/"\n      sharedKeys:\n'
+        '        keyNameTemplate: \'spire-{{ .TrustDomain | replace "." "-" }}-{{ .KeyID }}\'\n'
+        f"        keyIdExtractionRegex: '{regex}'\n"
+    )
+
+
 def ok(response: httpx.Response, status: int = 200) -> Any:
     assert response.status_code == status, f"{response.status_code}: {response.text}"
     return response.json() if response.content else None

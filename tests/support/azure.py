@@ -116,9 +116,7 @@ class AzureEnv:
         proc = start_process(
             args, log_path=self.tmp / f"{tds.data_dir.name}-{runs}.log", env=self.sdk_env
         )
-        again = Tds(
-            proc, proc.announcement["listen"], proc.announcement["server_id"], tds.data_dir, args
-        )
+        again = Tds.started(proc, tds.data_dir, args)
         self.servers.append(again)
         return again
 

@@ -59,11 +59,25 @@ class LiveApi:
 
 
 @contextlib.contextmanager
-def serve_api(engine: Engine, settings: Any = None) -> Iterator[LiveApi]:
-    """Tokens (admin, viewer) and the app on a free loopback port, served as `serve` does
-    (support.served), stopped on exit. Serving a second app on the same PostgreSQL database
-    makes a second replica."""
+def serve_app(
+    engine: Engine, settings: Any = None, tls: Any = None, **app_options: Any
+) -> Iterator[tuple[str, Any]]:
+    """The app (`create_app(engine, settings, **app_options)`) on a free loopback port, served as
+    `serve` does (support.served), stopped on exit; yields (url, app). `tls`: a TlsFiles
+    (controlplane.emulators.tls) to serve HTTPS."""
     from controlplane.api.app import create_app
+    from controlplane.tls import server_context
+
+    app = create_app(engine, settings, **app_options)
+    context = server_context(tls.cert_file, tls.key_file) if tls is not None else None
+    with serve_in_thread(app, tls=context) as served:
+        yield served.url, app
+
+
+@contextlib.contextmanager
+def serve_api(engine: Engine, settings: Any = None) -> Iterator[LiveApi]:
+    """Tokens (admin, viewer) and the app on a free loopback port, stopped on exit. Serving a
+    second app on the same PostgreSQL database makes a second replica."""
     from controlplane.services.auth import create_token
     from controlplane.store.unit_of_work import UnitOfWorkFactory
 
@@ -71,10 +85,9 @@ def serve_api(engine: Engine, settings: Any = None) -> Iterator[LiveApi]:
         admin, _ = create_token(uow, "admin", "test-admin")
     with UnitOfWorkFactory(engine)() as uow:
         viewer, _ = create_token(uow, "viewer", "test-viewer")
-    app = create_app(engine, settings)
-    with serve_in_thread(app) as served:
+    with serve_app(engine, settings) as (url, app):
         yield LiveApi(
-            url=served.url,
+            url=url,
             engine=engine,
             admin_token=admin,
             viewer_token=viewer,

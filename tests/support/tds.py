@@ -49,34 +49,38 @@ def start_tds(
     extra_args: Sequence[str] = (),
     env: dict[str, str] | None = None,
 ) -> Tds:
-    """Start `spirl-tds run` on a free port with a fast rotator tick and the shared simulated clock."""
+    """Start `spirl-tds run` (local API on its Unix socket) with a fast rotator tick and the
+    shared simulated clock."""
     data_dir = tmp / f"tds-{name}"
-    args = [
+    args = tds_args(cp, tdd_id=tdd_id, data_dir=data_dir, name=name, clock=clock)
+    args += ["--cluster", cluster_id, *extra_args]
+    if join:
+        args += ["--join-token", join_token(cp, tdd_id)]
+    proc = start_process(args, log_path=tmp / f"tds-{name}.log", env=env)
+    assert proc.announcement["pid"] == proc.pid
+    return Tds.started(proc, data_dir, args)
+
+
+def tds_args(
+    cp: ControlPlane, *, tdd_id: str, data_dir: Path, name: str, clock: SimClock
+) -> list[str]:
+    """`spirl-tds run` for a test: the simulated clock, a fast rotator tick."""
+    return [
         script("spirl-tds"),
         "run",
         "--endpoint",
         cp.url,
         "--trust-domain-deployment",
         tdd_id,
-        "--cluster",
-        cluster_id,
         "--data-dir",
         str(data_dir),
-        "--listen",
-        "127.0.0.1:0",
         "--name",
         name,
         "--clock-file",
         str(clock.path),
         "--rotate-interval",
         "0.1",
-        *extra_args,
     ]
-    if join:
-        args += ["--join-token", join_token(cp, tdd_id)]
-    proc = start_process(args, log_path=tmp / f"tds-{name}.log", env=env)
-    assert proc.announcement["pid"] == proc.pid
-    return Tds(proc, proc.announcement["listen"], proc.announcement["server_id"], data_dir, args)
 
 
 def wait_for(predicate: Callable[[], Any], timeout: float = 15.0, what: str = "condition") -> Any:
@@ -115,45 +119,97 @@ class SimClock:
 @dataclass
 class Tds:
     process: RunningProcess
-    url: str
     server_id: str
     data_dir: Path
     args: list[str] = field(default_factory=list)
+    socket: str | None = None  # the local API's Unix socket (the default listener)
+    url: str | None = None  # with --listen: the TCP URL, which needs `token`
+    token: str | None = None
+
+    @classmethod
+    def started(cls, process: RunningProcess, data_dir: Path, args: list[str]) -> Tds:
+        """From the JSON line `spirl-tds run` prints when it serves."""
+        line = process.announcement
+        token = None
+        if "token_file" in line:
+            token = Path(line["token_file"]).read_text().strip()
+        return cls(
+            process,
+            line["server_id"],
+            data_dir,
+            args,
+            socket=line.get("socket"),
+            url=line.get("listen"),
+            token=token,
+        )
+
+    def client(self, timeout: float = 10) -> httpx.Client:
+        """An HTTP client for the local API, over whichever listener the server has."""
+        if self.socket is not None:
+            return httpx.Client(
+                transport=httpx.HTTPTransport(uds=self.socket),
+                base_url="http://tds",
+                timeout=timeout,
+            )
+        assert self.url is not None and self.token is not None
+        return httpx.Client(
+            base_url=self.url, headers={"Authorization": f"Bearer {self.token}"}, timeout=timeout
+        )
+
+    def get(self, path: str) -> httpx.Response:
+        with self.client() as c:
+            return c.get(path)
+
+    def post(self, path: str, body: dict[str, Any]) -> httpx.Response:
+        with self.client() as c:
+            return c.post(path, json=body)
 
     def status(self) -> dict[str, Any]:
-        return httpx.get(f"{self.url}/v1/status", timeout=10).json()
+        return self.get("/v1/status").json()  # type: ignore[no-any-return]
 
     def bundle(self) -> dict[str, Any]:
-        return httpx.get(f"{self.url}/v1/bundle", timeout=10).json()
+        return self.get("/v1/bundle").json()  # type: ignore[no-any-return]
 
-    def jwt(self, path: str, ttl: str = "5m") -> str:
-        r = httpx.post(
-            f"{self.url}/v1/svid/jwt",
-            timeout=10,
-            json={"spiffe_id": f"spiffe://{TD}/{path}", "audience": ["aud"], "ttl": ttl},
+    def metrics(self) -> str:
+        return self.get("/metrics").text
+
+    def jwt(self, path: str, ttl: str = "5m", audience: str = "aud") -> str:
+        r = self.post(
+            "/v1/svid/jwt",
+            {"spiffe_id": f"spiffe://{TD}/{path}", "audience": [audience], "ttl": ttl},
         )
         assert r.status_code == 200, r.text
         return str(r.json()["token"])
 
     def x509(self, path: str, ttl: str = "5m") -> list[x509.Certificate]:
-        key = ec.generate_private_key(ec.SECP256R1())
-        csr = (
-            x509.CertificateSigningRequestBuilder()
-            .subject_name(x509.Name([]))
-            .sign(key, hashes.SHA256())
-            .public_bytes(serialization.Encoding.PEM)
-            .decode()
-        )
-        r = httpx.post(
-            f"{self.url}/v1/svid/x509",
-            timeout=10,
-            json={"spiffe_id": f"spiffe://{TD}/{path}", "csr": csr, "ttl": ttl},
+        return self.x509_with_key(path, ttl)[0]
+
+    def x509_with_key(
+        self, path: str, ttl: str = "5m"
+    ) -> tuple[list[x509.Certificate], ec.EllipticCurvePrivateKey]:
+        """An X.509-SVID (leaf first) and the private key its CSR was made with."""
+        csr, key = new_csr()
+        r = self.post(
+            "/v1/svid/x509", {"spiffe_id": f"spiffe://{TD}/{path}", "csr": csr, "ttl": ttl}
         )
         assert r.status_code == 200, r.text
-        return x509.load_pem_x509_certificates(r.json()["certificates"].encode())
+        return x509.load_pem_x509_certificates(r.json()["certificates"].encode()), key
 
     def stop(self) -> None:
         self.process.stop()
+
+
+def new_csr() -> tuple[str, ec.EllipticCurvePrivateKey]:
+    """A PEM certificate signing request for a fresh P-256 key, and the key."""
+    key = ec.generate_private_key(ec.SECP256R1())
+    csr = (
+        x509.CertificateSigningRequestBuilder()
+        .subject_name(x509.Name([]))
+        .sign(key, hashes.SHA256())
+        .public_bytes(serialization.Encoding.PEM)
+        .decode()
+    )
+    return csr, key
 
 
 def verify_jwt(token: str, bundle: dict[str, Any], at: datetime) -> None:
@@ -172,6 +228,7 @@ def verify_jwt(token: str, bundle: dict[str, Any], at: datetime) -> None:
 
 
 def verify_x509(chain: list[x509.Certificate], bundle: dict[str, Any], at: datetime) -> None:
+    """Path validation (cryptography) of the leaf to the bundle's X.509 authorities."""
     roots = [
         x509.load_der_x509_certificate(base64.b64decode(k["x5c"][0]))
         for k in bundle["keys"]
@@ -179,6 +236,16 @@ def verify_x509(chain: list[x509.Certificate], bundle: dict[str, Any], at: datet
     ]
     verifier = PolicyBuilder().store(Store(roots)).time(at).build_client_verifier()
     verifier.verify(chain[0], [])
+
+
+def jwt_kids(bundle: dict[str, Any]) -> set[str]:
+    """Kids of a bundle's JWT signing keys (X.509 CA entries carry none)."""
+    return {str(k["kid"]) for k in bundle["keys"] if k.get("use") == "jwt-svid"}
+
+
+def ca_certificates(bundle: dict[str, Any]) -> set[str]:
+    """The CA certificates (base64 DER) of a bundle's X.509 entries."""
+    return {str(k["x5c"][0]) for k in bundle["keys"] if k.get("use") == "x509-svid"}
 
 
 def kid_of(token: str) -> str:

@@ -16,6 +16,19 @@ if _HERE not in sys.path:
     sys.path.insert(0, _HERE)
 
 
+@pytest.fixture(scope="module")
+def shared_control_plane(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
+    """One control plane for a whole test module: its tests keep apart by naming their own
+    trust domains (each test module runs in one xdist group)."""
+    from support.controlplane import start_control_plane
+
+    cp = start_control_plane(tmp_path_factory.mktemp("controlplane"))
+    try:
+        yield cp
+    finally:
+        cp.stop()
+
+
 @pytest.fixture
 def control_plane(tmp_path: Path) -> Iterator[Any]:
     """A real control plane process on 127.0.0.1 (tests/support/controlplane.py)."""

@@ -1,10 +1,12 @@
 """Every example, end to end: the real Terraform CLI, the installed provider, a live control plane.
 
-Steps are combined per example (each terraform command costs seconds of provider starts).
+Steps are combined per example (each terraform command costs seconds of provider starts). The
+examples share the module's control plane, each with its own trust domain (`trust_domain`).
 """
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -14,18 +16,27 @@ from tf_harness import Terraform, copy_example, edit
 
 from support.api import ok, put_config
 
-pytestmark = pytest.mark.terraform
+pytestmark = [pytest.mark.terraform, pytest.mark.xdist_group("tf-examples")]
 
 
-def tf_for(example: str, tmp_path: Path, control_plane: Any) -> tuple[Terraform, Path]:
+def tf_for(
+    example: str, tmp_path: Path, control_plane: Any, trust_domain: str
+) -> tuple[Terraform, Path]:
     work = copy_example(example, tmp_path)
-    tf = Terraform.isolated(
-        tmp_path,
-        work,
-        control_plane.env(),
-    )
+    env = {**control_plane.env(), "TF_VAR_trust_domain": trust_domain}
+    tf = Terraform.isolated(tmp_path, work, env)
     tf.init()
     return tf, work / "main.tf"
+
+
+@pytest.fixture
+def admin_api(shared_control_plane: Any) -> Iterator[httpx.Client]:
+    with shared_control_plane.client() as client:
+        yield client
+
+
+def trust_domain_names(api: httpx.Client) -> set[str]:
+    return {td["name"] for td in ok(api.get("/v1/trust-domains"))["items"]}
 
 
 def config(api: httpx.Client, scope: str, scope_id: str) -> dict[str, Any]:
@@ -44,9 +55,10 @@ KEY_MANAGER_REFORMATTED = """\
 
 
 def test_azure_key_vault_lifecycle(
-    tmp_path: Path, control_plane: Any, admin_api: httpx.Client
+    tmp_path: Path, shared_control_plane: Any, admin_api: httpx.Client
 ) -> None:
-    tf, main = tf_for("azure-key-vault", tmp_path, control_plane)
+    control_plane = shared_control_plane
+    tf, main = tf_for("azure-key-vault", tmp_path, control_plane, "akv.example.org")
     tf.ok("validate")
 
     # plan + apply create everything; a second plan is empty.
@@ -131,16 +143,19 @@ def test_azure_key_vault_lifecycle(
     # Destroy removes every section and every object.
     tf.ok("destroy", "-input=false", "-auto-approve")
     assert admin_api.get(f"/v1/clusters/{cluster_id}").status_code == 404
-    assert admin_api.get("/v1/trust-domains").json()["items"] == []
+    assert "akv.example.org" not in trust_domain_names(admin_api)
 
 
-def test_quickstart_lifecycle(tmp_path: Path, control_plane: Any, admin_api: httpx.Client) -> None:
-    tf, main = tf_for("quickstart", tmp_path, control_plane)
+def test_quickstart_lifecycle(
+    tmp_path: Path, shared_control_plane: Any, admin_api: httpx.Client
+) -> None:
+    control_plane = shared_control_plane
+    tf, main = tf_for("quickstart", tmp_path, control_plane, "quickstart.example.org")
     tf.apply()
     deployment_id = tf.output("deployment_id")
     td_id = tf.output("trust_domain_id")  # from the data source, looked up by name
     assert td_id.startswith("td-")
-    assert admin_api.get(f"/v1/trust-domains/{td_id}").json()["name"] == "example.org"
+    assert admin_api.get(f"/v1/trust-domains/{td_id}").json()["name"] == "quickstart.example.org"
     stored = config(admin_api, "trust-domain-deployment", deployment_id)
     assert stored["sections"]["KeyLifecycle"]["document"]["spec"] == {
         "x509CATTL": "24h",
@@ -186,11 +201,13 @@ def test_quickstart_lifecycle(tmp_path: Path, control_plane: Any, admin_api: htt
 
     tf.ok("destroy", "-input=false", "-auto-approve")
     assert admin_api.get(f"/v1/trust-domain-deployments/{deployment_id}").status_code == 404
-    assert admin_api.get("/v1/trust-domains").json()["items"] == []
+    assert "quickstart.example.org" not in trust_domain_names(admin_api)
 
 
-def test_shared_keys_lifecycle(tmp_path: Path, control_plane: Any, admin_api: httpx.Client) -> None:
-    tf, main = tf_for("shared-keys", tmp_path, control_plane)
+def test_shared_keys_lifecycle(
+    tmp_path: Path, shared_control_plane: Any, admin_api: httpx.Client
+) -> None:
+    tf, main = tf_for("shared-keys", tmp_path, shared_control_plane, "shared.example.org")
     work = main.parent
     tf.apply()
     deployment_id = tf.output("deployment_id")
@@ -199,7 +216,8 @@ def test_shared_keys_lifecycle(tmp_path: Path, control_plane: Any, admin_api: ht
     shared = stored["sections"]["KeyManager"]["document"]["spec"]["extensions"]["azureKeyVault"][
         "sharedKeys"
     ]
-    assert shared["keyIdExtractionRegex"] == "^spire-example-org-(.+)$"
+    # The regex is built from var.trust_domain (and was checked against its key names).
+    assert shared["keyIdExtractionRegex"] == "^spire-shared-example-org-(.+)$"
     assert shared["keyNameTemplate"] == 'spire-{{ .TrustDomain | replace "." "-" }}-{{ .KeyID }}'
     # Both clusters get the deployment's KeyManager as their effective config.
     clusters = admin_api.get("/v1/clusters", params={"trust_domain_deployment_id": deployment_id})
@@ -219,7 +237,7 @@ def test_shared_keys_lifecycle(tmp_path: Path, control_plane: Any, admin_api: ht
     by_name = {c["name"]: c["id"] for c in eu.json()["items"]}
     assert tf.output("eu_by_name") == by_name["eu-west"]
     assert tf.output("us_by_id_name") == "us-east"
-    assert tf.output("td_by_id_name") == "example.org"
+    assert tf.output("td_by_id_name") == "shared.example.org"
 
     # Creating a config resource over a scope that already holds config is refused (that would
     # silently replace someone's config); importing it instead works.
@@ -234,7 +252,7 @@ def test_shared_keys_lifecycle(tmp_path: Path, control_plane: Any, admin_api: ht
     tf.assert_no_changes()
 
     tf.ok("destroy", "-input=false", "-auto-approve")
-    assert admin_api.get("/v1/trust-domains").json()["items"] == []
+    assert "shared.example.org" not in trust_domain_names(admin_api)
 
 
 LOOKUPS = """

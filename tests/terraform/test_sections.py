@@ -93,3 +93,39 @@ def test_server_sections_from_api_body() -> None:
     body = {"sections": {"KeyManager": {"schema": "v1", "yaml": KM, "document": {}}}}
     assert sec.server_sections(body) == {"KeyManager": KM}
     assert sec.server_sections({"version": 0, "sections": {}}) == {}
+
+
+def test_null_and_empty_entries_are_problems_not_crashes() -> None:
+    problems = sec.validate_sections(
+        {"KeyManager": None, "KeyLifecycle": "  \n", "Later": Unknown}, "cluster"
+    )
+    reasons = {p.key: p.reason for p in problems}
+    assert reasons["KeyManager"].startswith("is null: remove the entry")
+    assert reasons["KeyLifecycle"].startswith("is empty")
+    assert "Later" not in reasons
+    assert not sec.all_known({"KeyManager": KM, "Later": Unknown})
+    assert sec.validate_sections({}, "cluster") == []  # an empty map: an empty scope
+
+
+def test_trust_domain_rules_apply_when_given() -> None:
+    shared = (
+        "section: KeyManager\nschema: v1\nspec:\n  extensions:\n    azureKeyVault:\n"
+        '      vaultURL: "https://v.vault.azure.net/"\n      sharedKeys:\n'
+        '        keyNameTemplate: \'spire-{{ .TrustDomain | replace "." "-" }}-{{ .KeyID }}\'\n'
+        "        keyIdExtractionRegex: '^spire-example-org-(.+)$'\n"
+    )
+    assert sec.validate_sections({"KeyManager": shared}, "cluster") == []
+    assert sec.validate_sections({"KeyManager": shared}, "cluster", "example.org") == []
+    (problem,) = sec.validate_sections({"KeyManager": shared}, "cluster", "acme.com")
+    assert problem.pointer.endswith("/keyIdExtractionRegex")
+    assert "'spire-acme-com-jwt-signer-a'" in problem.reason
+
+
+def test_entry_labels_for_the_section_resource() -> None:
+    (problem,) = sec.entry_problems(
+        "KeyManager", KL, "cluster", key_label="`section`", value_label="`yaml`"
+    )
+    assert problem.pointer == "/section" and problem.reason.startswith("`section` must equal")
+    two = KL + "---\n" + KM
+    (problem,) = sec.entry_problems("KeyLifecycle", two, "cluster", value_label="`yaml`")
+    assert "`yaml` must hold exactly one document" in problem.reason

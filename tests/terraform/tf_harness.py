@@ -17,7 +17,22 @@ from controlplane.terraform.install import install_provider
 
 REPO = Path(__file__).resolve().parents[2]
 EXAMPLES = REPO / "terraform-examples"
-DROP_ENV = ("TF_CLI_CONFIG_FILE", "TF_PLUGIN_CACHE_DIR", "TF_LOG", "TF_LOG_PATH", "TF_DATA_DIR")
+DROP_ENV = (
+    "TF_CLI_CONFIG_FILE",
+    "TF_PLUGIN_CACHE_DIR",
+    "TF_LOG",
+    "TF_LOG_PATH",
+    "TF_DATA_DIR",
+    "SPIRL_ENDPOINT",
+    "SPIRL_TOKEN",
+    "SPIRL_PROVIDER_PYTHON",
+)
+REQUIRED_PROVIDERS = """terraform {
+  required_providers {
+    spirl = { source = "spirl/spirl", version = "0.1.0" }
+  }
+}
+"""
 
 
 def terraform_binary() -> str:
@@ -107,6 +122,20 @@ class Terraform:
 
     def output(self, name: str) -> str:
         return self.ok("output", "-raw", name).stdout
+
+    def write(self, text: str, name: str = "main.tf") -> None:
+        """Replace a configuration file (the spirl provider requirement is put first)."""
+        (self.workdir / name).write_text(REQUIRED_PROVIDERS + text)
+
+    def state(self) -> str:
+        path = self.workdir / "terraform.tfstate"
+        return path.read_text() if path.exists() else ""
+
+    def fails(self, *args: str) -> str:
+        """Run a command that must fail; its output with lines joined (Terraform wraps them)."""
+        res = self.run(*args)
+        assert res.returncode == 1, str(res)
+        return " ".join(res.output.split())
 
 
 def copy_example(name: str, dest: Path) -> Path:

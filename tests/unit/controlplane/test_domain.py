@@ -76,3 +76,15 @@ def test_scope_names_and_ids():
 def test_change_payload_round_trip():
     change = Change("config", "cluster/c-1", 42)
     assert Change.from_payload(change.to_payload()) == change
+
+
+def test_name_rules_take_the_whole_string() -> None:
+    from controlplane.domain import object_name_problem, trust_domain_name_problem
+
+    assert trust_domain_name_problem("example.org") is None
+    assert trust_domain_name_problem("acme") is None
+    for bad in ("example.org\n", "Example.org", "", "a" * 256, None, "spiffe://example.org"):
+        assert trust_domain_name_problem(bad) is not None, bad
+    assert object_name_problem("prod-1", "cluster") is None
+    for bad in ("prod\n", "-prod", "", "a" * 64, 7):
+        assert object_name_problem(bad, "cluster") is not None, bad

@@ -30,7 +30,7 @@ def test_bad_document_is_refused(case: BadCase) -> None:
         return
     assert case.kind == "validation_failed"
     with pytest.raises(DocumentValidationError) as invalid:
-        parse_sections(case.data, scope=case.scope)
+        parse_sections(case.data, scope=case.scope, trust_domain=case.trust_domain)
     issues = invalid.value.issues
     matching = [i for i in issues if i.pointer == case.pointer and case.reason in i.reason]
     assert matching, (

@@ -369,54 +369,95 @@ def test_lifecycle_bounds() -> None:
 # -- shared keys: template and regex ---------------------------------------------------------
 
 
-def shared_keys(template: str, regex: str) -> list[ValidationIssue]:
+def shared_keys(
+    template: str, regex: str, trust_domain: str | None = None
+) -> list[ValidationIssue]:
     text = key_manager(
         'vaultURL: "https://v.vault.azure.net/"\nsharedKeys:\n'
         f"  keyNameTemplate: '{template}'\n  keyIdExtractionRegex: '{regex}'"
     )
     try:
-        parse_sections(text)
+        parse_sections(text, trust_domain=trust_domain)
     except DocumentValidationError as exc:
         return exc.issues
     return []
 
 
+DASHED = 'spire-{{ .TrustDomain | replace "." "-" }}-{{ .KeyID }}'
+SPIRE_DOC_REGEX = "^spire-[^-]+-(.+)$"
+
+
 def test_spire_doc_example_is_flagged_with_a_helpful_reason() -> None:
-    issues = shared_keys(
-        'spire-{{ .TrustDomain | replace "." "-" }}-{{ .KeyID }}', "^spire-[^-]+-(.+)$"
-    )
+    issues = shared_keys(DASHED, SPIRE_DOC_REGEX, trust_domain="example.org")
     (reason,) = reasons_at(issues, AKV + "/sharedKeys/keyIdExtractionRegex")
     assert "captures 'org-jwt-signer-a', not the key id 'jwt-signer-a'" in reason
+    assert "trust domain 'example.org'" in reason
     assert "sha256sum | trunc 8" in reason  # says how to fix it
     assert not reasons_at(issues, AKV + "/sharedKeys/keyNameTemplate")
 
 
 def test_spire_doc_example_name_from_the_doc() -> None:
     # The doc claims ^spire-[^-]+-(.+)$ extracts 'jwt-signer' from this name: it does not.
-    reason = check_key_id_regex(
-        "^spire-[^-]+-(.+)$", [("spire-example-com-jwt-signer", "jwt-signer")]
-    )
+    reason = check_key_id_regex(SPIRE_DOC_REGEX, [("spire-example-com-jwt-signer", "jwt-signer")])
     assert reason is not None
     assert "captures 'com-jwt-signer', not the key id 'jwt-signer'" in reason
 
 
 @pytest.mark.parametrize(
-    ("template", "regex"),
+    ("template", "regex", "trust_domain"),
     [
-        ("spire-{{ .TrustDomain | sha256sum | trunc 8 }}-{{ .KeyID }}", "^spire-[0-9a-f]{8}-(.+)$"),
-        ('spire-{{ .TrustDomain | replace "." "-" }}-{{ .KeyID }}', "^spire-example-org-(.+)$"),
+        (
+            "spire-{{ .TrustDomain | sha256sum | trunc 8 }}-{{ .KeyID }}",
+            "^spire-[0-9a-f]{8}-(.+)$",
+            "acme.com",
+        ),
+        (DASHED, "^spire-example-org-(.+)$", "example.org"),
+        (DASHED, "^spire-prod-acme-com-(.+)$", "prod.acme.com"),
+        # SPIRE's doc regex is right for a one-label trust domain.
+        (DASHED, SPIRE_DOC_REGEX, "acme"),
+        # A raw trust domain gives a valid key name when it has no dot.
+        ("spire-{{ .TrustDomain }}-{{ .KeyID }}", "^spire-acme-(.+)$", "acme"),
     ],
 )
-def test_working_shared_keys(template: str, regex: str) -> None:
-    assert shared_keys(template, regex) == []
+def test_working_shared_keys(template: str, regex: str, trust_domain: str) -> None:
+    assert shared_keys(template, regex, trust_domain) == []
+    assert shared_keys(template, regex) == []  # without the trust domain: deferred, not refused
 
 
-def test_a_regex_naming_the_real_trust_domain_is_accepted() -> None:
-    # The control plane cannot know the trust domain here; a regex spelling it out must pass
-    # (the server checks it against real names), but a wrong capture on the sample still fails.
-    template = 'spire-{{ .TrustDomain | replace "." "-" }}-{{ .KeyID }}'
-    assert shared_keys(template, "^spire-prod-acme-com-(.+)$") == []
-    assert shared_keys(template, "^spire-[^-]+-(.+)$") != []
+@pytest.mark.parametrize(
+    ("template", "regex", "trust_domain", "pointer", "reason"),
+    [
+        # The issue's case: example.org's regex next to another trust domain never matches.
+        (
+            DASHED,
+            "^spire-example-org-(.+)$",
+            "acme.com",
+            "keyIdExtractionRegex",
+            "does not match 'spire-acme-com-jwt-signer-a'",
+        ),
+        (DASHED, SPIRE_DOC_REGEX, "prod.acme.com", "keyIdExtractionRegex", "captures 'acme-com-"),
+        (
+            "spire-{{ .TrustDomain }}-{{ .KeyID }}",
+            "^spire-acme.com-(.+)$",
+            "acme.com",
+            "keyNameTemplate",
+            "renders 'spire-acme.com-jwt-signer-a' for trust domain 'acme.com'",
+        ),
+    ],
+)
+def test_the_scopes_trust_domain_decides(
+    template: str, regex: str, trust_domain: str, pointer: str, reason: str
+) -> None:
+    found = reasons_at(shared_keys(template, regex, trust_domain), f"{AKV}/sharedKeys/{pointer}")
+    assert any(reason in r for r in found), found
+    assert shared_keys(template, regex) == []  # deferred until the trust domain is known
+
+
+def test_trust_domain_independent_checks_run_without_it() -> None:
+    # No {{ .KeyID }}, a regex with two groups: wrong for every trust domain, refused at once.
+    issues = shared_keys('spire-{{ .TrustDomain | replace "." "-" }}', "^(a)(b)$")
+    assert "include {{ .KeyID }}" in reasons_at(issues, AKV + "/sharedKeys/keyNameTemplate")[0]
+    assert "it has 2" in reasons_at(issues, AKV + "/sharedKeys/keyIdExtractionRegex")[0]
 
 
 @pytest.mark.parametrize(

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 import json
 import socket
 import threading
@@ -34,6 +35,8 @@ SERVER_THREAD = "tds-api-loop"
 @contextmanager
 def serve(
     manager: FakeKeyManager | None = None,
+    token: str | None = None,
+    prefixes: tuple[str, ...] = (),
 ) -> Iterator[tuple[httpx.Client, TrustDomainServer]]:
     """The API on a real uvicorn whose event loop runs in a thread named SERVER_THREAD."""
     server = TrustDomainServer(
@@ -41,13 +44,16 @@ def serve(
         ManualClock(datetime(2030, 1, 1, tzinfo=UTC)),
         lambda spec: manager or FakeKeyManager("default"),
         key_manager_digest,
+        allowed_path_prefixes=prefixes,
     )
     server.apply_config({"version": 1, "sections": {}})
     server.rotate()
     sock = socket.socket()
     sock.bind(("127.0.0.1", 0))
     port = sock.getsockname()[1]
-    http = uvicorn.Server(uvicorn.Config(create_app(server), log_level="warning", lifespan="off"))
+    http = uvicorn.Server(
+        uvicorn.Config(create_app(server, token), log_level="warning", lifespan="off")
+    )
     thread = threading.Thread(
         target=http.run, kwargs={"sockets": [sock]}, daemon=True, name=SERVER_THREAD
     )
@@ -133,7 +139,10 @@ def test_jwt_and_x509_and_bundle(served: tuple[httpx.Client, TrustDomainServer])
     assert r.status_code == 200
     leaf, ca = x509.load_pem_x509_certificates(r.json()["certificates"].encode())
     leaf.verify_directly_issued_by(ca)
-    assert any(k["use"] == "x509-svid" and k["kid"] for k in bundle["keys"])
+    # X509-SVID spec §6.1: no kid, exactly the one CA certificate.
+    ca_der = base64.b64encode(ca.public_bytes(serialization.Encoding.DER)).decode()
+    [entry] = [k for k in bundle["keys"] if k["use"] == "x509-svid"]
+    assert "kid" not in entry and entry["x5c"] == [ca_der]
 
 
 def test_errors_are_400_with_reason(served: tuple[httpx.Client, TrustDomainServer]) -> None:
@@ -178,3 +187,51 @@ def test_file_offset_clock(tmp_path: Path) -> None:
     assert (clock.now() - datetime.now(UTC)).total_seconds() > 86000
     path.write_text("garbage")  # unreadable: keeps the last offset
     assert (clock.now() - datetime.now(UTC)).total_seconds() > 86000
+
+
+def test_with_a_token_every_route_but_healthz_needs_it() -> None:
+    with serve(token="s3cret") as (c, server):
+        for method, path in [
+            ("POST", "/v1/svid/jwt"),
+            ("POST", "/v1/svid/x509"),
+            ("GET", "/v1/bundle"),
+            ("GET", "/v1/status"),
+            ("GET", "/metrics"),
+        ]:
+            for header in ({}, {"Authorization": "Bearer wrong"}, {"Authorization": "s3cret"}):
+                r = c.request(method, path, headers=header, json={"spiffe_id": SID})
+                assert r.status_code == 401 and r.json()["error"] == "unauthenticated", path
+        assert c.get("/healthz").status_code == 200
+        assert dict(server.metrics.issued) == {}  # nothing was signed
+        r = c.post(
+            "/v1/svid/jwt",
+            json={"spiffe_id": SID, "audience": ["a"]},
+            headers={"Authorization": "Bearer s3cret"},
+        )
+        assert r.status_code == 200, r.text
+
+
+def test_issuance_can_be_limited_to_path_prefixes() -> None:
+    with serve(prefixes=("/ns/prod", "/ops")) as (c, _):
+        for path, status in [
+            ("/ns/prod", 200),
+            ("/ns/prod/web", 200),
+            ("/ops/backup/daily", 200),
+            ("/ns/production", 403),
+            ("/ns", 403),
+            ("/other", 403),
+        ]:
+            r = c.post(
+                "/v1/svid/jwt",
+                json={"spiffe_id": f"spiffe://example.org{path}", "audience": ["a"]},
+            )
+            assert r.status_code == status, (path, r.text)
+            if status == 403:
+                assert r.json()["error"] == "forbidden" and "/ns/prod" in r.json()["message"]
+        r = c.post("/v1/svid/x509", json={"spiffe_id": "spiffe://example.org/x", "csr": _csr_pem()})
+        assert r.status_code == 403
+        # Outside the trust domain stays a 400, as without prefixes.
+        r = c.post(
+            "/v1/svid/jwt", json={"spiffe_id": "spiffe://other.org/ns/prod", "audience": ["a"]}
+        )
+        assert r.status_code == 400

@@ -1,7 +1,8 @@
 """30 simulated days: random key manager changes (some rejected), control plane outages,
 steady issuance. Every SVID must verify against the bundle until it expires, no key leaves
-the bundle while an unexpired SVID needs it, the bundle stays bounded, and no key manager
-ever holds more than three keys of a kind (expired keys are released)."""
+the bundle while an unexpired SVID needs it, the bundle stays bounded, no key manager ever
+holds more than three keys of a kind (expired keys are released), and the server's
+`spiffe_sequence` names one content and never goes backwards."""
 
 from __future__ import annotations
 
@@ -18,6 +19,7 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from unit.trust_domain_server.tds_fakes import FakeKeyManager
 
+from controlplane.bundles import jwt_entry, x509_entry
 from controlplane.keymanagers import key_manager_digest
 from controlplane.trust_domain_server.clock import ManualClock
 from controlplane.trust_domain_server.keyring import KeyKind, svid_ttl_cap
@@ -48,13 +50,10 @@ class ControlPlaneBundle:
     def merge(self, report: dict[str, Any], now: datetime) -> None:
         for key in report["keys"]:
             if key["kid"] not in self.keys:
-                entry = dict(
-                    key["jwk"],
-                    kid=key["kid"],
-                    use="jwt-svid" if key["kind"] == "jwt" else "x509-svid",
-                )
-                if "x5c" in key:
-                    entry["x5c"] = key["x5c"]
+                if key["kind"] == "jwt":
+                    entry = jwt_entry(key["jwk"], key["kid"])
+                else:
+                    entry = x509_entry(key["jwk"], base64.b64decode(key["x5c"][0]))
                 self.keys[key["kid"]] = (datetime.fromisoformat(key["not_after"]), entry)
                 self.version += 1
         for kid, (not_after, _) in list(self.keys.items()):
@@ -63,14 +62,18 @@ class ControlPlaneBundle:
                 self.version += 1
 
     def document(self) -> dict[str, Any]:
-        return {"version": self.version, "keys": [jwk for _, jwk in self.keys.values()]}
+        return {
+            "version": self.version,
+            "key_ids": sorted(self.keys),
+            "keys": [jwk for _, jwk in self.keys.values()],
+        }
 
 
 _parsed: dict[str, Any] = {}
 
 
 def _key(jwk: dict[str, Any]) -> Any:
-    """Parse a bundle entry once (the same kid always names the same key)."""
+    """Parse a bundle entry once."""
     cache_key = json.dumps(jwk, sort_keys=True)
     if cache_key not in _parsed:
         if jwk["use"] == "jwt-svid":
@@ -81,13 +84,16 @@ def _key(jwk: dict[str, Any]) -> Any:
 
 
 def verify(svid: Svid, bundle_keys: list[dict[str, Any]], now: datetime) -> None:
-    keys = {k["kid"]: k for k in bundle_keys}
+    if svid.kind == "jwt":
+        keys = {k["kid"]: k for k in bundle_keys if k["use"] == "jwt-svid"}
+    else:  # X.509 CA entries carry no kid: find the CA by its certificate
+        keys = {_key(k).subject.rfc4514_string(): k for k in bundle_keys if k["use"] == "x509-svid"}
     assert svid.kid in keys, (
         f"{svid.kind} SVID signed by {svid.kid} unverifiable: key left the bundle"
     )
     jwk = keys[svid.kid]
     if svid.kind == "jwt":
-        assert jwk["use"] == "jwt-svid" and svid.token
+        assert svid.token
         key = _key(jwk)
         claims = jwt.decode(
             svid.token,
@@ -98,7 +104,7 @@ def verify(svid: Svid, bundle_keys: list[dict[str, Any]], now: datetime) -> None
         )
         assert claims["exp"] > now.timestamp()
     else:
-        assert jwk["use"] == "x509-svid" and svid.leaf is not None
+        assert svid.leaf is not None
         ca = _key(jwk)
         svid.leaf.verify_directly_issued_by(ca)
         assert ca.not_valid_before_utc <= now <= ca.not_valid_after_utc
@@ -145,6 +151,8 @@ def test_thirty_days_of_swaps_outages_and_rotation() -> None:
     )
     issued = swaps_seen = nacks = 0
     max_local = 0
+    last_sequence = 0
+    contents: dict[int, str] = {}
     choices = [
         {},
         {"webhook": {"url": "https://ks"}},
@@ -179,17 +187,25 @@ def test_thirty_days_of_swaps_outages_and_rotation() -> None:
             outstanding.append(
                 Svid("jwt", jwt.get_unverified_header(token)["kid"], now + ttl, token=token)
             )
-            leaf, ca = server.issuer.issue_x509(SID, csr, ttl)
-            ca_kid = next(
-                r.kid
-                for r in server.keyring.records()
-                if r.ca_cert_der == ca.public_bytes(serialization.Encoding.DER)
-            )
-            outstanding.append(Svid("x509", ca_kid, leaf.not_valid_after_utc, leaf=leaf))
+            leaf, _ = server.issuer.issue_x509(SID, csr, ttl)
+            issuer = leaf.issuer.rfc4514_string()
+            outstanding.append(Svid("x509", issuer, leaf.not_valid_after_utc, leaf=leaf))
             issued += 2
         outstanding = [s for s in outstanding if s.expires > now]
-        local = server.bundle_document()["keys"]
-        own = [k for k in local if k["kid"] in {r.kid for r in server.keyring.records()}]
+        served = server.bundle_document()
+        sequence, content = served["spiffe_sequence"], json.dumps(served["keys"], sort_keys=True)
+        assert sequence >= last_sequence, "spiffe_sequence went backwards"
+        assert contents.setdefault(sequence, content) == content, (
+            f"spiffe_sequence {sequence} names two different key sets"
+        )
+        last_sequence = sequence
+        local = served["keys"]
+        own_ids = {r.kid for r in server.keyring.records()} | {
+            base64.b64encode(r.ca_cert_der).decode()
+            for r in server.keyring.records()
+            if r.ca_cert_der
+        }
+        own = [k for k in local if k.get("kid", (k.get("x5c") or [""])[0]) in own_ids]
         max_local = max(max_local, len(own))
         assert len(own) <= 6, "bundle grows without bound"
         for km in built.values():
@@ -210,3 +226,4 @@ def test_thirty_days_of_swaps_outages_and_rotation() -> None:
         if digest not in live and (active is None or digest != active.digest):
             assert km.closed, f"key manager {km.type_name} {digest} leaked"
     assert max_local >= 4  # rotation overlap actually happened
+    assert len(contents) > 100  # the sequence moved with the content, many times

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 import json
 import os
 import stat
@@ -165,14 +166,23 @@ def test_bundle_merges_control_plane_keys_and_own_keys() -> None:
     server, _, _ = make()
     server.apply_config(config(1))
     server.rotate()
-    server.set_bundle(
-        {"version": 7, "keys": [{"kty": "EC", "kid": "other-server-key", "use": "jwt-svid"}]}
-    )
+    before = server.bundle_document()["spiffe_sequence"]
+    other = {"kty": "EC", "kid": "other-server-key", "use": "jwt-svid"}
+    server.set_bundle({"version": 7, "keys": [other]})
     doc = server.bundle_document()
-    kids = {k["kid"]: k for k in doc["keys"]}
-    assert doc["spiffe_sequence"] == 7 and "other-server-key" in kids
+    # Its own sequence (the control plane's 7 numbers another source), bumped by the change.
+    assert doc["spiffe_sequence"] == before + 1
+    jwt_keys = {k["kid"]: k for k in doc["keys"] if k["use"] == "jwt-svid"}
+    current_jwt = server.keyring.current(KeyKind.JWT)
+    assert current_jwt and set(jwt_keys) == {current_jwt.kid, "other-server-key"}
     ca = server.keyring.current(KeyKind.X509_CA)
-    assert ca and kids[ca.kid]["use"] == "x509-svid" and kids[ca.kid]["x5c"]
+    assert ca and ca.ca_cert_der
+    [x509_entry] = [k for k in doc["keys"] if k["use"] == "x509-svid"]
+    assert "kid" not in x509_entry
+    assert x509_entry["x5c"] == [base64.b64encode(ca.ca_cert_der).decode()]
+    # The same content again keeps the number.
+    server.set_bundle({"version": 8, "keys": [other]})
+    assert server.bundle_document()["spiffe_sequence"] == before + 1
 
 
 def test_restart_serves_with_same_keys_using_real_default_key_manager(tmp_path: Path) -> None:

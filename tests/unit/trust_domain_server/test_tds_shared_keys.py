@@ -126,7 +126,7 @@ def test_shared_kid_survives_persistence_and_signs_with_the_key_id() -> None:
     header = jwt.get_unverified_header(token)
     rec = server.keyring.current(KeyKind.JWT)
     assert rec is not None and header["kid"] == rec.kid != rec.key_id
-    keys = {k["kid"]: k for k in server.bundle_document()["keys"]}
+    keys = {k["kid"]: k for k in server.bundle_document()["keys"] if k["use"] == "jwt-svid"}
     key = jwt.PyJWK.from_json(json.dumps(keys[header["kid"]]))
     claims = jwt.decode(
         token, key.key, algorithms=["ES256"], audience="a", options={"verify_iat": False}
@@ -149,7 +149,15 @@ def test_housekeeping_runs_on_the_clock_with_protected_keys() -> None:
     server.rotate()
     assert len(km.refreshes) == 1
     assert km.cleanups == [], "no cleanup before a bundle arrived from the control plane"
-    server.set_bundle({"version": 3, "keys": [{"kid": "x509-ca-of-another-server"}]})
+    # X.509 CA entries carry no kid (X509-SVID §6.1): the control plane names every key in
+    # key_ids, and those stay protected.
+    server.set_bundle(
+        {
+            "version": 3,
+            "key_ids": ["x509-ca-of-another-server"],
+            "keys": [{"kty": "EC", "use": "x509-svid", "x5c": ["MIIB"]}],
+        }
+    )
     server.rotate()
     assert len(km.refreshes) == 1 and len(km.cleanups) == 1
     protected = km.cleanups[0]

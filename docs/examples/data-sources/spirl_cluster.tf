@@ -1,0 +1,4 @@
+data "spirl_cluster" "east" {
+  name                       = "east"
+  trust_domain_deployment_id = data.spirl_trust_domain_deployment.prod.id
+}

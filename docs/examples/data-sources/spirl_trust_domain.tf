@@ -1,0 +1,3 @@
+data "spirl_trust_domain" "by_name" {
+  name = "example.org"
+}

@@ -1,0 +1,3 @@
+resource "spirl_trust_domain" "example" {
+  name = "example.org"
+}
