@@ -188,7 +188,8 @@ class _ConfigResource(ProviderBound, Resource):
                 f"  terraform import spirl_{self.NAME}.<name> {scope_id}\n"
                 f'(or an `import` block with id = "{scope_id}"), where '
                 f"spirl_{self.NAME}.<name> is the address of this resource; or remove them on "
-                "the control plane first.",
+                "the control plane first. If this resource is tainted by a create whose rollout "
+                f"failed, `terraform untaint spirl_{self.NAME}.<name>` keeps what it wrote.",
                 path=[self.SCOPE_ATTR],
             )
         invalid = self._invalid_sections(diags, sections, scope_id)
@@ -243,7 +244,15 @@ class _ConfigResource(ProviderBound, Resource):
         self, diags: Diagnostics, planned: State, operation: str, scope_id: str, version: int
     ) -> None:
         rollout_wait.wait_after_write(
-            diags, self._client, planned, operation, self.SCOPE, scope_id, version, ["sections"]
+            diags,
+            self._client,
+            planned,
+            operation,
+            self.SCOPE,
+            scope_id,
+            version,
+            ["sections"],
+            f"spirl_{self.NAME}",
         )
 
     # -- Terraform operations ---------------------------------------------------------------

@@ -7,7 +7,8 @@ reachable targeted server applied it; staged rollouts included, stage by stage),
 server refused it: waiting cannot help), `halted` or `aborted` (a deployment's staged rollout of
 it stopped), or until `timeouts.create` / `timeouts.update` pass. Anything but `done` is an error
 diagnostic that names the servers and what to do. The config stays written either way, and the
-resource's state records it (on create Terraform then marks the resource tainted).
+resource's state records it; a create that fails is marked tainted by Terraform, so its message
+says how to keep the written config (`terraform untaint`) rather than have it replaced.
 
 Cost: one GET per poll, every 0.5 s at first, then 1.5 times longer each time up to 5 s, never
 past the deadline; each request is bounded by the provider's `request_timeout` (and retried on
@@ -291,6 +292,15 @@ def timed_out(
     return f"Timed out after {timeout_text} waiting for the rollout of {what}", "\n".join(lines)
 
 
+def tainted_note(type_name: str) -> str:
+    """What a failed create means for the resource: Terraform taints it."""
+    return (
+        "Because this was a create, Terraform marks the resource tainted, and the next apply "
+        "would replace it (remove the config, then write it again). Once the cause is fixed, "
+        f"`terraform untaint {type_name}.<name>` keeps it and the next apply updates it in place."
+    )
+
+
 def unreachable_note(status: Mapping[str, Any]) -> tuple[str, str] | None:
     """A warning when a `done` rollout skipped unreachable servers (they get it when back)."""
     skipped = [
@@ -362,9 +372,11 @@ def wait_after_write(
     scope_id: str,
     version: int,
     path: list[Any],
+    type_name: str,
 ) -> None:
     """When `planned` asks for it, wait for `version`'s rollout; its outcome as diagnostics at
     `path`. Never raises for the control plane: the write is done and must reach the state."""
+    after = f"\n{tainted_note(type_name)}" if operation == "create" else ""
     if planned.get("wait_for_rollout") is not True or version <= 0:
         return
     text, seconds = timeout_seconds(planned.get("timeouts"), operation)
@@ -376,14 +388,16 @@ def wait_after_write(
         diags.add_error(
             f"Cannot follow the rollout of {what}",
             f"The config was written ({what}), but reading its rollout failed: {exc}. "
-            f"`spirlctl rollout status {scope} --id {scope_id} --version {version}` shows it.",
+            f"`spirlctl rollout status {scope} --id {scope_id} --version {version}` shows it."
+            + after,
             path=path,
         )
         return
     if status is None:
         diags.add_error(
             f"Timed out after {text} waiting for the rollout of {what}",
-            f"The config was written ({what}), but its rollout could not be read: {last_error}.",
+            f"The config was written ({what}), but its rollout could not be read: {last_error}."
+            + after,
             path=path,
         )
         return
@@ -393,5 +407,5 @@ def wait_after_write(
             diags.add_warning(*note, path=path)
         log.info("rollout of %s done", what)
         return
-    problem = failure(status) or timed_out(status, text, operation, last_error)
-    diags.add_error(*problem, path=path)
+    summary, detail = failure(status) or timed_out(status, text, operation, last_error)
+    diags.add_error(summary, detail + after, path=path)

@@ -156,7 +156,8 @@ class ConfigSectionResource(ProviderBound, Resource):
             f"then plan again:\n  terraform import spirl_config_section.<name> {address_id}\n"
             f'(or an `import` block with id = "{address_id}"), where '
             "spirl_config_section.<name> is the address of this resource; or remove it on the "
-            "control plane first.",
+            "control plane first. If this resource is tainted by a create whose rollout failed, "
+            "`terraform untaint spirl_config_section.<name>` keeps what it wrote.",
             path=["section"],
         )
         raise Failed
@@ -228,6 +229,7 @@ class ConfigSectionResource(ProviderBound, Resource):
             planned["scope_id"],
             version,
             ["yaml"],
+            "spirl_config_section",
         )
 
     # -- Terraform operations ---------------------------------------------------------------
