@@ -117,10 +117,12 @@ def timeout_problems(timeouts: Any) -> list[tuple[str, str]]:
 
 
 def check_timeouts(diags: Diagnostics, config: Mapping[str, Any]) -> bool:
-    """An error at `timeouts.<operation>` for each bad duration; True when there is any."""
+    """An error for each bad duration, at `timeouts` (Terraform shows that attribute's lines;
+    it does not resolve a path into the nested value) and naming `timeouts.<operation>`. True
+    when there is any."""
     problems = timeout_problems(config.get("timeouts"))
     for name, reason in problems:
-        diags.add_error("Invalid timeout", reason, path=["timeouts", name])
+        diags.add_error("Invalid timeout", reason, path=["timeouts"])
     return bool(problems)
 
 
@@ -145,9 +147,16 @@ def _summary(status: Mapping[str, Any]) -> str:
 
 
 def _stage(deployment: Mapping[str, Any]) -> str:
+    """`stage 1/3 canary (baking, 8m20s left)`, `stage 2/3 half (paused)`."""
     from controlplane.cli.rollout import stage_text
 
     return stage_text(dict(deployment))
+
+
+def _stage_name(deployment: Mapping[str, Any]) -> str:
+    """`stage 1/3 canary`."""
+    stage = deployment["stage"]
+    return f"stage {stage.get('number')}/{stage.get('of')} {stage.get('name')}"
 
 
 def _who(server: Mapping[str, Any]) -> str:
@@ -228,7 +237,7 @@ def failure(status: Mapping[str, Any]) -> tuple[str, str] | None:
     stopped = _stopped_deployments(status)
     for d in stopped:
         stage = d.get("stage")
-        at = f" at {_stage(d)}" if isinstance(stage, dict) else ""
+        at = f" at {_stage_name(d)}" if isinstance(stage, dict) else ""
         why = d.get("halt_reason") or "(no reason recorded)"
         if d["phase"] == "halted":
             lines += [
