@@ -121,7 +121,7 @@ def check_timeouts(diags: Diagnostics, config: Mapping[str, Any]) -> bool:
     it does not resolve a path into the nested value) and naming `timeouts.<operation>`. True
     when there is any."""
     problems = timeout_problems(config.get("timeouts"))
-    for name, reason in problems:
+    for _, reason in problems:
         diags.add_error("Invalid timeout", reason, path=["timeouts"])
     return bool(problems)
 
