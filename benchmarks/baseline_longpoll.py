@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import ssl
 import sys
 
 state = {"version": 1}
@@ -59,9 +60,15 @@ async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> 
 
 
 async def main() -> None:
-    server = await asyncio.start_server(handle, "127.0.0.1", 0, backlog=4096)
+    # Optional TLS (benchmarks/propagation.py --tls): argv = [--tls-cert PEM --tls-key PEM].
+    tls = None
+    if len(sys.argv) == 5 and sys.argv[1] == "--tls-cert" and sys.argv[3] == "--tls-key":
+        tls = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+        tls.load_cert_chain(sys.argv[2], sys.argv[4])
+    server = await asyncio.start_server(handle, "127.0.0.1", 0, backlog=4096, ssl=tls)
     port = server.sockets[0].getsockname()[1]
-    print(json.dumps({"url": f"http://127.0.0.1:{port}", "pid": os.getpid()}), flush=True)
+    scheme = "https" if tls else "http"
+    print(json.dumps({"url": f"{scheme}://127.0.0.1:{port}", "pid": os.getpid()}), flush=True)
     async with server:
         await server.serve_forever()
 

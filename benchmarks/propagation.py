@@ -25,7 +25,9 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import os
 import resource
+import ssl
 import statistics
 import sys
 import tempfile
@@ -40,9 +42,13 @@ import httpx
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "tests"))
 
+from controlplane.emulators.tls import ensure_tls_files  # noqa: E402
+
 from support.postgres import start_postgres  # noqa: E402
 from support.processes import RunningProcess, script, start_process  # noqa: E402
 
+# What httpx verifies the servers' certificates with (a context for the run's CA with --tls).
+VERIFY: ssl.SSLContext | bool = True
 LIFECYCLE = "section: KeyLifecycle\nschema: v1\nspec:\n  jwtKeyTTL: {ttl}h\n"
 POLICY = "section: Rollout\nschema: v1\nspec:\n  stages:\n    - {name: half, percent: 50}\n"
 IDLE_CYCLES = 3
@@ -77,6 +83,12 @@ class Target:
     staged = False
 
 
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU time the process has used (steadier than latency on a busy machine)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 def rss_kib(pid: int) -> int:
     for line in Path(f"/proc/{pid}/status").read_text().splitlines():
         if line.startswith("VmRSS:"):
@@ -101,40 +113,43 @@ async def http_get(
     return json.loads(body)  # type: ignore[no-any-return]
 
 
-async def measure(target: Target, rounds: int) -> dict[str, float]:
-    host, port = target.url.removeprefix("http://").split(":")
+async def measure(target: Target, rounds: int, tls: ssl.SSLContext | None) -> dict[str, float]:
+    host, port = target.url.split("://", 1)[1].split(":")
     n = len(target.paths)
     # Warm up (imports, caches) on one connection, then take the memory baseline with none open.
-    r0, w0 = await asyncio.open_connection(host, int(port))
+    r0, w0 = await asyncio.open_connection(host, int(port), ssl=tls)
     await http_get(r0, w0, target.paths[0] + "&wait=0", target.headers[0])
     w0.close()
     await target.waiting()
     await asyncio.sleep(0.3)
     rss_base = rss_kib(target.pid)
-    conns = []
-    versions = []
-    for start in range(0, n, 250):  # connect in batches so the listen backlog never overflows
-        batch = await asyncio.gather(
-            *(asyncio.open_connection(host, int(port)) for _ in range(start, min(n, start + 250)))
-        )
-        conns.extend(batch)
-    # First sync of every server (immediate): learns the current versions, warms the cache.
-    rss_connected = rss_kib(target.pid)
-    # Servers start over time, not all in one millisecond: first syncs go in waves of 100, so the
-    # memory figure is what waiting servers hold, not the transient peak of 5,000 cold requests.
+    conns: list[tuple[asyncio.StreamReader, asyncio.StreamWriter]] = []
+    # Servers start over time, not all in one millisecond: each wave of 100 connects and does its
+    # first sync (immediate: learns the current versions, warms the cache), as real servers do
+    # (a connection that sends nothing is closed after --header-timeout), so the memory figure is
+    # what waiting servers hold, not the transient peak of 5,000 cold requests.
     firsts = []
+    cpu_first_sync = cpu_seconds(target.pid)
     for start in range(0, n, 100):
+        wave = await asyncio.gather(
+            *(
+                asyncio.open_connection(host, int(port), ssl=tls)
+                for _ in range(start, min(n, start + 100))
+            )
+        )
+        conns.extend(wave)
         firsts += await asyncio.gather(
             *(
                 http_get(r, w, p + "&wait=0", h)
                 for (r, w), p, h in zip(
-                    conns[start : start + 100],
+                    wave,
                     target.paths[start : start + 100],
                     target.headers[start : start + 100],
                     strict=True,
                 )
             )
         )
+    cpu_first_sync = cpu_seconds(target.pid) - cpu_first_sync  # connect + one request each
     versions = [(f["config"]["version"], f.get("bundle", {}).get("version", 0)) for f in firsts]
     await asyncio.sleep(0.3)
     rss_synced = rss_kib(target.pid)
@@ -142,6 +157,7 @@ async def measure(target: Target, rounds: int) -> dict[str, float]:
     from_send: list[float] = []
     promoted: list[float] = []
     rss_waiting = 0
+    cpu_ms: list[float] = []  # the server's CPU time from the write to the last reply
     for round_no in range(rounds):
         arrivals: list[float] = [0.0] * n
 
@@ -161,6 +177,7 @@ async def measure(target: Target, rounds: int) -> dict[str, float]:
             await asyncio.sleep(0.05)
         await asyncio.sleep(0.2)
         rss_waiting = max(rss_waiting, rss_kib(target.pid))
+        cpu_before = cpu_seconds(target.pid)
         sent = time.perf_counter()
         await target.write(round_no)
         acked = time.perf_counter()
@@ -177,6 +194,7 @@ async def measure(target: Target, rounds: int) -> dict[str, float]:
             await target.promote()  # completes the rollout: the next round starts from here
             rest = sorted(set(range(n)) - set(stage))
             promoted += [max(0.0, arrivals[i] - promote_acked) * 1000 for i in rest]
+        cpu_ms.append((cpu_seconds(target.pid) - cpu_before) * 1000)
         # Replies may beat the write's own response (the cache is told at commit): count those as 0.
         latencies += [max(0.0, arrivals[i] - acked) * 1000 for i in stage]
         from_send += [(arrivals[i] - sent) * 1000 for i in stage]
@@ -197,8 +215,9 @@ async def measure(target: Target, rounds: int) -> dict[str, float]:
         "max": latencies[-1],
         "send_p99": percentile(from_send, 0.99),
         "kib_per_conn": max(0, rss_waiting - rss_base) / n,
-        "kib_connect": max(0, rss_connected - rss_base) / n,
-        "kib_first_sync": max(0, rss_synced - rss_connected) / n,
+        "cpu_ms": statistics.fmean(cpu_ms),
+        "cpu_us_per_first_sync": cpu_first_sync * 1e6 / n,
+        "kib_connected_synced": max(0, rss_synced - rss_base) / n,
         "kib_wait": max(0, rss_waiting - rss_synced) / n,
     }
 
@@ -253,7 +272,7 @@ class ControlPlaneTarget(Target):
             [f"Authorization: Bearer {s['credential']}\r\n" for s in servers],
         )
         self.http = httpx.AsyncClient(
-            base_url=url, headers={"Authorization": f"Bearer {admin}"}, timeout=60
+            base_url=url, headers={"Authorization": f"Bearer {admin}"}, timeout=60, verify=VERIFY
         )
         self.tdd = tdd
         self.database_url = database_url
@@ -297,7 +316,7 @@ class ControlPlaneTarget(Target):
 class BaselineTarget(Target):
     def __init__(self, url: str, pid: int, n: int) -> None:
         super().__init__("baseline", url, pid, ["/sync?x=1"] * n, [""] * n)
-        self.http = httpx.AsyncClient(base_url=url, timeout=60)
+        self.http = httpx.AsyncClient(base_url=url, timeout=60, verify=VERIFY)
         self._n = n
 
     async def write(self, round_no: int) -> None:
@@ -308,7 +327,7 @@ class BaselineTarget(Target):
 
 
 def prepare_control_plane(
-    workdir: Path, database_url: str | None, n: int, policy: bool = False
+    workdir: Path, database_url: str | None, n: int, tls_args: list[str], policy: bool = False
 ) -> tuple[RunningProcess, ControlPlaneTarget]:
     from controlplane.services import auth, objects
     from controlplane.store.database import create_db_engine, migrate, resolve_database_url
@@ -355,29 +374,41 @@ def prepare_control_plane(
     ]
     if database_url:
         args += ["--database-url", database_url]
-    proc = start_process(args, log_path=workdir / "controlplane.log")
+    proc = start_process(args + tls_args, log_path=workdir / "controlplane.log")
     return proc, ControlPlaneTarget(
         proc.announcement["url"], proc.pid, admin, tdd["id"], servers, database_url, policy
     )
 
 
 def run(
-    sizes: list[int], databases: list[str], rounds: int, policy: bool = False
+    sizes: list[int],
+    databases: list[str],
+    rounds: int,
+    tls_dir: Path | None,
+    policy: bool = False,
 ) -> list[dict[str, Any]]:
+    global VERIFY
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     resource.setrlimit(resource.RLIMIT_NOFILE, (min(hard, 65536), hard))
+    tls: ssl.SSLContext | None = None
+    tls_args: list[str] = []
+    if tls_dir is not None:
+        files = ensure_tls_files(tls_dir)
+        tls = ssl.create_default_context(cafile=str(files.ca_file))
+        VERIFY = tls
+        tls_args = ["--tls-cert", str(files.cert_file), "--tls-key", str(files.key_file)]
     results = []
     pg = start_postgres() if "postgres" in databases else None
     try:
         for n in sizes:
             with tempfile.TemporaryDirectory() as tmp:
                 base = start_process(
-                    [sys.executable, str(ROOT / "benchmarks" / "baseline_longpoll.py")],
+                    [sys.executable, str(ROOT / "benchmarks" / "baseline_longpoll.py"), *tls_args],
                     log_path=Path(tmp) / "baseline.log",
                 )
                 try:
                     baseline = asyncio.run(
-                        measure(BaselineTarget(base.announcement["url"], base.pid, n), rounds)
+                        measure(BaselineTarget(base.announcement["url"], base.pid, n), rounds, tls)
                     )
                 finally:
                     base.stop()
@@ -385,9 +416,9 @@ def run(
             for db in databases:
                 with tempfile.TemporaryDirectory() as tmp:
                     url = pg.create_database() if db == "postgres" and pg else None
-                    proc, target = prepare_control_plane(Path(tmp), url, n, policy)
+                    proc, target = prepare_control_plane(Path(tmp), url, n, tls_args, policy)
                     try:
-                        measured = asyncio.run(measure(target, rounds))
+                        measured = asyncio.run(measure(target, rounds, tls))
                     finally:
                         proc.stop()
                 print(f"N={n} {db}: {measured}", file=sys.stderr, flush=True)
@@ -400,8 +431,8 @@ def run(
 
 def markdown(results: list[dict[str, Any]]) -> str:
     lines = [
-        "| N | database | p50 ms | p99 ms | max ms | baseline p99 ms | p99 ratio | p99 from send ms (baseline) | KiB/conn | baseline KiB/conn |",
-        "|---|---|---|---|---|---|---|---|---|---|",
+        "| N | database | p50 ms | p99 ms | max ms | baseline p99 ms | p99 ratio | p99 from send ms (baseline) | KiB/conn | baseline KiB/conn | CPU ms per write (baseline) |",
+        "|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for r in results:
         cp, base = r["cp"], r["baseline"]
@@ -409,7 +440,8 @@ def markdown(results: list[dict[str, Any]]) -> str:
         lines.append(
             f"| {r['n']} | {r['database']} | {cp['p50']:.1f} | {cp['p99']:.1f} | {cp['max']:.1f} | "
             f"{base['p99']:.1f} | {ratio:.2f}x | {cp['send_p99']:.1f} ({base['send_p99']:.1f}) | "
-            f"{cp['kib_per_conn']:.1f} | {base['kib_per_conn']:.1f} |"
+            f"{cp['kib_per_conn']:.1f} | {base['kib_per_conn']:.1f} | "
+            f"{cp['cpu_ms']:.0f} ({base['cpu_ms']:.0f}) |"
         )
     lines += _table(
         [r for r in results if "stage_servers" in r["cp"]],
@@ -447,13 +479,20 @@ def main() -> None:
         action="store_true",
         help="a staged rollout policy (one 50%% stage): p99 is measured for the stage's servers",
     )
-    args = parser.parse_args()
-    results = run(
-        [int(s) for s in args.sizes.split(",")],
-        args.databases.split(","),
-        args.rounds,
-        args.policy,
+    parser.add_argument(
+        "--tls",
+        action="store_true",
+        help="serve the control plane and the baseline over TLS (a loopback CA made for the run)",
     )
+    args = parser.parse_args()
+    with tempfile.TemporaryDirectory() as tls_tmp:
+        results = run(
+            [int(s) for s in args.sizes.split(",")],
+            args.databases.split(","),
+            args.rounds,
+            Path(tls_tmp) if args.tls else None,
+            args.policy,
+        )
     print(markdown(results))
 
 

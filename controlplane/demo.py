@@ -254,8 +254,6 @@ def start_servers(
             "run",
             "--endpoint",
             ids["url"],
-            "--join-token",
-            join["token"],
             "--trust-domain-deployment",
             ids["tdd"],
             "--cluster",
@@ -272,11 +270,14 @@ def start_servers(
             "0.2",
         ]
         print(
-            f"$ spirl-tds run --endpoint $SPIRL_ENDPOINT --join-token <token> --trust-domain-deployment "
-            f"{ids['tdd']} --cluster {ids['cluster']} --data-dir .run/{name} "
-            f"--key-identifier-file .run/{name}/server_id   # local API: .run/{name}/api.sock"
+            f"$ SPIRL_JOIN_TOKEN=<token> spirl-tds run --endpoint $SPIRL_ENDPOINT "
+            f"--trust-domain-deployment {ids['tdd']} --cluster {ids['cluster']} "
+            f"--data-dir .run/{name} --key-identifier-file .run/{name}/server_id"
+            f"   # local API: .run/{name}/api.sock"
         )
-        servers.append(Server(name, demo.start(name, cmd, env=env)))
+        # The token travels in the environment, not on the command line (`ps` shows that).
+        token_env = {**env, "SPIRL_JOIN_TOKEN": join["token"]}
+        servers.append(Server(name, demo.start(name, cmd, env=token_env)))
     wait_for(
         lambda: all(s.status().get("applied_version") for s in servers),
         15,

@@ -51,6 +51,6 @@ def api_settings():  # type: ignore[no-untyped-def]
 
 @pytest.fixture
 def live_api(engine: Engine, api_settings) -> Iterator[LiveApi]:  # type: ignore[no-untyped-def]
-    """The real ASGI app served by uvicorn on a loopback port, in a thread of the test process."""
+    """The real ASGI app served as `serve` does (support.served), in a thread of the test process."""
     with serve_api(engine, api_settings) as api:
         yield api

@@ -16,7 +16,7 @@ from typing import Any
 from sqlalchemy import Engine, text
 from starlette.applications import Starlette
 from starlette.concurrency import run_in_threadpool
-from starlette.requests import Request
+from starlette.requests import ClientDisconnect, Request
 from starlette.responses import JSONResponse, PlainTextResponse, Response
 from starlette.routing import Route
 
@@ -658,6 +658,8 @@ def create_app(
 
     handlers[DocumentValidationError] = handle_exception
     handlers[InputRejectedError] = handle_exception
+    # A body cut by --body-timeout (or a client gone): handled here, not as a server error.
+    handlers[ClientDisconnect] = handle_exception
     app = Starlette(routes=ROUTES, lifespan=lifespan, exception_handlers=handlers)  # type: ignore[arg-type]
     app.state.spirl = state
     app.state.housekeeping = housekeeping

@@ -5,7 +5,7 @@ from __future__ import annotations
 import logging
 from typing import Any
 
-from starlette.requests import Request
+from starlette.requests import ClientDisconnect, Request
 from starlette.responses import JSONResponse
 
 from controlplane.api.identity import API_VERSION, API_VERSION_HEADER
@@ -61,6 +61,11 @@ def to_response(exc: Exception) -> JSONResponse:
     if isinstance(exc, InputRejectedError):
         status = 413 if getattr(exc, "too_large", False) else 400
         return error_response(status, "input_rejected", f"input rejected: {exc.reason}")
+    if isinstance(exc, ClientDisconnect):
+        # The client left, or the server cut a body that came too slowly (--body-timeout):
+        # nobody reads this answer, and it is not a server error.
+        log.info("client disconnected before its request body arrived")
+        return error_response(400, "client_disconnected", "the request body did not arrive")
     log.exception("unhandled error")
     return error_response(500, "internal", "internal error; see the control plane log")
 

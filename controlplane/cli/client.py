@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import json
 import os
-import stat
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import httpx
+
+from controlplane.files import ensure_private_dir, write_private_atomically
+from controlplane.tls import CA_FILE_ENV, TlsConfigError, client_verify, verification_failure
 
 ENDPOINT_ENV = "SPIRL_ENDPOINT"
 TOKEN_ENV = "SPIRL_TOKEN"
@@ -39,9 +41,12 @@ def config_path() -> Path:
 class Credentials:
     endpoint: str
     token: str | None
+    ca_file: str | None = None
 
 
-def load_credentials(endpoint: str | None = None, token: str | None = None) -> Credentials:
+def load_credentials(
+    endpoint: str | None = None, token: str | None = None, ca_file: str | None = None
+) -> Credentials:
     """Flags beat environment variables, which beat the file `spirlctl login` wrote."""
     saved: dict[str, Any] = {}
     path = config_path()
@@ -56,18 +61,17 @@ def load_credentials(endpoint: str | None = None, token: str | None = None) -> C
         raise CliError(
             f"no control plane endpoint: set {ENDPOINT_ENV} or run `spirlctl login --endpoint URL`"
         )
-    return Credentials(endpoint=endpoint.rstrip("/"), token=token)
+    ca_file = ca_file or os.environ.get(CA_FILE_ENV) or saved.get("ca_file")
+    return Credentials(endpoint=endpoint.rstrip("/"), token=token, ca_file=ca_file)
 
 
 def save_credentials(creds: Credentials) -> Path:
     path = config_path()
-    path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
-    tmp = path.with_suffix(".tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, stat.S_IRUSR | stat.S_IWUSR)
-    with os.fdopen(fd, "w") as fh:
-        json.dump({"endpoint": creds.endpoint, "token": creds.token}, fh)
-    os.chmod(tmp, 0o600)
-    tmp.replace(path)
+    ensure_private_dir(path.parent)
+    saved = {"endpoint": creds.endpoint, "token": creds.token}
+    if creds.ca_file:
+        saved["ca_file"] = str(Path(creds.ca_file).resolve())
+    write_private_atomically(path, json.dumps(saved).encode())
     return path
 
 
@@ -77,7 +81,13 @@ class ApiClient:
         if creds.token:
             headers["Authorization"] = f"Bearer {creds.token}"
         self.endpoint = creds.endpoint
-        self._http = httpx.Client(base_url=creds.endpoint, headers=headers, timeout=timeout)
+        try:
+            verify = client_verify(creds.ca_file)
+        except TlsConfigError as exc:
+            raise CliError(f"{exc} (from --ca-file, ${CA_FILE_ENV} or `spirlctl login`)") from exc
+        self._http = httpx.Client(
+            base_url=creds.endpoint, headers=headers, timeout=timeout, verify=verify
+        )
 
     def close(self) -> None:
         self._http.close()
@@ -91,6 +101,13 @@ class ApiClient:
         except httpx.TimeoutException as exc:
             raise CliError(f"control plane at {self.endpoint} did not answer in time") from exc
         except httpx.HTTPError as exc:
+            refused = verification_failure(exc)
+            if refused is not None:
+                raise CliError(
+                    f"the control plane at {self.endpoint} presented a certificate this client "
+                    f"does not trust ({refused}); pass the CA that signed it with --ca-file or "
+                    f"${CA_FILE_ENV}"
+                ) from exc
             raise CliError(f"cannot reach the control plane at {self.endpoint}: {exc}") from exc
         if response.status_code == 204:
             return None

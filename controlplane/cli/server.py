@@ -148,12 +148,25 @@ def cmd_token_revoke(args: argparse.Namespace) -> int:
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
-    import uvicorn
-
     from controlplane import logs
     from controlplane.api.app import Settings, create_app
+    from controlplane.api.serving import (
+        ConnectionLimits,
+        build_server,
+        event_loop_factory,
+        fit_open_file_limit,
+    )
+    from controlplane.tls import TlsConfigError, is_loopback_host, server_context
 
     logs.configure(args.log_level)
+    if (args.tls_cert is None) != (args.tls_key is None):
+        print("error: --tls-cert and --tls-key go together", file=sys.stderr)
+        return 2
+    try:
+        tls = server_context(args.tls_cert, args.tls_key) if args.tls_cert else None
+    except TlsConfigError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
     engine = _current_engine(args)
     if engine is None:
         return 1
@@ -173,58 +186,63 @@ def cmd_serve(args: argparse.Namespace) -> int:
 
         settings.clock = FileOffsetClock(args.clock_file).now
     app = create_app(engine, settings)
+    metrics = app.state.spirl.metrics
+    metrics.describe(
+        "spirl_connections_closed_total",
+        "counter",
+        "Connections the server closed to protect itself, by reason",
+    )
+    limits = ConnectionLimits(
+        header_timeout=args.header_timeout,
+        body_timeout=args.body_timeout,
+        max_connections=fit_open_file_limit(args.max_connections),
+    )
+
+    def closed(reason: str) -> None:
+        metrics.inc("spirl_connections_closed_total", (("reason", reason),))
+
+    server, guard = build_server(app, limits, tls=tls, on_close=closed)
+    metrics.add_gauge_source(guard.gauges)
     sock = _listen_socket(args.listen)
     host, port = sock.getsockname()[:2]
-    config = uvicorn.Config(
-        app,
-        log_config=None,
-        timeout_graceful_shutdown=2,
-        limit_concurrency=args.max_connections,
-        backlog=2048,
-        timeout_keep_alive=75,
-        # No Server/Date headers: nothing needs them, and a fan-out writes thousands of replies.
-        server_header=False,
-        date_header=False,
-    )
-    server = uvicorn.Server(config)
+    if tls is None and not is_loopback_host(host):
+        _warn_plain_http(args.listen)
     metrics_sock = _listen_socket(args.metrics_listen) if args.metrics_listen else None
+    scheme = "https" if tls is not None else "http"
 
     async def run() -> None:
         metrics_server = None
         metrics_task = None
         if metrics_sock is not None:
-            metrics_app = _metrics_only_app(app)
-            metrics_server = uvicorn.Server(
-                uvicorn.Config(metrics_app, log_config=None, lifespan="off")
-            )
+            metrics_server, _ = build_server(_metrics_only_app(app), limits, lifespan="off")
             metrics_task = asyncio.create_task(metrics_server.serve(sockets=[metrics_sock]))
             while not metrics_server.started:
                 await asyncio.sleep(0.01)
-        ready = asyncio.create_task(_announce(server, host, port, metrics_sock))
+        ready = asyncio.create_task(_announce(server, f"{scheme}://{host}:{port}", metrics_sock))
         await server.serve(sockets=[sock])  # started last, so it owns SIGTERM/SIGINT
         ready.cancel()
         if metrics_server is not None and metrics_task is not None:
             metrics_server.should_exit = True
             await metrics_task
 
-    with asyncio.Runner(loop_factory=_loop_factory()) as runner:
+    with asyncio.Runner(loop_factory=event_loop_factory()) as runner:
         runner.run(run())
     return 0
 
 
-def _loop_factory():  # type: ignore[no-untyped-def]
-    """uvloop when installed (it comes with uvicorn[standard]): cheaper wake-ups and writes."""
-    try:
-        import uvloop
-    except ImportError:
-        return None
-    return uvloop.new_event_loop
+def _warn_plain_http(listen: str) -> None:
+    message = (
+        f"serving plain HTTP on {listen}, which is reachable from other hosts: API tokens, "
+        "join tokens and server credentials travel in clear. Serve with --tls-cert and "
+        "--tls-key (see README, Operations), or listen on 127.0.0.1 behind a TLS proxy."
+    )
+    print(f"WARNING: {message}", file=sys.stderr, flush=True)
+    log.warning(message, extra={"listen": listen})
 
 
-async def _announce(server, host: str, port: int, metrics_sock: socket.socket | None) -> None:  # type: ignore[no-untyped-def]
+async def _announce(server, url: str, metrics_sock: socket.socket | None) -> None:  # type: ignore[no-untyped-def]
     while not server.started:
         await asyncio.sleep(0.01)
-    url = f"http://{host}:{port}"
     line = {"url": url, "pid": os.getpid(), "version": __version__, "console_url": f"{url}/ui/"}
     if metrics_sock is not None:
         mhost, mport = metrics_sock.getsockname()[:2]
@@ -248,6 +266,22 @@ def _metrics_only_app(main_app):  # type: ignore[no-untyped-def]
         await response(scope, receive, send)
 
     return app
+
+
+def _positive_int(text: str) -> int:
+    if not text.isdigit() or int(text) < 1:
+        raise argparse.ArgumentTypeError(f"must be a whole number above 0: {text!r}")
+    return int(text)
+
+
+def _positive_seconds(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a number of seconds: {text!r}") from None
+    if not 0 < value <= 3600:
+        raise argparse.ArgumentTypeError(f"must be more than 0 and at most 3600 seconds: {text}")
+    return value
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -279,10 +313,39 @@ def build_parser() -> argparse.ArgumentParser:
         "--migrate", action="store_true", help="migrate an outdated database schema before serving"
     )
     serve.add_argument(
+        "--tls-cert",
+        type=Path,
+        default=None,
+        metavar="PEM",
+        help="serve HTTPS with this certificate chain (PEM; with --tls-key). Clients verify it "
+        "with the system trust store or --ca-file / $SPIRL_CA_FILE",
+    )
+    serve.add_argument(
+        "--tls-key", type=Path, default=None, metavar="PEM", help="the certificate's private key"
+    )
+    serve.add_argument(
         "--max-connections",
-        type=int,
-        default=20000,
-        help="open connections before new ones get 503",
+        type=_positive_int,
+        default=None,
+        help="open connections (default 20000, or what the open-file limit allows). At the limit the oldest connection holding no "
+        "request (half-open or idle) is closed to make room; requests in flight are never cut; "
+        "when all hold one, new requests get 503 except /healthz and /readyz",
+    )
+    serve.add_argument(
+        "--header-timeout",
+        type=_positive_seconds,
+        default=5.0,
+        metavar="SECONDS",
+        help="a connection is closed unless its request line and headers (and the TLS "
+        "handshake) arrive within this time (default 5)",
+    )
+    serve.add_argument(
+        "--body-timeout",
+        type=_positive_seconds,
+        default=10.0,
+        metavar="SECONDS",
+        help="a connection is closed unless a request's body arrives within this time after "
+        "its headers (default 10). Long-polls send no body and are never cut",
     )
     serve.add_argument(
         "--server-stale-after",

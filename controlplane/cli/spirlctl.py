@@ -12,6 +12,7 @@ from __future__ import annotations
 import argparse
 import difflib
 import io
+import os
 import sys
 from collections.abc import Callable
 from pathlib import Path
@@ -29,6 +30,7 @@ from controlplane.cli.client import (
     save_credentials,
 )
 from controlplane.cli.output import FORMATS, ago, emit, one_line
+from controlplane.tls import CA_FILE_ENV, plain_http_warning
 
 SCOPES = ("trust-domain", "trust-domain-deployment", "cluster")
 # A command prints its result; an int it returns is the exit status (None means 0).
@@ -111,7 +113,15 @@ WRITE_COLUMNS = [
 
 
 def _client(args: argparse.Namespace) -> ApiClient:
-    return ApiClient(load_credentials(args.endpoint, args.token))
+    creds = load_credentials(args.endpoint, args.token, args.ca_file)
+    _warn_if_plain_http(creds.endpoint)
+    return ApiClient(creds)
+
+
+def _warn_if_plain_http(endpoint: str) -> None:
+    warning = plain_http_warning(endpoint, "the API token and your config")
+    if warning:
+        print(f"warning: {warning}", file=sys.stderr)
 
 
 def _object_id(args: argparse.Namespace) -> str:
@@ -149,7 +159,12 @@ def cmd_login(args: argparse.Namespace) -> None:
         token = sys.stdin.readline().strip()
     if not token:
         raise CliError("no token given (use --token TOKEN, or pipe it: --token -)")
-    creds = Credentials(endpoint=args.login_endpoint.rstrip("/"), token=token)
+    creds = Credentials(
+        endpoint=args.login_endpoint.rstrip("/"),
+        token=token,
+        ca_file=args.login_ca_file or os.environ.get(CA_FILE_ENV),
+    )
+    _warn_if_plain_http(creds.endpoint)
     client = ApiClient(creds)
     client.get("/v1/trust-domains")  # proves endpoint and token before saving them
     path = save_credentials(creds)
@@ -591,6 +606,13 @@ def _common(p: argparse.ArgumentParser, output: bool = True) -> None:
         help="control plane URL (default: $SPIRL_ENDPOINT or login file)",
     )
     p.add_argument("--token", default=None, help="API token (default: $SPIRL_TOKEN or login file)")
+    p.add_argument(
+        "--ca-file",
+        default=None,
+        metavar="PEM",
+        help=f"trust only this CA for the control plane's certificate (default: ${CA_FILE_ENV}, "
+        "the login file, else the system's trust store)",
+    )
     if output:
         p.add_argument(
             "-o",
@@ -645,7 +667,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="spirlctl",
         description="Manage trust domains, deployments, clusters and their KeyManager config.",
-        epilog="Endpoint and token come from --endpoint/--token, $SPIRL_ENDPOINT/$SPIRL_TOKEN, or `spirlctl login`.",
+        epilog="Endpoint, token and CA file come from --endpoint/--token/--ca-file, "
+        "$SPIRL_ENDPOINT/$SPIRL_TOKEN/$SPIRL_CA_FILE, or `spirlctl login`.",
     )
     parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
     top = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
@@ -655,7 +678,14 @@ def build_parser() -> argparse.ArgumentParser:
     login.add_argument(
         "--token", dest="login_token", default=None, help="API token, or - to read it from stdin"
     )
-    login.set_defaults(func=cmd_login, endpoint=None, token=None)
+    login.add_argument(
+        "--ca-file",
+        dest="login_ca_file",
+        default=None,
+        metavar="PEM",
+        help=f"CA that signed the control plane's certificate (saved; default: ${CA_FILE_ENV})",
+    )
+    login.set_defaults(func=cmd_login, endpoint=None, token=None, ca_file=None)
 
     # trust-domain [deployment]
     td = top.add_parser("trust-domain", help="trust domains and their deployments")

@@ -26,9 +26,7 @@ from .rollout import rollout_v1
 from .schema_check import show
 from .tags import (
     RESERVED_TAG_PREFIXES,
-    control_character,
     key_tag_problems,
-    reserved_prefix_problem,
 )
 from .templates import TemplateError, render_key_name_template
 
@@ -230,22 +228,6 @@ def _azure_key_vault(akv: dict[str, Any], trust_domain: str | None) -> Problems:
         for tag, reason in key_tag_problems(tags):
             where = AKV + "/keyTags"
             problems.append((where if tag is None else pointer.join(where, tag), reason))
-        for name, value in tags.items():
-            where = pointer.join(AKV + "/keyTags", name)
-            control = control_character(name)
-            if control:
-                problems.append((where, f"tag name holds a control character ({control})"))
-            reason = reserved_prefix_problem(name)
-            if reason:
-                problems.append((where, reason))
-            control = control_character(value) if isinstance(value, str) else None
-            if control:
-                problems.append(
-                    (
-                        where,
-                        f"tag value holds a control character ({control}); values are one line of text",
-                    )
-                )
     shared = akv.get("sharedKeys")
     if isinstance(shared, dict):
         problems.extend(_shared_keys(shared, trust_domain))

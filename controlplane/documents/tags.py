@@ -72,8 +72,9 @@ def reserved_prefix_problem(name: str) -> str | None:
 
 
 def key_tag_problems(tags: Mapping[str, object]) -> list[tuple[str | None, str]]:
-    """Every way user `tags` break Key Vault's tag limits once the server adds its own:
-    (tag name, or None for the whole set; reason)."""
+    """Every way user `tags` break the rules: control characters, reserved prefixes (look-alikes
+    included) and Key Vault's tag limits once the server adds its own: (tag name, or None for the
+    whole set; reason)."""
     problems: list[tuple[str | None, str]] = []
     allowed = KEY_TAGS_MAX - SERVER_KEY_TAGS
     if len(tags) > allowed:
@@ -85,6 +86,20 @@ def key_tag_problems(tags: Mapping[str, object]) -> list[tuple[str | None, str]]
             )
         )
     for name, value in tags.items():
+        control = control_character(name)
+        if control:
+            problems.append((name, f"tag name holds a control character ({control})"))
+        reason = reserved_prefix_problem(name)
+        if reason:
+            problems.append((name, reason))
+        control = control_character(value) if isinstance(value, str) else None
+        if control:
+            problems.append(
+                (
+                    name,
+                    f"tag value holds a control character ({control}); values are one line of text",
+                )
+            )
         if len(name) > KEY_TAG_LENGTH_MAX:
             problems.append(
                 (name, f"tag name is {len(name)} characters; Key Vault allows {KEY_TAG_LENGTH_MAX}")

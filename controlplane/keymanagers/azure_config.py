@@ -20,8 +20,6 @@ from controlplane.keymanagers.base import KeyManagerError, KeyType
 
 __all__ = ["AzureKeyVaultConfig", "CredentialConfig", "SharedKeysConfig", "parse_config"]
 
-RESERVED_TAG_PREFIXES = ("azure:", "defakto-", "spire-")
-
 
 @dataclass(frozen=True)
 class SharedKeysConfig:
@@ -72,10 +70,6 @@ def _tags(raw: Any) -> dict[str, str]:
     for name, value in raw.items():
         if not isinstance(name, str) or not name or not isinstance(value, str):
             raise _fail("keyTags", "names and values must be non-empty strings")
-        if name.lower().startswith(RESERVED_TAG_PREFIXES):
-            raise _fail(
-                "keyTags", f"tag {name!r} uses a reserved prefix (azure:, defakto-, spire-)"
-            )
         tags[name] = value
     problems = key_tag_problems(tags)
     if problems:

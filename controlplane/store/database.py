@@ -9,6 +9,8 @@ from pathlib import Path
 from sqlalchemy import Engine, create_engine, event
 from sqlalchemy.engine import make_url
 
+from controlplane.files import ensure_private_dir
+
 log = logging.getLogger(__name__)
 
 # controlplane/migrations: a symlink to the top-level migrations/ in a checkout, a real folder in
@@ -31,13 +33,34 @@ def resolve_database_url(database_url: str | None, data_dir: Path | None) -> str
             url = "postgresql+psycopg://" + url.split("://", 1)[1]
         return url
     folder = (data_dir or DEFAULT_DATA_DIR).resolve()
-    folder.mkdir(parents=True, exist_ok=True)
+    ensure_private_dir(folder)
     return f"sqlite:///{folder / 'controlplane.db'}"
+
+
+def _private_sqlite_files(database: str | None) -> None:
+    """Create the database file 0600 before SQLite does (it would use 0644); its WAL and
+    shared-memory files take the database file's mode. Existing looser files are tightened."""
+    if not database or database == ":memory:" or database.startswith("file:"):
+        return
+    path = Path(database)
+    if not path.parent.is_dir():
+        return  # SQLite reports the missing folder itself
+    os.close(os.open(path, os.O_WRONLY | os.O_CREAT, 0o600))
+    for name in (path.name, f"{path.name}-wal", f"{path.name}-shm", f"{path.name}-journal"):
+        file = path.with_name(name)
+        try:
+            mode = file.stat().st_mode & 0o777
+        except FileNotFoundError:
+            continue
+        if mode & 0o077:
+            os.chmod(file, 0o600)
+            log.info("tightened permissions of %s from %o to 600", file, mode)
 
 
 def create_db_engine(url: str) -> Engine:
     parsed = make_url(url)
     if parsed.get_backend_name() == "sqlite":
+        _private_sqlite_files(parsed.database)
         engine = create_engine(url, connect_args={"check_same_thread": False, "timeout": 30})
 
         @event.listens_for(engine, "connect")

@@ -16,10 +16,13 @@ from __future__ import annotations
 
 import logging
 import random
+import ssl
 import threading
 import time
 from typing import TYPE_CHECKING, Any
 from urllib.parse import quote
+
+from controlplane.tls import verification_failure
 
 if TYPE_CHECKING:
     import httpx
@@ -76,10 +79,12 @@ class ApiClient:
         token: str,
         timeout: float = DEFAULT_TIMEOUT_SECONDS,
         retries: int = DEFAULT_RETRIES,
+        verify: ssl.SSLContext | bool = True,
     ):
         self.endpoint = endpoint.rstrip("/")
         self._token = token
         self._timeout = timeout
+        self._verify = verify  # a context trusting only the provider's ca_file, or the default
         self._retries = retries
         self._http: httpx.Client | None = None
         self._lock = threading.Lock()  # tf serves requests from a thread pool
@@ -102,6 +107,7 @@ class ApiClient:
             self._http = httpx.Client(
                 base_url=self.endpoint,
                 timeout=self._timeout,
+                verify=self._verify,
                 headers={
                     "Authorization": f"Bearer {self._token}",
                     "User-Agent": "terraform-provider-spirl/0.1.0",
@@ -138,6 +144,15 @@ class ApiClient:
                     f"{self._timeout:g}s (provider setting `request_timeout`)",
                 ) from exc
             except httpx.HTTPError as exc:
+                refused = verification_failure(exc)
+                if refused is not None:
+                    raise ApiError(
+                        0,
+                        "untrusted_certificate",
+                        f"the control plane at {self.endpoint} presented a certificate the "
+                        f"provider does not trust ({refused}); set ca_file (or $SPIRL_CA_FILE) to "
+                        "the CA that signed it",
+                    ) from exc
                 raise ApiError(
                     0,
                     "unreachable",

@@ -14,6 +14,7 @@ from tf.utils import Diagnostics
 from controlplane.terraform import PROVIDER_ADDRESS, PROVIDER_VERSION
 from controlplane.terraform.client import DEFAULT_RETRIES, DEFAULT_TIMEOUT_SECONDS, ApiClient
 from controlplane.terraform.settings import (
+    ENV_CA_FILE,
     ENV_ENDPOINT,
     ENV_TOKEN,
     MAX_RETRIES,
@@ -22,6 +23,7 @@ from controlplane.terraform.settings import (
     block_problems,
     resolve,
 )
+from controlplane.tls import TlsConfigError, client_verify
 
 log = logging.getLogger(__name__)
 
@@ -62,8 +64,8 @@ class SpirlProvider:
                     types.String(),
                     optional=True,
                     description=(
-                        "Base URL of the control plane, e.g. `http://127.0.0.1:8080`. "
-                        f"Default: `${ENV_ENDPOINT}`."
+                        "Base URL of the control plane, e.g. `https://cp.example.org:8443` "
+                        f"(`http://` only on loopback). Default: `${ENV_ENDPOINT}`."
                     ),
                 ),
                 schema.Attribute(
@@ -95,6 +97,14 @@ class SpirlProvider:
                         f"2, 4 ... seconds (0 to {MAX_RETRIES}). Default: {DEFAULT_RETRIES}."
                     ),
                 ),
+                schema.Attribute(
+                    "ca_file",
+                    types.String(),
+                    optional=True,
+                    description="PEM file of the CA that signed the control plane's TLS "
+                    "certificate; only that CA is trusted. Default: "
+                    f"`${ENV_CA_FILE}`, else the system's trust store.",
+                ),
             ],
         )
 
@@ -121,8 +131,27 @@ class SpirlProvider:
             # control plane, so plans without spirl objects still work.
             self._config_problem = "the provider has no " + " and no ".join(missing)
             return
+        try:
+            verify = client_verify(settings.ca_file)
+        except TlsConfigError as exc:
+            source = (
+                "`ca_file` in the provider block"
+                if settings.ca_file_from_block
+                else f"${ENV_CA_FILE}"
+            )
+            diags.add_error(
+                "Invalid ca_file",
+                f"{source}: {exc}",
+                path=["ca_file"] if settings.ca_file_from_block else None,
+            )
+            self._config_problem = "the provider configuration is invalid"
+            return
         self._client = ApiClient(
-            settings.endpoint, settings.token, timeout=settings.timeout, retries=settings.retries
+            settings.endpoint,
+            settings.token,
+            timeout=settings.timeout,
+            retries=settings.retries,
+            verify=verify,
         )
         log.info("configured for %s", settings.endpoint)
         # Terraform configures the provider right before it reads or plans: load httpx and the

@@ -14,8 +14,10 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from controlplane.terraform.client import DEFAULT_RETRIES, DEFAULT_TIMEOUT_SECONDS
+from controlplane.tls import CA_FILE_ENV
 
 __all__ = [
+    "ENV_CA_FILE",
     "ENV_ENDPOINT",
     "ENV_TOKEN",
     "MAX_RETRIES",
@@ -28,6 +30,7 @@ __all__ = [
 
 ENV_ENDPOINT = "SPIRL_ENDPOINT"
 ENV_TOKEN = "SPIRL_TOKEN"
+ENV_CA_FILE = CA_FILE_ENV
 MAX_TIMEOUT_SECONDS = 600
 MAX_RETRIES = 10
 
@@ -48,6 +51,8 @@ class Settings:
     token: str
     timeout: float
     retries: int
+    ca_file: str | None = None  # from the block or $SPIRL_CA_FILE; None: the system trust store
+    ca_file_from_block: bool = False
 
 
 def endpoint_problem(value: str) -> str | None:
@@ -167,12 +172,18 @@ def resolve(
         return None, problems, missing
     timeout = config.get("request_timeout")
     retries = config.get("max_retries")
+    ca_file = config.get("ca_file")
+    from_block = isinstance(ca_file, str) and bool(ca_file)
+    if not from_block:
+        ca_file = environ.get(ENV_CA_FILE) or None
     return (
         Settings(
             endpoint=values["endpoint"],
             token=values["token"],
             timeout=float(timeout) if isinstance(timeout, int | float) else DEFAULT_TIMEOUT_SECONDS,
             retries=int(retries) if isinstance(retries, int | float) else DEFAULT_RETRIES,
+            ca_file=ca_file,
+            ca_file_from_block=from_block,
         ),
         [],
         [],

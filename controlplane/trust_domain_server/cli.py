@@ -34,6 +34,7 @@ from controlplane.fleet import STATUS_INTERVAL
 from controlplane.keymanagers import KeyManagerContext, build_key_manager, key_manager_digest
 from controlplane.keymanagers.base import KeyManager, KeyManagerError
 from controlplane.keymanagers.default import load_or_create_kek
+from controlplane.tls import CA_FILE_ENV, TlsConfigError, client_verify, plain_http_warning
 
 from .api import create_app
 from .clock import Clock, FileOffsetClock, SystemClock
@@ -57,14 +58,34 @@ log = logging.getLogger("controlplane.trust_domain_server")
 
 ROTATE_INTERVAL = 10.0
 DEREGISTERED_EXIT = 3  # the control plane deregistered this server; it must join again
+JOIN_TOKEN_ENV = "SPIRL_JOIN_TOKEN"
 
 
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="spirl-tds", description="SPIFFE trust domain server")
     sub = parser.add_subparsers(dest="command", required=True)
     run = sub.add_parser("run", help="run the trust domain server")
-    run.add_argument("--endpoint", required=True, help="control plane URL")
-    run.add_argument("--join-token", help="join token (only needed for the first start)")
+    run.add_argument("--endpoint", required=True, help="control plane URL (https:// in production)")
+    run.add_argument(
+        "--ca-file",
+        type=Path,
+        default=None,
+        metavar="PEM",
+        help=f"trust only this CA for the control plane's certificate (default: ${CA_FILE_ENV}, "
+        "else the system's trust store)",
+    )
+    token = run.add_mutually_exclusive_group()
+    token.add_argument(
+        "--join-token-file",
+        type=Path,
+        metavar="FILE",
+        help=f"file holding the join token, only read at the first start (default: ${JOIN_TOKEN_ENV})",
+    )
+    token.add_argument(
+        "--join-token",
+        help="the join token itself: visible to every user of this host in `ps`; for tests "
+        "(use --join-token-file or $SPIRL_JOIN_TOKEN)",
+    )
     run.add_argument("--trust-domain-deployment", required=True, help="deployment id (tdd-...)")
     run.add_argument("--cluster", help="cluster id (c-...)")
     run.add_argument("--data-dir", required=True, type=Path)
@@ -129,12 +150,16 @@ def _register(args: argparse.Namespace, client: ControlPlaneClient, store: State
             "registered earlier as %s (trust domain %s)", identity.server_id, identity.trust_domain
         )
         return identity
-    if not args.join_token:
-        raise SystemExit("first start: --join-token is required to register with the control plane")
+    join_token = _join_token(args)  # only now: a token file may be gone once the server joined
+    if not join_token:
+        raise SystemExit(
+            f"first start: a join token is needed to register with the control plane "
+            f"(--join-token-file FILE or ${JOIN_TOKEN_ENV})"
+        )
     backoff = Backoff(cap=10.0)
     while True:
         try:
-            identity = client.register(args.join_token, args.name, args.cluster)
+            identity = client.register(join_token, args.name, args.cluster)
             break
         except RegistrationRejected as exc:
             raise SystemExit(f"registration rejected by the control plane: {exc}") from None
@@ -154,6 +179,28 @@ def _register(args: argparse.Namespace, client: ControlPlaneClient, store: State
     return identity
 
 
+def _join_token(args: argparse.Namespace) -> str | None:
+    """The join token from --join-token-file, --join-token or $SPIRL_JOIN_TOKEN."""
+    if args.join_token_file is not None:
+        try:
+            token = args.join_token_file.read_text().strip()
+        except (OSError, UnicodeDecodeError) as exc:
+            raise SystemExit(
+                f"cannot read --join-token-file {args.join_token_file}: {exc}"
+            ) from None
+        if not token:
+            raise SystemExit(f"--join-token-file {args.join_token_file} is empty")
+        return token
+    if args.join_token:
+        log.warning(
+            "--join-token is visible to every user of this host (ps, /proc); "
+            "use --join-token-file or $%s",
+            JOIN_TOKEN_ENV,
+        )
+        return str(args.join_token)
+    return os.environ.get(JOIN_TOKEN_ENV, "").strip() or None
+
+
 def _rotator(server: TrustDomainServer, interval: float, stop: threading.Event) -> None:
     while not stop.wait(interval):
         try:
@@ -171,12 +218,19 @@ def run(args: argparse.Namespace) -> int:
     logging.getLogger("httpx").setLevel(logging.WARNING)
     logging.getLogger("httpcore").setLevel(logging.WARNING)
     clock: Clock = FileOffsetClock(args.clock_file) if args.clock_file else SystemClock()
+    plain = plain_http_warning(args.endpoint, "the join token and this server's credential")
+    if plain:
+        log.warning(plain)
+    try:
+        verify = client_verify(args.ca_file)
+    except TlsConfigError as exc:
+        raise SystemExit(str(exc)) from None
     # Checked before registering, which spends the join token.
     listener = ListenerPlan.from_args(
         args.data_dir, args.socket, args.listen, args.allow_non_loopback
     )
     store = StateStore(args.data_dir)
-    client = ControlPlaneClient(args.endpoint)
+    client = ControlPlaneClient(args.endpoint, verify=verify)
     identity = _register(args, client, store)
     try:
         prefixes = tuple(

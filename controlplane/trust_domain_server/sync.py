@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import logging
 import random
+import ssl
 import threading
 import time
 from collections.abc import Callable
@@ -78,10 +79,12 @@ def _error_text(response: httpx.Response) -> str:
 
 
 class ControlPlaneClient:
-    def __init__(self, endpoint: str, timeout: float = 10.0) -> None:
+    def __init__(
+        self, endpoint: str, timeout: float = 10.0, verify: ssl.SSLContext | bool = True
+    ) -> None:
         self.endpoint = endpoint.rstrip("/")
         self._timeout = timeout
-        self._client = httpx.Client(base_url=self.endpoint, timeout=timeout)
+        self._client = httpx.Client(base_url=self.endpoint, timeout=timeout, verify=verify)
 
     def close(self) -> None:
         self._client.close()

@@ -142,6 +142,10 @@ def test_workload_identity_without_environment_is_a_clear_error(
     [
         ({"vaultURL": "http://v.vault.azure.net/"}, "https"),
         ({"vaultURL": "https://v.vault.azure.net/", "keyTags": {"spire-x": "y"}}, "reserved"),
+        # The parser applies the document layer's tag rules (documents/tags.py) when handed a
+        # dict directly: a Cyrillic look-alike prefix and a NUL in a value are refused too.
+        ({"vaultURL": "https://v.vault.azure.net/", "keyTags": {"\u0430zure:x": "y"}}, "reserved"),
+        ({"vaultURL": "https://v.vault.azure.net/", "keyTags": {"team": "a\x00b"}}, "control"),
         ({"vaultURL": "https://v.vault.azure.net/", "keyType": "ec-p521"}, "keyType"),
         (
             {

@@ -10,6 +10,9 @@ from typing import Any
 
 import httpx
 
+from controlplane.emulators.tls import TlsFiles
+from controlplane.tls import client_verify
+
 from support.processes import RunningProcess, script, start_process
 
 
@@ -20,15 +23,22 @@ class ControlPlane:
     admin_token: str
     data_dir: Path
     database_url: str | None
+    ca_file: Path | None = None  # set when serving TLS
 
     def client(self) -> httpx.Client:
         return httpx.Client(
-            base_url=self.url, headers={"Authorization": f"Bearer {self.admin_token}"}, timeout=30
+            base_url=self.url,
+            headers={"Authorization": f"Bearer {self.admin_token}"},
+            timeout=30,
+            verify=client_verify(self.ca_file),
         )
 
     def env(self) -> dict[str, str]:
         """Environment for spirlctl and the Terraform provider."""
-        return {"SPIRL_ENDPOINT": self.url, "SPIRL_TOKEN": self.admin_token}
+        env = {"SPIRL_ENDPOINT": self.url, "SPIRL_TOKEN": self.admin_token}
+        if self.ca_file is not None:
+            env["SPIRL_CA_FILE"] = str(self.ca_file)
+        return env
 
     def spirlctl(
         self, *args: str, input_text: str | None = None, check: bool = True
@@ -104,8 +114,10 @@ def start_control_plane(
     admin_token: str | None = None,
     extra_args: list[str] | None = None,
     name: str = "controlplane",
+    tls: TlsFiles | None = None,
 ) -> ControlPlane:
-    """Migrate, create an admin token, and start `spirl-controlplane serve` on a free loopback port."""
+    """Migrate, create an admin token, and start `spirl-controlplane serve` on a free loopback port
+    (HTTPS with `tls`'s server certificate when given)."""
     data_dir = tmp_path / f"{name}-data"
     data_dir.mkdir(parents=True, exist_ok=True)
     token = admin_token or create_admin_token(data_dir, database_url)
@@ -117,6 +129,7 @@ def start_control_plane(
             "127.0.0.1:0",
             "--migrate",
             *_db_args(data_dir, database_url),
+            *(["--tls-cert", str(tls.cert_file), "--tls-key", str(tls.key_file)] if tls else []),
             *(extra_args or []),
         ],
         log_path=tmp_path / f"{name}.log",
@@ -127,4 +140,5 @@ def start_control_plane(
         admin_token=token,
         data_dir=data_dir,
         database_url=database_url,
+        ca_file=tls.ca_file if tls else None,
     )

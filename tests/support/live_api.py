@@ -1,18 +1,17 @@
-"""The real ASGI app served by uvicorn on a loopback port, in a thread of the test process."""
+"""The real ASGI app on a loopback port, in a thread of the test process (see support.served)."""
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
-import socket
 import threading
-import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
 import httpx
 from sqlalchemy import Engine, event
+
+from support.served import serve_in_thread
 
 
 class QueryCounter:
@@ -63,38 +62,16 @@ class LiveApi:
 def serve_app(
     engine: Engine, settings: Any = None, tls: Any = None, **app_options: Any
 ) -> Iterator[tuple[str, Any]]:
-    """The app (`create_app(engine, settings, **app_options)`) on a free loopback port, stopped
-    on exit; yields (url, app). `tls`: a TlsFiles (controlplane.emulators.tls) to serve HTTPS."""
-    import uvicorn
-
+    """The app (`create_app(engine, settings, **app_options)`) on a free loopback port, served as
+    `serve` does (support.served), stopped on exit; yields (url, app). `tls`: a TlsFiles
+    (controlplane.emulators.tls) to serve HTTPS."""
     from controlplane.api.app import create_app
+    from controlplane.tls import server_context
 
     app = create_app(engine, settings, **app_options)
-    sock = socket.socket(
-        socket.AF_INET, socket.SOCK_STREAM, socket.IPPROTO_TCP
-    )  # lets asyncio set TCP_NODELAY
-    sock.bind(("127.0.0.1", 0))
-    sock.listen(1024)
-    port = sock.getsockname()[1]
-    tls_options = {}
-    if tls is not None:
-        tls_options = {"ssl_certfile": str(tls.cert_file), "ssl_keyfile": str(tls.key_file)}
-    server = uvicorn.Server(
-        uvicorn.Config(app, log_config=None, timeout_graceful_shutdown=1, **tls_options)
-    )
-    thread = threading.Thread(target=lambda: asyncio.run(server.serve(sockets=[sock])), daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 15
-    while not server.started:
-        if time.monotonic() > deadline:
-            raise RuntimeError("in-process API did not start")
-        time.sleep(0.01)
-    try:
-        yield f"{'https' if tls else 'http'}://127.0.0.1:{port}", app
-    finally:
-        server.should_exit = True
-        thread.join(timeout=10)
-        sock.close()
+    context = server_context(tls.cert_file, tls.key_file) if tls is not None else None
+    with serve_in_thread(app, tls=context) as served:
+        yield served.url, app
 
 
 @contextlib.contextmanager

@@ -74,3 +74,16 @@ def test_numbers() -> None:
     )
     assert [p.attribute for p in block_problems({"max_retries": 11})] == ["max_retries"]
     assert block_problems({"request_timeout": 600, "max_retries": 0}) == []
+
+
+def test_ca_file_from_the_block_or_the_environment() -> None:
+    settings, _, _ = resolve(
+        {"ca_file": "/etc/spirl/ca.pem"}, {**GOOD, "SPIRL_CA_FILE": "/env.pem"}
+    )
+    assert settings is not None
+    assert (settings.ca_file, settings.ca_file_from_block) == ("/etc/spirl/ca.pem", True)
+    settings, _, _ = resolve({}, {**GOOD, "SPIRL_CA_FILE": "/env.pem"})
+    assert settings is not None
+    assert (settings.ca_file, settings.ca_file_from_block) == ("/env.pem", False)
+    settings, _, _ = resolve({}, GOOD)
+    assert settings is not None and settings.ca_file is None

@@ -1,0 +1,251 @@
+"""Slow, half-open and surplus connections against the real server layer (support.served).
+
+The connection guard (controlplane/api/serving.py) is database-independent, so these run on
+SQLite only. The many-connection case against a real `spirl-controlplane serve` process is in
+tests/e2e/test_connection_limits.py.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import ssl
+import time
+from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import ExitStack
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+from sqlalchemy import Engine
+
+from controlplane.api.app import create_app
+from controlplane.api.serving import MAX_REQUEST_HEAD_BYTES, ConnectionLimits
+from controlplane.emulators.tls import ensure_tls_files
+from controlplane.services.auth import create_token
+from controlplane.store.unit_of_work import UnitOfWorkFactory
+from controlplane.tls import client_verify, server_context
+
+from support.api import KEY_LIFECYCLE, make_topology, ok, put_config, register_server
+from support.served import Served, serve_in_thread
+from support.sockets import raw, response_of, still_open
+
+pytestmark = pytest.mark.parametrize("database_url", ["sqlite"], indirect=True)
+
+FAST = ConnectionLimits(header_timeout=0.5, body_timeout=0.5)
+
+
+@dataclass
+class Api:
+    served: Served
+    admin_token: str
+    app: Any
+    verify: ssl.SSLContext | bool = True
+
+    @property
+    def url(self) -> str:
+        return self.served.url
+
+    def client(self) -> httpx.Client:
+        return httpx.Client(
+            base_url=self.url,
+            headers={"Authorization": f"Bearer {self.admin_token}"},
+            timeout=30,
+            verify=self.verify,
+        )
+
+    def guard_state(self) -> dict[str, int]:
+        guard = self.served.guard
+        return self.served.on_loop(
+            lambda: {"open": guard.open, "busy": guard.busy, "pending": guard.pending}
+        )
+
+
+@pytest.fixture
+def start_api(engine: Engine) -> Iterator[Callable[..., Api]]:
+    with UnitOfWorkFactory(engine)() as uow:
+        admin, _ = create_token(uow, "admin", "test-admin")
+    with ExitStack() as stack:
+
+        def start(limits: ConnectionLimits, tls: ssl.SSLContext | None = None, **kw: Any) -> Api:
+            app = create_app(engine)
+            served = stack.enter_context(serve_in_thread(app, limits, tls=tls))
+            return Api(served, admin, app, **kw)
+
+        yield start
+
+
+def sync(api: Api, server: dict[str, Any], reply: dict[str, Any] | None, wait: float) -> Any:
+    params: dict[str, Any] = {"wait": wait}
+    if reply is not None:
+        params["config_version"] = reply["config"]["version"]
+        params["bundle_version"] = reply["bundle"]["version"]
+    response = httpx.get(
+        f"{api.url}/v1/servers/{server['server_id']}/sync",
+        params=params,
+        headers={"Authorization": f"Bearer {server['credential']}"},
+        timeout=wait + 30,
+        verify=api.verify,
+    )
+    return ok(response)
+
+
+def wait_until(predicate: Callable[[], bool], what: str) -> None:
+    deadline = time.monotonic() + 15
+    while not predicate():
+        assert time.monotonic() < deadline, f"timed out waiting for {what}"
+        time.sleep(0.02)
+
+
+def test_half_open_connections_are_closed_after_the_header_timeout(start_api):
+    api = start_api(FAST)
+    port = api.served.port
+    half_open = [
+        raw(port),  # connects, sends nothing
+        raw(port, b"GET /healthz HT"),  # part of a request line
+        raw(port, b"GET /healthz HTTP/1.1\r\nHost: x\r\n"),  # headers never end
+        raw(port, b"\r\n"),  # a stray line ending begins no request
+    ]
+    # A client that drips its headers slower than the timeout is closed too.
+    dripper = raw(port, b"GET /healthz HTTP/1.1\r\n")
+    for _ in range(3):
+        time.sleep(0.25)
+        try:
+            dripper.sendall(b"X-Drip: 1\r\n")
+        except OSError:
+            break
+    # Meanwhile the server serves.
+    assert httpx.get(f"{api.url}/healthz").status_code == 200
+    assert still_open([*half_open, dripper]) == []
+    zero = {"open": 0, "busy": 0, "pending": 0}
+    wait_until(lambda: api.guard_state() == zero, "the guard to forget every connection")
+
+
+def test_idle_keep_alive_connections_are_not_cut_by_the_header_timeout(start_api):
+    api = start_api(FAST)
+    sock = raw(api.served.port)
+    for _ in range(2):
+        sock.sendall(b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n")
+        assert response_of(sock)[0] == 200
+        time.sleep(1.0)  # twice the header timeout, idle between requests
+    sock.close()
+
+
+def test_a_long_poll_outlives_the_read_timeouts(start_api):
+    api = start_api(FAST)
+    with api.client() as c:
+        ids = make_topology(c)
+        server = register_server(c, api.url, ids["tdd"])
+        first = sync(api, server, None, 0)
+        # Held past both timeouts: answered when its wait ends, not cut.
+        unchanged = sync(api, server, first, 1.5)
+        assert unchanged["changed"] is False
+        # Held past both timeouts again, then woken by a change.
+        with ThreadPoolExecutor(1) as pool:
+            pending = pool.submit(sync, api, server, first, 30)
+            wait_until(lambda: api.app.state.spirl.cache.waiting == 1, "the long-poll")
+            time.sleep(1.5)
+            ok(put_config(c, "trust-domain-deployment", ids["tdd"], KEY_LIFECYCLE))
+            changed = pending.result(timeout=30)
+    assert changed["changed"] is True
+    assert "KeyLifecycle" in changed["config"]["sections"]
+
+
+def test_a_slow_body_is_cut_after_the_body_timeout_and_nothing_is_stored(start_api, caplog):
+    api = start_api(FAST)
+    with api.client() as c:
+        ids = make_topology(c)
+    body = json.dumps({"yaml": KEY_LIFECYCLE}).encode()
+    sock = raw(
+        api.served.port,
+        (
+            f"PUT /v1/config/trust-domain/{ids['td']} HTTP/1.1\r\nHost: x\r\n"
+            f"Authorization: Bearer {api.admin_token}\r\nContent-Type: application/json\r\n"
+            f"Content-Length: {len(body)}\r\n\r\n"
+        ).encode()
+        + body[:10],
+    )
+    with caplog.at_level(logging.INFO):
+        assert still_open([sock]) == []
+        with api.client() as c:
+            stored = ok(c.get(f"/v1/config/trust-domain/{ids['td']}"))
+    assert stored["version"] == 0 and stored["sections"] == {}
+    assert not [r for r in caplog.records if r.levelno >= logging.ERROR]
+
+
+def test_a_request_head_over_the_limit_gets_431(start_api):
+    api = start_api(ConnectionLimits())
+    sock = raw(api.served.port)
+    sock.sendall(b"GET /healthz HTTP/1.1\r\nHost: x\r\n")
+    big = b"X-Filler: " + b"a" * 8192 + b"\r\n"
+    try:
+        for _ in range(MAX_REQUEST_HEAD_BYTES // len(big) + 2):
+            sock.sendall(big)
+    except OSError:
+        pass  # the server may close while we still send
+    status, _, reply = response_of(sock)
+    assert status == 431
+    assert json.loads(reply)["error"] == "input_rejected"
+    assert httpx.get(f"{api.url}/healthz").status_code == 200
+
+
+def test_at_the_limit_idle_and_half_open_connections_make_room(start_api):
+    api = start_api(ConnectionLimits(max_connections=4))
+    # Two idle keep-alive connections, then two half-open ones, fill the four slots.
+    idle = []
+    for _ in range(2):
+        sock = raw(api.served.port, b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n")
+        assert response_of(sock)[0] == 200
+        idle.append(sock)
+    half_open = [raw(api.served.port, b"GET /hea") for _ in range(2)]
+    wait_until(lambda: api.guard_state()["open"] == 4, "four open connections")
+    # Each newcomer (kept open) makes room: half-open ones go first, then the oldest idle ones.
+    with ExitStack() as stack:
+        for _ in range(4):
+            c = stack.enter_context(api.client())
+            assert c.get("/v1/trust-domains").status_code == 200
+        assert still_open(half_open, within=5) == []
+        assert still_open(idle, within=5) == []
+        assert api.guard_state() == {"open": 4, "busy": 0, "pending": 0}
+
+
+def test_when_every_connection_holds_a_request_only_health_probes_get_through(start_api):
+    api = start_api(ConnectionLimits(max_connections=3))
+    with api.client() as c:
+        ids = make_topology(c)
+        servers = [register_server(c, api.url, ids["tdd"], name=f"s{i}") for i in range(3)]
+    firsts = [sync(api, s, None, 0) for s in servers]
+    with ThreadPoolExecutor(3) as pool:
+        polls = [pool.submit(sync, api, s, f, 3) for s, f in zip(servers, firsts, strict=True)]
+        wait_until(lambda: api.app.state.spirl.cache.waiting == 3, "three long-polls")
+        with api.client() as c:
+            refused = c.get("/v1/trust-domains")
+        assert refused.status_code == 503
+        assert refused.headers["retry-after"] == "1"
+        assert refused.json()["error"] == "unavailable"
+        assert httpx.get(f"{api.url}/healthz").status_code == 200
+        assert httpx.get(f"{api.url}/readyz").status_code == 200
+        # The long-polls were not cut: each is answered when its wait ends.
+        replies = [p.result(timeout=30) for p in polls]
+    assert [r["changed"] for r in replies] == [False, False, False]
+    with api.client() as c:
+        assert c.get("/v1/trust-domains").status_code == 200
+
+
+def test_tls_half_open_connections_are_closed_and_evicted(start_api, tmp_path: Path):
+    files = ensure_tls_files(tmp_path / "tls")
+    api = start_api(
+        ConnectionLimits(header_timeout=0.5, max_connections=3),
+        tls=server_context(files.cert_file, files.key_file),
+        verify=client_verify(files.ca_file),
+    )
+    # TCP connections that never start the TLS handshake.
+    silent = [raw(api.served.port) for _ in range(3)]
+    wait_until(lambda: api.guard_state()["open"] == 3, "three connections")
+    with api.client() as c:  # makes room by closing the oldest silent one
+        assert c.get("/v1/trust-domains").status_code == 200
+    assert still_open(silent) == []
+    assert api.guard_state()["pending"] == 0
