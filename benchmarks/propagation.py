@@ -190,11 +190,11 @@ async def measure(target: Target, rounds: int, tls: ssl.SSLContext | None) -> di
             await target.promote()
             promote_acked = time.perf_counter()
         await asyncio.gather(*tasks)
+        cpu_ms.append((cpu_seconds(target.pid) - cpu_before) * 1000)
         if target.staged:
             await target.promote()  # completes the rollout: the next round starts from here
             rest = sorted(set(range(n)) - set(stage))
             promoted += [max(0.0, arrivals[i] - promote_acked) * 1000 for i in rest]
-        cpu_ms.append((cpu_seconds(target.pid) - cpu_before) * 1000)
         # Replies may beat the write's own response (the cache is told at commit): count those as 0.
         latencies += [max(0.0, arrivals[i] - acked) * 1000 for i in stage]
         from_send += [(arrivals[i] - sent) * 1000 for i in stage]

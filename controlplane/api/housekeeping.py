@@ -21,6 +21,7 @@ from starlette.concurrency import run_in_threadpool
 
 from controlplane import rollouts
 from controlplane.api.context import AppState, fleet_view
+from controlplane.domain import Unavailable
 from controlplane.services import fleet as fleet_service
 from controlplane.services import rollouts as rollout_service
 
@@ -66,6 +67,9 @@ class Housekeeping:
 
         try:
             await run_in_threadpool(write)
+        except Unavailable:  # the unit of work logs the outage once
+            log.debug("contact batch: database unavailable")
+            return
         except Exception:
             log.exception("writing %d long-poll contact times failed", len(batch))
 
@@ -77,6 +81,9 @@ class Housekeeping:
                 self._state.settings.fleet,
                 self._state.cache.contacts.snapshot(),
             )
+        except Unavailable:  # the unit of work logs the outage once
+            log.debug("retention sweep: database unavailable")
+            return []
         except Exception:
             log.exception("deregistering servers past the retention period failed")
             return []
@@ -99,6 +106,9 @@ class Housekeeping:
             moved = await run_in_threadpool(
                 rollout_service.advance_all, self._state.uow, lambda: fleet_view(self._state)
             )
+        except Unavailable:  # the unit of work logs the outage once
+            log.debug("rollout promoter: database unavailable")
+            return []
         except Exception:
             log.exception("advancing staged rollouts failed")
             return []

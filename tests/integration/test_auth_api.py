@@ -16,6 +16,7 @@ SAMPLE_IDS = {
     "section": "KeyManager",
     "version": "1",
     "server_id": "tds-x",
+    "action": "pause",
 }
 
 

@@ -81,6 +81,7 @@ def test_every_route_answers_503_while_postgres_is_down(
         "section": "KeyLifecycle",
         "version": "1",
         "server_id": server["server_id"],
+        "action": "pause",
     }
     join = ok(
         api.client().post(f"/v1/trust-domain-deployments/{ids['tdd']}/join-tokens", json={}), 201
