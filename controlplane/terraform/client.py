@@ -277,6 +277,11 @@ class ApiClient:
         path = f"{self.config_path(scope, scope_id)}/sections/{quote(section, safe='')}"
         return self.delete(path, params)
 
+    def rollout_status(self, scope: str, scope_id: str, version: int) -> dict[str, Any]:
+        """How far one stored version of a scope reached its servers (docs/API.md, Rollouts)."""
+        path = f"/v1/rollouts/{scope}/{quote(scope_id, safe='')}"
+        return self.get(path, {"version": int(version)})
+
 
 def retry_delay(retry_after: str | None, attempt: int) -> float:
     """Seconds to wait before retry number `attempt` + 1: `Retry-After` (seconds) when the answer

@@ -11,6 +11,8 @@ change, a change made on the control plane shows as drift and plans an update.
 What can be known before apply is checked at plan time: null or empty entries, the documents with
 the control plane's rules including those of the scope's trust domain, a scope that does not
 exist, and (on create) a scope that already holds config, which must be imported instead.
+
+With `wait_for_rollout`, create and update wait for the servers after the write (rollout_wait.py).
 """
 
 from __future__ import annotations
@@ -34,7 +36,7 @@ from tf.iface import (
 from tf.types import Unknown
 from tf.utils import Diagnostics
 
-from controlplane.terraform import lookup
+from controlplane.terraform import lookup, rollout_wait
 from controlplane.terraform import sections as sec
 from controlplane.terraform.client import ApiClient, ConflictError, NotFoundError
 from controlplane.terraform.common import (
@@ -108,6 +110,7 @@ class _ConfigResource(ProviderBound, Resource):
                     kind=types.Number(),
                 ),
                 computed("updated_at", "Time of that version (RFC 3339); null for version 0."),
+                *rollout_wait.schema_attributes(),
             ],
         )
 
@@ -118,14 +121,24 @@ class _ConfigResource(ProviderBound, Resource):
         return self.provider.client
 
     def _state(
-        self, scope_id: str, sections: Mapping[str, str], version: Any, updated_at: Any
+        self,
+        scope_id: str,
+        sections: Mapping[str, str],
+        version: Any,
+        updated_at: Any,
+        options: Mapping[str, Any] | None = None,
     ) -> State:
+        """The resource's state; `options` (the plan or the prior state) gives the settings that
+        only steer the provider (`wait_for_rollout`, `timeouts`): null after an import."""
+        options = options or {}
         return {
             "id": scope_id,
             self.SCOPE_ATTR: scope_id,
             "sections": dict(sections),
             "version": version,
             "updated_at": updated_at,
+            "wait_for_rollout": options.get("wait_for_rollout"),
+            "timeouts": options.get("timeouts"),
         }
 
     def _updated_at(self, scope_id: str, version: int) -> Any:
@@ -175,7 +188,8 @@ class _ConfigResource(ProviderBound, Resource):
                 f"  terraform import spirl_{self.NAME}.<name> {scope_id}\n"
                 f'(or an `import` block with id = "{scope_id}"), where '
                 f"spirl_{self.NAME}.<name> is the address of this resource; or remove them on "
-                "the control plane first.",
+                "the control plane first. If this resource is tainted by a create whose rollout "
+                f"failed, `terraform untaint spirl_{self.NAME}.<name>` keeps what it wrote.",
                 path=[self.SCOPE_ATTR],
             )
         invalid = self._invalid_sections(diags, sections, scope_id)
@@ -188,7 +202,8 @@ class _ConfigResource(ProviderBound, Resource):
     ) -> int:
         """Make the scope hold exactly `desired`; returns the new version. Raises Failed on conflict.
 
-        Every create, update and destroy ends here: the place to wait for a rollout.
+        Every create, update and destroy ends here; create and update then wait for the rollout
+        (`_wait`) when asked to.
         """
         try:
             if desired:
@@ -225,6 +240,21 @@ class _ConfigResource(ProviderBound, Resource):
             )
             raise Failed from exc
 
+    def _wait(
+        self, diags: Diagnostics, planned: State, operation: str, scope_id: str, version: int
+    ) -> None:
+        rollout_wait.wait_after_write(
+            diags,
+            self._client,
+            planned,
+            operation,
+            self.SCOPE,
+            scope_id,
+            version,
+            ["sections"],
+            f"spirl_{self.NAME}",
+        )
+
     # -- Terraform operations ---------------------------------------------------------------
 
     def validate(self, diags: Diagnostics, type_name: str, config: Config) -> None:
@@ -232,6 +262,7 @@ class _ConfigResource(ProviderBound, Resource):
         if diags.has_errors():
             return
         check_id_prefixes(diags, config, {self.SCOPE_ATTR: self.ID_PREFIX})
+        rollout_wait.check_timeouts(diags, config)
         sections = config.get("sections")
         if isinstance(sections, Mapping):
             self._invalid_sections(diags, sections)
@@ -239,6 +270,7 @@ class _ConfigResource(ProviderBound, Resource):
     def plan(self, ctx: PlanContext, current: State | None, planned: State) -> State | None:
         if current is None:
             return planned
+        rollout_wait.check_timeouts(ctx.diagnostics, planned)
         prior_sections = current.get("sections")
         wanted = planned.get("sections")
         if sec.maps_equivalent(prior_sections, wanted):
@@ -260,6 +292,8 @@ class _ConfigResource(ProviderBound, Resource):
         """Called by SpirlServicer when the plan creates this resource."""
         scope_id = planned.get(self.SCOPE_ATTR)
         sections = planned.get("sections")
+        if rollout_wait.check_timeouts(ctx.diagnostics, planned):
+            return
         if not (self.provider.configured and isinstance(scope_id, str)):
             return  # not known until apply: create() checks then
         if not isinstance(sections, Mapping):
@@ -275,7 +309,11 @@ class _ConfigResource(ProviderBound, Resource):
             if expected is None:
                 return None
             version = self._write(ctx.diagnostics, scope_id, desired, expected)
-            return self._state(scope_id, desired, version, self._updated_at(scope_id, version))
+            state = self._state(
+                scope_id, desired, version, self._updated_at(scope_id, version), planned
+            )
+            self._wait(ctx.diagnostics, planned, "create", scope_id, version)
+            return state
         return None
 
     def read(self, ctx: ReadContext, current: State) -> State | None:
@@ -299,7 +337,7 @@ class _ConfigResource(ProviderBound, Resource):
                 )
             merged = sec.merge_server_sections(prior, server)
             return self._state(
-                scope_id, merged, int(body.get("version") or 0), body.get("updated_at")
+                scope_id, merged, int(body.get("version") or 0), body.get("updated_at"), current
             )
         return current
 
@@ -307,12 +345,21 @@ class _ConfigResource(ProviderBound, Resource):
         scope_id = planned[self.SCOPE_ATTR]
         desired = planned.get("sections") or {}
         expected = int(current.get("version") or 0)
+        if sec.maps_equivalent(current.get("sections"), desired):
+            # Only wait_for_rollout or timeouts changed: nothing to write, nothing to wait for.
+            return self._state(
+                scope_id, desired, current.get("version"), current.get("updated_at"), planned
+            )
         with reported(ctx.diagnostics, f"write the config of {self.SCOPE_KIND} {scope_id}"):
             if self._invalid_sections(ctx.diagnostics, desired, scope_id):
                 return None
             version = self._write(ctx.diagnostics, scope_id, desired, expected)
             # Return exactly the planned text: Terraform insists the result equals the plan.
-            return self._state(scope_id, desired, version, self._updated_at(scope_id, version))
+            state = self._state(
+                scope_id, desired, version, self._updated_at(scope_id, version), planned
+            )
+            self._wait(ctx.diagnostics, planned, "update", scope_id, version)
+            return state
         return None
 
     def delete(self, ctx: DeleteContext, current: State) -> None:

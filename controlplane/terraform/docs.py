@@ -20,7 +20,7 @@ from tf import schema, types
 from tf.utils import Diagnostics
 
 from controlplane.terraform.provider import SpirlProvider
-from controlplane.terraform.tftypes import Field, Object
+from controlplane.terraform.tftypes import Field, NestedAttribute, Object
 
 __all__ = ["DOCS", "render_all", "type_name"]
 
@@ -59,10 +59,13 @@ def _group(attribute: schema.Attribute) -> str:
     return "Read-Only"
 
 
-def _bullet(name: str, kind: Any, description: str, *, sensitive: bool = False) -> str:
-    flags = type_name(kind) + (", Sensitive" if sensitive else "")
-    nested = f" (see [below for nested schema](#nestedatt--{name}))" if _object_of(kind) else ""
-    return f"- `{name}` ({flags}) {description}{nested}"
+def _bullet(
+    name: str, kind: Any, description: str, *, sensitive: bool = False, nested: bool = False
+) -> str:
+    # A nested attribute is "Attributes" in tfplugindocs' words; an object-typed one "Object".
+    flags = ("Attributes" if nested else type_name(kind)) + (", Sensitive" if sensitive else "")
+    below = f" (see [below for nested schema](#nestedatt--{name}))" if _object_of(kind) else ""
+    return f"- `{name}` ({flags}) {description}{below}"
 
 
 def _reference(attributes: list[schema.Attribute]) -> list[str]:
@@ -73,7 +76,13 @@ def _reference(attributes: list[schema.Attribute]) -> list[str]:
             continue
         lines += [f"### {group}", ""]
         lines += [
-            _bullet(a.name, a.type, a.description or "", sensitive=bool(a.sensitive))
+            _bullet(
+                a.name,
+                a.type,
+                a.description or "",
+                sensitive=bool(a.sensitive),
+                nested=isinstance(a, NestedAttribute),
+            )
             for a in members
         ]
         lines.append("")
@@ -85,7 +94,7 @@ def _reference(attributes: list[schema.Attribute]) -> list[str]:
             f'<a id="nestedatt--{attribute.name}"></a>',
             f"### Nested Schema for `{attribute.name}`",
             "",
-            "Read-Only:",
+            "Optional:" if isinstance(attribute, NestedAttribute) else "Read-Only:",
             "",
         ]
         lines += [_bullet(f.name, f.type, f.description) for f in _sorted(nested.fields)]

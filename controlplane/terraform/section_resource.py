@@ -5,11 +5,13 @@ Writes are `PUT prune=false` with the version just read as `expected_version`: a
 to *another* section is retried (it cannot touch ours), a change to *this* section made since
 Terraform read it is a conflict error, never overwritten. It cannot be mixed with an
 authoritative config resource on the same scope (see MIXING_WARNING): that one removes every
-section it does not list.
+section it does not list. With `wait_for_rollout`, create and update wait for the servers after
+the write (rollout_wait.py).
 """
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Any
 
 from tf import schema
@@ -26,7 +28,7 @@ from tf.iface import (
 )
 from tf.utils import Diagnostics
 
-from controlplane.terraform import lookup
+from controlplane.terraform import lookup, rollout_wait
 from controlplane.terraform import sections as sec
 from controlplane.terraform.client import ApiClient, ConflictError, NotFoundError
 from controlplane.terraform.common import (
@@ -81,6 +83,7 @@ class ConfigSectionResource(ProviderBound, Resource):
                     "YAML text of one document of that section. Compared by canonical form: "
                     "reformatting is not a change.",
                 ),
+                *rollout_wait.schema_attributes(),
             ],
         )
 
@@ -91,13 +94,23 @@ class ConfigSectionResource(ProviderBound, Resource):
         return self.provider.client
 
     @staticmethod
-    def _state(scope: str, scope_id: str, section: str, text: str) -> State:
+    def _state(
+        scope: str,
+        scope_id: str,
+        section: str,
+        text: str,
+        options: Mapping[str, Any] | None = None,
+    ) -> State:
+        """`options` (the plan or the prior state) gives `wait_for_rollout` and `timeouts`."""
+        options = options or {}
         return {
             "id": section_id(scope, scope_id, section),
             "scope": scope,
             "scope_id": scope_id,
             "section": section,
             "yaml": text,
+            "wait_for_rollout": options.get("wait_for_rollout"),
+            "timeouts": options.get("timeouts"),
         }
 
     def _invalid(self, diags: Diagnostics, config: Config, scope_id: str | None = None) -> bool:
@@ -143,7 +156,8 @@ class ConfigSectionResource(ProviderBound, Resource):
             f"then plan again:\n  terraform import spirl_config_section.<name> {address_id}\n"
             f'(or an `import` block with id = "{address_id}"), where '
             "spirl_config_section.<name> is the address of this resource; or remove it on the "
-            "control plane first.",
+            "control plane first. If this resource is tainted by a create whose rollout failed, "
+            "`terraform untaint spirl_config_section.<name>` keeps what it wrote.",
             path=["section"],
         )
         raise Failed
@@ -155,8 +169,9 @@ class ConfigSectionResource(ProviderBound, Resource):
         *,
         prior_text: str | None,
         delete: bool = False,
-    ) -> None:
-        """PUT (or DELETE) our section, re-reading when another section moved the version.
+    ) -> int:
+        """PUT (or DELETE) our section, re-reading when another section moved the version;
+        returns the scope's version after it.
 
         `prior_text` None: the section must not exist yet (create). Otherwise the server's
         section must still be what Terraform last read (`prior_text`, canonically), or it is a
@@ -185,15 +200,16 @@ class ConfigSectionResource(ProviderBound, Resource):
                 raise Failed
             try:
                 if delete:
-                    if on_server is not None:
-                        self._client.delete_section(
-                            scope, scope_id, section, expected_version=version
-                        )
+                    if on_server is None:
+                        return version
+                    body = self._client.delete_section(
+                        scope, scope_id, section, expected_version=version
+                    )
                 else:
-                    self._client.put_config(
+                    body = self._client.put_config(
                         scope, scope_id, state["yaml"], prune=False, expected_version=version
                     )
-                return
+                return int(body["version"])
             except ConflictError:
                 continue  # another section was written meanwhile: read again
         diags.add_error(
@@ -202,6 +218,19 @@ class ConfigSectionResource(ProviderBound, Resource):
             f"{section} section. Nothing was written; try again.",
         )
         raise Failed
+
+    def _wait(self, diags: Diagnostics, planned: State, operation: str, version: int) -> None:
+        rollout_wait.wait_after_write(
+            diags,
+            self._client,
+            planned,
+            operation,
+            planned["scope"],
+            planned["scope_id"],
+            version,
+            ["yaml"],
+            "spirl_config_section",
+        )
 
     # -- Terraform operations ---------------------------------------------------------------
 
@@ -225,11 +254,13 @@ class ConfigSectionResource(ProviderBound, Resource):
                 "Empty section", "`section` names a section, e.g. KeyManager", path=["section"]
             )
             return
+        rollout_wait.check_timeouts(diags, config)
         self._invalid(diags, config)
 
     def plan(self, ctx: PlanContext, current: State | None, planned: State) -> State | None:
         if current is None:
             return planned
+        rollout_wait.check_timeouts(ctx.diagnostics, planned)
         old, new = current.get("yaml"), planned.get("yaml")
         if sec.is_known_text(old) and sec.is_known_text(new) and sec.texts_equivalent(old, new):
             planned["yaml"] = old  # reformatting only: no change
@@ -255,6 +286,8 @@ class ConfigSectionResource(ProviderBound, Resource):
             and isinstance(section, str)
         ):
             return  # not known until apply: create() checks then
+        if rollout_wait.check_timeouts(ctx.diagnostics, planned):
+            return
         with reported(ctx.diagnostics, f"check the {section} section of {scope} {scope_id}"):
             current = self._current(ctx.diagnostics, scope, scope_id)
             self._invalid(ctx.diagnostics, planned, scope_id)
@@ -266,8 +299,9 @@ class ConfigSectionResource(ProviderBound, Resource):
         with reported(ctx.diagnostics, f"write the {section} section of {scope} {scope_id}"):
             if self._invalid(ctx.diagnostics, planned, scope_id):
                 return None
-            state = self._state(scope, scope_id, section, planned["yaml"])
-            self._write(ctx.diagnostics, state, prior_text=None)
+            state = self._state(scope, scope_id, section, planned["yaml"], planned)
+            version = self._write(ctx.diagnostics, state, prior_text=None)
+            self._wait(ctx.diagnostics, planned, "create", version)
             return state
         return None
 
@@ -289,16 +323,19 @@ class ConfigSectionResource(ProviderBound, Resource):
             if on_server is None:
                 return None  # the scope's config has no such section (any more)
             merged = sec.merge_server_sections({section: current.get("yaml")}, {section: on_server})
-            return self._state(scope, scope_id, section, merged[section])
+            return self._state(scope, scope_id, section, merged[section], current)
         return current
 
     def update(self, ctx: UpdateContext, current: State, planned: State) -> State | None:
         scope, scope_id, section = planned["scope"], planned["scope_id"], planned["section"]
+        state = self._state(scope, scope_id, section, planned["yaml"], planned)
+        if planned["yaml"] == current.get("yaml"):
+            return state  # only wait_for_rollout or timeouts changed: nothing to write
         with reported(ctx.diagnostics, f"write the {section} section of {scope} {scope_id}"):
             if self._invalid(ctx.diagnostics, planned, scope_id):
                 return None
-            state = self._state(scope, scope_id, section, planned["yaml"])
-            self._write(ctx.diagnostics, state, prior_text=current.get("yaml"))
+            version = self._write(ctx.diagnostics, state, prior_text=current.get("yaml"))
+            self._wait(ctx.diagnostics, planned, "update", version)
             return state
         return None
 

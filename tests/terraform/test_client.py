@@ -169,7 +169,11 @@ def test_config_section_writes_around_other_writers(shared_control_plane: Any) -
 
     cut_in.append(KEY_MANAGER_AZURE)  # another section: retried, both stay
     planned = {**state, "yaml": KL.replace("12h", "6h")}
-    assert resource.update(ctx, state, planned) == planned
+    assert resource.update(ctx, state, planned) == {
+        **planned,
+        "wait_for_rollout": None,  # not asked to wait
+        "timeouts": None,
+    }
     with cp.client() as admin:
         stored = ok(admin.get(f"/v1/config/trust-domain-deployment/{tdd}"))
     assert stored["version"] == 3 and set(stored["sections"]) == {"KeyManager", "KeyLifecycle"}

@@ -121,7 +121,8 @@ def test_terraform_init_offline_schema_docs_and_examples(tmp_path: Path) -> None
 
 
 def attributes(block: dict[str, Any]) -> set[tuple[str, str, str]]:
-    """(group, name, description) of every attribute Terraform got, nested object ones too."""
+    """(group, name, description) of every attribute Terraform got, nested object ones and
+    nested attributes' too."""
     out = set()
     for name, attr in block["attributes"].items():
         group = (
@@ -132,6 +133,9 @@ def attributes(block: dict[str, Any]) -> set[tuple[str, str, str]]:
             else "Read-Only"
         )
         out.add((group, name, attr["description"]))
+        if "nested_type" in attr:  # a nested attribute (`timeouts`)
+            out |= {(f"Nested {name}", field, "") for field in attr["nested_type"]["attributes"]}
+            continue
         kind = attr["type"]
         while isinstance(kind, list) and kind[0] in ("list", "map", "set"):
             kind = kind[1]
