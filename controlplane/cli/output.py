@@ -7,6 +7,8 @@ import sys
 from collections.abc import Sequence
 from typing import Any, TextIO
 
+from controlplane.rollout_text import duration
+
 FORMATS = ("table", "json", "yaml")
 
 
@@ -74,13 +76,3 @@ def one_line(text: str | None, limit: int = 60) -> str | None:
 def ago(seconds: float | None) -> str:
     """`45s ago`, `4m12s ago`, `3h5m ago`, `2d4h ago`."""
     return "-" if seconds is None else duration(seconds) + " ago"
-
-
-def duration(seconds: float) -> str:
-    """`45s`, `4m12s`, `3h5m`, `2d4h`: the two largest units."""
-    total = max(0, int(seconds))
-    parts = [(total // 86400, "d"), (total % 86400 // 3600, "h"), (total % 3600 // 60, "m")]
-    parts.append((total % 60, "s"))
-    first = next((i for i, (n, _) in enumerate(parts) if n), len(parts) - 1)
-    shown = [f"{n}{unit}" for n, unit in parts[first : first + 2] if n] or ["0s"]
-    return "".join(shown)

@@ -18,7 +18,8 @@ from dataclasses import dataclass, field
 from typing import Any, TextIO
 
 from controlplane.cli.client import ApiClient
-from controlplane.cli.output import ago, duration, table
+from controlplane.cli.output import ago, table
+from controlplane.rollout_text import duration, stage_text, summary
 
 EXIT_DONE = 0
 EXIT_REFUSED = 3
@@ -33,34 +34,6 @@ EXIT_CODES_HELP = (
 STOPPED = ("refused", "halted", "aborted")
 FINISHED = ("done", *STOPPED)
 DEPLOYMENT_FINISHED = ("done", "none", "halted", "aborted")
-
-
-def summary(status: dict[str, Any]) -> str:
-    """`2/3 applied, 1 pending`: what a rollout looks like in one line."""
-    counts = status["counts"]
-    text = f"{counts['applied']}/{counts['targeted']} applied"
-    for name in ("refused", "pending", "unreachable"):
-        if counts.get(name):
-            text += f", {counts[name]} {name}"
-    if not counts["targeted"]:
-        text += " (no server is targeted)"
-    for deployment in status.get("deployments") or []:
-        if deployment.get("stage"):
-            text += f"; {deployment['id']} {stage_text(deployment)}"
-    return text
-
-
-def stage_text(staged: dict[str, Any]) -> str:
-    """`stage 1/3 canary (baking, 8m20s left)`, `stage 2/3 half (halted)`."""
-    stage = staged["stage"]
-    text = f"stage {stage['number']}/{stage['of']} {stage['name']}"
-    phase = staged["phase"]
-    left = staged.get("bake_seconds_left")
-    if phase not in ("in_progress", "done"):
-        text += f" ({phase})"
-    elif left is not None:
-        text += f" (baking, {duration(left)} left)"
-    return text
 
 
 @dataclass

@@ -28,6 +28,8 @@ from typing import Any
 from tf import schema, types
 from tf.utils import Diagnostics
 
+from controlplane.rollout_text import stage_text
+from controlplane.rollout_text import summary as rollout_summary
 from controlplane.terraform.client import ApiClient, ApiError
 from controlplane.terraform.common import optional
 from controlplane.terraform.tftypes import Field, NestedAttribute
@@ -140,19 +142,6 @@ def _what(status: Mapping[str, Any]) -> str:
     return f"{status['scope']} {status['id']} version {status['version']}"
 
 
-def _summary(status: Mapping[str, Any]) -> str:
-    from controlplane.cli.rollout import summary
-
-    return summary(dict(status))
-
-
-def _stage(deployment: Mapping[str, Any]) -> str:
-    """`stage 1/3 canary (baking, 8m20s left)`, `stage 2/3 half (paused)`."""
-    from controlplane.cli.rollout import stage_text
-
-    return stage_text(dict(deployment))
-
-
 def _stage_name(deployment: Mapping[str, Any]) -> str:
     """`stage 1/3 canary`."""
     stage = deployment["stage"]
@@ -230,7 +219,7 @@ def failure(status: Mapping[str, Any]) -> tuple[str, str] | None:
     if phase not in STOPPED:
         return None
     what = _what(status)
-    lines = [_written(status), f"Rollout: {_summary(status)}."]
+    lines = [_written(status), f"Rollout: {rollout_summary(status)}."]
     refusals = _refusals(status)
     if refusals:
         lines += ["Servers that refused it (they keep their previous config):", *_listed(refusals)]
@@ -275,7 +264,7 @@ def timed_out(
     """(summary, detail) of a wait that ran out of time: the servers still pending, and the
     stage of each staged rollout still holding the version back."""
     what = _what(status)
-    lines = [_written(status), f"Rollout: {_summary(status)}."]
+    lines = [_written(status), f"Rollout: {rollout_summary(status)}."]
     pending = [
         f"server {_who(s)}, {s.get('state')}: applied "
         f"{s.get('applied_version') if s.get('applied_version') is not None else 'nothing yet'}, "
@@ -286,7 +275,7 @@ def timed_out(
         lines += ["Still pending:", *_listed(pending)]
     for d in status.get("deployments") or []:
         if isinstance(d, dict) and isinstance(d.get("stage"), dict):
-            lines.append(f"Deployment {d['id']} holds it back: {_stage(d)}.")
+            lines.append(f"Deployment {d['id']} holds it back: {stage_text(d)}.")
             if d.get("phase") == "paused":
                 lines.append(
                     f"  spirlctl rollout resume --trust-domain-deployment {d['id']}   # it is paused"
@@ -359,7 +348,7 @@ def wait(
             error = str(exc)
             log.warning("rollout of %s %s version %s: %s", scope, scope_id, version, error)
         if status is not None and error is None:
-            line = _summary(status)
+            line = rollout_summary(status)
             if line != last_line:
                 log.info("rollout of %s: %s", _what(status), line)
                 last_line = line
