@@ -28,20 +28,26 @@ import sys
 import tempfile
 import time
 from dataclasses import dataclass
-from datetime import timedelta
+from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
 
 import httpx
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.x509.oid import NameOID
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "tests"))
 
 from controlplane.domain import utc_now  # noqa: E402
+from controlplane.keymanagers.signatures import public_jwk  # noqa: E402
 from controlplane.services import auth, objects, servers  # noqa: E402
 from controlplane.services import config as config_service  # noqa: E402
 from controlplane.store.database import create_db_engine, migrate  # noqa: E402
 from controlplane.store.unit_of_work import UnitOfWorkFactory  # noqa: E402
+from controlplane.trust_domain_server.crypto import CA_KEY_USAGE  # noqa: E402
 
 from support.api import console_session  # noqa: E402
 from support.processes import script, start_process  # noqa: E402
@@ -64,13 +70,41 @@ spec:
   x509CATTL: {ttl}h
   jwtKeyTTL: 12h
 """
-JWK = {
-    "kty": "EC",
-    "crv": "P-256",
-    "x": "f83OJ3D2xF1Bg8vub9tLe1gHMzV76e8Tus9uPHvRVEU",
-    "y": "x_FEzRu9m36HLN_tue659LNpXW6pCyStikYjKIWI5a0",
-}
-CA_CERT = base64.b64encode(os.urandom(560)).decode()  # the size of a P-256 CA certificate
+TRUST_DOMAIN = "bench.example.org"
+
+
+def public_key(not_before: datetime, not_after: datetime, ca: bool) -> dict[str, Any]:
+    """A fresh EC P-256 key as a server reports it: its JWK and, for an X.509 CA key, the one
+    self-signed CA certificate the control plane checks (controlplane/reported_keys.py)."""
+    key = ec.generate_private_key(ec.SECP256R1())
+    der = key.public_key().public_bytes(
+        serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo
+    )
+    entry: dict[str, Any] = {"jwk": public_jwk(der)}
+    if ca:
+        name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "bench CA")])
+        cert = (
+            x509.CertificateBuilder()
+            .subject_name(name)
+            .issuer_name(name)
+            .public_key(key.public_key())
+            .serial_number(x509.random_serial_number())
+            .not_valid_before(not_before)
+            .not_valid_after(not_after)
+            .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
+            .add_extension(CA_KEY_USAGE, critical=True)
+            .add_extension(
+                x509.SubjectAlternativeName(
+                    [x509.UniformResourceIdentifier(f"spiffe://{TRUST_DOMAIN}")]
+                ),
+                critical=False,
+            )
+            .sign(key, hashes.SHA256())
+        )
+        entry["x5c"] = [base64.b64encode(cert.public_bytes(serialization.Encoding.DER)).decode()]
+    return entry
+
+
 ERROR = (
     "Key Vault https://vault-1.vault.azure.net/: (Forbidden) Caller is not authorized to perform "
     "action on resource. If role assignments, deny assignments or role definitions were changed "
@@ -85,7 +119,7 @@ def populate(engine: Any, n_servers: int, n_versions: int) -> tuple[str, dict[st
     with uows() as uow:
         token, _ = auth.create_token(uow, "admin", "bench")
     with uows() as uow:
-        td = objects.create_trust_domain(uow, "bench.example.org", "admin:bench")
+        td = objects.create_trust_domain(uow, TRUST_DOMAIN, "admin:bench")
     with uows() as uow:
         tdd = objects.create_deployment(uow, "prod", td["id"], "admin:bench")
     clusters = []
@@ -108,20 +142,20 @@ def populate(engine: Any, n_servers: int, n_versions: int) -> tuple[str, dict[st
         for kind in ("x509-ca", "jwt"):
             for state, born in (("retired", -20), ("active", -8), ("prepared", -1)):
                 kid = f"{kind}-{i:03d}{state[:3]}{os.urandom(3).hex()}"
+                not_before = (now + timedelta(hours=born)).replace(microsecond=0)
+                not_after = not_before + timedelta(hours=24)
                 key: dict[str, Any] = {
                     "kid": kid,
                     "kind": kind,
                     "state": state,
                     "key_manager": {"type": "azureKeyVault", "digest": "sha256:" + "ab" * 32},
                     "key_type": "ec-p256",
-                    "not_before": (now + timedelta(hours=born)).isoformat(),
-                    "not_after": (now + timedelta(hours=born + 24)).isoformat(),
+                    "not_before": not_before.isoformat(),
+                    "not_after": not_after.isoformat(),
                     "provider_ref": f"https://vault-1.vault.azure.net/keys/spire-key-{kid}/"
                     + os.urandom(16).hex(),
-                    "jwk": JWK,
+                    **public_key(not_before, not_after, ca=kind == "x509-ca"),
                 }
-                if kind == "x509-ca":
-                    key["x5c"] = [CA_CERT]
                 keys.append(key)
         report = {
             "desired_version": n_versions,
