@@ -6,7 +6,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, ClassVar
 
 from tf import schema, types
 from tf.types import TfType, Unknown
@@ -58,10 +58,17 @@ def api_error_detail(exc: ApiError) -> str:
 
 
 class ProviderBound:
-    """Base for resources/data sources: tf builds one instance per request with the provider."""
+    """Base for resources/data sources: tf builds one instance per request with the provider.
+    Terraform's type name is `spirl_<NAME>`."""
+
+    NAME: ClassVar[str]
 
     def __init__(self, provider: SpirlProvider):
         self.provider = provider
+
+    @classmethod
+    def get_name(cls) -> str:
+        return cls.NAME
 
 
 # -- schema attributes (String unless `kind` says otherwise) --------------------------------------

@@ -78,10 +78,6 @@ class _ConfigResource(ProviderBound, Resource):
     NOTES = "scope_config"  # docs/templates/resources/scope_config.md
 
     @classmethod
-    def get_name(cls) -> str:
-        return cls.NAME
-
-    @classmethod
     def get_schema(cls) -> schema.Schema:
         return schema.Schema(
             version=1,

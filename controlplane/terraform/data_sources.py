@@ -37,10 +37,6 @@ class _LookupDataSource(ProviderBound, DataSource):
     DESCRIPTION: ClassVar[str]
 
     @classmethod
-    def get_name(cls) -> str:
-        return cls.NAME
-
-    @classmethod
     def _fields(cls) -> list[str]:
         fields = ["id", "name"]
         if cls.FILTER:
@@ -156,10 +152,6 @@ class _PlacementDataSource(ProviderBound, DataSource):
     NAME: ClassVar[str]
     DESCRIPTION: ClassVar[str]
     CLUSTER_DESCRIPTION: ClassVar[str]
-
-    @classmethod
-    def get_name(cls) -> str:
-        return cls.NAME
 
     @classmethod
     def outputs(cls) -> list[schema.Attribute]:

@@ -55,10 +55,6 @@ class JoinTokenResource(ProviderBound, Resource):
     NAME = "join_token"
 
     @classmethod
-    def get_name(cls) -> str:
-        return cls.NAME
-
-    @classmethod
     def get_schema(cls) -> schema.Schema:
         return schema.Schema(
             version=1,

@@ -48,10 +48,6 @@ class _ObjectResource(ProviderBound, Resource):
     IMPORT: ClassVar[tuple[str, str]]  # an id and a name path, for the docs
 
     @classmethod
-    def get_name(cls) -> str:
-        return cls.NAME
-
-    @classmethod
     def get_schema(cls) -> schema.Schema:
         return schema.Schema(
             version=1,

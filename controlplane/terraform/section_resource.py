@@ -55,10 +55,6 @@ class ConfigSectionResource(ProviderBound, Resource):
     IMPORT = ("cluster/c-0a1b2c3d4e5f/KeyManager", "cluster/example.org/prod/east/KeyManager")
 
     @classmethod
-    def get_name(cls) -> str:
-        return cls.NAME
-
-    @classmethod
     def get_schema(cls) -> schema.Schema:
         return schema.Schema(
             version=1,
