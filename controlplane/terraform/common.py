@@ -6,18 +6,32 @@ from __future__ import annotations
 import logging
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
-from typing import TYPE_CHECKING, Any, ClassVar
+from typing import Any, ClassVar, Protocol
 
 from tf import schema, types
 from tf.types import TfType, Unknown
 from tf.utils import Diagnostics
 
-from controlplane.terraform.client import ApiError
-
-if TYPE_CHECKING:
-    from controlplane.terraform.provider import SpirlProvider
+from controlplane.terraform.client import ApiClient, ApiError
 
 log = logging.getLogger(__name__)
+
+
+class NotConfiguredError(RuntimeError):
+    """A resource needs the control plane but the provider has no usable endpoint or token."""
+
+
+class ProviderState(Protocol):
+    """What resources and data sources use of the provider (controlplane.terraform.provider
+    implements it); a Protocol so that imports flow provider -> resources -> common only."""
+
+    @property
+    def configured(self) -> bool: ...
+
+    @property
+    def client(self) -> ApiClient: ...
+
+    def trust_domain_of(self, scope: str, scope_id: str) -> str: ...
 
 
 class Failed(Exception):
@@ -32,7 +46,6 @@ def reported(diags: Diagnostics, action: str) -> Iterator[None]:
     propagates (tf prints the traceback to Terraform's log).
     """
     from controlplane.terraform.lookup import LookupFailed
-    from controlplane.terraform.provider import NotConfiguredError
 
     try:
         yield
@@ -63,7 +76,7 @@ class ProviderBound:
 
     NAME: ClassVar[str]
 
-    def __init__(self, provider: SpirlProvider):
+    def __init__(self, provider: ProviderState):
         self.provider = provider
 
     @classmethod

@@ -13,6 +13,7 @@ from tf.utils import Diagnostics
 
 from controlplane.terraform import PROVIDER_ADDRESS, PROVIDER_VERSION
 from controlplane.terraform.client import DEFAULT_RETRIES, DEFAULT_TIMEOUT_SECONDS, ApiClient
+from controlplane.terraform.common import NotConfiguredError
 from controlplane.terraform.settings import (
     ENV_CA_FILE,
     ENV_ENDPOINT,
@@ -28,10 +29,6 @@ from controlplane.tls import TlsConfigError, client_verify
 log = logging.getLogger(__name__)
 
 __all__ = ["PROVIDER_ADDRESS", "PROVIDER_VERSION", "NotConfiguredError", "SpirlProvider"]
-
-
-class NotConfiguredError(RuntimeError):
-    pass
 
 
 class SpirlProvider:

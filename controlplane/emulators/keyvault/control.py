@@ -27,11 +27,12 @@ from typing import TYPE_CHECKING, Any, TypeVar
 from .httpd import Request, Response
 from .identity import RoleDefinition
 from .limits import Fault, Limits
+from .network import NetworkRules
 from .store import SoftDeleteSettings
-from .vault import NetworkRules
 
 if TYPE_CHECKING:
-    from .app import EmulatorApp
+    from .entra import EntraApi
+    from .state import EmulatorState
 
 __all__ = ["ControlApi"]
 
@@ -56,8 +57,9 @@ def _changed(settings: S, body: dict[str, Any], what: str) -> S:
 
 
 class ControlApi:
-    def __init__(self, app: EmulatorApp) -> None:
+    def __init__(self, app: EmulatorState, entra: EntraApi) -> None:
         self.app = app
+        self.entra = entra  # mints the federated assertions a test hands to a workload
 
     def _authorized(self, request: Request) -> bool:
         header = request.headers.get("Authorization") or ""
@@ -128,7 +130,7 @@ class ControlApi:
                 if principal is None or not principal.federated_subjects:
                     return _error(404, "no such principal with a federated subject")
                 subject = principal.federated_subjects[0]
-            token = app.entra.issue_federated_assertion(
+            token = self.entra.issue_federated_assertion(
                 str(subject), int(body.get("ttl_seconds", 3600))
             )
             return Response(200, {"token": token, "subject": subject})

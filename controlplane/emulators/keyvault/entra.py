@@ -23,10 +23,11 @@ import uuid
 from typing import TYPE_CHECKING, Any
 
 from .httpd import Request, Response
+from .state import FEDERATION_AUDIENCE
 from .tokens import TokenError
 
 if TYPE_CHECKING:
-    from .app import EmulatorApp
+    from .state import EmulatorState
 
 __all__ = ["EntraApi"]
 
@@ -54,7 +55,7 @@ def _imds_error(status: int, error: str, description: str) -> Response:
 
 
 class EntraApi:
-    def __init__(self, app: EmulatorApp) -> None:
+    def __init__(self, app: EmulatorState) -> None:
         self.app = app
 
     @staticmethod
@@ -140,8 +141,6 @@ class EntraApi:
                     7000215,
                 )
         elif form.get("client_assertion_type") == _ASSERTION_TYPE and "client_assertion" in form:
-            from .app import FEDERATION_AUDIENCE
-
             try:
                 claims = self.app.signer.verify(
                     form["client_assertion"], audiences=(FEDERATION_AUDIENCE,)
@@ -274,8 +273,6 @@ class EntraApi:
 
     def issue_federated_assertion(self, subject: str, ttl_seconds: int = 3600) -> str:
         """A token standing in for a Kubernetes service account token (the federated credential)."""
-        from .app import FEDERATION_AUDIENCE
-
         now = int(time.time())
         return self.app.signer.sign(
             {

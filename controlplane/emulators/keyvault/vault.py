@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import base64
 import binascii
-import ipaddress
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -21,11 +20,13 @@ from . import identity as ident
 from .crypto_ops import AlgorithmError, KeySpec, sign_digest, verify_digest
 from .httpd import Request, Response
 from .limits import key_class
+from .network import NetworkRules
+from .state import VAULT_RESOURCE
 from .store import KeyVersion, VaultError, valid_key_name
 from .tokens import TokenError, b64url
 
 if TYPE_CHECKING:
-    from .app import EmulatorApp
+    from .state import EmulatorState
 
 __all__ = ["NetworkRules", "VaultApi"]
 
@@ -95,30 +96,6 @@ def _route(method: str, path: str) -> _Route | None:
     return None
 
 
-@dataclass(frozen=True)
-class NetworkRules:
-    """The vault's firewall (ARM networkAcls): defaultAction Allow or Deny, plus the IP rules
-    (addresses or CIDR ranges) let through when it is Deny."""
-
-    default_action: str = "Allow"
-    ip_rules: tuple[str, ...] = ()
-
-    def __post_init__(self) -> None:
-        if self.default_action not in ("Allow", "Deny"):
-            raise ValueError("default_action must be Allow or Deny")
-        for rule in self.ip_rules:
-            ipaddress.ip_network(rule, strict=False)  # ValueError for a bad rule
-
-    def admits(self, address: str) -> bool:
-        if self.default_action == "Allow":
-            return True
-        try:
-            ip = ipaddress.ip_address(address)
-        except ValueError:
-            return False
-        return any(ip in ipaddress.ip_network(r, strict=False) for r in self.ip_rules)
-
-
 def _check_tags(body: dict[str, Any]) -> None:
     tags = body.get("tags")
     if tags is None:
@@ -137,7 +114,7 @@ def _check_tags(body: dict[str, Any]) -> None:
 
 
 class VaultApi:
-    def __init__(self, app: EmulatorApp) -> None:
+    def __init__(self, app: EmulatorState) -> None:
         self.app = app
 
     # -- helpers -------------------------------------------------------------------------
@@ -531,6 +508,4 @@ def _throttle_response(retry_after: int | None) -> Response:
 
 
 def _resource() -> str:
-    from .app import VAULT_RESOURCE
-
     return VAULT_RESOURCE
