@@ -23,7 +23,7 @@ from datetime import datetime
 from typing import Any
 
 from controlplane.bundles import bundle_document, refresh_hint
-from controlplane.domain import NotFound
+from controlplane.domain import Deregistered, NotFound
 from controlplane.reported_keys import InvalidReport, ReportedKey
 from controlplane.store.models import BundleKeyRow
 from controlplane.store.unit_of_work import Change, UnitOfWork
@@ -98,6 +98,9 @@ def merge_reported_keys(
     if not new and not expired:
         return False
     lock(uow, td_id)
+    # Under the lock a deregistration (which takes it first) has either committed or not begun.
+    if not uow.repo.server_exists(server_id):
+        raise Deregistered()
     new, _ = _plan(uow, td_id, server_id, keys, now)  # again, under the lock
     for key in new:
         uow.repo.add(

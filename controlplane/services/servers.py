@@ -6,7 +6,7 @@ import json
 from datetime import datetime, timedelta
 from typing import Any
 
-from controlplane.domain import BadRequest, NotFound, utc_now
+from controlplane.domain import BadRequest, Deregistered, NotFound, utc_now
 from controlplane.reported_keys import (
     DEFAULT_MAX_KEY_LIFETIME,
     InvalidReport,
@@ -69,10 +69,11 @@ def report_status(
     if report.get("reported_at") is not None:
         reported_at = report_time(report["reported_at"], "/reported_at")
         status["clock_offset_seconds"] = round((reported_at - contact).total_seconds(), 1)
-    server.health = health
-    server.status_json = json.dumps(status, sort_keys=True, default=str)
-    server.last_contact_at = contact
-    server.last_report_at = contact
+    # A deregistration may commit between the read above and here (PostgreSQL): the report of
+    # a server that is gone is refused as its next call would be, never a server error.
+    status_json = json.dumps(status, sort_keys=True, default=str)
+    if not uow.repo.store_server_report(server_id, health, status_json, contact):
+        raise Deregistered()
     uow.commit()
 
 

@@ -299,6 +299,31 @@ class Repository:
     def server(self, server_id: str) -> ServerRow | None:
         return self.session.get(ServerRow, server_id)
 
+    def server_exists(self, server_id: str) -> bool:
+        """Asked of the database, not the session: a row loaded earlier may have been deleted
+        (deregistered) by another transaction since."""
+        return (
+            self.session.scalar(select(ServerRow.id).where(ServerRow.id == server_id)) is not None
+        )
+
+    def store_server_report(
+        self, server_id: str, health: str, status_json: str, contact: datetime
+    ) -> bool:
+        """Write a server's last report in place; False when the row is gone (a concurrent
+        deregistration committed first), instead of the ORM's stale-row error."""
+        result = self.session.execute(
+            update(ServerRow)
+            .where(ServerRow.id == server_id)
+            .values(
+                health=health,
+                status_json=status_json,
+                last_contact_at=contact,
+                last_report_at=contact,
+            )
+            .execution_options(synchronize_session=False)
+        )
+        return bool(result.rowcount)  # type: ignore[attr-defined]
+
     def servers(self, deployment_id: str) -> Sequence[ServerRow]:
         return self.session.scalars(
             select(ServerRow)
