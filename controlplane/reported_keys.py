@@ -15,7 +15,7 @@ import functools
 import json
 import re
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from cryptography import x509
@@ -155,6 +155,12 @@ def _key_material(
     return x509_entry(jwk, cert_der), cert.not_valid_after_utc
 
 
+# Every time a server reports lies in this window: far around any real key's life, and far
+# from the ends of Python's datetime range, so views that compute with them never overflow.
+EARLIEST_REPORT_TIME = datetime(2000, 1, 1, tzinfo=UTC)
+LATEST_REPORT_TIME = datetime(2200, 1, 1, tzinfo=UTC)
+
+
 def report_time(value: object, where: str) -> datetime:
     """An RFC 3339 time with a zone, or InvalidReport at `where`."""
     if not isinstance(value, str):
@@ -165,6 +171,12 @@ def report_time(value: object, where: str) -> datetime:
         raise InvalidReport(where, f"is not an RFC 3339 time: {value[:64]!r}") from None
     if parsed.tzinfo is None:
         raise InvalidReport(where, "must carry a time zone")
+    if not EARLIEST_REPORT_TIME <= parsed <= LATEST_REPORT_TIME:
+        raise InvalidReport(
+            where,
+            f"is outside the times a report may hold ({EARLIEST_REPORT_TIME.date()} to "
+            f"{LATEST_REPORT_TIME.date()})",
+        )
     return parsed
 
 

@@ -58,7 +58,7 @@ from controlplane.api.longpoll import LongPollFastPath, server_sync
 from controlplane.api.metrics import Metrics
 from controlplane.delivery.bundle_expiry import BundleExpiry
 from controlplane.delivery.cache import DeliveryCache
-from controlplane.domain import BadRequest, DomainError, check_scope
+from controlplane.domain import BadRequest, DomainError, Unauthenticated, check_scope
 from controlplane.services import audit as audit_service
 from controlplane.services import auth as auth_service
 from controlplane.services import bundles as bundle_service
@@ -94,7 +94,11 @@ async def readyz(request: Request) -> Response:
     try:
         await run_in_threadpool(check)
     except Exception as exc:
-        return JSONResponse({"status": "not ready", "reason": str(exc)}, status_code=503)
+        # Unauthenticated: the reason names the kind of failure only (a driver's message can
+        # hold the database's host, port and user); the log has the whole of it.
+        log.debug("not ready: %s", exc)
+        reason = str(exc) if isinstance(exc, RuntimeError) else "the database cannot be reached"
+        return JSONResponse({"status": "not ready", "reason": reason}, status_code=503)
     return JSONResponse({"status": "ready"})
 
 
@@ -385,6 +389,8 @@ async def audit_log(request: Request) -> Response:
 
 async def register(request: Request) -> Response:
     """Register a trust domain server with a join token (Authorization: Bearer <join token>)."""
+    if not bearer(request):  # before reading a body nobody has been authenticated for
+        raise Unauthenticated("registering needs a join token (Authorization: Bearer <join token>)")
     body = await read_json(request)
     result = await call_service(
         request,

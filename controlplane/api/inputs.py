@@ -38,9 +38,12 @@ MAX_JSON_DEPTH = 32  # as for YAML documents; the API's own bodies nest 4 deep a
 MAX_INT_DIGITS = 19  # a 64-bit integer; a field's own bound is checked by json_int
 HISTORY_LIMIT_MAX = 200  # versions per history page
 AUDIT_LIMIT_MAX = 500  # audit events per page
-# Strings and brackets: what the depth scan needs to see (a string may hold any bracket).
 _DECIMAL = re.compile(r"[0-9]{1,9}(?:\.[0-9]{1,9})?")
-_JSON_TOKENS = re.compile(r'"[^"\\]*(?:\\.[^"\\]*)*"|[\[\]{}]')
+# Strings and brackets: what the depth scan needs to see (a string may hold any bracket).
+# A string (its closing quote optional: an unterminated string is consumed once, to the end,
+# instead of being rescanned from each of its quotes, which cost time quadratic in the body;
+# json.loads refuses it afterwards) or a bracket.
+_JSON_TOKENS = re.compile(r'"[^"\\]*(?:\\.[^"\\]*)*"?|[\[\]{}]')
 
 
 def decode_json_object(body: bytes) -> dict[str, Any]:

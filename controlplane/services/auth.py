@@ -190,7 +190,8 @@ def register_server(
         cluster = get_cluster_row(uow, cluster_id)
         if cluster.deployment_id != tdd.id:
             raise BadRequest(f"cluster {cluster_id} does not belong to deployment {tdd.id}")
-    row.used_at = now
+    if not uow.repo.claim_join_token(row.token_hash, now):
+        raise Unauthenticated("join token already used; create a new one")
     server_id = new_id("server")
     credential = _new_secret("spirlsc_")
     uow.repo.add(

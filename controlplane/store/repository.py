@@ -296,6 +296,21 @@ class Repository:
     def join_token_by_hash(self, token_hash: str) -> JoinTokenRow | None:
         return self.session.get(JoinTokenRow, token_hash)
 
+    def claim_join_token(self, token_hash: str, now: datetime) -> bool:
+        """Mark an unused, unexpired join token used, in one statement: of two registrations
+        racing with one token (PostgreSQL runs them at once), exactly one gets True."""
+        result = self.session.execute(
+            update(JoinTokenRow)
+            .where(
+                JoinTokenRow.token_hash == token_hash,
+                JoinTokenRow.used_at.is_(None),
+                JoinTokenRow.expires_at > now,
+            )
+            .values(used_at=now)
+            .execution_options(synchronize_session=False)
+        )
+        return bool(result.rowcount)  # type: ignore[attr-defined]
+
     def server(self, server_id: str) -> ServerRow | None:
         return self.session.get(ServerRow, server_id)
 

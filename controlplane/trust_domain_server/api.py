@@ -59,11 +59,18 @@ async def _json_body(request: Request) -> dict[str, Any]:
     return body
 
 
+# Far above any SVID lifetime (the issuer caps it lower), far below timedelta's range.
+MAX_TTL_SECONDS = 10 * 365 * 86400
+
+
 def _ttl(body: dict[str, Any]) -> timedelta | None:
     ttl = body.get("ttl")
     if ttl is None:
         return None
     if isinstance(ttl, int | float) and not isinstance(ttl, bool):
+        # NaN, infinities and 1e20 seconds do not fit a timedelta: a 400, not a server error.
+        if not 0 < ttl <= MAX_TTL_SECONDS:
+            raise IssuanceError(f"ttl must be a number of seconds from 0 to {MAX_TTL_SECONDS}")
         return timedelta(seconds=ttl)
     try:
         return parse_duration(ttl)

@@ -79,9 +79,17 @@ def validate_spiffe_id(spiffe_id: str, trust_domain: str) -> None:
 
 @functools.lru_cache(maxsize=4096)
 def _check_spiffe_id(spiffe_id: str, trust_domain: str) -> None:
-    parts = urlsplit(spiffe_id)
-    if parts.query or parts.fragment or "?" in spiffe_id or "#" in spiffe_id:
+    if "?" in spiffe_id or "#" in spiffe_id:
         raise IssuanceError("spiffe_id may not have a query or fragment")
+    # On the raw string: urlsplit silently drops tabs and line breaks, and the raw string is
+    # what gets signed.
+    stray = next((c for c in spiffe_id if c not in _SEGMENT_CHARS and c not in "/:"), None)
+    if stray is not None:
+        raise IssuanceError(
+            f"spiffe_id may only contain [a-zA-Z0-9.-_], '/' and the scheme's ':' "
+            f"(found U+{ord(stray):04X})"
+        )
+    parts = urlsplit(spiffe_id)
     if parts.netloc != trust_domain:
         raise IssuanceError(
             f"spiffe_id {spiffe_id!r} is not in this server's trust domain {trust_domain!r}"

@@ -150,7 +150,15 @@ _CASES: list[tuple[str, Callable[[Keys], None], str, str]] = [
         "not_after in year 9999",
         _set("0/not_after", "9999-12-31T23:59:59+00:00"),
         "/keys/0/not_after",
-        "maximum",
+        "outside the times",
+    ),
+    (
+        # Expired, so never in the bundle, but kept in the server's key inventory: year 1 made
+        # the console's key timeline overflow.
+        "key times in year 1",
+        _set("0/not_before", "0001-01-01T00:00:00+00:00"),
+        "/keys/0/not_before",
+        "outside the times",
     ),
     (
         "lifetime beyond the maximum",

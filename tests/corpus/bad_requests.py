@@ -176,6 +176,15 @@ REQUESTS: list[BadRequestCase] = [
         "deeper than 32 levels",
         content=b'{"a":' * 100_000 + b"1" + b"}" * 100_000,
     ),
+    # Unterminated strings after enough brackets to need the depth scan: the scan once restarted
+    # at every quote (time quadratic in the body: this one took minutes); now one pass.
+    _bad(
+        "json-unterminated-strings",
+        "POST",
+        "/v1/trust-domains",
+        "not valid JSON",
+        content=b"[]" * 33 + b'"\\' * 300_000,
+    ),
     _bad("json-nan", "PUT", CONFIG, "holds NaN", content=b'{"yaml": "x", "expected_version": NaN}'),
     _bad(
         "json-not-utf8",

@@ -152,6 +152,9 @@ def test_errors_are_400_with_reason(served: tuple[httpx.Client, TrustDomainServe
         ({"spiffe_id": SID, "audience": ["a"], "ttl": "5h"}, "exceeds"),
         ({"spiffe_id": "spiffe://other.org/x", "audience": ["a"]}, "trust domain"),
         ({"spiffe_id": SID}, "audience"),
+        # Numbers that do not fit a timedelta (OverflowError, ValueError before).
+        ({"spiffe_id": SID, "audience": ["a"], "ttl": 1e20}, "ttl must be"),
+        ({"spiffe_id": SID, "audience": ["a"], "ttl": -5}, "ttl must be"),
     ]
     for body, fragment in cases:
         r = c.post("/v1/svid/jwt", json=body)
@@ -159,10 +162,15 @@ def test_errors_are_400_with_reason(served: tuple[httpx.Client, TrustDomainServe
         assert fragment in r.json()["message"], r.json()
     r = c.post("/v1/svid/jwt", content=b"{not json")
     assert r.status_code == 400
+    # NaN is not JSON but Python's json reads it: still a 400 naming the ttl.
+    r = c.post(
+        "/v1/svid/jwt", content=b'{"spiffe_id": "%s", "audience": ["a"], "ttl": NaN}' % SID.encode()
+    )
+    assert r.status_code == 400 and "ttl must be" in r.json()["message"]
     r = c.post("/v1/svid/x509", json={"spiffe_id": SID, "csr": "-----BEGIN nonsense"})
     assert r.status_code == 400 and "csr" in r.json()["message"]
     metrics = c.get("/metrics").text
-    assert 'tds_svid_failures_total{type="jwt",reason="bad_request"} 5' in metrics
+    assert 'tds_svid_failures_total{type="jwt",reason="bad_request"} 8' in metrics
 
 
 def test_status_and_metrics(served: tuple[httpx.Client, TrustDomainServer]) -> None:

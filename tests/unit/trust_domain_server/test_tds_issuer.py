@@ -134,6 +134,10 @@ def test_svid_cannot_outlive_its_key() -> None:
         ("spiffe://example.org/a/../b", "dot segment"),
         ("spiffe://example.org/a?b=c", "query"),
         ("spiffe://example.org/a b", "may only contain"),
+        # urlsplit drops tabs and line breaks: checked on the raw string that gets signed.
+        ("spiffe://example.org/ns/prod/\tx", "U+0009"),
+        ("spiffe://example.org/ns/pr\nod", "U+000A"),
+        ("spiffe://exa\tmple.org/a", "U+0009"),
         ("spiffe://example.org/a/", "end with"),
     ],
 )
