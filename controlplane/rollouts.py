@@ -12,11 +12,13 @@ Stages are cumulative: stage i admits every targeted server that stages 0..i sel
 last listed stage the implicit final stage admits everyone. Count and percentage stages take the
 oldest reachable targeted servers first (registration time, then id), so a deployment's
 canaries stay the same servers from one rollout to the next and servers that join later come
-last; a cluster stage takes every targeted server of its clusters. A stage that would admit
-nobody new is passed at once.
+last; a cluster stage takes every reachable targeted server of its clusters. A stage that would
+admit nobody new is passed at once.
 
 The gate of a stage: every reachable admitted server applied the target and reports HEALTHY
-(at least one such server), then the stage's bake time passes. A refusal (NACK), or an admitted
+(at least one such server), then the stage's bake time passes. When no admitted server of the
+stage is reachable (its canary was deregistered or went silent) but other targeted servers are,
+the stage selects again among the reachable ones (those admitted stay admitted). A refusal (NACK), or an admitted
 server that reports UNHEALTHY after applying the target, fails the rollout: it halts, or with
 `onFailure: rollback` every server returns to the stable config. The final stage completes
 when every reachable targeted server applied the target; the target becomes the stable config.
@@ -181,7 +183,7 @@ def selection(policy: Policy, index: int, targeted: Sequence[Candidate]) -> froz
     for stage in policy.stages[: index + 1]:
         if stage.clusters is not None:
             wanted = set(stage.clusters)
-            chosen.update(c.server_id for c in targeted if c.cluster_id in wanted)
+            chosen.update(c.server_id for c in ordered if c.cluster_id in wanted)
         else:
             count = stage.servers
             if count is None:
@@ -265,6 +267,7 @@ class RolloutState:
 
 WAIT = "wait"
 READY = "ready"  # every reachable admitted server is on the target and HEALTHY: bake starts
+RESELECT = "reselect"  # no admitted server of the stage is reachable: select it again
 ADVANCE = "advance"
 COMPLETE_NOW = "complete"
 FAIL = "fail"
@@ -324,6 +327,13 @@ def judge(policy: Policy, state: RolloutState, members: Sequence[Member], now: d
             return Verdict(WAIT, f"{reachable - progress.applied} server(s) still to apply it")
         return Verdict(COMPLETE_NOW, "every reachable server applied it")
     if reachable == 0:
+        if any(
+            m.targeted
+            and m.server.state != UNREACHABLE
+            and not receives_target(state.status, state.admitted, m.server.server_id)
+            for m in members
+        ):
+            return Verdict(RESELECT, "no server of this stage is reachable: selecting it again")
         return Verdict(WAIT, "no reachable server in this stage")
     if progress.healthy < reachable:
         return Verdict(

@@ -72,12 +72,14 @@ async def long_poll(
     caught_up = False
     while True:
         snapshot = await state.cache.snapshot(placement)
-        behind_config = have_config is not None and have_config > snapshot.newest_config_version
+        behind_config = have_config is not None and have_config > snapshot.config_version
         behind_bundle = have_bundle is not None and have_bundle > snapshot.bundle.version
         if (behind_config or behind_bundle) and not caught_up:
-            # Another replica served a newer config or bundle: re-read before sending an older
-            # one. (Staged rollouts do send older config versions on purpose, after an abort or
-            # to the servers of a superseded rollout: never newer than what this replica knows.)
+            # The server holds a newer config or bundle than this replica would send: another
+            # replica may have served it (a write or a promotion whose notification is still on
+            # its way), so re-read once before sending an older one. Staged rollouts do send
+            # older config versions on purpose (after an abort, a rollback or a superseding
+            # write): after the re-read the older one is sent.
             caught_up = True
             del snapshot
             if behind_config:

@@ -30,7 +30,7 @@ from starlette.concurrency import run_in_threadpool
 
 from controlplane.delivery.contacts import ContactLog
 from controlplane.domain import CLUSTER, DEPLOYMENT, TRUST_DOMAIN, ScopeConfig
-from controlplane.rollouts import DeliveryPins, Pins, pinned_version
+from controlplane.rollouts import DeliveryPins, Pins
 from controlplane.services import bundles as bundle_service
 from controlplane.services import rollouts as rollout_service
 from controlplane.services.bundles import StoredBundle
@@ -60,9 +60,6 @@ class Snapshot:
     config_version: int
     config: dict[str, Any]
     bundle: StoredBundle
-    # The newest config version this process knows for the placement (a staged rollout's
-    # target): a server holding a later one was served by a replica this one lags behind.
-    newest_config_version: int
 
     def unchanged_reply(self) -> bytes:
         return encode(
@@ -177,10 +174,7 @@ class DeliveryCache:
             self._store_bundle(placement.trust_domain_id, bundle)
             bundle = self._bundles[placement.trust_domain_id]
         effective = effective_dict(layers)
-        newest = effective["version"]
-        if staged is not None:
-            newest = max(newest, pinned_version(staged.target, ("/".join(k) for k in keys)))
-        snapshot = Snapshot(effective["version"], effective, bundle, newest)
+        snapshot = Snapshot(effective["version"], effective, bundle)
         if generation == self._generation:
             self._snapshots[(placement.deployment_id, placement.cluster_id, target)] = (
                 generation,
@@ -190,8 +184,9 @@ class DeliveryCache:
 
     async def catch_up(self, placement: ServerPlacement) -> None:
         """Re-read a placement's config and rollout now: a server holds a newer version than
-        this replica has heard of (another replica served it; its notification is on its way),
-        and must not be sent an older one."""
+        this replica would send it (another replica may have served it; its notification is on
+        its way), and must not be sent an older one on stale news. One read per poll that finds
+        itself behind, shared by the polls of the placement that arrive meanwhile."""
         keys = self._layer_keys(placement)
         configs, rows = await self._single_flight(
             ("catch-up", "/".join(k[1] for k in keys)), self._load_scopes, keys

@@ -20,6 +20,7 @@ from controlplane.domain import (
     DEPLOYMENT,
     TRUST_DOMAIN,
     NotFound,
+    StoredSection,
     check_scope,
     utc_now,
 )
@@ -282,7 +283,7 @@ def rollout_status(
         raise NotFound(f"{scope} {scope_id} has no version {version}")
     now = utc_now()
     progress = fleet.rollout_progress(
-        revision,
+        sent_revision(uow, scope, scope_id, version),
         (
             rollout_view(row, policy, seen, now)
             for row in uow.repo.servers_in_scope(scope, scope_id)
@@ -314,6 +315,32 @@ def rollout_status(
         ],
         "stale_after_seconds": policy.stale_after.total_seconds(),
     }
+
+
+def sent_digests(sections: Mapping[str, StoredSection]) -> dict[str, str]:
+    """The digests of the sections servers are sent (the control plane's own are not)."""
+    from controlplane.documents.registry import control_plane_sections
+
+    own = control_plane_sections()
+    return {name: s.digest for name, s in sections.items() if name not in own}
+
+
+def sent_revision(uow: UnitOfWork, scope: str, scope_id: str, version: int) -> int:
+    """The revision that stored what servers are sent of this version of a scope: its own, or,
+    when the versions up to it changed only sections servers are never sent (a `Rollout`
+    policy), that of the earliest version with the same content (0: none, e.g. a scope whose
+    only section is its policy). A server that applied it applied this version: a write that
+    changes nothing servers receive is done where the content it kept is."""
+    config = uow.repo.config_version(scope, scope_id, version)
+    if config is None:
+        raise NotFound(f"{scope} {scope_id} has no version {version}")
+    content, revision = sent_digests(config.sections), config.revision
+    for earlier in range(version - 1, -1, -1):
+        before = uow.repo.config_version(scope, scope_id, earlier) if earlier else None
+        if (sent_digests(before.sections) if before else {}) != content:
+            break
+        revision = before.revision if before else 0
+    return revision
 
 
 def rollout_view(

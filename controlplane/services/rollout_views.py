@@ -198,7 +198,7 @@ def scope_status(
     becomes `halted` or `aborted` when a deployment's staged rollout of it did."""
     check_scope(scope)
     status = fleet_service.rollout_status(uow, scope, scope_id, version, view.policy, view.seen)
-    revision = status["revision"]
+    revision = fleet_service.sent_revision(uow, scope, scope_id, status["version"])
     key = rollouts.pin_key(scope, scope_id)
     groups: dict[str, list[fleet.ServerRollout]] = {}
     for row in uow.repo.servers_in_scope(scope, scope_id):

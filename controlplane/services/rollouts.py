@@ -33,7 +33,7 @@ from controlplane.domain import (
 from controlplane.fleet import FleetPolicy
 from controlplane.rollouts import DeliveryPins, Member, Policy, RolloutState
 from controlplane.services import audit
-from controlplane.services.fleet import rollout_view
+from controlplane.services.fleet import rollout_view, sent_digests
 from controlplane.services.objects import get_deployment_row
 from controlplane.store.models import RolloutRow
 from controlplane.store.unit_of_work import Change, UnitOfWork
@@ -145,11 +145,24 @@ def _audit(uow: UnitOfWork, row: RolloutRow, action: str, actor: str, **details:
     )
 
 
-def _enter(row: RolloutRow, policy: Policy, index: int, view: FleetView, ms: list[Member]) -> None:
-    """Move to the first stage from `index` on that admits someone new."""
+def _enter(
+    row: RolloutRow,
+    policy: Policy,
+    index: int,
+    view: FleetView,
+    ms: list[Member],
+    *,
+    start_over: bool = False,
+) -> None:
+    """Move to the first stage from `index` on that admits someone new. The servers admitted
+    so far stay admitted, unless the rollout starts over; one that admits everyone already (its
+    final stage) stays in its final stage, whatever stage `index` names."""
     targeted = [m.candidate() for m in ms if m.targeted]
-    before = (admitted_of(row) or frozenset()) if index > 0 else frozenset()
-    stage, admitted = rollouts.enter_stage(policy, index, targeted, before)
+    before = frozenset() if start_over else admitted_of(row)
+    if before is None:
+        stage, admitted = policy.final, None
+    else:
+        stage, admitted = rollouts.enter_stage(policy, index, targeted, before)
     row.stage = stage
     row.admitted_json = None if admitted is None else json.dumps(sorted(admitted))
     row.stage_started_at = view.now
@@ -183,7 +196,7 @@ def _start(uow: UnitOfWork, row: RolloutRow, actor: str, view: FleetView) -> Non
         _complete(uow, row, actor, "no server receives a different config", view)
         return
     row.status = rollouts.ACTIVE
-    _enter(row, policy, 0, view, ms)
+    _enter(row, policy, 0, view, ms, start_over=True)
     _changed(uow, row, view.now)
     _audit(
         uow,
@@ -222,7 +235,7 @@ def on_config_write(
         else:
             deployment_id = scope_id
         rows = {deployment_id: uow.repo.lock_rollout(deployment_id)}
-    sent = _sent_digests(before.sections) != _sent_digests(after)
+    sent = sent_digests(before.sections) != sent_digests(after)
     for deployment_id, row in rows.items():
         if scope == DEPLOYMENT:
             section = after.get(rollouts.SECTION)
@@ -237,13 +250,6 @@ def on_config_write(
                     _policy_changed(uow, row, actor, view)
         if row is not None and sent:
             _start(uow, row, actor, view)
-
-
-def _sent_digests(sections: Mapping[str, StoredSection]) -> dict[str, str]:
-    from controlplane.documents.registry import control_plane_sections
-
-    own = control_plane_sections()
-    return {name: s.digest for name, s in sections.items() if name not in own}
 
 
 def _new_row(
@@ -282,7 +288,9 @@ def _new_row(
 
 
 def _policy_changed(uow: UnitOfWork, row: RolloutRow, actor: str, view: FleetView) -> None:
-    """A new policy applies at once to the rollout in progress."""
+    """A new policy applies at once to the rollout in progress, and never takes the target
+    from a server that has it: a rollout in its final stage (everyone) stays there, one past
+    the last stage of a shorter policy moves to its final stage."""
     policy = policy_of(row)
     if row.status == rollouts.COMPLETE:
         return
@@ -290,12 +298,12 @@ def _policy_changed(uow: UnitOfWork, row: RolloutRow, actor: str, view: FleetVie
         _complete(uow, row, actor, "rollout policy removed: every server at once", view)
     elif row.status == rollouts.ABORTED:
         return
-    elif row.stage >= policy.final and row.admitted_json is not None:
+    elif row.admitted_json is None:  # the final stage: it admits everyone already
+        row.stage = policy.final
+    elif row.stage >= policy.final:
         row.stage = policy.final
         row.admitted_json = None
         _changed(uow, row, view.now)
-    elif row.stage > policy.final:
-        row.stage = policy.final
 
 
 def check_policy(
@@ -371,6 +379,11 @@ def advance(uow: UnitOfWork, row: RolloutRow, view: FleetView) -> rollouts.Verdi
         _enter(row, policy, row.stage + 1, view, ms)
         _changed(uow, row, view.now)
         _audit(uow, row, "promote", SYSTEM_ACTOR, from_stage=before, reason=verdict.reason)
+    elif verdict.action == rollouts.RESELECT:
+        before = policy.stage_name(row.stage)
+        _enter(row, policy, row.stage, view, ms)
+        _changed(uow, row, view.now)
+        _audit(uow, row, "reselect", SYSTEM_ACTOR, from_stage=before, reason=verdict.reason)
     elif verdict.action == rollouts.COMPLETE_NOW:
         _complete(uow, row, SYSTEM_ACTOR, verdict.reason, view)
     return verdict
@@ -435,7 +448,7 @@ def act(
     if action == rollouts.RESUME and row.status == rollouts.ABORTED:
         row.accepted_json = None
         row.started_at = view.now
-        _enter(row, policy, 0, view, members(uow, row, view))
+        _enter(row, policy, 0, view, members(uow, row, view), start_over=True)
     if action == rollouts.PROMOTE:
         halt = halt_of(row)
         if row.status == rollouts.HALTED and halt and halt.get("server_id"):

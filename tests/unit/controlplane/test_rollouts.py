@@ -75,12 +75,16 @@ def test_count_and_percent_stages_take_the_oldest_reachable_servers_cumulatively
     assert "old" in selection(CANARY_HALF, 2, silent)
 
 
-def test_cluster_stages_take_every_server_of_their_clusters():
+def test_cluster_stages_take_every_reachable_server_of_their_clusters():
     east = candidates("e1", "e2", cluster="c-east")
-    west = candidates("w1", cluster="c-west", reachable=False)
+    west = [
+        *candidates("w1", cluster="c-west", reachable=False),
+        Candidate("w2", "c-west", T0 + 5 * MIN),
+    ]
     p = policy(Stage("west", clusters=("c-west",)), Stage("one more", servers=1))
-    assert selection(p, 0, east + west) == {"w1"}  # reachable or not
-    assert selection(p, 1, east + west) == {"w1", "e1"}
+    assert selection(p, 0, east + west) == {"w2"}  # like count and percent stages
+    assert selection(p, 1, east + west) == {"w2", "e1"}
+    assert selection(p, 2, east + west) == {"e1", "e2", "w1", "w2"}  # the final stage: all
 
 
 def test_entering_a_stage_passes_stages_that_admit_nobody_new():
@@ -195,8 +199,14 @@ def test_a_refusal_or_unhealthy_after_applying_fails_the_rollout():
 def test_unreachable_and_accepted_servers_do_not_hold_the_gate():
     fleet = [member("a", applied=20), member("b", state=UNREACHABLE, minute=1)]
     assert judge(CANARY_HALF, state(admitted={"a", "b"}), fleet, T0).action == "ready"
-    nobody = judge(CANARY_HALF, state(admitted={"b"}), fleet, T0)
+    # No admitted server is reachable: the stage selects again among the reachable ones.
+    gone = judge(CANARY_HALF, state(admitted={"b"}), fleet, T0)
+    assert gone.action == rollouts.RESELECT
+    nobody = judge(CANARY_HALF, state(admitted={"b"}), fleet[1:], T0)
     assert nobody.action == "wait" and "no reachable server" in nobody.reason
+    # A server admitted already (here: its failure accepted) is not one to select again.
+    accepted_c = state(admitted={"b", "c"}, accepted={"c"})
+    assert judge(CANARY_HALF, accepted_c, [fleet[1], member("c")], T0).action == "wait"
     refusing = member("a", applied=10, refused=20, state=UNHEALTHY)
     accepted = state(stage=1, admitted={"a", "c"}, accepted={"a"})
     assert judge(CANARY_HALF, accepted, [refusing, member("c", applied=20)], T0).action == ("ready")
