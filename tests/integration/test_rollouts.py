@@ -379,6 +379,119 @@ def test_policy_edits_apply_at_once_and_without_a_policy_everyone_gets_it(live_a
         assert "Rollout" not in effective["sections"]  # servers never receive it
 
 
+LONGER_POLICY = POLICY.format(on_failure="halt").replace(
+    "  onFailure:",
+    "    - name: most\n      percent: 60\n    - name: nearly\n      percent: 75\n  onFailure:",
+)
+
+
+def test_a_policy_edit_in_the_final_stage_takes_the_target_from_nobody(live_api, clock):
+    """Editing the policy changes nothing servers receive: a rollout that admits everyone
+    already stays in its final stage under a longer policy, and completes from there."""
+    with live_api.client() as c:
+        f = Fleet(live_api, c)
+        target = f.write()
+        for name, bake in (("a", 11), ("b", 6)):
+            f.report(name, target)
+            assert promote(live_api) == [(f.ids["tdd"], "ready")]
+            clock.advance(timedelta(minutes=bake))
+            assert promote(live_api) == [(f.ids["tdd"], "advance")]
+        assert f.rollout()["stage"]["name"] == "all"
+        f.report("c", target)  # d has not applied it yet: the final stage is still open
+        ok(put_config(c, TDD, f.ids["tdd"], LONGER_POLICY))
+        status = f.rollout()
+        assert status["stage"] == {"index": 4, "name": "all", "number": 5, "of": 5}
+        assert set(f.delivered().values()) == {target}
+        f.report("d", target)
+        assert promote(live_api) == [(f.ids["tdd"], "complete")]
+        assert set(f.delivered().values()) == {target}
+
+
+def test_a_write_of_the_policy_alone_is_done_where_servers_applied_what_it_kept(live_api):
+    """Versions that change only the Rollout section (servers are never sent it) are applied
+    where the content they kept is: `--wait` and `wait_for_rollout` end."""
+
+    def scope_status(version: int | None = None) -> dict[str, Any]:
+        params = {"version": version} if version else None
+        return ok(c.get(f"/v1/rollouts/{TDD}/{f.ids['tdd']}", params=params))
+
+    with live_api.client() as c:
+        f = Fleet(live_api, c)  # its last write added the policy, and every server applied v1
+        added = scope_status()
+        assert (added["version"], added["phase"], added["done"]) == (2, "done", True)
+        assert added["counts"]["applied"] == 4 and added["deployments"][0]["phase"] == "done"
+        # A change in progress: a policy edit during it is done when the change is.
+        target = f.write()
+        ok(put_config(c, TDD, f.ids["tdd"], POLICY.format(on_failure="rollback")))
+        edited = scope_status()
+        assert (edited["version"], edited["phase"]) == (4, "in_progress")
+        assert edited["counts"]["applied"] == 0  # nobody applied version 3 yet
+        for name in "abcd":
+            f.report(name, target)
+        assert scope_status()["phase"] == "in_progress"  # the rollout still holds it back
+        ok(f.act("promote"))
+        ok(f.act("promote"))
+        assert promote(live_api) == [(f.ids["tdd"], "complete")]
+        assert scope_status()["done"] and scope_status(3)["done"]
+        # Deleting the policy changes nothing servers receive either.
+        ok(c.delete(f"/v1/config/{TDD}/{f.ids['tdd']}/sections/Rollout"))
+        removed = scope_status()
+        assert (removed["version"], removed["phase"], removed["done"]) == (5, "done", True)
+        assert set(f.delivered().values()) == {target}
+
+
+def test_a_stage_whose_servers_are_gone_selects_again_among_reachable_ones(live_api, clock):
+    with live_api.client() as c:
+        f = Fleet(live_api, c)
+        target = f.write()
+        assert f.delivered()["a"] == target
+        ok(c.delete(f"/v1/servers/{f.servers['a']['server_id']}"))  # the canary leaves
+        # The next oldest reachable server becomes the canary; the gate waits for it.
+        assert promote(live_api) == [(f.ids["tdd"], "reselect")]
+        assert {n: f.version(n) for n in "bcd"} == {"b": target, "c": f.base, "d": f.base}
+        status = f.rollout()
+        assert status["stage"]["name"] == "canary" and "still to apply" in status["waiting_for"]
+        f.report("b", target)
+        assert promote(live_api) == [(f.ids["tdd"], "ready")]
+        clock.advance(timedelta(minutes=11))
+        assert promote(live_api) == [(f.ids["tdd"], "advance")]
+        assert f.rollout()["stage"]["name"] == "half"
+        assert ("rollout.reselect", "system:rollout") in f.audit()
+
+
+def test_a_server_given_a_promotion_by_another_replica_is_not_sent_the_stable_config(
+    live_api, monkeypatch
+):
+    """Another replica promoted the rollout and served b the target; this one has not heard of
+    it yet (its notification is late): it re-reads instead of sending b the older version."""
+    from controlplane.services import rollouts as rollout_service
+    from controlplane.store.unit_of_work import UnitOfWorkFactory
+
+    cache = live_api.state.cache
+    late: list[list[Any]] = []
+    hear = cache.apply_changes
+
+    def notifications(changes: Any) -> None:
+        changes = list(changes)
+        if any(change.kind == "rollout" for change in changes):
+            late.append(changes)  # on its way, not here yet
+        else:
+            hear(changes)
+
+    with live_api.client() as c:
+        f = Fleet(live_api, c)
+        target = f.write()
+        first = ok(sync(live_api.url, f.servers["b"]))
+        assert first["config"]["version"] == f.base
+        monkeypatch.setattr(cache, "apply_changes", notifications)
+        with UnitOfWorkFactory(live_api.engine)() as uow:  # the other replica
+            view = rollout_service.FleetView()
+            rollout_service.act(uow, f.ids["tdd"], "promote", "admin:elsewhere", view)
+        reply = ok(sync(live_api.url, f.servers["b"], target, first["bundle"]["version"], 0))
+        assert reply["config"]["version"] == target and reply["changed"] is False
+        assert f.version("c") == f.base  # not admitted: still the stable config
+
+
 def test_the_first_policy_stages_the_change_it_comes_with(live_api):
     with live_api.client() as c:
         ids = make_topology(c)
