@@ -11,24 +11,32 @@ protocol subclass:
   request on a kept-alive connection, to the request's last header;
 - **body timeout**: from the last header to the last body byte. A request without a body (every
   long-poll) passes it at once: nothing times out while the app holds a request open;
-- **head size**: a request line plus headers over 64 KiB gets 431 (httptools has no limit);
+- **head size**: a request line plus headers over 64 KiB gets 431 (httptools has no limit, and
+  it buffers a header until its line ends, so the bytes of an unfinished head are counted too);
+- **write timeout**: a connection whose client stops reading is closed once its write buffer
+  has stayed full (the transport paused writing) this long. Otherwise a client that pipelines
+  requests and never reads would hold a request "in flight" for ever. A waiting long-poll writes
+  nothing, so it never pauses writing and is never cut;
 - **connection limit**: past `max_connections`, the oldest connection that holds no request
   (half-open, then idle keep-alive) is closed to make room. Requests in flight are never cut;
   when every connection holds one, new requests get 503 with `Retry-After`, except the health
   probes, which are always served.
 
-Cost: one timer armed and cancelled per request and two dict operations per state change; no
-extra object per waiting long-poll.
+Cost: one timer armed and cancelled per request (and per write-buffer stall) and two dict
+operations per state change; no extra object per waiting long-poll.
 """
 
 from __future__ import annotations
 
 import asyncio
 import collections
+import contextlib
 import json
 import logging
 import resource
+import socket
 import ssl
+import struct
 import time
 
 # The TLS protocol loop.create_server(ssl=...) uses, run by us so that the handshake is inside
@@ -40,7 +48,7 @@ from typing import Any, ClassVar, cast
 
 import httptools
 import uvicorn
-from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
+from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol, RequestResponseCycle
 
 __all__ = [
     "HEALTH_PATHS",
@@ -64,12 +72,14 @@ SUMMARY_INTERVAL_SECONDS = 60.0
 NEW, PENDING, BUSY, IDLE, CLOSED = "new", "pending", "busy", "idle", "closed"
 # Timer reasons, named after the ConnectionLimits field that sets them.
 HEADER_TIMEOUT, BODY_TIMEOUT, IDLE_TIMEOUT = "header_timeout", "body_timeout", "keep_alive_timeout"
+WRITE_TIMEOUT = "write_timeout"
 
 
 @dataclass(frozen=True)
 class ConnectionLimits:
     header_timeout: float = 5.0
     body_timeout: float = 10.0
+    write_timeout: float = 30.0
     keep_alive_timeout: int = 75
     max_connections: int = DEFAULT_MAX_CONNECTIONS
 
@@ -126,8 +136,10 @@ class ConnectionGuard:
             conn.guard_phase = PENDING
             self._pending[conn] = None
 
-    def has_room(self) -> bool:
-        return self.busy < self.limits.max_connections
+    def has_room(self, conn: Any) -> bool:
+        """Whether `conn` may start a request: a connection that already holds one (its next
+        request was pipelined) keeps its slot."""
+        return conn.guard_phase == BUSY or self.busy < self.limits.max_connections
 
     def request_started(self, conn: Any) -> None:
         """The request head is complete: the connection holds a request until the response ends."""
@@ -236,14 +248,31 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
     guard: ClassVar[ConnectionGuard]
     # Slots, not instance-dict entries: uvicorn's protocol sets 27 attributes, and past 30 an
     # instance dict stops sharing its keys with the class (+1.3 KiB per connection).
-    __slots__ = ("guard_phase", "_read_timer", "_timer_reason", "_head_bytes")
+    __slots__ = (
+        "guard_phase",
+        "_read_timer",
+        "_timer_reason",
+        "_write_timer",
+        "_running",
+        "_head_bytes",
+        "_head_open",
+        "_head_received",
+    )
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self.guard_phase = NEW
         self._read_timer: asyncio.TimerHandle | None = None
         self._timer_reason = ""
+        self._write_timer: asyncio.TimerHandle | None = None
+        # The cycle whose app task runs: with pipelining, uvicorn's `cycle` is the last one read.
+        self._running: RequestResponseCycle | None = None
+        # Bytes of the request line and headers: `_head_bytes` of the complete ones (parser
+        # callbacks), `_head_received` of all received while the head is open (`_head_open`),
+        # which bounds what httptools buffers for a line that has not ended.
         self._head_bytes = 0
+        self._head_open = True
+        self._head_received = 0
 
     # -- timers -------------------------------------------------------------------------------
 
@@ -264,8 +293,35 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
         self._timer_reason = ""
         self.guard.drop(self, reason)
 
+    def _disarm_write(self) -> None:
+        if self._write_timer is not None:
+            self._write_timer.cancel()
+            self._write_timer = None
+
+    def _write_timed_out(self) -> None:
+        self._write_timer = None
+        # Reset, not FIN: the kernel would otherwise keep the unread replies (megabytes) queued
+        # for a client that does not read.
+        sock = self.transport.get_extra_info("socket")
+        if sock is not None:
+            with contextlib.suppress(OSError):
+                sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+        self.guard.drop(self, WRITE_TIMEOUT)
+
+    def pause_writing(self) -> None:
+        """The write buffer is full: the client has this long to read before it is closed."""
+        super().pause_writing()
+        if self._write_timer is None:
+            delay = self.guard.limits.write_timeout
+            self._write_timer = self.loop.call_later(delay, self._write_timed_out)
+
+    def resume_writing(self) -> None:
+        super().resume_writing()
+        self._disarm_write()
+
     def guard_close(self) -> None:
         self._disarm()
+        self._disarm_write()
         if self.transport is not None and not self.transport.is_closing():
             # abort(), not close(): nothing is owed to this client, and a TLS close would wait
             # for the client's close_notify while the slot is already given away.
@@ -290,23 +346,49 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
 
     def forget(self) -> None:
         self._disarm()
+        self._disarm_write()
         self.guard.closed(self)
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.forget()
+        running = self._running
+        if running is not None and not running.response_complete:
+            # uvicorn marks only the last cycle read; a pipelined request's app waiting to
+            # write would otherwise write to the closed transport and log an error.
+            running.disconnected = True
         super().connection_lost(exc)
+
+    def _start_asgi_task(self, cycle: RequestResponseCycle, app: Any) -> None:
+        self._running = cycle
+        super()._start_asgi_task(cycle, app)
 
     def data_received(self, data: bytes) -> None:
         # Bytes on a connection between requests start the header clock, even ones that begin
         # no request (stray CRLFs): uvicorn stops its keep-alive timer on any byte.
         if self.guard_phase != BUSY and self._timer_reason not in (HEADER_TIMEOUT, BODY_TIMEOUT):
             self._arm(HEADER_TIMEOUT)
-        super().data_received(data)
+        # While a head is open, feed the parser no more than the head limit allows: httptools
+        # keeps an unfinished header line in memory, however long. Past the limit, 431.
+        while data and self._head_open:
+            room = MAX_REQUEST_HEAD_BYTES - self._head_received
+            if room <= 0:
+                self._head_too_large()
+                return
+            part, data = data[:room], data[room:]
+            self._head_received += len(part)
+            super().data_received(part)
+            if self.transport.is_closing():
+                return
+        if data:
+            super().data_received(data)
 
     def send_400_response(self, msg: str) -> None:
         if self._head_bytes <= MAX_REQUEST_HEAD_BYTES:
             super().send_400_response(msg)
             return
+        self._head_too_large()
+
+    def _head_too_large(self) -> None:
         body = json.dumps(
             {
                 "error": "input_rejected",
@@ -341,7 +423,8 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
         super().on_header(name, value)
 
     def on_headers_complete(self) -> None:
-        refuse = not self.guard.has_room() and not _is_health_probe(self.url)
+        self._head_open = False
+        refuse = not self.guard.has_room(self) and not _is_health_probe(self.url)
         self.guard.request_started(self)
         if refuse:
             self.guard.note("at_capacity")
@@ -356,6 +439,8 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
 
     def on_message_complete(self) -> None:
         self._disarm()
+        self._head_open = True  # bytes from here on belong to the next request's head
+        self._head_received = 0
         super().on_message_complete()
         if self.guard_phase != BUSY and self.timeout_keep_alive_task is None:
             # The response went out before the body was read (e.g. a 401): uvicorn's keep-alive

@@ -195,6 +195,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
     limits = ConnectionLimits(
         header_timeout=args.header_timeout,
         body_timeout=args.body_timeout,
+        write_timeout=args.write_timeout,
         max_connections=fit_open_file_limit(args.max_connections),
     )
 
@@ -346,6 +347,15 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="SECONDS",
         help="a connection is closed unless a request's body arrives within this time after "
         "its headers (default 10). Long-polls send no body and are never cut",
+    )
+    serve.add_argument(
+        "--write-timeout",
+        type=_positive_seconds,
+        default=30.0,
+        metavar="SECONDS",
+        help="a connection is closed when its client has not read its responses for this long "
+        "while they fill the connection's write buffer (default 30). A waiting long-poll writes "
+        "nothing and is never cut",
     )
     serve.add_argument(
         "--server-stale-after",

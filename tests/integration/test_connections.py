@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import json
 import logging
+import re
+import socket
 import ssl
 import time
 from collections.abc import Callable, Iterator
@@ -249,3 +251,95 @@ def test_tls_half_open_connections_are_closed_and_evicted(start_api, tmp_path: P
         assert c.get("/v1/trust-domains").status_code == 200
     assert still_open(silent) == []
     assert api.guard_state()["pending"] == 0
+
+
+def stalled_client(api: Api, tls: ssl.SSLContext | None, requests: int = 200) -> socket.socket:
+    """A client that pipelines requests for a large document and never reads the replies."""
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+    sock.settimeout(10)
+    sock.connect(("127.0.0.1", api.served.port))
+    if tls is not None:
+        sock = tls.wrap_socket(sock, server_hostname="127.0.0.1")
+    request = (
+        f"GET /v1/openapi.json HTTP/1.1\r\nHost: x\r\n"
+        f"Authorization: Bearer {api.admin_token}\r\n\r\n"
+    ).encode()
+    sock.sendall(request * requests)  # ~20 KB: fits in the socket buffers, the replies do not
+    return sock
+
+
+@pytest.mark.parametrize("use_tls", [False, True], ids=["http", "https"])
+def test_a_client_that_stops_reading_is_closed_after_the_write_timeout(
+    start_api, tmp_path: Path, use_tls: bool, caplog
+):
+    tls, verify = None, None
+    if use_tls:
+        files = ensure_tls_files(tmp_path / "tls")
+        tls, verify = server_context(files.cert_file, files.key_file), client_verify(files.ca_file)
+    # Room for one long-poll and two requests, which two clients that do not read take.
+    api = start_api(
+        ConnectionLimits(write_timeout=0.5, max_connections=3), tls=tls, verify=verify or True
+    )
+    with api.client() as c:
+        ids = make_topology(c)
+        server = register_server(c, api.url, ids["tdd"], verify=api.verify)
+    first = sync(api, server, None, 0)
+    with ThreadPoolExecutor(1) as pool:
+        poll = pool.submit(sync, api, server, first, 30)
+        wait_until(lambda: api.app.state.spirl.cache.waiting == 1, "the long-poll")
+        with caplog.at_level(logging.INFO):
+            stalled = [stalled_client(api, verify if use_tls else None) for _ in range(2)]
+            wait_until(lambda: api.guard_state()["busy"] == 3, "the stalled clients' requests")
+            # Each held its request "in flight" for ever, and everyone else got 503; now each is
+            # closed once its write buffer stayed full for the write timeout.
+            wait_until(
+                lambda: api.guard_state() == {"open": 1, "busy": 1, "pending": 0},
+                "the guard to close the clients that do not read",
+            )
+            assert still_open(stalled) == []
+        assert not [r for r in caplog.records if r.levelno >= logging.ERROR]
+        # A normal client is served (not 503), and the long-poll was not cut.
+        with api.client() as c:
+            assert c.get("/v1/trust-domains").status_code == 200
+            ok(put_config(c, "trust-domain-deployment", ids["tdd"], KEY_LIFECYCLE))
+        changed = poll.result(timeout=30)
+    assert changed["changed"] is True
+
+
+def test_pipelined_requests_keep_their_connections_slot(start_api):
+    api = start_api(ConnectionLimits(max_connections=2))
+    with api.client() as c:
+        ids = make_topology(c)
+        server = register_server(c, api.url, ids["tdd"])
+    first = sync(api, server, None, 0)
+    with ThreadPoolExecutor(1) as pool:
+        poll = pool.submit(sync, api, server, first, 3)
+        wait_until(lambda: api.app.state.spirl.cache.waiting == 1, "the long-poll")
+        # One slot left: the connection's first request takes it, the pipelined second reuses it.
+        request = f"GET /v1/trust-domains HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {api.admin_token}\r\n"
+        sock = raw(api.served.port, f"{request}\r\n{request}Connection: close\r\n\r\n".encode())
+        replies = b""
+        while chunk := sock.recv(65536):
+            replies += chunk
+        sock.close()
+        assert poll.result(timeout=30)["changed"] is False
+    assert re.findall(rb"HTTP/1.1 (\d+) ", replies) == [b"200", b"200"]
+
+
+def test_a_header_line_that_never_ends_gets_431_and_is_closed(start_api):
+    # A long header timeout: only the head limit can end this request.
+    api = start_api(ConnectionLimits(header_timeout=60))
+    sock = raw(api.served.port, b"GET /healthz HTTP/1.1\r\nHost: x\r\nX-Big: ")
+    chunk = b"a" * 8192
+    try:
+        for _ in range(MAX_REQUEST_HEAD_BYTES // len(chunk) + 2):
+            sock.sendall(chunk)
+    except OSError:
+        pass  # the server may close while we still send
+    status, _, reply = response_of(sock)
+    assert status == 431
+    assert json.loads(reply)["error"] == "input_rejected"
+    assert still_open([sock]) == []
+    wait_until(lambda: api.guard_state()["open"] == 0, "the guard to forget the connection")
+    assert httpx.get(f"{api.url}/healthz").status_code == 200

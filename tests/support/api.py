@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import re
+import ssl
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -66,7 +67,12 @@ def put_config(
 
 
 def register_server(
-    client: httpx.Client, url: str, tdd: str, cluster: str | None = None, name: str = "srv"
+    client: httpx.Client,
+    url: str,
+    tdd: str,
+    cluster: str | None = None,
+    name: str = "srv",
+    verify: ssl.SSLContext | bool = True,
 ) -> dict[str, Any]:
     join = ok(client.post(f"/v1/trust-domain-deployments/{tdd}/join-tokens", json={}), 201)
     body: dict[str, Any] = {"name": name}
@@ -77,6 +83,7 @@ def register_server(
             f"{url}/v1/servers/register",
             json=body,
             headers={"Authorization": f"Bearer {join['token']}"},
+            verify=verify,
         ),
         201,
     )
