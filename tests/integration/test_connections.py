@@ -10,7 +10,6 @@ from __future__ import annotations
 import json
 import logging
 import re
-import socket
 import ssl
 import time
 from collections.abc import Callable, Iterator
@@ -33,7 +32,7 @@ from controlplane.tls import client_verify, server_context
 
 from support.api import KEY_LIFECYCLE, make_topology, ok, put_config, register_server
 from support.served import Served, serve_in_thread
-from support.sockets import raw, response_of, still_open
+from support.sockets import not_reading, raw, response_of, still_open
 
 pytestmark = pytest.mark.parametrize("database_url", ["sqlite"], indirect=True)
 
@@ -253,27 +252,18 @@ def test_tls_half_open_connections_are_closed_and_evicted(start_api, tmp_path: P
     assert api.guard_state()["pending"] == 0
 
 
-def stalled_client(api: Api, tls: ssl.SSLContext | None, requests: int = 200) -> socket.socket:
-    """A client that pipelines requests for a large document and never reads the replies."""
-    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
-    sock.settimeout(10)
-    sock.connect(("127.0.0.1", api.served.port))
-    if tls is not None:
-        sock = tls.wrap_socket(sock, server_hostname="127.0.0.1")
-    request = (
-        f"GET /v1/openapi.json HTTP/1.1\r\nHost: x\r\n"
-        f"Authorization: Bearer {api.admin_token}\r\n\r\n"
-    ).encode()
-    sock.sendall(request * requests)  # ~20 KB: fits in the socket buffers, the replies do not
-    return sock
+def big_requests(api: Api, count: int = 200) -> bytes:
+    """`count` pipelined requests (~20 KB, fits in the socket buffers) for a ~60 KB document."""
+    request = f"GET /v1/openapi.json HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {api.admin_token}\r\n\r\n"
+    return request.encode() * count
 
 
 @pytest.mark.parametrize("use_tls", [False, True], ids=["http", "https"])
 def test_a_client_that_stops_reading_is_closed_after_the_write_timeout(
     start_api, tmp_path: Path, use_tls: bool, caplog
 ):
-    tls, verify = None, None
+    tls: ssl.SSLContext | None = None
+    verify: ssl.SSLContext | None = None
     if use_tls:
         files = ensure_tls_files(tmp_path / "tls")
         tls, verify = server_context(files.cert_file, files.key_file), client_verify(files.ca_file)
@@ -289,7 +279,7 @@ def test_a_client_that_stops_reading_is_closed_after_the_write_timeout(
         poll = pool.submit(sync, api, server, first, 30)
         wait_until(lambda: api.app.state.spirl.cache.waiting == 1, "the long-poll")
         with caplog.at_level(logging.INFO):
-            stalled = [stalled_client(api, verify if use_tls else None) for _ in range(2)]
+            stalled = [not_reading(api.served.port, big_requests(api), verify) for _ in (1, 2)]
             wait_until(lambda: api.guard_state()["busy"] == 3, "the stalled clients' requests")
             # Each held its request "in flight" for ever, and everyone else got 503; now each is
             # closed once its write buffer stayed full for the write timeout.

@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import selectors
 import socket
+import ssl
 import time
 from collections.abc import Iterable
 
@@ -14,6 +15,19 @@ def raw(port: int, payload: bytes = b"") -> socket.socket:
     sock = socket.create_connection(("127.0.0.1", port), timeout=10)
     if payload:
         sock.sendall(payload)
+    return sock
+
+
+def not_reading(port: int, payload: bytes, tls: ssl.SSLContext | None = None) -> socket.socket:
+    """A connection that sends `payload` (e.g. pipelined requests) and reads nothing: its receive
+    buffer is kept small, so the server's replies soon fill the server's write buffer."""
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+    sock.settimeout(10)
+    sock.connect(("127.0.0.1", port))
+    if tls is not None:
+        sock = tls.wrap_socket(sock, server_hostname="127.0.0.1")
+    sock.sendall(payload)
     return sock
 
 

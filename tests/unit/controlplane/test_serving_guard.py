@@ -46,10 +46,12 @@ def test_half_open_then_idle_connections_make_room_oldest_first() -> None:
     # Only requests in flight now: the newcomer stays, its request will be refused.
     g.opened(third)
     assert not busy.closed and g.open == 4
-    assert not g.has_room()
+    assert not g.has_room(third)
+    # A connection that holds a request keeps its slot for the requests it pipelined.
+    assert g.has_room(busy)
     g.closed(third)
     g.request_finished(busy, next_begun=False)
-    assert g.has_room()
+    assert g.has_room(FakeConnection("4"))
     assert (g.open, g.busy, g.idle, g.pending) == (3, 2, 1, 0)
 
 
