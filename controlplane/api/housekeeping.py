@@ -16,6 +16,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+from collections.abc import Callable
+from typing import Any, TypeVar
 
 from starlette.concurrency import run_in_threadpool
 
@@ -26,6 +28,7 @@ from controlplane.services import fleet as fleet_service
 from controlplane.services import rollouts as rollout_service
 
 log = logging.getLogger("controlplane.housekeeping")
+T = TypeVar("T")
 
 
 class Housekeeping:
@@ -65,35 +68,23 @@ class Housekeeping:
             with self._state.uow() as uow:
                 fleet_service.record_contacts(uow, batch)
 
-        try:
-            await run_in_threadpool(write)
-        except Unavailable:  # the unit of work logs the outage once
-            log.debug("contact batch: database unavailable")
-            return
-        except Exception:
-            log.exception("writing %d long-poll contact times failed", len(batch))
+        await _attempt(f"writing {len(batch)} long-poll contact times", write)
 
     async def sweep(self) -> list[str]:
-        try:
-            removed = await run_in_threadpool(
-                fleet_service.deregister_silent_servers,
-                self._state.uow,
-                self._state.settings.fleet,
-                self._state.cache.contacts.snapshot(),
-            )
-        except Unavailable:  # the unit of work logs the outage once
-            log.debug("retention sweep: database unavailable")
-            return []
-        except Exception:
-            log.exception("deregistering servers past the retention period failed")
-            return []
+        removed = await _attempt(
+            "deregistering servers past the retention period",
+            fleet_service.deregister_silent_servers,
+            self._state.uow,
+            self._state.settings.fleet,
+            self._state.cache.contacts.snapshot(),
+        )
         if removed:
             log.warning(
                 "deregistered %d server(s) unreachable past the retention period: %s",
                 len(removed),
                 ", ".join(removed),
             )
-        return removed
+        return removed or []
 
     async def _promote_forever(self) -> None:
         while True:
@@ -102,15 +93,13 @@ class Housekeeping:
 
     async def promote(self) -> list[tuple[str, rollouts.Verdict]]:
         """One pass of the staged-rollout promoter."""
-        try:
-            moved = await run_in_threadpool(
-                rollout_service.advance_all, self._state.uow, lambda: fleet_view(self._state)
-            )
-        except Unavailable:  # the unit of work logs the outage once
-            log.debug("rollout promoter: database unavailable")
-            return []
-        except Exception:
-            log.exception("advancing staged rollouts failed")
+        moved = await _attempt(
+            "advancing staged rollouts",
+            rollout_service.advance_all,
+            self._state.uow,
+            lambda: fleet_view(self._state),
+        )
+        if moved is None:
             return []
         for deployment_id, verdict in moved:
             if verdict.action == rollouts.FAIL:
@@ -124,3 +113,15 @@ class Housekeeping:
                     extra={"deployment_id": deployment_id, "reason": verdict.reason},
                 )
         return moved
+
+
+async def _attempt(what: str, work: Callable[..., T], *args: Any) -> T | None:
+    """Run one task's database work off the event loop; None when it failed. An outage is left
+    to the unit of work, which logs it once; anything else is logged here with its trace."""
+    try:
+        return await run_in_threadpool(work, *args)
+    except Unavailable:
+        log.debug("%s: database unavailable", what)
+    except Exception:
+        log.exception("%s failed", what)
+    return None
