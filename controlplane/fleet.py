@@ -140,7 +140,6 @@ def server_progress(server: ServerRollout, revision: int) -> str:
 
 @dataclass(frozen=True)
 class RolloutProgress:
-    revision: int
     counts: dict[str, int]
     servers: list[tuple[ServerRollout, str]] = field(default_factory=list)  # not yet applied
 
@@ -168,4 +167,4 @@ def rollout_progress(revision: int, servers: Iterable[ServerRollout]) -> Rollout
         if progress != APPLIED:
             outstanding.append((server, progress))
     outstanding.sort(key=lambda item: (SERVER_PROGRESS.index(item[1]), item[0].name))
-    return RolloutProgress(revision, counts, outstanding)
+    return RolloutProgress(counts, outstanding)

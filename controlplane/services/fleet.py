@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import logging
 from collections.abc import Callable, Mapping
+from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
@@ -20,6 +21,7 @@ from controlplane.domain import (
     DEPLOYMENT,
     TRUST_DOMAIN,
     NotFound,
+    ScopeConfig,
     StoredSection,
     check_scope,
     utc_now,
@@ -202,11 +204,13 @@ def deregister_silent_servers(
         candidates = uow.repo.silent_server_ids(cutoff, SWEEP_BATCH)
     removed = []
     for server_id in candidates:
-        if server_id in seen and seen[server_id] >= cutoff:
-            continue  # this replica heard from it; the write is on its way
         with uow_factory() as uow:
             row = uow.repo.lock_server(server_id, skip_locked=True)
-            if row is None or not fleet.is_past_retention(contact_of(row), now, policy.retention):
+            # A contact this replica saw but has not written yet counts (the write is on its way).
+            heard = seen.get(server_id)
+            if row is None or not fleet.is_past_retention(
+                contact_of(row), now, policy.retention, heard
+            ):
                 continue
             silent_for = now - contact_of(row).last_seen()
             _deregister(
@@ -259,6 +263,16 @@ def _forced(force: bool, removed: list[str]) -> dict[str, Any] | None:
 # -- rollouts ------------------------------------------------------------------------------------
 
 
+@dataclass(frozen=True)
+class VersionRollout:
+    """One version's rollout: the API body (`status`), the revision servers count as applied
+    (`sent_revision`) and each targeted server's view with its deployment, for breakdowns."""
+
+    status: dict[str, Any]
+    sent_revision: int
+    servers: list[tuple[str, fleet.ServerRollout]]
+
+
 def rollout_status(
     uow: UnitOfWork,
     scope: str,
@@ -266,7 +280,8 @@ def rollout_status(
     version: int | None,
     policy: fleet.FleetPolicy,
     seen: Mapping[str, datetime],
-) -> dict[str, Any]:
+    now: datetime,
+) -> VersionRollout:
     """How far one stored version of a scope has reached the servers it targets."""
     check_scope(scope)
     object_service.scope_owner_exists(uow, scope, scope_id)
@@ -278,23 +293,21 @@ def rollout_status(
         raise NotFound(f"{scope} {scope_id} has no config version yet")
     if version > current:
         raise NotFound(f"{scope} {scope_id} has no version {version} (current is {current})")
-    revision = uow.repo.config_revision(scope, scope_id, version)
-    if revision is None:
+    config = uow.repo.config_version(scope, scope_id, version)
+    if config is None:
         raise NotFound(f"{scope} {scope_id} has no version {version}")
-    now = utc_now()
-    progress = fleet.rollout_progress(
-        sent_revision(uow, scope, scope_id, version),
-        (
-            rollout_view(row, policy, seen, now)
-            for row in uow.repo.servers_in_scope(scope, scope_id)
-        ),
-    )
-    return {
+    sent = sent_revision(uow, config)
+    servers = [
+        (row.deployment_id, rollout_view(row, policy, seen, now))
+        for row in uow.repo.servers_in_scope(scope, scope_id)
+    ]
+    progress = fleet.rollout_progress(sent, (view for _, view in servers))
+    status = {
         "scope": scope,
         "id": scope_id,
         "version": version,
         "current_version": current,
-        "revision": revision,
+        "revision": config.revision,
         "phase": progress.phase,
         "done": progress.phase == fleet.PHASE_DONE,
         "counts": {"targeted": progress.targeted, **progress.counts},
@@ -315,6 +328,7 @@ def rollout_status(
         ],
         "stale_after_seconds": policy.stale_after.total_seconds(),
     }
+    return VersionRollout(status, sent, servers)
 
 
 def sent_digests(sections: Mapping[str, StoredSection]) -> dict[str, str]:
@@ -325,18 +339,17 @@ def sent_digests(sections: Mapping[str, StoredSection]) -> dict[str, str]:
     return {name: s.digest for name, s in sections.items() if name not in own}
 
 
-def sent_revision(uow: UnitOfWork, scope: str, scope_id: str, version: int) -> int:
-    """The revision that stored what servers are sent of this version of a scope: its own, or,
-    when the versions up to it changed only sections servers are never sent (a `Rollout`
-    policy), that of the earliest version with the same content (0: none, e.g. a scope whose
-    only section is its policy). A server that applied it applied this version: a write that
-    changes nothing servers receive is done where the content it kept is."""
-    config = uow.repo.config_version(scope, scope_id, version)
-    if config is None:
-        raise NotFound(f"{scope} {scope_id} has no version {version}")
+def sent_revision(uow: UnitOfWork, config: ScopeConfig) -> int:
+    """The revision that stored what servers are sent of this stored version of a scope: its
+    own, or, when the versions up to it changed only sections servers are never sent (a
+    `Rollout` policy), that of the earliest version with the same content (0: none, e.g. a scope
+    whose only section is its policy). A server that applied it applied this version: a write
+    that changes nothing servers receive is done where the content it kept is."""
     content, revision = sent_digests(config.sections), config.revision
-    for earlier in range(version - 1, -1, -1):
-        before = uow.repo.config_version(scope, scope_id, earlier) if earlier else None
+    for earlier in range(config.version - 1, -1, -1):
+        before = (
+            uow.repo.config_version(config.scope, config.scope_id, earlier) if earlier else None
+        )
         if (sent_digests(before.sections) if before else {}) != content:
             break
         revision = before.revision if before else 0

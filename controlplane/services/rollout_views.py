@@ -9,7 +9,6 @@ from datetime import timedelta
 from typing import Any
 
 from controlplane import fleet, rollouts
-from controlplane.domain import check_scope
 from controlplane.rollouts import Member, Policy, RolloutState
 from controlplane.services import fleet as fleet_service
 from controlplane.services.objects import get_deployment_row
@@ -196,14 +195,14 @@ def scope_status(
     """`GET /v1/rollouts/{scope}/{id}`: how far a version got (services/fleet.py), with each
     deployment it reaches broken down (`deployments`), staged ones with their stage. `phase`
     becomes `halted` or `aborted` when a deployment's staged rollout of it did."""
-    check_scope(scope)
-    status = fleet_service.rollout_status(uow, scope, scope_id, version, view.policy, view.seen)
-    revision = fleet_service.sent_revision(uow, scope, scope_id, status["version"])
+    rollout = fleet_service.rollout_status(
+        uow, scope, scope_id, version, view.policy, view.seen, view.now
+    )
+    status, revision = rollout.status, rollout.sent_revision
     key = rollouts.pin_key(scope, scope_id)
     groups: dict[str, list[fleet.ServerRollout]] = {}
-    for row in uow.repo.servers_in_scope(scope, scope_id):
-        rollout = fleet_service.rollout_view(row, view.policy, view.seen, view.now)
-        groups.setdefault(row.deployment_id, []).append(rollout)
+    for deployment_id, server in rollout.servers:
+        groups.setdefault(deployment_id, []).append(server)
     deployments = []
     for deployment_id, servers in sorted(groups.items()):
         progress = fleet.rollout_progress(revision, servers)

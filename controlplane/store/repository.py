@@ -406,15 +406,6 @@ class Repository:
             .values(revoked_at=at)
         )
 
-    def config_revision(self, scope: str, scope_id: str, version: int) -> int | None:
-        return self.session.scalar(
-            select(ConfigVersionRow.revision).where(
-                ConfigVersionRow.scope == scope,
-                ConfigVersionRow.scope_id == scope_id,
-                ConfigVersionRow.version == version,
-            )
-        )
-
     def bump_bundle_version(self, trust_domain_id: str) -> int:
         """Increment a trust domain's bundle version in the database (no lost update between
         concurrent writers) and return the new value."""
