@@ -30,7 +30,7 @@ from starlette.concurrency import run_in_threadpool
 
 from controlplane.delivery.contacts import ContactLog
 from controlplane.domain import CLUSTER, DEPLOYMENT, TRUST_DOMAIN, ScopeConfig
-from controlplane.rollouts import DeliveryPins, Pins
+from controlplane.rollouts import DeliveryPins, Pins, pin_key
 from controlplane.services import bundles as bundle_service
 from controlplane.services import rollouts as rollout_service
 from controlplane.services.bundles import StoredBundle
@@ -197,7 +197,7 @@ class DeliveryCache:
 
     async def _pinned(self, keys: list[ScopeKey], pins: Pins) -> list[ScopeConfig]:
         """The layers at the revisions a rollout pins (immutable: each is read once)."""
-        wanted = {pins.get("/".join(key), 0) for key in keys} - {0}
+        wanted = {pins.get(pin_key(*key), 0) for key in keys} - {0}
         missing = sorted(wanted - set(self._revisions))
         if missing:
             found = await self._single_flight(
@@ -206,7 +206,7 @@ class DeliveryCache:
             self._revisions.update(found)
         layers = []
         for scope, scope_id in keys:
-            revision = pins.get(f"{scope}/{scope_id}", 0)
+            revision = pins.get(pin_key(scope, scope_id), 0)
             empty = ScopeConfig(scope=scope, scope_id=scope_id, version=0, revision=0)
             layers.append(self._revisions.get(revision, empty) if revision else empty)
         return layers

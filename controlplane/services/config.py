@@ -27,6 +27,7 @@ from controlplane.domain import (
 from controlplane.services import audit
 from controlplane.services import rollouts as rollout_service
 from controlplane.services.objects import (
+    deployment_scopes,
     get_cluster_row,
     get_deployment_row,
     scope_owner_exists,
@@ -265,9 +266,7 @@ def deployment_changes(
 ) -> list[dict[str, Any]]:
     """Config versions written since `since` at any scope the deployment's servers read (its
     trust domain, itself, its clusters), newest first."""
-    tdd = get_deployment_row(uow, deployment_id)
-    keys = [(TRUST_DOMAIN, tdd.trust_domain_id), (DEPLOYMENT, tdd.id)]
-    keys += [(CLUSTER, c.id) for c in uow.repo.clusters(tdd.id)]
+    keys = deployment_scopes(uow, deployment_id)
     return [
         {
             "scope": r.scope,

@@ -70,6 +70,13 @@ def get_deployment_row(uow: UnitOfWork, tdd_id: str) -> DeploymentRow:
     return row
 
 
+def deployment_scopes(uow: UnitOfWork, deployment_id: str) -> list[tuple[str, str]]:
+    """Every config scope a deployment's servers read: its trust domain, itself, its clusters."""
+    tdd = get_deployment_row(uow, deployment_id)
+    scopes = [(TRUST_DOMAIN, tdd.trust_domain_id), (DEPLOYMENT, tdd.id)]
+    return scopes + [(CLUSTER, c.id) for c in uow.repo.clusters(tdd.id)]
+
+
 def get_cluster_row(uow: UnitOfWork, cluster_id: str) -> ClusterRow:
     row = uow.repo.cluster(cluster_id)
     if row is None:
@@ -238,9 +245,7 @@ def delete_cluster(
     uow: UnitOfWork, cluster_id: str, actor: str, details: dict[str, Any] | None = None
 ) -> None:
     row = get_cluster_row(uow, cluster_id)
-    servers = _server_holders(
-        s for s in uow.repo.servers(row.deployment_id) if s.cluster_id == cluster_id
-    )
+    servers = _server_holders(uow.repo.servers_in_scope(CLUSTER, cluster_id))
     if servers:
         raise HasChildren(
             f"cluster {cluster_id} still has {len(servers)} registered server(s) "

@@ -34,7 +34,7 @@ from controlplane.fleet import FleetPolicy
 from controlplane.rollouts import DeliveryPins, Member, Policy, RolloutState
 from controlplane.services import audit
 from controlplane.services.fleet import rollout_view, sent_digests
-from controlplane.services.objects import get_deployment_row
+from controlplane.services.objects import deployment_scopes, get_deployment_row
 from controlplane.store.models import RolloutRow
 from controlplane.store.unit_of_work import Change, UnitOfWork
 
@@ -115,9 +115,7 @@ def members(uow: UnitOfWork, row: RolloutRow, view: FleetView) -> list[Member]:
 
 def _heads(uow: UnitOfWork, deployment_id: str) -> dict[str, int]:
     """Revision of the current config of every layer the deployment's servers read."""
-    tdd = get_deployment_row(uow, deployment_id)
-    keys = [(TRUST_DOMAIN, tdd.trust_domain_id), (DEPLOYMENT, tdd.id)]
-    keys += [(CLUSTER, c.id) for c in uow.repo.clusters(tdd.id)]
+    keys = deployment_scopes(uow, deployment_id)
     return {rollouts.pin_key(*key): rev for key, rev in uow.repo.config_heads(keys).items()}
 
 

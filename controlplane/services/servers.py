@@ -59,9 +59,9 @@ def report_status(
     tdd = get_deployment_row(uow, server.deployment_id)
     td = get_trust_domain_row(uow, tdd.trust_domain_id)
     keys = check_reported_keys(report.get("keys"), td.name, now, max_key_lifetime)
-    # Before the server row: a change locks the trust domain row first.
-    bundle_service.merge_reported_keys(uow, td.id, server_id, keys, now)
     status = {k: report.get(k) for k in STATUS_FIELDS}
+    # Every check before any write: a bad inventory field refuses the report before the
+    # bundle lock is taken.
     status["keys"] = [
         _stored_key(key, f"/keys/{i}") for i, key in enumerate(report.get("keys") or [])
     ]
@@ -69,6 +69,8 @@ def report_status(
     if report.get("reported_at") is not None:
         reported_at = report_time(report["reported_at"], "/reported_at")
         status["clock_offset_seconds"] = round((reported_at - contact).total_seconds(), 1)
+    # Before the server row: a change locks the trust domain row first.
+    bundle_service.merge_reported_keys(uow, td.id, server_id, keys, now)
     # A deregistration may commit between the read above and here (PostgreSQL): the report of
     # a server that is gone is refused as its next call would be, never a server error.
     status_json = json.dumps(status, sort_keys=True, default=str)

@@ -99,7 +99,7 @@ class Repository:
         if not keys:
             return []
         by_key = self.config_heads(keys)
-        versions = self._load_revisions(list(by_key.values()))
+        versions = self.configs_at(list(by_key.values()))
         result = []
         for scope, scope_id in keys:
             revision = by_key.get((scope, scope_id))
@@ -244,10 +244,6 @@ class Repository:
             )
         )
 
-    def configs_at(self, revisions: Sequence[int]) -> dict[int, ScopeConfig]:
-        """Stored config versions by global revision, with their sections (two queries)."""
-        return self._load_revisions(revisions)
-
     def versions_at(self, revisions: Sequence[int]) -> dict[int, tuple[str, str, int]]:
         """{revision: (scope, scope_id, per-scope version)} without sections."""
         if not revisions:
@@ -258,7 +254,8 @@ class Repository:
         )
         return {r.revision: (r.scope, r.scope_id, r.version) for r in rows}
 
-    def _load_revisions(self, revisions: Sequence[int]) -> dict[int, ScopeConfig]:
+    def configs_at(self, revisions: Sequence[int]) -> dict[int, ScopeConfig]:
+        """Stored config versions by global revision, with their sections (two queries)."""
         if not revisions:
             return {}
         rows = self.session.scalars(
