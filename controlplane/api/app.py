@@ -82,22 +82,27 @@ async def readyz(request: Request) -> Response:
     """Readiness: the database answers and its schema is current."""
     state = app_state(request)
 
-    def check() -> None:
+    def check() -> str | None:
         from controlplane.store.database import schema_status
 
         with state.engine.connect() as conn:
             conn.execute(text("SELECT 1"))
         current, head = schema_status(state.engine)
-        if current != head:
-            raise RuntimeError(f"schema at {current}, needs {head}")
+        return f"schema at {current}, needs {head}" if current != head else None
 
     try:
-        await run_in_threadpool(check)
+        reason = await run_in_threadpool(check)
     except Exception as exc:
-        # Unauthenticated: the reason names the kind of failure only (a driver's message can
-        # hold the database's host, port and user); the log has the whole of it.
-        log.debug("not ready: %s", exc)
-        reason = str(exc) if isinstance(exc, RuntimeError) else "the database cannot be reached"
+        # Unauthenticated: the answer names the kind of failure only (a driver's message can
+        # hold the database's host, port and user); the log has the whole of it, once per
+        # change of cause rather than once per probe.
+        if str(exc) != state.not_ready_cause:
+            log.warning("not ready: %s", exc)
+        state.not_ready_cause = str(exc)
+        reason = "the database cannot be reached"
+    else:
+        state.not_ready_cause = None
+    if reason is not None:
         return JSONResponse({"status": "not ready", "reason": reason}, status_code=503)
     return JSONResponse({"status": "ready"})
 

@@ -61,6 +61,8 @@ class AppState:
     parse_pool: ParsePool = field(default_factory=ParsePool)
     # token hash -> (principal, expiry): long-polls authenticate without a database read.
     token_cache: dict[str, tuple[Principal, float]] = field(default_factory=dict)
+    # Why /readyz last failed to reach the database (logged when it changes), or None.
+    not_ready_cause: str | None = None
 
 
 def app_state(request: Request) -> AppState:

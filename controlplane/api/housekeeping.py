@@ -22,10 +22,11 @@ from typing import Any, TypeVar
 from starlette.concurrency import run_in_threadpool
 
 from controlplane import rollouts
-from controlplane.api.context import AppState, fleet_view
+from controlplane.api.context import AppState
 from controlplane.domain import Unavailable
 from controlplane.services import fleet as fleet_service
 from controlplane.services import rollouts as rollout_service
+from controlplane.services.rollouts import FleetView
 
 log = logging.getLogger("controlplane.housekeeping")
 T = TypeVar("T")
@@ -93,11 +94,15 @@ class Housekeeping:
 
     async def promote(self) -> list[tuple[str, rollouts.Verdict]]:
         """One pass of the staged-rollout promoter."""
+        # The contacts are copied once per pass, here on the event loop that owns them; each
+        # rollout is judged at its own clock reading.
+        state = self._state
+        contacts = state.cache.contacts.snapshot()
         moved = await _attempt(
             "advancing staged rollouts",
             rollout_service.advance_all,
-            self._state.uow,
-            lambda: fleet_view(self._state),
+            state.uow,
+            lambda: FleetView(state.settings.fleet, contacts, state.settings.clock()),
         )
         if moved is None:
             return []

@@ -50,6 +50,8 @@ import httptools
 import uvicorn
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol, RequestResponseCycle
 
+from controlplane.api import identity
+
 __all__ = [
     "HEALTH_PATHS",
     "MAX_REQUEST_HEAD_BYTES",
@@ -227,6 +229,7 @@ async def _at_capacity(scope: Any, receive: Any, send: Any) -> None:
                 (b"content-length", str(len(body)).encode()),
                 (b"retry-after", b"1"),
                 (b"connection", b"close"),
+                identity.RAW_HEADER,  # answered here, outside the app's middleware
             ],
         }
     )
@@ -235,7 +238,9 @@ async def _at_capacity(scope: Any, receive: Any, send: Any) -> None:
 
 _HEAD_TOO_LARGE = (
     b"HTTP/1.1 431 Request Header Fields Too Large\r\n"
-    b"content-type: application/json\r\nconnection: close\r\ncontent-length: %d\r\n\r\n%s"
+    b"content-type: application/json\r\nconnection: close\r\n"
+    + b"%s: %s\r\n" % identity.RAW_HEADER
+    + b"content-length: %d\r\n\r\n%s"
 )
 
 
