@@ -10,7 +10,12 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-__all__ = ["duration", "stage_text", "summary"]
+__all__ = ["FINISHED", "STOPPED", "duration", "stage_name", "stage_text", "summary", "what"]
+
+# Phases of `GET /v1/rollouts/...` that end a wait; any other (in_progress, paused, one added
+# later) means not yet.
+STOPPED = ("refused", "halted", "aborted")
+FINISHED = ("done", *STOPPED)
 
 
 def duration(seconds: float) -> str:
@@ -38,10 +43,20 @@ def summary(status: Mapping[str, Any]) -> str:
     return text
 
 
+def what(status: Mapping[str, Any]) -> str:
+    """`deployment tdd-1a2b version 7`: the version a rollout status is about."""
+    return f"{status['scope']} {status['id']} version {status['version']}"
+
+
+def stage_name(staged: Mapping[str, Any]) -> str:
+    """`stage 1/3 canary`."""
+    stage = staged["stage"]
+    return f"stage {stage['number']}/{stage['of']} {stage['name']}"
+
+
 def stage_text(staged: Mapping[str, Any]) -> str:
     """`stage 1/3 canary (baking, 8m20s left)`, `stage 2/3 half (halted)`."""
-    stage = staged["stage"]
-    text = f"stage {stage['number']}/{stage['of']} {stage['name']}"
+    text = stage_name(staged)
     phase = staged["phase"]
     left = staged.get("bake_seconds_left")
     if phase not in ("in_progress", "done"):

@@ -33,7 +33,7 @@ def emit(
     if columns is None:
         columns = [(k.upper(), k) for k in (rows[0].keys() if rows else [])]
     out.write(
-        table([[_cell(_dig(r, key)) for _, key in columns] for r in rows], [h for h, _ in columns])
+        table([[cell(dig(r, key)) for _, key in columns] for r in rows], [h for h, _ in columns])
     )
 
 
@@ -48,14 +48,16 @@ def table(rows: list[list[str]], headers: list[str]) -> str:
     return "\n".join(lines) + "\n"
 
 
-def _dig(row: Any, key: str) -> Any:
+def dig(row: Any, key: str) -> Any:
+    """`row[a][b]` for the key `a.b`; None where a part is missing."""
     value = row
     for part in key.split("."):
         value = value.get(part) if isinstance(value, dict) else None
     return value
 
 
-def _cell(value: Any) -> str:
+def cell(value: Any) -> str:
+    """A value as one table cell (`-` for none)."""
     if value is None:
         return "-"
     if isinstance(value, list):

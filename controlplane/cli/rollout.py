@@ -17,9 +17,10 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, TextIO
 
+from controlplane import rollout_text
 from controlplane.cli.client import ApiClient
 from controlplane.cli.output import ago, table
-from controlplane.rollout_text import duration, stage_text, summary
+from controlplane.rollout_text import FINISHED, STOPPED, duration, stage_text, summary
 
 EXIT_DONE = 0
 EXIT_REFUSED = 3
@@ -31,8 +32,6 @@ EXIT_CODES_HELP = (
     f"{EXIT_TIMEOUT} when --timeout ran out first"
 )
 # Phases that end a wait; any other (in_progress, paused, one added later) means not yet.
-STOPPED = ("refused", "halted", "aborted")
-FINISHED = ("done", *STOPPED)
 DEPLOYMENT_FINISHED = ("done", "none", "halted", "aborted")
 
 
@@ -106,7 +105,7 @@ def wait_for_rollout(
     return _poll(
         fetch,
         lambda s: s["phase"] in FINISHED,
-        lambda s: f"rollout of {_what(s)}: {summary(s)}",
+        lambda s: f"rollout of {rollout_text.what(s)}: {summary(s)}",
         progress,
         timeout,
         clock,
@@ -123,7 +122,7 @@ def exit_code(status: dict[str, Any]) -> int:
 def report(status: dict[str, Any], timeout: float, out: TextIO, err: TextIO) -> int:
     """The outcome in words (refusals and waits on stderr); returns the exit status."""
     code = exit_code(status)
-    what = _what(status)
+    what = rollout_text.what(status)
     servers = status["servers"]
     if code == EXIT_DONE:
         out.write(f"rollout of {what} complete: {summary(status)}\n")
@@ -152,10 +151,6 @@ def report(status: dict[str, Any], timeout: float, out: TextIO, err: TextIO) -> 
             f"{status['current_version']}; servers holding it count as having applied this one\n"
         )
     return code
-
-
-def _what(status: dict[str, Any]) -> str:
-    return f"{status['scope']} {status['id']} version {status['version']}"
 
 
 def _who(server: dict[str, Any]) -> str:

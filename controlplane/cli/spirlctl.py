@@ -29,7 +29,7 @@ from controlplane.cli.client import (
     load_credentials,
     save_credentials,
 )
-from controlplane.cli.output import FORMATS, ago, emit, one_line
+from controlplane.cli.output import FORMATS, ago, cell, dig, emit, one_line
 from controlplane.tls import CA_FILE_ENV, plain_http_warning
 
 SCOPES = ("trust-domain", "trust-domain-deployment", "cluster")
@@ -288,8 +288,7 @@ def cmd_server_info(args: argparse.Namespace) -> None:
     [row] = _server_rows([info])
     width = max(len(label) for label, _ in SERVER_FIELDS)
     for label, key in SERVER_FIELDS:
-        value = row.get(key) if "." not in key else (row.get("key_manager") or {}).get("type")
-        print(f"{label + ':':<{width + 1}} {value if value is not None else '-'}")
+        print(f"{label + ':':<{width + 1}} {cell(dig(row, key))}")
     print()
     if info["keys"]:
         emit(info["keys"], "table", columns=KEY_COLUMNS)

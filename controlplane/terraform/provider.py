@@ -24,7 +24,7 @@ from controlplane.terraform.settings import (
     block_problems,
     resolve,
 )
-from controlplane.tls import TlsConfigError, client_verify
+from controlplane.tls import TlsConfigError, client_verify, plain_http_warning
 
 log = logging.getLogger(__name__)
 
@@ -143,6 +143,9 @@ class SpirlProvider:
             )
             self._config_problem = "the provider configuration is invalid"
             return
+        plain = plain_http_warning(settings.endpoint, "the token and your configuration")
+        if plain:  # as spirlctl and spirl-tds warn
+            diags.add_warning("Plain HTTP to another host", plain)
         self._client = ApiClient(
             settings.endpoint,
             settings.token,

@@ -28,7 +28,8 @@ from typing import Any
 from tf import schema, types
 from tf.utils import Diagnostics
 
-from controlplane.rollout_text import stage_text
+from controlplane import rollout_text
+from controlplane.rollout_text import FINISHED, STOPPED, stage_text
 from controlplane.rollout_text import summary as rollout_summary
 from controlplane.terraform.client import ApiClient, ApiError
 from controlplane.terraform.common import optional
@@ -55,9 +56,6 @@ FIRST_POLL_SECONDS = 0.5
 MAX_POLL_SECONDS = 5.0
 BACKOFF = 1.5
 MAX_LISTED_SERVERS = 10  # a message names at most this many servers, then says how many more
-# Phases of GET /v1/rollouts that end a wait; any other (in_progress, one added later) is "not yet".
-STOPPED = ("refused", "halted", "aborted")
-FINISHED = ("done", *STOPPED)
 
 
 def schema_attributes() -> list[schema.Attribute]:
@@ -138,16 +136,6 @@ def timeout_seconds(timeouts: Any, operation: str) -> tuple[str, float]:
 # -- what a status says -------------------------------------------------------------------------
 
 
-def _what(status: Mapping[str, Any]) -> str:
-    return f"{status['scope']} {status['id']} version {status['version']}"
-
-
-def _stage_name(deployment: Mapping[str, Any]) -> str:
-    """`stage 1/3 canary`."""
-    stage = deployment["stage"]
-    return f"stage {stage.get('number')}/{stage.get('of')} {stage.get('name')}"
-
-
 def _who(server: Mapping[str, Any]) -> str:
     return f"{server.get('name')} ({server.get('id')})"
 
@@ -218,7 +206,7 @@ def failure(status: Mapping[str, Any]) -> tuple[str, str] | None:
     phase = status.get("phase")
     if phase not in STOPPED:
         return None
-    what = _what(status)
+    what = rollout_text.what(status)
     lines = [_written(status), f"Rollout: {rollout_summary(status)}."]
     refusals = _refusals(status)
     if refusals:
@@ -226,7 +214,7 @@ def failure(status: Mapping[str, Any]) -> tuple[str, str] | None:
     stopped = _stopped_deployments(status)
     for d in stopped:
         stage = d.get("stage")
-        at = f" at {_stage_name(d)}" if isinstance(stage, dict) else ""
+        at = f" at {rollout_text.stage_name(d)}" if isinstance(stage, dict) else ""
         why = d.get("halt_reason") or "(no reason recorded)"
         if d["phase"] == "halted":
             lines += [
@@ -263,7 +251,7 @@ def timed_out(
 ) -> tuple[str, str]:
     """(summary, detail) of a wait that ran out of time: the servers still pending, and the
     stage of each staged rollout still holding the version back."""
-    what = _what(status)
+    what = rollout_text.what(status)
     lines = [_written(status), f"Rollout: {rollout_summary(status)}."]
     pending = [
         f"server {_who(s)}, {s.get('state')}: applied "
@@ -308,7 +296,7 @@ def unreachable_note(status: Mapping[str, Any]) -> tuple[str, str] | None:
     if not skipped:
         return None
     return (
-        f"Rollout of {_what(status)} skipped {len(skipped)} unreachable server(s)",
+        f"Rollout of {rollout_text.what(status)} skipped {len(skipped)} unreachable server(s)",
         "Every reachable server applied it; these were not heard from within the staleness "
         "window and get it when they are back:\n" + "\n".join(_listed(skipped)),
     )
@@ -350,7 +338,7 @@ def wait(
         if status is not None and error is None:
             line = rollout_summary(status)
             if line != last_line:
-                log.info("rollout of %s: %s", _what(status), line)
+                log.info("rollout of %s: %s", rollout_text.what(status), line)
                 last_line = line
             if finished(status):
                 return status, None

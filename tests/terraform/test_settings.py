@@ -87,3 +87,30 @@ def test_ca_file_from_the_block_or_the_environment() -> None:
     assert (settings.ca_file, settings.ca_file_from_block) == ("/env.pem", False)
     settings, _, _ = resolve({}, GOOD)
     assert settings is not None and settings.ca_file is None
+
+
+def test_plain_http_to_another_host_is_a_warning() -> None:
+    """The provider warns as spirlctl and spirl-tds do (docs: `http://` only on loopback)."""
+    from tf.utils import Diagnostics
+
+    from controlplane.terraform.provider import SpirlProvider
+
+    for endpoint, warned in (
+        ("http://cp.example.org:8080", True),
+        ("http://127.0.0.1:8080", False),
+        ("https://cp.example.org:8443", False),
+    ):
+        diags = Diagnostics()
+        SpirlProvider().configure_provider(diags, {"endpoint": endpoint, "token": "t0k"})
+        assert [d.severity for d in diags.diagnostics] == (["warning"] if warned else []), endpoint
+
+
+def test_values_the_provider_copies_from_the_server_match_it() -> None:
+    """The provider must not import the server package, so it keeps copies; they must agree."""
+    from controlplane.api import identity
+    from controlplane.services.auth import MAX_JOIN_TOKEN_TTL
+    from controlplane.terraform import client, join_token
+
+    assert join_token.MAX_TTL == MAX_JOIN_TOKEN_TTL
+    assert client.API_VERSION_HEADER == identity.API_VERSION_HEADER
+    assert identity.API_VERSION in client.KNOWN_API_VERSIONS
