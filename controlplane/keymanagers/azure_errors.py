@@ -213,8 +213,8 @@ def _forbidden(
             f"Key Vault {vault} has purge protection: deleted keys stay until the end of the "
             f"retention period ({message})"
         )
-    if code == "AccessDenied" or _POLICY_PERMISSION.search(full):
-        found = _POLICY_PERMISSION.search(full)
+    found = _POLICY_PERMISSION.search(full)
+    if code == "AccessDenied" or found:
         permission = found.group(1).capitalize() if found else op.access_policy
         return PermissionDeniedError(
             f"Key Vault {vault} denied the server's identity permission to {what}: the vault "

@@ -390,8 +390,7 @@ class Keyring:
     def rotate(self, now: datetime) -> bool:
         """One rotator tick. Returns True when any slot changed."""
         with self._rotate_lock:
-            removed, to_close = self._expire(now)
-            changed = bool(removed or to_close)
+            changed = bool(self._expire(now))
             released = self._release(now)  # pending releases are persisted state
             for kind in KeyKind:
                 retry_at = self._retry_at.get(kind)
@@ -415,8 +414,9 @@ class Keyring:
                     self._failures.pop(kind, None)
                     self._retry_at.pop(kind, None)
                     self._errors.pop(kind, None)
-            with self._lock:
-                to_close += self._drop_idle_managers()
+            with self._lock:  # after expiry, releases and rotation: once per tick
+                to_close = self._drop_idle_managers()
+            changed |= bool(to_close)
             for handle in to_close:
                 close_manager(handle)
             error = "; ".join(self._errors[k] for k in KeyKind if k in self._errors) or None
@@ -470,7 +470,8 @@ class Keyring:
             self._releases = [p for p in self._releases if p not in finished]
         return True
 
-    def _expire(self, now: datetime) -> tuple[list[KeyRecord], list[ManagerHandle]]:
+    def _expire(self, now: datetime) -> list[KeyRecord]:
+        """Take keys past their not-after out of their slots (their releases are queued)."""
         with self._lock:
             removed: list[KeyRecord] = []
             for slots in self._slots.values():
@@ -489,8 +490,7 @@ class Keyring:
                     "key %s (%s, %s) expired and left the bundle", rec.kid, rec.kind, rec.km_type
                 )
                 self._releases.append(PendingRelease(rec))
-            dropped = self._drop_idle_managers()
-            return removed, dropped
+            return removed
 
     def _drop_idle_managers(self) -> list[ManagerHandle]:
         """Managers other than the active one that hold no unexpired key and no key still to

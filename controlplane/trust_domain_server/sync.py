@@ -14,6 +14,7 @@ from typing import Any
 
 import httpx
 
+from controlplane import domain
 from controlplane.fleet import STATUS_INTERVAL
 
 from .server import TrustDomainServer
@@ -31,7 +32,7 @@ __all__ = [
 log = logging.getLogger(__name__)
 
 LONG_POLL_WAIT = 30
-DEREGISTERED_CODE = "server_deregistered"
+DEREGISTERED_CODE = domain.Deregistered.code  # the error code the API answers with
 
 
 class RegistrationRejected(Exception):
