@@ -23,6 +23,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from controlplane.fleet import key_manager_type
 from controlplane.processes import ProcessStartError, start_announced, stop_process
 
 RUN_DIR = Path(".run")
@@ -290,7 +291,7 @@ def start_servers(
 def show_keys(server: Server) -> None:
     status = server.status()
     manager = status.get("key_manager") or status.get("active_key_manager") or {}
-    mtype = manager.get("type") if isinstance(manager, dict) else manager
+    mtype = key_manager_type(manager)
     print(
         f"   {server.name} (pid {server.pid}): config version {status.get('applied_version')}, "
         f"active key manager {mtype}"
@@ -299,12 +300,11 @@ def show_keys(server: Server) -> None:
 
     rows = []
     for key in status.get("keys", []):
-        km = key.get("key_manager")
         rows.append(
             [
                 str(key.get("kind")),
                 str(key.get("kid")),
-                str(km.get("type") if isinstance(km, dict) else km),
+                str(key_manager_type(key.get("key_manager"))),
                 str(key.get("state")),
                 str(key.get("not_after", ""))[:19],
             ]
@@ -468,8 +468,7 @@ def migration_stage(demo: Demo, ids: dict[str, str]) -> None:
 
 
 def _manager_type(server: Server) -> str | None:
-    manager = server.status().get("key_manager") or {}
-    return manager.get("type") if isinstance(manager, dict) else manager
+    return key_manager_type(server.status().get("key_manager"))
 
 
 def _active_types(server: Server) -> set[str]:
@@ -481,8 +480,7 @@ def _bundle_managers(server: Server) -> set[str]:
 
 
 def _km_type(key: dict[str, Any]) -> str:
-    km = key.get("key_manager")
-    return str(km.get("type") if isinstance(km, dict) else km)
+    return str(key_manager_type(key.get("key_manager")))
 
 
 def keep_running(ids: dict[str, str]) -> None:

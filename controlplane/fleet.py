@@ -168,3 +168,12 @@ def rollout_progress(revision: int, servers: Iterable[ServerRollout]) -> Rollout
             outstanding.append((server, progress))
     outstanding.sort(key=lambda item: (SERVER_PROGRESS.index(item[1]), item[0].name))
     return RolloutProgress(counts, outstanding)
+
+
+def key_manager_type(value: object) -> str | None:
+    """The type of a key manager as servers report it: `{"type": ..., "digest": ...}`, or (from
+    older servers) the type alone."""
+    if isinstance(value, dict):
+        found = value.get("type")
+        return found if isinstance(found, str) else None
+    return value if isinstance(value, str) else None

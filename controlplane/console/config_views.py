@@ -10,8 +10,9 @@ from typing import Any
 from starlette.requests import Request
 from starlette.responses import Response
 
+from controlplane.api.context import call_service
 from controlplane.api.inputs import query_int
-from controlplane.console.pages import SCOPE_LABELS, deployment_crumbs, gather, page
+from controlplane.console.pages import SCOPE_LABELS, deployment_crumbs, page
 from controlplane.console.render import render
 from controlplane.console.session import User
 from controlplane.console.sidebyside import side_by_side
@@ -61,7 +62,7 @@ async def scope_page(
     def gather_all(uow: UnitOfWork) -> dict[str, Any]:
         return {"crumbs": scope_crumbs(uow, scope, scope_id), **read(uow, scope, scope_id)}
 
-    data = await gather(request, gather_all)
+    data = await call_service(request, gather_all)
     base = config_url(scope, scope_id)
     config_crumb = f"{SCOPE_LABELS[scope]} config"
     data["crumbs"] += (

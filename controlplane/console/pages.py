@@ -2,7 +2,7 @@
 
 A page handler takes (request, user); `@page` sends a visitor without a session to sign in
 (or answers 401 to the page's script) and turns a DomainError into an HTML error page with its
-status. Pages read through the services layer (`gather`) like the API does and never call the
+status. Pages read through the services layer (`call_service`) like the API does and never call the
 HTTP API.
 """
 
@@ -10,26 +10,18 @@ from __future__ import annotations
 
 import urllib.parse
 from collections.abc import Awaitable, Callable
-from typing import Any, TypeVar
+from typing import Any
 
 from starlette.requests import Request
 from starlette.responses import RedirectResponse, Response
 
-from controlplane.api.context import call_service
 from controlplane.console.render import render
 from controlplane.console.session import User, signed_in
 from controlplane.domain import CLUSTER, DEPLOYMENT, TRUST_DOMAIN, DomainError
-from controlplane.store.unit_of_work import UnitOfWork
 
-T = TypeVar("T")
 Page = Callable[[Request, User], Awaitable[Response]]
 
 SCOPE_LABELS = {TRUST_DOMAIN: "trust domain", DEPLOYMENT: "deployment", CLUSTER: "cluster"}
-
-
-async def gather(request: Request, fn: Callable[[UnitOfWork], T]) -> T:
-    """Run `fn` with one unit of work in the thread pool (as the API's service calls do)."""
-    return await call_service(request, fn)
 
 
 def page(handler: Page) -> Callable[[Request], Awaitable[Response]]:

@@ -16,6 +16,7 @@ from starlette.responses import Response
 from starlette.templating import Jinja2Templates
 
 import controlplane
+from controlplane.console.timeline import parse_time
 
 __all__ = [
     "CONTENT_SECURITY_POLICY",
@@ -38,13 +39,13 @@ SHORT_ERROR_CHARS = 90
 
 def when(value: str | datetime | None) -> str:
     """An ISO time as 'YYYY-MM-DD HH:MM:SSZ' (UTC), or '-'."""
-    at = _parse(value)
+    at = parse_time(value, naive_as_utc=True)
     return at.astimezone(UTC).strftime("%Y-%m-%d %H:%M:%SZ") if at else "-"
 
 
 def ago(value: str | datetime | None, now: datetime | None = None) -> str:
     """How long ago, coarsely: '4s ago', '3m ago', '2h ago', '5d ago'; '-' for none."""
-    at = _parse(value)
+    at = parse_time(value, naive_as_utc=True)
     if at is None:
         return "-"
     seconds = int(((now or datetime.now(UTC)) - at).total_seconds())
@@ -79,18 +80,6 @@ def state_class(state: object) -> str:
     """A CSS class for any server state the data holds (unknown states get a neutral look)."""
     text = "".join(c for c in str(state or "unknown").lower() if c.isalnum() or c == "-")
     return f"st-{text or 'unknown'}"
-
-
-def _parse(value: str | datetime | None) -> datetime | None:
-    if isinstance(value, datetime):
-        return value
-    if not value:
-        return None
-    try:
-        parsed = datetime.fromisoformat(value.replace("Z", "+00:00"))
-    except ValueError:
-        return None
-    return parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)
 
 
 def _environment() -> jinja2.Environment:

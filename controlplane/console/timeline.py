@@ -22,6 +22,8 @@ from datetime import UTC, datetime, timedelta
 from html import escape
 from typing import Any
 
+from controlplane.fleet import key_manager_type
+
 __all__ = [
     "KEY_KINDS",
     "KEY_MANAGER_CLASSES",
@@ -93,7 +95,7 @@ def servers_from_reports(servers: Iterable[Mapping[str, Any]]) -> list[ServerKey
     for server in servers:
         keys = []
         for key in server.get("keys") or []:
-            expires = _time(key.get("not_after"))
+            expires = parse_time(key.get("not_after"))
             if expires is None or not isinstance(key.get("kid"), str):
                 continue
             manager = key.get("key_manager")
@@ -102,11 +104,9 @@ def servers_from_reports(servers: Iterable[Mapping[str, Any]]) -> list[ServerKey
                     kid=key["kid"],
                     kind=str(key.get("kind") or "?"),
                     state=str(key.get("state") or "?"),
-                    key_manager=str(
-                        (manager.get("type") if isinstance(manager, dict) else manager) or "unknown"
-                    ),
+                    key_manager=key_manager_type(manager) or "unknown",
                     expires=expires,
-                    created=_time(key.get("not_before")),
+                    created=parse_time(key.get("not_before")),
                     provider_ref=str(key.get("provider_ref") or ""),
                     key_type=str(key.get("key_type") or ""),
                 )
@@ -115,14 +115,20 @@ def servers_from_reports(servers: Iterable[Mapping[str, Any]]) -> list[ServerKey
     return out
 
 
-def _time(value: object) -> datetime | None:
-    if not isinstance(value, str):
+def parse_time(value: object, *, naive_as_utc: bool = False) -> datetime | None:
+    """An RFC 3339 time string as a datetime, or None. A time without a zone is None (a key
+    time must say where it is), or UTC with `naive_as_utc` (the control plane's own times)."""
+    if isinstance(value, datetime):
+        return value
+    if not isinstance(value, str) or not value:
         return None
     try:
         parsed = datetime.fromisoformat(value.replace("Z", "+00:00"))
     except ValueError:
         return None
-    return parsed if parsed.tzinfo is not None else None
+    if parsed.tzinfo is not None:
+        return parsed
+    return parsed.replace(tzinfo=UTC) if naive_as_utc else None
 
 
 def build_timeline(

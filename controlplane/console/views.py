@@ -13,11 +13,11 @@ from typing import Any
 from starlette.requests import Request
 from starlette.responses import HTMLResponse, Response
 
-from controlplane.api.context import app_state, fleet_view
+from controlplane.api.context import app_state, call_service, fleet_view
 from controlplane.api.inputs import query_int
 from controlplane.bundles import entry_identity
 from controlplane.console import timeline
-from controlplane.console.pages import SCOPE_LABELS, deployment_crumbs, gather, page
+from controlplane.console.pages import SCOPE_LABELS, deployment_crumbs, page
 from controlplane.console.render import fragment, render
 from controlplane.console.session import User
 from controlplane.domain import (
@@ -27,6 +27,7 @@ from controlplane.domain import (
     NotFound,
     utc_now,
 )
+from controlplane.fleet import key_manager_type
 from controlplane.services import audit as audit_service
 from controlplane.services import bundles as bundle_service
 from controlplane.services import config as config_service
@@ -70,7 +71,7 @@ async def home(request: Request, user: User) -> Response:
             tree.append({**td, "deployments": tds})
         return tree
 
-    return render(request, "home.html", {"user": user, "tree": await gather(request, read)})
+    return render(request, "home.html", {"user": user, "tree": await call_service(request, read)})
 
 
 @page
@@ -87,7 +88,7 @@ async def trust_domain(request: Request, user: User) -> Response:
         config = config_service.get_config(uow, TRUST_DOMAIN, td_id)
         return {"td": td, "deployments": deployments, "config": config}
 
-    data = await gather(request, read)
+    data = await call_service(request, read)
     crumbs = [(data["td"]["name"], None)]
     return render(request, "trust_domain.html", {"user": user, "crumbs": crumbs, **data})
 
@@ -101,7 +102,7 @@ async def bundle(request: Request, user: User) -> Response:
         td = object_service.get_trust_domain(uow, td_id)
         return {"td": td, "bundle": bundle_service.read_bundle(uow, td_id)}
 
-    data = await gather(request, read)
+    data = await call_service(request, read)
     document = data["bundle"].document
     expiry = {entry_identity(k.entry): k.not_after for k in data["bundle"].keys}
     rows = [
@@ -156,8 +157,7 @@ def _servers_view(data: dict[str, Any]) -> dict[str, Any]:
     rows = []
     for server in data["servers"]:
         target = data["server_targets"].get(server["id"], data["targets"].get(server["cluster_id"]))
-        state = server.get("state") or server.get("health")
-        manager = server.get("key_manager") or {}
+        state = server["state"]
         rows.append(
             {
                 **server,
@@ -165,7 +165,7 @@ def _servers_view(data: dict[str, Any]) -> dict[str, Any]:
                 "cluster_name": names.get(server["cluster_id"], server["cluster_id"] or "-"),
                 "target_version": target,
                 "up_to_date": target is not None and server.get("applied_version") == target,
-                "key_manager_type": manager.get("type") if isinstance(manager, dict) else manager,
+                "key_manager_type": key_manager_type(server.get("key_manager")),
             }
         )
     placements = sorted(
@@ -198,7 +198,7 @@ async def deployment(request: Request, user: User) -> Response:
             "rollout": rollout_views.deployment_view(uow, tdd_id, view),
         }
 
-    data = await gather(request, read)
+    data = await call_service(request, read)
     crumbs = deployment_crumbs(data["td"], data["tdd"], last=True)
     return render(
         request,
@@ -218,7 +218,7 @@ async def deployment_servers(request: Request, user: User) -> Response:
     """The servers table's rows alone: what the page's script fetches to update it live."""
     tdd_id = request.path_params["tdd_id"]
     cluster_id = request.query_params.get("cluster")
-    data = await gather(request, lambda uow: _deployment_context(uow, request, tdd_id))
+    data = await call_service(request, lambda uow: _deployment_context(uow, request, tdd_id))
     if cluster_id:
         data["servers"] = [s for s in data["servers"] if s["cluster_id"] == cluster_id]
     return HTMLResponse(fragment("_servers.html", {**data, **_servers_view(data)}))
@@ -268,7 +268,7 @@ def _timeline_svg(data: dict[str, Any]) -> str:
 async def deployment_timeline(request: Request, user: User) -> Response:
     """The key timeline of a deployment's servers."""
     tdd_id = request.path_params["tdd_id"]
-    data = await gather(request, lambda uow: _timeline_data(uow, request, tdd_id))
+    data = await call_service(request, lambda uow: _timeline_data(uow, request, tdd_id))
     crumbs = deployment_crumbs(data["td"], data["tdd"]) + [("key timeline", None)]
     return render(
         request,
@@ -291,7 +291,7 @@ async def deployment_timeline(request: Request, user: User) -> Response:
 async def deployment_timeline_svg(request: Request, user: User) -> Response:
     """The timeline's SVG alone (refreshed live by the page's script)."""
     tdd_id = request.path_params["tdd_id"]
-    data = await gather(request, lambda uow: _timeline_data(uow, request, tdd_id))
+    data = await call_service(request, lambda uow: _timeline_data(uow, request, tdd_id))
     return HTMLResponse(_timeline_svg(data))
 
 
@@ -303,7 +303,7 @@ async def deployment_key(request: Request, user: User) -> Response:
     def read(uow: UnitOfWork) -> list[dict[str, Any]]:
         return deployment_servers_of(uow, request, tdd_id)
 
-    for server in timeline.servers_from_reports(await gather(request, read)):
+    for server in timeline.servers_from_reports(await call_service(request, read)):
         for key in server.keys:
             if key.kid == kid:
                 lines = timeline.key_details(server, key)
@@ -326,7 +326,7 @@ async def cluster(request: Request, user: User) -> Response:
         )
         return data
 
-    data = await gather(request, read)
+    data = await call_service(request, read)
     crumbs = deployment_crumbs(data["td"], data["tdd"]) + [(data["cluster"]["name"], None)]
     return render(
         request,
@@ -361,7 +361,7 @@ async def audit(request: Request, user: User) -> Response:
             uow, limit=AUDIT_PAGE, before_id=before, scope=scope, scope_id=scope_id, actor=actor
         )
 
-    events = await gather(request, read)
+    events = await call_service(request, read)
     filters = {"scope": scope or "", "scope_id": scope_id or "", "actor": actor or ""}
     older = None
     if len(events) == AUDIT_PAGE:

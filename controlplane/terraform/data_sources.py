@@ -10,6 +10,7 @@ from tf import schema, types
 from tf.iface import Config, DataSource, ReadDataContext, State
 from tf.utils import Diagnostics
 
+from controlplane.fleet import key_manager_type
 from controlplane.terraform import lookup
 from controlplane.terraform.client import NotFoundError
 from controlplane.terraform.common import (
@@ -276,13 +277,7 @@ class ServersDataSource(_PlacementDataSource):
             for item in sorted(items, key=lambda i: str(i.get("id"))):
                 if isinstance(cluster, str) and item.get("cluster_id") != cluster:
                     continue
-                key_manager = item.get("key_manager")
-                entry = {
-                    **item,
-                    "key_manager": key_manager.get("type")
-                    if isinstance(key_manager, dict)
-                    else key_manager,
-                }
+                entry = {**item, "key_manager": key_manager_type(item.get("key_manager"))}
                 servers.append(SERVER.encode(entry))
             return {"trust_domain_deployment_id": tdd, "cluster_id": cluster, "servers": servers}
         return None

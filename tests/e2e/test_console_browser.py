@@ -24,7 +24,9 @@ from support.browser import Page, artifacts_dir, start_browser
 from support.controlplane import ControlPlane, create_token, start_control_plane
 from support.tds import SimClock, Tds, start_tds, wait_for
 
-pytestmark = pytest.mark.e2e
+# One group: the module's fleet and browser start once, on the worker that runs the group
+# (tests/unit/test_test_harness.py proves groups stay together), and the tests run in order.
+pytestmark = [pytest.mark.e2e, pytest.mark.xdist_group("console-browser")]
 
 # Lifetimes chosen so that at minute 55 every state shows: the X.509 CA key made at start is
 # retired (its successor active, activation at 5/6 of 1h), the JWT key made at start still
@@ -107,16 +109,7 @@ def _ids(page: Page, css: str, attribute: str = "data-id") -> set[str]:
     return {str(a[attribute]) for a in page.attributes(css, [attribute])}
 
 
-def test_the_console_in_a_real_browser(fleet: Fleet, page: Page) -> None:
-    """One test for the three scenarios, in order: pytest-xdist 3.8 no longer keeps an
-    xdist_group together under pytest 9, and separate tests could each start their own
-    control plane, servers and browser on another worker."""
-    admin_walks_every_page_and_sees_what_the_api_says(fleet, page)
-    servers_page_shows_a_config_change_live(fleet, page)
-    only_an_admin_with_the_csrf_token_can_act(fleet, page)
-
-
-def admin_walks_every_page_and_sees_what_the_api_says(fleet: Fleet, page: Page) -> None:
+def test_admin_walks_every_page_and_sees_what_the_api_says(fleet: Fleet, page: Page) -> None:
     ids, cp = fleet.ids, fleet.cp
     page.open("/ui/")
     assert page.path == "/ui/login?next=%2Fui%2F"  # no session yet
@@ -262,7 +255,7 @@ def applied(page: Page) -> dict[str, str | None]:
     return {server_id: row["applied"] for server_id, row in rows.items()}
 
 
-def servers_page_shows_a_config_change_live(fleet: Fleet, page: Page) -> None:
+def test_servers_page_shows_a_config_change_live(fleet: Fleet, page: Page) -> None:
     ids, cp = fleet.ids, fleet.cp
     page.sign_in(cp.admin_token)
     page.open(f"/ui/deployments/{ids['tdd']}")
@@ -285,7 +278,7 @@ def servers_page_shows_a_config_change_live(fleet: Fleet, page: Page) -> None:
     page.screenshot("9-servers-after-config-set")
 
 
-def only_an_admin_with_the_csrf_token_can_act(fleet: Fleet, page: Page) -> None:
+def test_only_an_admin_with_the_csrf_token_can_act(fleet: Fleet, page: Page) -> None:
     ids, cp = fleet.ids, fleet.cp
     scope_url = f"/ui/config/trust-domain/{ids['td']}"
 

@@ -141,9 +141,10 @@ def test_now_line_and_config_change_markers():
     now_group = next(g for g in root.iter(f"{SVG}g") if g.get("class") == "now")
     now_x = float(now_group.find(f"{SVG}line").get("x1", 0))  # type: ignore[union-attr]
     found = bars(root)
-    assert (
-        float(found["x509-new"].get("x", 0)) < now_x < float(found["jwt-next"].get("x", 0)) + 1000
-    )
+    # "Now" (T0+21h) is after the new CA key's start and inside the next JWT key's bar.
+    next_x = float(found["jwt-next"].get("x", 0))
+    assert float(found["x509-new"].get("x", 0)) < now_x
+    assert next_x < now_x < next_x + float(found["jwt-next"].get("width", 0))
 
 
 def test_hover_names_kid_state_and_dates_and_details_add_the_key_vault_key_id():
