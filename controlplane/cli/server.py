@@ -31,18 +31,12 @@ def _listen_socket(listen: str) -> socket.socket:
     host, _, port = listen.rpartition(":")
     if not host or not port.isdigit():
         raise SystemExit(f"--listen must be HOST:PORT, not {listen!r}")
-    family = socket.AF_INET6 if ":" in host else socket.AF_INET
-    # IPPROTO_TCP explicitly: asyncio only turns Nagle off (TCP_NODELAY) on sockets whose proto
-    # says TCP; without it every small response waits ~40 ms for the client's delayed ACK.
-    sock = socket.socket(family, socket.SOCK_STREAM, socket.IPPROTO_TCP)
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    from controlplane.api.serving import listen_socket
+
     try:
-        sock.bind((host.strip("[]"), int(port)))
+        return listen_socket(host.strip("[]"), int(port))
     except OSError as exc:
         raise SystemExit(f"cannot listen on {listen}: {exc.strerror}") from exc
-    sock.listen(2048)
-    sock.set_inheritable(True)
-    return sock
 
 
 def _engine(args: argparse.Namespace):  # type: ignore[no-untyped-def]

@@ -12,12 +12,11 @@ import re
 import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import Any
 
 import httpx
 import pytest
 
-from support.api import KEY_LIFECYCLE, make_topology, ok, put_config, register_server
+from support.api import KEY_LIFECYCLE, make_topology, ok, poll_after, put_config, register_server
 from support.controlplane import start_control_plane
 from support.sockets import many_raw, not_reading, still_open
 
@@ -26,22 +25,6 @@ pytestmark = pytest.mark.e2e
 HALF_OPEN = 2500
 HEADER_TIMEOUT = 2
 WRITE_TIMEOUT = 1
-
-
-def sync(url: str, server: dict[str, Any], have: dict[str, Any] | None, wait: int) -> Any:
-    params = {"wait": wait}
-    if have is not None:
-        params |= {
-            "config_version": have["config"]["version"],
-            "bundle_version": have["bundle"]["version"],
-        }
-    response = httpx.get(
-        f"{url}/v1/servers/{server['server_id']}/sync",
-        params=params,
-        headers={"Authorization": f"Bearer {server['credential']}"},
-        timeout=wait + 30,
-    )
-    return ok(response)
 
 
 def closed_by(metrics: str, reason: str) -> int:
@@ -55,10 +38,10 @@ def test_half_open_connections_cannot_lock_clients_out(tmp_path: Path) -> None:
     with start_control_plane(tmp_path, extra_args=args) as cp, cp.client() as admin:
         ids = make_topology(admin)
         server = register_server(admin, cp.url, ids["tdd"])
-        first = sync(cp.url, server, None, 0)
+        first = poll_after(cp.url, server, None, 0)
         port = int(cp.url.rsplit(":", 1)[1])
         with ThreadPoolExecutor(2) as pool:
-            held = pool.submit(sync, cp.url, server, first, 60)  # waiting before the flood
+            held = pool.submit(poll_after, cp.url, server, first, 60)  # waiting before the flood
             # ~60 KB replies to ~20 KB of pipelined requests that are never read.
             big = f"GET /v1/openapi.json HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {cp.admin_token}\r\n\r\n"
             stalled = not_reading(port, big.encode() * 200)
@@ -70,7 +53,9 @@ def test_half_open_connections_cannot_lock_clients_out(tmp_path: Path) -> None:
             assert httpx.get(f"{cp.url}/healthz", timeout=10).status_code == 200
             assert httpx.get(f"{cp.url}/readyz", timeout=10).status_code == 200
             assert admin.get("/v1/trust-domains").status_code == 200
-            during = pool.submit(sync, cp.url, server, first, 60)  # a long-poll during the flood
+            during = pool.submit(
+                poll_after, cp.url, server, first, 60
+            )  # a long-poll during the flood
 
             # Every half-open socket is closed: evicted for newcomers or at the header timeout.
             assert still_open(socks) == []

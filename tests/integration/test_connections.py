@@ -31,9 +31,17 @@ from controlplane.services.auth import create_token
 from controlplane.store.unit_of_work import UnitOfWorkFactory
 from controlplane.tls import client_verify, server_context
 
-from support.api import KEY_LIFECYCLE, make_topology, ok, put_config, register_server
+from support.api import (
+    KEY_LIFECYCLE,
+    make_topology,
+    ok,
+    poll_after,
+    put_config,
+    register_server,
+)
 from support.served import Served, serve_in_thread
 from support.sockets import not_reading, raw, response_of, still_open
+from support.tds import wait_for
 
 pytestmark = pytest.mark.parametrize("database_url", ["sqlite"], indirect=True)
 
@@ -80,28 +88,6 @@ def start_api(engine: Engine) -> Iterator[Callable[..., Api]]:
         yield start
 
 
-def sync(api: Api, server: dict[str, Any], reply: dict[str, Any] | None, wait: float) -> Any:
-    params: dict[str, Any] = {"wait": wait}
-    if reply is not None:
-        params["config_version"] = reply["config"]["version"]
-        params["bundle_version"] = reply["bundle"]["version"]
-    response = httpx.get(
-        f"{api.url}/v1/servers/{server['server_id']}/sync",
-        params=params,
-        headers={"Authorization": f"Bearer {server['credential']}"},
-        timeout=wait + 30,
-        verify=api.verify,
-    )
-    return ok(response)
-
-
-def wait_until(predicate: Callable[[], bool], what: str) -> None:
-    deadline = time.monotonic() + 15
-    while not predicate():
-        assert time.monotonic() < deadline, f"timed out waiting for {what}"
-        time.sleep(0.02)
-
-
 def test_half_open_connections_are_closed_after_the_header_timeout(start_api):
     api = start_api(FAST)
     port = api.served.port
@@ -123,7 +109,7 @@ def test_half_open_connections_are_closed_after_the_header_timeout(start_api):
     assert httpx.get(f"{api.url}/healthz").status_code == 200
     assert still_open([*half_open, dripper]) == []
     zero = {"open": 0, "busy": 0, "pending": 0}
-    wait_until(lambda: api.guard_state() == zero, "the guard to forget every connection")
+    wait_for(lambda: api.guard_state() == zero, what="the guard to forget every connection")
 
 
 def test_idle_keep_alive_connections_are_not_cut_by_the_header_timeout(start_api):
@@ -141,14 +127,14 @@ def test_a_long_poll_outlives_the_read_timeouts(start_api):
     with api.client() as c:
         ids = make_topology(c)
         server = register_server(c, api.url, ids["tdd"])
-        first = sync(api, server, None, 0)
+        first = poll_after(api.url, server, None, 0, api.verify)
         # Held past both timeouts: answered when its wait ends, not cut.
-        unchanged = sync(api, server, first, 1.5)
+        unchanged = poll_after(api.url, server, first, 1.5, api.verify)
         assert unchanged["changed"] is False
         # Held past both timeouts again, then woken by a change.
         with ThreadPoolExecutor(1) as pool:
-            pending = pool.submit(sync, api, server, first, 30)
-            wait_until(lambda: api.app.state.spirl.cache.waiting == 1, "the long-poll")
+            pending = pool.submit(poll_after, api.url, server, first, 30, api.verify)
+            wait_for(lambda: api.app.state.spirl.cache.waiting == 1, what="the long-poll")
             time.sleep(1.5)
             ok(put_config(c, "trust-domain-deployment", ids["tdd"], KEY_LIFECYCLE))
             changed = pending.result(timeout=30)
@@ -200,7 +186,7 @@ def test_a_request_head_over_the_limit_gets_431_and_is_closed(start_api, head, p
     assert headers["spirl-api-version"] == API_VERSION  # a client can tell it is ours
     assert json.loads(reply)["error"] == "input_rejected"
     assert still_open([sock]) == []
-    wait_until(lambda: api.guard_state()["open"] == 0, "the guard to forget the connection")
+    wait_for(lambda: api.guard_state()["open"] == 0, what="the guard to forget the connection")
     assert httpx.get(f"{api.url}/healthz").status_code == 200
 
 
@@ -213,7 +199,7 @@ def test_at_the_limit_idle_and_half_open_connections_make_room(start_api):
         assert response_of(sock)[0] == 200
         idle.append(sock)
     half_open = [raw(api.served.port, b"GET /hea") for _ in range(2)]
-    wait_until(lambda: api.guard_state()["open"] == 4, "four open connections")
+    wait_for(lambda: api.guard_state()["open"] == 4, what="four open connections")
     # Each newcomer (kept open) makes room: half-open ones go first, then the oldest idle ones.
     with ExitStack() as stack:
         for _ in range(4):
@@ -229,10 +215,13 @@ def test_when_every_connection_holds_a_request_only_health_probes_get_through(st
     with api.client() as c:
         ids = make_topology(c)
         servers = [register_server(c, api.url, ids["tdd"], name=f"s{i}") for i in range(3)]
-    firsts = [sync(api, s, None, 0) for s in servers]
+    firsts = [poll_after(api.url, s, None, 0, api.verify) for s in servers]
     with ThreadPoolExecutor(3) as pool:
-        polls = [pool.submit(sync, api, s, f, 3) for s, f in zip(servers, firsts, strict=True)]
-        wait_until(lambda: api.app.state.spirl.cache.waiting == 3, "three long-polls")
+        polls = [
+            pool.submit(poll_after, api.url, s, f, 3, api.verify)
+            for s, f in zip(servers, firsts, strict=True)
+        ]
+        wait_for(lambda: api.app.state.spirl.cache.waiting == 3, what="three long-polls")
         with api.client() as c:
             refused = c.get("/v1/trust-domains")
         assert refused.status_code == 503
@@ -259,7 +248,7 @@ def test_tls_half_open_connections_are_closed_and_evicted(start_api, tmp_path: P
     )
     # TCP connections that never start the TLS handshake.
     silent = [raw(api.served.port) for _ in range(3)]
-    wait_until(lambda: api.guard_state()["open"] == 3, "three connections")
+    wait_for(lambda: api.guard_state()["open"] == 3, what="three connections")
     with api.client() as c:  # makes room by closing the oldest silent one
         assert c.get("/v1/trust-domains").status_code == 200
     assert still_open(silent[:1], within=2) == []
@@ -289,18 +278,18 @@ def test_a_client_that_stops_reading_is_closed_after_the_write_timeout(
     with api.client() as c:
         ids = make_topology(c)
         server = register_server(c, api.url, ids["tdd"], verify=api.verify)
-    first = sync(api, server, None, 0)
+    first = poll_after(api.url, server, None, 0, api.verify)
     with ThreadPoolExecutor(1) as pool:
-        poll = pool.submit(sync, api, server, first, 30)
-        wait_until(lambda: api.app.state.spirl.cache.waiting == 1, "the long-poll")
+        poll = pool.submit(poll_after, api.url, server, first, 30, api.verify)
+        wait_for(lambda: api.app.state.spirl.cache.waiting == 1, what="the long-poll")
         with caplog.at_level(logging.INFO):
             stalled = [not_reading(api.served.port, big_requests(api), verify) for _ in (1, 2)]
-            wait_until(lambda: api.guard_state()["busy"] == 3, "the stalled clients' requests")
+            wait_for(lambda: api.guard_state()["busy"] == 3, what="the stalled clients' requests")
             # Each held its request "in flight" for ever, and everyone else got 503; now each is
             # closed once its write buffer stayed full for the write timeout.
-            wait_until(
+            wait_for(
                 lambda: api.guard_state() == {"open": 1, "busy": 1, "pending": 0},
-                "the guard to close the clients that do not read",
+                what="the guard to close the clients that do not read",
             )
             assert still_open(stalled) == []
         assert not [r for r in caplog.records if r.levelno >= logging.ERROR]
@@ -317,10 +306,10 @@ def test_pipelined_requests_keep_their_connections_slot(start_api):
     with api.client() as c:
         ids = make_topology(c)
         server = register_server(c, api.url, ids["tdd"])
-    first = sync(api, server, None, 0)
+    first = poll_after(api.url, server, None, 0, api.verify)
     with ThreadPoolExecutor(1) as pool:
-        poll = pool.submit(sync, api, server, first, 3)
-        wait_until(lambda: api.app.state.spirl.cache.waiting == 1, "the long-poll")
+        poll = pool.submit(poll_after, api.url, server, first, 3, api.verify)
+        wait_for(lambda: api.app.state.spirl.cache.waiting == 1, what="the long-poll")
         # One slot left: the connection's first request takes it, the pipelined second reuses it.
         request = f"GET /v1/trust-domains HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {api.admin_token}\r\n"
         sock = raw(api.served.port, f"{request}\r\n{request}Connection: close\r\n\r\n".encode())

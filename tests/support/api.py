@@ -190,6 +190,7 @@ def sync(
     config_version: int | None = None,
     bundle_version: int | None = None,
     wait: float = 0,
+    verify: ssl.SSLContext | bool = True,
 ) -> httpx.Response:
     """One long-poll of a server (`wait` seconds at most when its versions are current)."""
     params = {"wait": wait, "config_version": config_version, "bundle_version": bundle_version}
@@ -198,4 +199,19 @@ def sync(
         params={k: v for k, v in params.items() if v is not None},
         headers={"Authorization": f"Bearer {server['credential']}"},
         timeout=wait + 30,
+        verify=verify,
     )
+
+
+def poll_after(
+    url: str,
+    server: dict[str, Any],
+    reply: dict[str, Any] | None,
+    wait: float,
+    verify: ssl.SSLContext | bool = True,
+) -> dict[str, Any]:
+    """The body of the long-poll that follows `reply` (the previous one's body; None: the
+    first, which answers at once)."""
+    config = reply["config"]["version"] if reply else None
+    bundle = reply["bundle"]["version"] if reply else None
+    return ok(sync(url, server, config, bundle, wait, verify))

@@ -8,7 +8,6 @@ cache and look at the guard while talking HTTP to a real socket.
 from __future__ import annotations
 
 import asyncio
-import socket
 import ssl
 import threading
 import time
@@ -22,6 +21,7 @@ from controlplane.api.serving import (
     ConnectionLimits,
     build_server,
     event_loop_factory,
+    listen_socket,
 )
 
 
@@ -51,10 +51,7 @@ class Served:
 def serve_in_thread(
     app: Any, limits: ConnectionLimits | None = None, *, tls: ssl.SSLContext | None = None
 ) -> Iterator[Served]:
-    # IPPROTO_TCP explicitly: lets asyncio set TCP_NODELAY (as serve's listening socket does).
-    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM, socket.IPPROTO_TCP)
-    sock.bind(("127.0.0.1", 0))
-    sock.listen(2048)
+    sock = listen_socket("127.0.0.1", 0)
     port = sock.getsockname()[1]
     server, guard = build_server(app, limits or ConnectionLimits(), tls=tls)
     loops: list[asyncio.AbstractEventLoop] = []
