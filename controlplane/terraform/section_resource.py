@@ -132,17 +132,24 @@ class ConfigSectionResource(ProviderBound, Resource):
             )
         return bool(problems)
 
-    def _current(self, diags: Diagnostics, scope: str, scope_id: str) -> dict[str, Any]:
+    def _current_or_none(self, scope: str, scope_id: str) -> dict[str, Any] | None:
+        """The scope's config; None when the control plane says the scope is gone."""
         try:
             return self._client.get_config(scope, scope_id)
         except NotFoundError:
+            return None
+
+    def _current(self, diags: Diagnostics, scope: str, scope_id: str) -> dict[str, Any]:
+        current = self._current_or_none(scope, scope_id)
+        if current is None:
             kind = lookup.COLLECTIONS[scope][2]
             diags.add_error(
                 f"No {kind} {scope_id}",
                 f"The control plane has no {kind} with id {scope_id!r}.",
                 path=["scope_id"],
             )
-            raise Failed from None
+            raise Failed
+        return current
 
     def _already_there(self, diags: Diagnostics, scope: str, scope_id: str, section: str) -> None:
         address_id = section_id(scope, scope_id, section)
@@ -175,7 +182,12 @@ class ConfigSectionResource(ProviderBound, Resource):
         """
         scope, scope_id, section = state["scope"], state["scope_id"], state["section"]
         for _ in range(WRITE_ATTEMPTS):
-            current = self._current(diags, scope, scope_id)
+            if delete:
+                current = self._current_or_none(scope, scope_id)
+                if current is None:
+                    return 0  # the scope is gone, and the section with it
+            else:
+                current = self._current(diags, scope, scope_id)
             version = int(current.get("version") or 0)
             on_server = sec.server_sections(current).get(section)
             if prior_text is None and on_server is not None:
@@ -344,10 +356,6 @@ class ConfigSectionResource(ProviderBound, Resource):
         if not all(isinstance(v, str) for v in (scope, scope_id, section)):
             return
         with reported(ctx.diagnostics, f"remove the {section} section of {scope} {scope_id}"):
-            try:
-                self._client.get_config(str(scope), str(scope_id))
-            except NotFoundError:
-                return  # the control plane says the scope is gone: so is the section
             self._write(ctx.diagnostics, current, prior_text=current.get("yaml"), delete=True)
 
     def import_(self, ctx: ImportContext, id: str) -> State | None:
