@@ -394,7 +394,7 @@ class TrustDomainConfigResource(_ConfigResource):
     SCOPE = lookup.TRUST_DOMAIN
     SCOPE_ATTR = "trust_domain_id"
     SCOPE_KIND = "trust domain"
-    ID_PREFIX = "td-"
+    ID_PREFIX = lookup.PREFIX[lookup.TRUST_DOMAIN]
     IMPORT = ("td-0a1b2c3d4e5f", "example.org")
 
 
@@ -403,7 +403,7 @@ class DeploymentConfigResource(_ConfigResource):
     SCOPE = lookup.DEPLOYMENT
     SCOPE_ATTR = "trust_domain_deployment_id"
     SCOPE_KIND = "trust domain deployment"
-    ID_PREFIX = "tdd-"
+    ID_PREFIX = lookup.PREFIX[lookup.DEPLOYMENT]
     IMPORT = ("tdd-0a1b2c3d4e5f", "example.org/prod")
 
 
@@ -412,5 +412,5 @@ class ClusterConfigResource(_ConfigResource):
     SCOPE = lookup.CLUSTER
     SCOPE_ATTR = "cluster_id"
     SCOPE_KIND = "cluster"
-    ID_PREFIX = "c-"
+    ID_PREFIX = lookup.PREFIX[lookup.CLUSTER]
     IMPORT = ("c-0a1b2c3d4e5f", "example.org/prod/east")

@@ -134,7 +134,7 @@ class DeploymentDataSource(_LookupDataSource):
     NAME = "trust_domain_deployment"
     SCOPE = lookup.DEPLOYMENT
     KIND = "trust domain deployment"
-    FILTER = ("trust_domain_id", "td-")
+    FILTER = ("trust_domain_id", lookup.PREFIX[lookup.TRUST_DOMAIN])
     EXTRA = (("trust_domain_name", "Name of the trust domain the deployment serves."),)
     DESCRIPTION = "Look up a trust domain deployment by id, or by name (within one trust domain)."
 
@@ -143,7 +143,7 @@ class ClusterDataSource(_LookupDataSource):
     NAME = "cluster"
     SCOPE = lookup.CLUSTER
     KIND = "cluster"
-    FILTER = ("trust_domain_deployment_id", "tdd-")
+    FILTER = ("trust_domain_deployment_id", lookup.PREFIX[lookup.DEPLOYMENT])
     DESCRIPTION = "Look up a cluster by id, or by name (optionally within one deployment)."
 
 
@@ -171,7 +171,14 @@ class _PlacementDataSource(ProviderBound, DataSource):
 
     def validate(self, diags: Diagnostics, type_name: str, config: Config) -> None:
         super().validate(diags, type_name, config)
-        check_id_prefixes(diags, config, {"trust_domain_deployment_id": "tdd-", "cluster_id": "c-"})
+        check_id_prefixes(
+            diags,
+            config,
+            {
+                "trust_domain_deployment_id": lookup.PREFIX[lookup.DEPLOYMENT],
+                "cluster_id": lookup.PREFIX[lookup.CLUSTER],
+            },
+        )
 
 
 SECTION = Object(

@@ -91,7 +91,9 @@ class JoinTokenResource(ProviderBound, Resource):
 
     def validate(self, diags: Diagnostics, type_name: str, config: Config) -> None:
         super().validate(diags, type_name, config)
-        check_id_prefixes(diags, config, {"trust_domain_deployment_id": "tdd-"})
+        check_id_prefixes(
+            diags, config, {"trust_domain_deployment_id": lookup.PREFIX[lookup.DEPLOYMENT]}
+        )
         ttl = config.get("ttl")
         if isinstance(ttl, str):
             problem = ttl_problem(ttl)

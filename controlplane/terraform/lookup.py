@@ -10,6 +10,7 @@ from __future__ import annotations
 from typing import Any
 from urllib.parse import quote
 
+from controlplane.domain import CLUSTER, DEPLOYMENT, ID_PREFIXES, TRUST_DOMAIN
 from controlplane.terraform.client import ApiClient, NotFoundError
 
 __all__ = [
@@ -21,20 +22,23 @@ __all__ = [
     "scope_trust_domain_name",
 ]
 
-TRUST_DOMAIN = "trust-domain"
-DEPLOYMENT = "trust-domain-deployment"
-CLUSTER = "cluster"
+# Each scope's id prefix (the control plane's own, controlplane/domain.py).
+PREFIX = {
+    TRUST_DOMAIN: ID_PREFIXES["trust_domain"],
+    DEPLOYMENT: ID_PREFIXES["deployment"],
+    CLUSTER: ID_PREFIXES["cluster"],
+}
 
 # scope -> (collection, id prefix, what, parent filter for the list call)
 COLLECTIONS: dict[str, tuple[str, str, str, str | None]] = {
-    TRUST_DOMAIN: ("/v1/trust-domains", "td-", "trust domain", None),
+    TRUST_DOMAIN: ("/v1/trust-domains", PREFIX[TRUST_DOMAIN], "trust domain", None),
     DEPLOYMENT: (
         "/v1/trust-domain-deployments",
-        "tdd-",
+        PREFIX[DEPLOYMENT],
         "trust domain deployment",
         "trust_domain_id",
     ),
-    CLUSTER: ("/v1/clusters", "c-", "cluster", "trust_domain_deployment_id"),
+    CLUSTER: ("/v1/clusters", PREFIX[CLUSTER], "cluster", "trust_domain_deployment_id"),
 }
 _PARENT = {DEPLOYMENT: TRUST_DOMAIN, CLUSTER: DEPLOYMENT}
 _DEPTH = {TRUST_DOMAIN: 1, DEPLOYMENT: 2, CLUSTER: 3}

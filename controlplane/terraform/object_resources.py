@@ -148,7 +148,7 @@ class TrustDomainResource(_ObjectResource):
     NAME = "trust_domain"
     SCOPE = lookup.TRUST_DOMAIN
     KIND = "trust domain"
-    ID_PREFIX = "td-"
+    ID_PREFIX = lookup.PREFIX[lookup.TRUST_DOMAIN]
     INPUTS = (
         (
             "name",
@@ -168,8 +168,8 @@ class TrustDomainDeploymentResource(_ObjectResource):
     NAME = "trust_domain_deployment"
     SCOPE = lookup.DEPLOYMENT
     KIND = "trust domain deployment"
-    ID_PREFIX = "tdd-"
-    PARENT = ("trust_domain_id", "td-")
+    ID_PREFIX = lookup.PREFIX[lookup.DEPLOYMENT]
+    PARENT = ("trust_domain_id", lookup.PREFIX[lookup.TRUST_DOMAIN])
     IMPORT = ("tdd-0a1b2c3d4e5f", "example.org/prod")
     INPUTS = (
         (
@@ -187,8 +187,8 @@ class ClusterResource(_ObjectResource):
     NAME = "cluster"
     SCOPE = lookup.CLUSTER
     KIND = "cluster"
-    ID_PREFIX = "c-"
-    PARENT = ("trust_domain_deployment_id", "tdd-")
+    ID_PREFIX = lookup.PREFIX[lookup.CLUSTER]
+    PARENT = ("trust_domain_deployment_id", lookup.PREFIX[lookup.DEPLOYMENT])
     IMPORT = ("c-0a1b2c3d4e5f", "example.org/prod/east")
     INPUTS = (
         (
