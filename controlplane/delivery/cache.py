@@ -3,7 +3,9 @@
 Like go-control-plane's snapshot cache, this holds *what each node should have* and is separate
 from the transport (the long-poll route). Versions decide what to send: a server that already
 holds the current versions waits on an in-memory signal and costs no database read. A change
-costs one reload of the one scope (or bundle) that changed, however many servers wait.
+costs one reload of the one scope (or bundle) that changed, however many servers wait; a
+poll that arrives while that reload is in flight waits for it, so the replica that answered a
+write serves it from the next poll on (read your writes), at no extra read.
 A deregistration (a `server` change, from this or another replica) is remembered in
 `deregistered`, wakes that server's trust domain so its waiting long-poll ends with a 401, and
 is passed to `on_deregistered` listeners (the credential cache); it costs no database read.
@@ -92,7 +94,8 @@ class DeliveryCache:
         self._snapshots: dict[tuple[str, str | None, bool], tuple[int, Snapshot]] = {}
         self._waiters: dict[str, set[asyncio.Future[None]]] = {}
         self._announced: dict[tuple[str, str], int] = {}
-        self._reloading: set[tuple[str, str]] = set()
+        # Reloads in flight, by slot: a snapshot that needs one waits for it (read your writes).
+        self._reloading: dict[tuple[str, str], asyncio.Task[None]] = {}
         self._inflight: dict[tuple[str, str], asyncio.Task[Any]] = {}
         self._cold_reads: asyncio.Semaphore | None = None
         self.contacts = ContactLog()
@@ -143,6 +146,8 @@ class DeliveryCache:
         return found
 
     async def snapshot(self, placement: ServerPlacement) -> Snapshot:
+        if self._reloading:
+            await self._reloads_of(placement)
         # Fan-out fast path: nothing was stored since this placement's last snapshot.
         staged = self._rollouts.get(placement.deployment_id)
         target = staged is None or staged.for_server(placement.server_id)[0]
@@ -181,6 +186,18 @@ class DeliveryCache:
                 snapshot,
             )
         return snapshot
+
+    async def _reloads_of(self, placement: ServerPlacement) -> None:
+        """Wait for the reloads in flight of what this placement reads: a change committed
+        through this replica (its API answered) is what the next poll gets, not the state
+        before it. Other replicas' changes arrive by notification, as ever."""
+        slots = [
+            ("config", f"{scope}/{scope_id}") for scope, scope_id in self._layer_keys(placement)
+        ]
+        slots += [("rollout", placement.deployment_id), ("bundle", placement.trust_domain_id)]
+        pending = [task for slot in slots if (task := self._reloading.get(slot)) is not None]
+        if pending:
+            await asyncio.wait(pending)
 
     async def catch_up(self, placement: ServerPlacement) -> None:
         """Re-read a placement's config and rollout now: a server holds a newer version than
@@ -276,9 +293,8 @@ class DeliveryCache:
 
     def _schedule_reload(self, slot: tuple[str, str]) -> None:
         if slot not in self._reloading:
-            self._reloading.add(slot)
             assert self._loop is not None
-            self._loop.create_task(self._reload(slot))
+            self._reloading[slot] = self._loop.create_task(self._reload(slot))
 
     async def _reload(self, slot: tuple[str, str]) -> None:
         kind, key = slot
@@ -312,7 +328,7 @@ class DeliveryCache:
             else:
                 self._bundles.pop(key, None)
         finally:
-            self._reloading.discard(slot)
+            self._reloading.pop(slot, None)
 
     def _store_scope(self, config: ScopeConfig) -> None:
         key = (config.scope, config.scope_id)
