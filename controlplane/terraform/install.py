@@ -39,8 +39,17 @@ _ARCH = {
     "i686": "386",
 }
 
+# Set by Terraform in the environment of every provider it starts (go-plugin's magic cookie).
+COOKIE_ENV = "TF_PLUGIN_MAGIC_COOKIE"
+# How long a provider that cannot start waits for Terraform to read its message and stop it.
+LINGER_SECONDS = 10
+
 # No absolute path in here (see the module docstring). A message that cannot start goes to
-# stdout too: Terraform shows the plugin's first stdout line when the handshake fails.
+# stdout too: Terraform shows the plugin's first stdout line when the handshake fails. Started by
+# Terraform, the wrapper then waits to be stopped instead of exiting: go-plugin 1.6.0 (Terraform
+# 1.11) closes a plugin's stdout when the process exits, and a line not yet read is lost (the user
+# would see "Failed to read any lines from plugin's stdout"). Terraform stops a plugin whose first
+# line is not a handshake at once, so the wait costs nothing; LINGER_SECONDS bounds it.
 WRAPPER = f"""#!/bin/sh
 # terraform-provider-spirl v{PROVIDER_VERSION}, written by `spirlctl terraform install-provider`.
 # The same bytes for every install of this version, so .terraform.lock.hcl stays valid when the
@@ -57,6 +66,9 @@ is missing: run 'spirlctl terraform install-provider' from the environment where
 installed, or set {PYTHON_ENV}"
   echo "$message" >&2
   echo "$message"
+  if [ -n "${{{COOKIE_ENV}:-}}" ]; then
+    exec sleep {LINGER_SECONDS}
+  fi
   exit 1
 fi
 exec "$python" -m controlplane.terraform.main "$@"

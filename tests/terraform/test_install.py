@@ -18,7 +18,9 @@ from tf_harness import Terraform
 
 from controlplane.terraform.docs import DOCS
 from controlplane.terraform.install import (
+    COOKIE_ENV,
     EXECUTABLE,
+    PYTHON_ENV,
     PYTHON_RECORD,
     install_provider,
     platform_dir,
@@ -60,6 +62,35 @@ def test_default_root_is_home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -
     monkeypatch.setenv("HOME", str(tmp_path))
     path = install_provider()
     assert str(path).startswith(str(tmp_path / ".terraform.d" / "plugins"))
+
+
+def test_wrapper_that_cannot_start_waits_for_terraform_to_read_why(tmp_path: Path) -> None:
+    """Terraform 1.11's go-plugin (1.6.0) closes a plugin's stdout when the process exits, so an
+    unread line is lost ("Failed to read any lines"; seen once in CI). Started by Terraform (its
+    magic cookie set), the wrapper prints why and waits to be stopped; by hand, it exits 1."""
+    path = install_provider(tmp_path / "plugins", python=str(tmp_path / "gone" / "python"))
+    env = {k: v for k, v in os.environ.items() if k not in (COOKIE_ENV, PYTHON_ENV)}
+
+    by_hand = subprocess.run([str(path)], capture_output=True, text=True, env=env, timeout=5)
+    assert by_hand.returncode == 1
+    assert str(tmp_path / "gone" / "python") in by_hand.stdout
+
+    proc = subprocess.Popen(
+        [str(path)],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.DEVNULL,
+        env={**env, COOKIE_ENV: "set-by-terraform"},
+        text=True,
+    )
+    try:
+        assert proc.stdout is not None
+        line = proc.stdout.readline()
+        assert "spirlctl terraform install-provider" in line
+        with pytest.raises(subprocess.TimeoutExpired):
+            proc.wait(timeout=0.5)  # still there: Terraform reads the line, then stops it
+    finally:
+        proc.kill()
+        proc.wait(timeout=5)
 
 
 def test_wrapper_speaks_the_plugin_handshake(tmp_path: Path) -> None:
@@ -188,4 +219,4 @@ def test_lock_file_is_stable_across_reinstalls(tmp_path: Path) -> None:
     # That environment is removed: the provider says what to do instead of a stack trace.
     other.unlink()
     out = tf.fails("validate")
-    assert str(other) in out and "spirlctl terraform install-provider" in out
+    assert str(other) in out and "spirlctl terraform install-provider" in out, out
