@@ -44,12 +44,25 @@ def _error(status: int, code: str, message: str) -> JSONResponse:
     return JSONResponse({"error": code, "message": message}, status_code=status)
 
 
+async def _read_capped(request: Request) -> bytes:
+    """The body, refused (413) as soon as it is known to exceed MAX_BODY: from Content-Length
+    before reading, else while streaming, so a huge body is never held in memory."""
+    too_large = IssuanceError(
+        f"request body over {MAX_BODY} bytes", status=413, code="input_rejected"
+    )
+    declared = request.headers.get("content-length", "")
+    if declared.isdigit() and int(declared) > MAX_BODY:
+        raise too_large
+    raw = bytearray()
+    async for chunk in request.stream():
+        raw += chunk
+        if len(raw) > MAX_BODY:
+            raise too_large
+    return bytes(raw)
+
+
 async def _json_body(request: Request) -> dict[str, Any]:
-    raw = await request.body()
-    if len(raw) > MAX_BODY:
-        raise IssuanceError(
-            f"request body over {MAX_BODY} bytes", status=413, code="input_rejected"
-        )
+    raw = await _read_capped(request)
     try:
         body = json.loads(raw)
     except ValueError as exc:

@@ -22,7 +22,7 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from unit.trust_domain_server.tds_fakes import FakeKeyManager
 
 from controlplane.keymanagers import key_manager_digest
-from controlplane.trust_domain_server.api import create_app
+from controlplane.trust_domain_server.api import MAX_BODY, create_app
 from controlplane.trust_domain_server.clock import FileOffsetClock, ManualClock
 from controlplane.trust_domain_server.server import TrustDomainServer
 
@@ -243,3 +243,28 @@ def test_issuance_can_be_limited_to_path_prefixes() -> None:
             "/v1/svid/jwt", json={"spiffe_id": "spiffe://other.org/ns/prod", "audience": ["a"]}
         )
         assert r.status_code == 400
+
+
+def test_a_body_over_the_limit_is_refused_before_it_is_read(
+    served: tuple[httpx.Client, TrustDomainServer],
+) -> None:
+    c, _ = served
+    over = b'{"spiffe_id": "' + b"a" * MAX_BODY + b'"}'
+    # Declared too large: the answer comes before the body is sent (the old code waited for all
+    # of it, so this read timed out).
+    host, port = c.base_url.host, c.base_url.port
+    assert port is not None
+    with socket.create_connection((host, port), timeout=5) as sock:
+        sock.sendall(
+            b"POST /v1/svid/jwt HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+            b"Content-Length: 100000000\r\n\r\n{"
+        )
+        head = sock.recv(4096)
+    assert head.startswith(b"HTTP/1.1 413"), head
+    # Streamed without a length: refused once the limit is passed.
+    r = c.post("/v1/svid/jwt", content=iter([over[:40_000], over[40_000:]]))
+    assert r.status_code == 413 and r.json()["error"] == "input_rejected"
+    # At the limit it is read (and refused for what it says, not for its size).
+    r = c.post("/v1/svid/jwt", content=b" " * (MAX_BODY - 2) + b"{}")
+    assert r.status_code == 400 and r.json()["error"] == "bad_request"
+    assert c.get("/healthz").status_code == 200
