@@ -23,6 +23,9 @@ ID_PREFIXES = {
     "token": "tok-",
 }
 
+# Versions and revisions are PostgreSQL `integer` columns.
+MAX_VERSION = 2**31 - 1
+
 ROLE_ADMIN = "admin"
 ROLE_VIEWER = "viewer"
 ROLE_SERVER = "server"

@@ -18,7 +18,7 @@ import re
 from typing import Any
 
 from controlplane.documents.schema_check import actual_type
-from controlplane.domain import BadRequest
+from controlplane.domain import MAX_VERSION, BadRequest
 
 __all__ = [
     "AUDIT_LIMIT_MAX",
@@ -33,7 +33,7 @@ __all__ = [
     "query_number",
 ]
 
-MAX_INT = 2**31 - 1  # PostgreSQL `integer`: every version and revision column
+MAX_INT = MAX_VERSION  # every integer the API takes is stored in an `integer` column
 MAX_JSON_DEPTH = 32  # as for YAML documents; the API's own bodies nest 4 deep at most
 MAX_INT_DIGITS = 19  # a 64-bit integer; a field's own bound is checked by json_int
 HISTORY_LIMIT_MAX = 200  # versions per history page

@@ -24,7 +24,7 @@ from controlplane.fleet import SERVER_PROGRESS, SERVER_STATES
 from controlplane.reported_keys import KEY_KINDS, MAX_KEYS_PER_REPORT
 from controlplane.services.auth import MAX_JOIN_TOKEN_TTL
 from controlplane.services.rollouts import MAX_REASON
-from controlplane.services.servers import HEALTH_VALUES, MAX_PROVIDER_REF
+from controlplane.services.servers import HEALTH_VALUES, MAX_KEY_MANAGER_FIELD, MAX_PROVIDER_REF
 
 __all__ = ["OPERATIONS", "Operation", "document", "undescribed"]
 
@@ -35,8 +35,9 @@ PUBLIC = {("/healthz", "get"), ("/readyz", "get"), ("/v1/trust-domains/{td_id}/b
 STRING: dict[str, Any] = {"type": "string"}
 NULLABLE_STRING = {"type": ["string", "null"]}
 TIME = {"type": "string", "format": "date-time"}
+NULLABLE_TIME = {"type": ["string", "null"], "format": "date-time"}
 VERSION: dict[str, Any] = {"type": "integer", "minimum": 0, "maximum": MAX_INT}
-NULLABLE_VERSION = {"type": ["integer", "null"]}
+NULLABLE_VERSION = {"type": ["integer", "null"], "minimum": 0, "maximum": MAX_INT}
 BOOLEAN: dict[str, Any] = {"type": "boolean"}
 
 ERROR_SCHEMA: dict[str, Any] = {
@@ -396,17 +397,29 @@ REGISTERED = _object(
     trust_domain=STRING,
     cluster_id=NULLABLE_STRING,
 )
+REPORTED_LABEL = {"type": ["string", "null"], "maxLength": MAX_KEY_MANAGER_FIELD}
+REPORTED_KEY_MANAGER = {
+    "anyOf": [
+        _object(
+            ["type", "digest"],
+            type={"type": "string", "maxLength": MAX_KEY_MANAGER_FIELD},
+            digest={"type": "string", "maxLength": MAX_KEY_MANAGER_FIELD},
+        ),
+        REPORTED_LABEL,
+    ]
+}
 STATUS_REPORT = _object(
     ["health"],
     health={"enum": list(HEALTH_VALUES)},
     desired_version=NULLABLE_VERSION,
     attempted_version=NULLABLE_VERSION,
-    attempted_at=NULLABLE_STRING,
+    attempted_at=NULLABLE_TIME,
     applied_version=NULLABLE_VERSION,
-    applied_at=NULLABLE_STRING,
+    applied_at=NULLABLE_TIME,
+    # Longer lines are kept cut to MAX_ERROR_CHARS (the report is also the heartbeat).
     error=NULLABLE_STRING,
     refused_version=NULLABLE_VERSION,
-    key_manager={"type": ["object", "string", "null"]},
+    key_manager=REPORTED_KEY_MANAGER,
     keys={
         "type": "array",
         "maxItems": MAX_KEYS_PER_REPORT,
@@ -417,7 +430,9 @@ STATUS_REPORT = _object(
             jwk={"type": "object", "required": ["kty"]},
             not_before=TIME,
             not_after=TIME,
-            key_type=STRING,
+            key_type=REPORTED_LABEL,
+            state=REPORTED_LABEL,
+            key_manager=REPORTED_KEY_MANAGER,
             provider_ref={"type": "string", "maxLength": MAX_PROVIDER_REF},
             x5c={"type": "array", "items": STRING, "minItems": 1, "maxItems": 1},
         ),

@@ -6,7 +6,7 @@ import json
 from datetime import datetime, timedelta
 from typing import Any
 
-from controlplane.domain import BadRequest, Deregistered, NotFound, utc_now
+from controlplane.domain import MAX_VERSION, BadRequest, Deregistered, NotFound, utc_now
 from controlplane.reported_keys import (
     DEFAULT_MAX_KEY_LIFETIME,
     InvalidReport,
@@ -34,6 +34,14 @@ STATUS_FIELDS = (
 # before not_before/key_type/provider_ref existed simply leaves them out.
 KEY_FIELDS = ("kid", "kind", "key_manager", "state", "not_before", "not_after", "key_type")
 MAX_PROVIDER_REF = 1024
+VERSION_FIELDS = ("desired_version", "attempted_version", "applied_version", "refused_version")
+TIME_FIELDS = ("attempted_at", "applied_at")
+# A server's error line is shown in tables, the console and --wait messages: kept to a size a
+# reader can take in (a key manager's error with a whole HTTP body is cut, never refused: the
+# report is also the server's heartbeat).
+MAX_ERROR_CHARS = 2000
+MAX_KEY_MANAGER_FIELD = 128
+LABEL_KEY_FIELDS = ("state", "key_type")  # per key, shown as they are
 
 
 def report_status(
@@ -59,7 +67,7 @@ def report_status(
     tdd = get_deployment_row(uow, server.deployment_id)
     td = get_trust_domain_row(uow, tdd.trust_domain_id)
     keys = check_reported_keys(report.get("keys"), td.name, now, max_key_lifetime)
-    status = {k: report.get(k) for k in STATUS_FIELDS}
+    status = _checked_status(report)
     # Every check before any write: a bad inventory field refuses the report before the
     # bundle lock is taken.
     status["keys"] = [
@@ -79,17 +87,77 @@ def report_status(
     uow.commit()
 
 
+def _checked_status(report: dict[str, Any]) -> dict[str, Any]:
+    """The STATUS_FIELDS of a report, each of its type (InvalidReport names the first that is
+    not); free text is cut to its bound and made printable, as it reaches terminals."""
+    status: dict[str, Any] = {"health": report["health"]}
+    for name in VERSION_FIELDS:
+        value = report.get(name)
+        if value is not None and (
+            not isinstance(value, int) or isinstance(value, bool) or not 0 <= value <= MAX_VERSION
+        ):
+            raise InvalidReport(f"/{name}", f"must be a version from 0 to {MAX_VERSION}, or null")
+        status[name] = value
+    for name in TIME_FIELDS:
+        value = report.get(name)
+        if value is not None:
+            report_time(value, f"/{name}")
+        status[name] = value
+    error = report.get("error")
+    if error is not None and not isinstance(error, str):
+        raise InvalidReport("/error", "must be a string or null")
+    status["error"] = printable(error, MAX_ERROR_CHARS) if error else error
+    status["key_manager"] = _checked_key_manager(report.get("key_manager"), "/key_manager")
+    return status
+
+
+def _checked_key_manager(value: object, where: str) -> dict[str, str] | str | None:
+    """A key manager as a server names it: {type, digest}, its type alone (older servers), or
+    null."""
+    if value is None or isinstance(value, str):
+        _check_text(value, where, MAX_KEY_MANAGER_FIELD)
+        return value
+    if not isinstance(value, dict):
+        raise InvalidReport(where, "must be an object with type and digest, a type, or null")
+    checked = {}
+    for name in ("type", "digest"):
+        field = value.get(name)
+        if field is None:
+            raise InvalidReport(f"{where}/{name}", "is required")
+        _check_text(field, f"{where}/{name}", MAX_KEY_MANAGER_FIELD)
+        checked[name] = field
+    return checked
+
+
+def printable(text: str, limit: int) -> str:
+    """`text` with what is not printable (control, format and line characters: terminal escape
+    sequences, bidirectional overrides) as spaces, cut to `limit` characters with a mark."""
+    if len(text) > limit:
+        text = text[: limit - 1] + "…"
+    return "".join(ch if ch.isprintable() else " " for ch in text)
+
+
 def _stored_key(key: dict[str, Any], where: str) -> dict[str, Any]:
     """The inventory entry kept for one reported key (already checked by check_reported_keys)."""
     stored = {k: key.get(k) for k in KEY_FIELDS}
+    for name in LABEL_KEY_FIELDS:
+        _check_text(stored[name], f"{where}/{name}", MAX_KEY_MANAGER_FIELD)
+    stored["key_manager"] = _checked_key_manager(stored["key_manager"], f"{where}/key_manager")
     ref = key.get("provider_ref")
     if ref is not None:
-        if not isinstance(ref, str) or len(ref) > MAX_PROVIDER_REF:
-            raise InvalidReport(
-                f"{where}/provider_ref", f"must be a string of at most {MAX_PROVIDER_REF}"
-            )
+        _check_text(ref, f"{where}/provider_ref", MAX_PROVIDER_REF)
         stored["provider_ref"] = ref
     return stored
+
+
+def _check_text(value: object, where: str, limit: int) -> None:
+    """A short label a server reports: null or a printable string of at most `limit`."""
+    if value is None:
+        return
+    if not isinstance(value, str) or len(value) > limit:
+        raise InvalidReport(where, f"must be a string of at most {limit}, or null")
+    if not value.isprintable():
+        raise InvalidReport(where, "must not hold control characters")
 
 
 def server_dict(row: ServerRow, seen_at: datetime | None = None) -> dict[str, Any]:

@@ -30,6 +30,7 @@ from unit.trust_domain_server.tds_fakes import FakeKeyManager
 from controlplane.api.context import Settings
 from controlplane.emulators.tls import ensure_tls_files
 from controlplane.keymanagers import key_manager_digest
+from controlplane.services.servers import MAX_ERROR_CHARS
 from controlplane.trust_domain_server.clock import ManualClock
 from controlplane.trust_domain_server.server import TrustDomainServer
 
@@ -267,6 +268,58 @@ def test_every_bad_report_of_the_corpus_is_refused_whole_and_stores_nothing(
             assert body["message"].startswith(case.pointer) and case.reason in body["message"]
         assert ok(c.get(f"/v1/trust-domain-deployments/{ids['tdd']}/servers")) == servers_before
         assert _public(c, ids["td"]) == bundle_before
+
+
+# (field, value, pointer) of a report's status fields a broken or hostile server could send.
+BAD_STATUS_FIELDS = [
+    ("applied_version", "7", "/applied_version"),
+    ("applied_version", True, "/applied_version"),
+    ("desired_version", 2**31, "/desired_version"),
+    ("refused_version", -1, "/refused_version"),
+    ("applied_at", 1700000000, "/applied_at"),
+    ("attempted_at", "9999-01-01T00:00:00Z", "/attempted_at"),
+    ("error", {"nested": "object"}, "/error"),
+    ("key_manager", ["default"], "/key_manager"),
+    ("key_manager", {"type": "default"}, "/key_manager/digest"),
+    ("key_manager", {"type": "x" * 200, "digest": "d"}, "/key_manager/type"),
+    ("key_manager", "default\x1b[2J", "/key_manager"),
+]
+
+
+def test_status_fields_of_the_wrong_type_are_refused_and_free_text_is_made_safe(
+    engine: Engine, admin_token: str
+) -> None:
+    """Every status field is checked as the keys are: 400 naming the field, nothing stored.
+    The error line is kept (a report is the heartbeat) but cut to its bound and printable: it
+    reaches terminals through spirlctl tables."""
+    clock = ManualClock(T0)
+    headers = {"Authorization": f"Bearer {admin_token}"}
+    with (
+        serve_app(engine, Settings(clock=clock.now)) as (url, _),
+        httpx.Client(base_url=url, headers=headers, timeout=30) as c,
+    ):
+        ids = make_topology(c, TD)
+        a = Reporter(c, ids["tdd"], "a", clock)
+        assert a.report(c).status_code == 204
+        servers = f"/v1/trust-domain-deployments/{ids['tdd']}/servers"
+        before = ok(c.get(servers))
+        for field, value, pointer in BAD_STATUS_FIELDS:
+            r = a.report(c, dict(a.core.status_report(), health="UNHEALTHY", **{field: value}))
+            assert r.status_code == 400, (field, value, r.text)
+            assert r.json()["pointer"] == pointer, (field, value)
+        key = a.core.status_report()["keys"][0]
+        for name, value in [("state", "active\n"), ("key_type", 5)]:
+            r = a.report(c, dict(a.core.status_report(), keys=[dict(key, **{name: value})]))
+            assert r.status_code == 400 and r.json()["pointer"] == f"/keys/0/{name}"
+        assert ok(c.get(servers)) == before
+
+        error = "\x1b]0;pwned\x07vault said: " + "x" * 10_000 + "\u202e"
+        report = dict(a.core.status_report(), health="UNHEALTHY", error=error)
+        assert a.report(c, report).status_code == 204
+        [stored] = ok(c.get(servers))["items"]
+        assert stored["health"] == "UNHEALTHY" and stored["error"].startswith(" ]0;pwned vault")
+        assert len(stored["error"]) == MAX_ERROR_CHARS and stored["error"].endswith("…")
+        assert stored["error"].isprintable()
 
 
 def test_a_kid_another_server_publishes_cannot_be_claimed(
