@@ -102,6 +102,13 @@ class RolloutConflict(DomainError):
         return {"phase": self.phase}
 
 
+class JoinTokenUsed(DomainError):
+    """Revoking a join token a server already registered with: deregister the server instead."""
+
+    code = "join_token_used"
+    status = 409
+
+
 class Forbidden(DomainError):
     code = "forbidden"
     status = 403

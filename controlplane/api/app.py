@@ -226,7 +226,13 @@ async def clusters(request: Request) -> Response:
 
 
 async def join_tokens(request: Request) -> Response:
-    """Issue a single-use join token for a deployment (POST {ttl_seconds})."""
+    """List a deployment's join tokens (GET) or issue a single-use one (POST {ttl_seconds})."""
+    if request.method == "GET":
+        await require_user(request)
+        items = await call_service(
+            request, auth_service.list_join_tokens, request.path_params["tdd_id"]
+        )
+        return JSONResponse({"items": items})
     principal = await require_user(request, admin=True)
     body = await read_json(request)
     result = await call_service(
@@ -237,6 +243,19 @@ async def join_tokens(request: Request) -> Response:
         principal.actor,
     )
     return JSONResponse(result, status_code=201)
+
+
+async def join_token(request: Request) -> Response:
+    """Revoke a join token no server registered with yet (DELETE)."""
+    principal = await require_user(request, admin=True)
+    await call_service(
+        request,
+        auth_service.revoke_join_token,
+        request.path_params["tdd_id"],
+        request.path_params["token_id"],
+        principal.actor,
+    )
+    return Response(status_code=204)
 
 
 # -- config -----------------------------------------------------------------------------------
@@ -453,7 +472,14 @@ ROUTES = [
     Route("/v1/trust-domains/{td_id}/bundle", trust_bundle, methods=["GET"]),
     Route("/v1/trust-domain-deployments", deployments, methods=["GET", "POST"]),
     Route("/v1/trust-domain-deployments/{tdd_id}", deployment, methods=["GET", "DELETE"]),
-    Route("/v1/trust-domain-deployments/{tdd_id}/join-tokens", join_tokens, methods=["POST"]),
+    Route(
+        "/v1/trust-domain-deployments/{tdd_id}/join-tokens", join_tokens, methods=["GET", "POST"]
+    ),
+    Route(
+        "/v1/trust-domain-deployments/{tdd_id}/join-tokens/{token_id}",
+        join_token,
+        methods=["DELETE"],
+    ),
     Route("/v1/trust-domain-deployments/{tdd_id}/servers", deployment_servers, methods=["GET"]),
     Route("/v1/trust-domain-deployments/{tdd_id}/rollout", deployment_rollout, methods=["GET"]),
     Route(

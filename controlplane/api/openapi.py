@@ -382,8 +382,20 @@ SYNC = _object(
     config=_object(["version"], version=VERSION),
     bundle=_object(["version"], version=VERSION),
 )
+JOIN_TOKEN_ID = {"type": "string", "pattern": "^jt-[0-9a-f]{16}$"}
+JOIN_TOKEN_INFO = _object(
+    ["id", "trust_domain_deployment_id", "state", "created_by", "created_at", "expires_at"],
+    id=JOIN_TOKEN_ID,
+    trust_domain_deployment_id=STRING,
+    state={"enum": ["valid", "expired", "used"]},
+    created_by=STRING,
+    created_at=TIME,
+    expires_at=TIME,
+    used_at=NULLABLE_TIME,
+)
 JOIN_TOKEN = _object(
-    ["token", "expires_at", "trust_domain_deployment_id"],
+    ["id", "token", "expires_at", "trust_domain_deployment_id"],
+    id=JOIN_TOKEN_ID,
     token=STRING,
     expires_at=TIME,
     trust_domain_deployment_id=STRING,
@@ -515,6 +527,12 @@ OPERATIONS: dict[tuple[str, str], Operation] = {
     ("/v1/trust-domain-deployments/{tdd_id}", "get"): Operation(DEPLOYMENT),
     ("/v1/trust-domain-deployments/{tdd_id}", "delete"): Operation(
         None, status=204, errors=(400, 401, 403, 404, 409, 503), query=FORCE_QUERY
+    ),
+    ("/v1/trust-domain-deployments/{tdd_id}/join-tokens", "get"): Operation(
+        _items(JOIN_TOKEN_INFO)
+    ),
+    ("/v1/trust-domain-deployments/{tdd_id}/join-tokens/{token_id}", "delete"): Operation(
+        None, status=204, errors=(400, 401, 403, 404, 409, 503)
     ),
     ("/v1/trust-domain-deployments/{tdd_id}/join-tokens", "post"): Operation(
         JOIN_TOKEN,

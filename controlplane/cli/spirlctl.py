@@ -87,6 +87,14 @@ KEY_COLUMNS = [
     ("NOT AFTER", "not_after"),
     ("IN BUNDLE", "in_bundle"),
 ]
+JOIN_TOKEN_COLUMNS = [
+    ("ID", "id"),
+    ("STATE", "state"),
+    ("EXPIRES", "expires_at"),
+    ("CREATED BY", "created_by"),
+    ("CREATED", "created_at"),
+    ("USED", "used_at"),
+]
 HISTORY_COLUMNS = [
     ("VERSION", "version"),
     ("ACTOR", "actor"),
@@ -317,9 +325,29 @@ def cmd_tdd_join_token(args: argparse.Namespace) -> None:
         f"/v1/trust-domain-deployments/{_object_id(args)}/join-tokens", {"ttl_seconds": args.ttl}
     )
     if args.output == "table":
-        print(result["token"])
+        print(result["token"])  # alone on stdout, for $(spirlctl ... join-token)
+        print(
+            f"join token {result['id']}, valid until {result['expires_at']} (revoke: spirlctl "
+            f"trust-domain deployment revoke-join-token {_object_id(args)} --token-id "
+            f"{result['id']})",
+            file=sys.stderr,
+        )
     else:
         emit(result, args.output)
+
+
+def cmd_tdd_join_tokens(args: argparse.Namespace) -> None:
+    items = _client(args).get(f"/v1/trust-domain-deployments/{_object_id(args)}/join-tokens")
+    emit(items["items"], args.output, columns=JOIN_TOKEN_COLUMNS)
+
+
+def cmd_tdd_revoke_join_token(args: argparse.Namespace) -> None:
+    deployment = _object_id(args)
+    _client(args).delete(f"/v1/trust-domain-deployments/{deployment}/join-tokens/{args.token_id}")
+    if args.output == "table":
+        print(f"revoked join token {args.token_id}: no server can register with it")
+    else:
+        emit({"id": args.token_id, "trust_domain_deployment_id": deployment}, args.output)
 
 
 def cmd_cluster_create(args: argparse.Namespace) -> None:
@@ -755,6 +783,25 @@ def build_parser() -> argparse.ArgumentParser:
     _id_args(p, "deployment")
     p.add_argument(
         "--ttl", type=int, default=3600, help="seconds the token stays valid (default 3600)"
+    )
+    _id_args(
+        _leaf(
+            tdd_sub,
+            "join-tokens",
+            cmd_tdd_join_tokens,
+            "list a deployment's join tokens, newest first: their ids and states, never the tokens",
+        ),
+        "deployment",
+    )
+    p = _leaf(
+        tdd_sub,
+        "revoke-join-token",
+        cmd_tdd_revoke_join_token,
+        "revoke a join token no server registered with yet (a used one: delete its server)",
+    )
+    _id_args(p, "deployment")
+    p.add_argument(
+        "--token-id", required=True, help="the token's id, jt-... (from join-tokens or join-token)"
     )
 
     # cluster

@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import hashlib
+import re
 import secrets
 from dataclasses import dataclass
-from datetime import timedelta
+from datetime import datetime, timedelta
 from typing import Any
 
 from controlplane.domain import (
@@ -15,6 +16,7 @@ from controlplane.domain import (
     BadRequest,
     Deregistered,
     Forbidden,
+    JoinTokenUsed,
     NotFound,
     Unauthenticated,
     new_id,
@@ -159,10 +161,72 @@ def create_join_token(
     )
     uow.commit()
     return {
+        "id": join_token_id(hash_token(token)),
         "token": token,
         "expires_at": (now + ttl).isoformat(),
         "trust_domain_deployment_id": tdd.id,
     }
+
+
+JOIN_TOKEN_ID = re.compile(r"jt-[0-9a-f]{16}")
+
+
+def join_token_id(token_hash: str) -> str:
+    """A join token's name, which is not a secret: `jt-` and the first 16 hex digits of its
+    SHA-256 (the stored hash). Terraform's `spirl_join_token` ids are the same names."""
+    return "jt-" + token_hash[:16]
+
+
+def _join_token_dict(row: JoinTokenRow, now: datetime) -> dict[str, Any]:
+    if row.used_at is not None:
+        state = "used"
+    elif row.expires_at <= now:
+        state = "expired"
+    else:
+        state = "valid"
+    return {
+        "id": join_token_id(row.token_hash),
+        "trust_domain_deployment_id": row.deployment_id,
+        "state": state,
+        "created_by": row.created_by,
+        "created_at": row.created_at.isoformat(),
+        "expires_at": row.expires_at.isoformat(),
+        "used_at": row.used_at.isoformat() if row.used_at else None,
+    }
+
+
+def list_join_tokens(uow: UnitOfWork, deployment_id: str) -> list[dict[str, Any]]:
+    """The join tokens of a deployment, newest first (never the tokens themselves)."""
+    tdd = get_deployment_row(uow, deployment_id)
+    now = utc_now()
+    return [_join_token_dict(row, now) for row in uow.repo.join_tokens(tdd.id)]
+
+
+def revoke_join_token(uow: UnitOfWork, deployment_id: str, token_id: str, actor: str) -> None:
+    """Revoke a join token no server registered with yet: it is deleted, the audit log keeps
+    who revoked it. A used one is refused (JoinTokenUsed): deregister its server instead."""
+    tdd = get_deployment_row(uow, deployment_id)
+    if not JOIN_TOKEN_ID.fullmatch(token_id):
+        raise BadRequest(
+            "a join token id is jt- and 16 hex digits (spirlctl trust-domain deployment join-tokens)"
+        )
+    row = uow.repo.join_token_by_hash_prefix(tdd.id, token_id.removeprefix("jt-"))
+    if row is None:
+        raise NotFound(f"join token {token_id} not found in deployment {tdd.id}")
+    if not uow.repo.delete_unused_join_token(row.token_hash):
+        raise JoinTokenUsed(
+            f"join token {token_id} was already used to register a server; deregister that "
+            "server instead (spirlctl trust-domain deployment server delete)"
+        )
+    audit.record(
+        uow,
+        actor=actor,
+        action="join_token.revoke",
+        scope="trust-domain-deployment",
+        scope_id=tdd.id,
+        details={"join_token_id": token_id},
+    )
+    uow.commit()
 
 
 def register_server(

@@ -567,6 +567,31 @@ class Repository:
     def delete_rollout(self, deployment_id: str) -> None:
         self.session.execute(delete(RolloutRow).where(RolloutRow.deployment_id == deployment_id))
 
+    def join_tokens(self, deployment_id: str) -> Sequence[JoinTokenRow]:
+        return self.session.scalars(
+            select(JoinTokenRow)
+            .where(JoinTokenRow.deployment_id == deployment_id)
+            .order_by(JoinTokenRow.created_at.desc())
+        ).all()
+
+    def join_token_by_hash_prefix(self, deployment_id: str, prefix: str) -> JoinTokenRow | None:
+        return self.session.scalars(
+            select(JoinTokenRow).where(
+                JoinTokenRow.deployment_id == deployment_id,
+                JoinTokenRow.token_hash.startswith(prefix, autoescape=True),
+            )
+        ).first()
+
+    def delete_unused_join_token(self, token_hash: str) -> bool:
+        """Delete a join token no server registered with, in one statement: against a
+        registration racing with it (claim_join_token), exactly one of the two wins."""
+        result = self.session.execute(
+            delete(JoinTokenRow)
+            .where(JoinTokenRow.token_hash == token_hash, JoinTokenRow.used_at.is_(None))
+            .execution_options(synchronize_session=False)
+        )
+        return bool(result.rowcount)  # type: ignore[attr-defined]
+
     def delete_join_tokens(self, deployment_id: str) -> None:
         self.session.execute(
             delete(JoinTokenRow).where(JoinTokenRow.deployment_id == deployment_id)

@@ -2,8 +2,9 @@
 
 The token is only known when it is made: the control plane stores its hash, so it cannot be read
 back or imported, and the state holds it (as a sensitive value: keep the state safe, or keep
-`ttl` short). The control plane has no call to revoke one token, so destroying the resource only
-forgets it; it stays valid until it expires or is used once.
+`ttl` short). Destroying the resource revokes the token when no server registered with it yet; a
+used token is left alone (the server it registered is deregistered with `spirl server delete`,
+not by forgetting its token).
 """
 
 from __future__ import annotations
@@ -25,7 +26,7 @@ from tf.iface import (
 from tf.utils import Diagnostics
 
 from controlplane.terraform import lookup
-from controlplane.terraform.client import NotFoundError
+from controlplane.terraform.client import ApiError, NotFoundError
 from controlplane.terraform.common import (
     ProviderBound,
     check_id_prefixes,
@@ -36,6 +37,7 @@ from controlplane.terraform.common import (
 )
 
 DEFAULT_TTL = "1h"
+JOIN_TOKEN_USED = "join_token_used"  # the control plane's code (domain.JoinTokenUsed)
 MAX_TTL = timedelta(days=7)  # the control plane's limit (services/auth.py)
 
 
@@ -60,8 +62,8 @@ class JoinTokenResource(ProviderBound, Resource):
             version=1,
             description=(
                 "A single-use join token for a trust domain server of a deployment "
-                "(`spirl-tds run --join-token`). It cannot be read back or imported; destroying "
-                "the resource does not revoke it (it stays valid until it expires or is used)."
+                "(`spirl-tds run --join-token`). It cannot be read back or imported. "
+                "Destroying the resource revokes the token if no server registered with it yet."
             ),
             attributes=[
                 computed("id", "`jt-` and the start of the token's SHA-256 (not the token)."),
@@ -143,11 +145,19 @@ class JoinTokenResource(ProviderBound, Resource):
         return {**current, "recreate_when_expired": planned.get("recreate_when_expired")}
 
     def delete(self, ctx: DeleteContext, current: State) -> None:
-        ctx.diagnostics.add_warning(
-            "The join token was not revoked",
-            "The control plane has no call to revoke one join token: it stays valid until "
-            f"{current.get('expires_at')} or its first use.",
-        )
+        deployment, token_id = current.get("trust_domain_deployment_id"), current.get("id")
+        if not isinstance(deployment, str) or not isinstance(token_id, str):
+            return
+        path = f"{lookup.object_path(lookup.DEPLOYMENT, deployment)}/join-tokens/{token_id}"
+        with reported(ctx.diagnostics, f"revoke the join token {token_id}"):
+            try:
+                self.provider.client.delete(path)
+            except NotFoundError:
+                pass  # the deployment or the token is gone already
+            except ApiError as exc:
+                if exc.code != JOIN_TOKEN_USED:
+                    raise
+                # Used: it can register nothing more; its server stays until deregistered.
 
 
 def _expired(expires_at: Any) -> bool:

@@ -126,6 +126,21 @@ def test_spirlctl_end_to_end(tmp_path: Path):
 
         join = cp.spirlctl_json("trust-domain", "deployment", "join-token", "--id", tdd["id"])
         assert join["token"]
+        # By hand: the token alone on stdout, its id and how to revoke it on stderr.
+        issued = cp.spirlctl("trust-domain", "deployment", "join-token", tdd["id"])
+        token = issued.stdout.strip()
+        assert token.startswith("spirljt_") and "\n" not in token
+        token_id = issued.stderr.split()[2].rstrip(",")
+        assert f"revoke-join-token {tdd['id']} --token-id {token_id}" in issued.stderr
+        listed_tokens = cp.spirlctl("trust-domain", "deployment", "join-tokens", tdd["id"]).stdout
+        assert listed_tokens.split()[:2] == ["ID", "STATE"] and token_id in listed_tokens
+        assert token not in listed_tokens
+        revoke = ("trust-domain", "deployment", "revoke-join-token", tdd["id"], "--token-id")
+        assert token_id in cp.spirlctl(*revoke, token_id).stdout
+        again = cp.spirlctl(*revoke, token_id, check=False)
+        assert again.returncode == 1 and token_id in again.stderr
+        states = cp.spirlctl_json("trust-domain", "deployment", "join-tokens", tdd["id"])
+        assert [t["id"] for t in states] == [join["id"]]
         servers = cp.spirlctl("trust-domain", "deployment", "servers", "--id", tdd["id"]).stdout
         assert servers.split()[:4] == ["ID", "NAME", "CLUSTER", "STATE"]
         audit = cp.spirlctl_json("audit", "list")

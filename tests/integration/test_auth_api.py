@@ -17,6 +17,7 @@ SAMPLE_IDS = {
     "version": "1",
     "server_id": "tds-x",
     "action": "pause",
+    "token_id": "jt-0123456789abcdef",
 }
 
 
@@ -90,6 +91,47 @@ def test_join_token_is_single_use(live_api):
     assert first.status_code == 201
     again = httpx.post(f"{live_api.url}/v1/servers/register", json={"name": "b"}, headers=headers)
     assert again.status_code == 401 and "already used" in again.json()["message"]
+
+
+def test_a_join_token_is_revoked_before_use_and_a_used_one_is_refused(live_api):
+    with live_api.client() as admin, live_api.client("viewer") as viewer:
+        ids = make_topology(admin)
+        tokens_path = f"/v1/trust-domain-deployments/{ids['tdd']}/join-tokens"
+        spare, used = (ok(admin.post(tokens_path, json={}), 201) for _ in range(2))
+        register_with(live_api.url, used["token"], 201)
+        listed = ok(viewer.get(tokens_path))["items"]
+        assert [(t["id"], t["state"]) for t in listed] == [
+            (used["id"], "used"),
+            (spare["id"], "valid"),
+        ]
+        assert all(spare["token"] not in repr(t) for t in listed)
+
+        assert viewer.delete(f"{tokens_path}/{spare['id']}").status_code == 403
+        other = make_topology(admin, "other.org")
+        r = admin.delete(f"/v1/trust-domain-deployments/{other['tdd']}/join-tokens/{spare['id']}")
+        assert r.status_code == 404  # another deployment's token
+        r = admin.delete(f"{tokens_path}/{spare['token']}")
+        assert r.status_code == 400 and r.json()["error"] == "bad_request"  # not an id
+        assert admin.delete(f"{tokens_path}/{spare['id']}").status_code == 204
+        register_with(live_api.url, spare["token"], 401)
+        assert admin.delete(f"{tokens_path}/{spare['id']}").status_code == 404
+
+        r = admin.delete(f"{tokens_path}/{used['id']}")
+        assert r.status_code == 409 and r.json()["error"] == "join_token_used"
+        assert [t["state"] for t in ok(admin.get(tokens_path))["items"]] == ["used"]
+        revoked = ok(admin.get("/v1/audit"))["items"]
+        assert [e["details"] for e in revoked if e["action"] == "join_token.revoke"] == [
+            {"join_token_id": spare["id"]}
+        ]
+
+
+def register_with(url: str, join_token: str, status: int) -> None:
+    r = httpx.post(
+        f"{url}/v1/servers/register",
+        json={"name": "a"},
+        headers={"Authorization": f"Bearer {join_token}"},
+    )
+    assert r.status_code == status, r.text
 
 
 def test_tokens_are_stored_hashed_and_audit_has_no_secrets(live_api):

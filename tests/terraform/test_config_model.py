@@ -75,6 +75,9 @@ resource "spirl_join_token" "east" {
   trust_domain_deployment_id = spirl_trust_domain_deployment.prod.id
   ttl                        = "10m"
 }
+resource "spirl_join_token" "spare" {
+  trust_domain_deployment_id = spirl_trust_domain_deployment.prod.id
+}
 data "spirl_trust_domain_deployment" "prod" {
   name            = "prod"
   trust_domain_id = spirl_trust_domain.td.id
@@ -95,6 +98,10 @@ data "spirl_servers" "prod" {
 }
 output "token" {
   value     = spirl_join_token.east.token
+  sensitive = true
+}
+output "spare_token" {
+  value     = spirl_join_token.spare.token
   sensitive = true
 }
 output "deployment_by_name" {
@@ -202,8 +209,20 @@ def test_config_model(tmp_path: Path, shared_control_plane: Any) -> None:
     flat = tf.fails("destroy", "-input=false", "-auto-approve")
     assert f"Cannot delete the cluster {ids['east']}: something still belongs to it" in flat
     assert "registered server" in flat and "Nothing was deleted and the state is unchanged" in flat
-    assert "The join token was not revoked" in flat
-    assert "spirl_cluster.east" in tf.ok("state", "list").stdout
+    state = tf.ok("state", "list").stdout
+    assert "spirl_cluster.east" in state
+    # Destroying the join tokens: the unused one is revoked, the used one left (its server
+    # stays registered until deregistered).
+    assert "spirl_join_token" not in state
+    with cp.client() as admin:
+        tokens = ok(admin.get(f"/v1/trust-domain-deployments/{tdd}/join-tokens"))["items"]
+        assert [t["state"] for t in tokens] == ["used"]
+        refused = admin.post(
+            "/v1/servers/register",
+            json={"name": "late"},
+            headers={"Authorization": f"Bearer {out['spare_token']}"},
+        )
+        assert refused.status_code == 401
 
 
 def check_imports_by_name(tmp_path: Path, cp: Any) -> None:
