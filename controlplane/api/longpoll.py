@@ -71,6 +71,7 @@ async def long_poll(
     deadline = loop.time() + wait
     caught_up = False
     while True:
+        mark = state.cache.signals_sent(placement.trust_domain_id)
         snapshot = await state.cache.snapshot(placement)
         behind_config = have_config is not None and have_config > snapshot.config_version
         behind_bundle = have_bundle is not None and have_bundle > snapshot.bundle.version
@@ -95,7 +96,7 @@ async def long_poll(
         if remaining <= 0:
             return snapshot.unchanged_reply()
         del snapshot
-        await state.cache.wait_for_change(placement.trust_domain_id, remaining)
+        await state.cache.wait_for_change(placement.trust_domain_id, remaining, mark)
         if server_id in state.cache.deregistered:
             raise Deregistered()
 

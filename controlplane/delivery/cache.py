@@ -5,7 +5,9 @@ from the transport (the long-poll route). Versions decide what to send: a server
 holds the current versions waits on an in-memory signal and costs no database read. A change
 costs one reload of the one scope (or bundle) that changed, however many servers wait; a
 poll that arrives while that reload is in flight waits for it, so the replica that answered a
-write serves it from the next poll on (read your writes), at no extra read.
+write serves it from the next poll on (read your writes), at no extra read. A poll marks its trust
+domain's signal count before it reads a snapshot and does not wait when a signal came meanwhile:
+a change stored while it read is never left for the next one (one int per trust domain).
 A deregistration (a `server` change, from this or another replica) is remembered in
 `deregistered`, wakes that server's trust domain so its waiting long-poll ends with a 401, and
 is passed to `on_deregistered` listeners (the credential cache); it costs no database read.
@@ -93,6 +95,9 @@ class DeliveryCache:
         # (deployment, cluster, given the rollout's target) -> (generation, snapshot)
         self._snapshots: dict[tuple[str, str | None, bool], tuple[int, Snapshot]] = {}
         self._waiters: dict[str, set[asyncio.Future[None]]] = {}
+        # Signals sent per trust domain: a poll that built its snapshot while one was sent
+        # (it was not waiting yet) does not wait for the next one.
+        self._signals: dict[str, int] = {}
         self._announced: dict[tuple[str, str], int] = {}
         # Reloads in flight, by slot: a snapshot that needs one waits for it (read your writes).
         self._reloading: dict[tuple[str, str], asyncio.Task[None]] = {}
@@ -237,9 +242,17 @@ class DeliveryCache:
         )
         self._store_bundle(trust_domain_id, bundle)
 
-    async def wait_for_change(self, trust_domain_id: str, timeout: float) -> None:
-        """Wait until something under this trust domain may have changed, or the timeout."""
+    def signals_sent(self, trust_domain_id: str) -> int:
+        """A mark to pass to wait_for_change, taken before reading a snapshot."""
+        return self._signals.get(trust_domain_id, 0)
+
+    async def wait_for_change(self, trust_domain_id: str, timeout: float, since: int) -> None:
+        """Wait until something under this trust domain may have changed, or the timeout. A
+        change signalled after the mark `since` (signals_sent) returns at once: it came while
+        the caller was reading the snapshot it compared, so that snapshot may predate it."""
         assert self._loop is not None
+        if self._signals.get(trust_domain_id, 0) != since:
+            return
         waiter: asyncio.Future[None] = self._loop.create_future()
         waiters = self._waiters.setdefault(trust_domain_id, set())
         waiters.add(waiter)
@@ -376,6 +389,7 @@ class DeliveryCache:
             self._signal(td_id)
 
     def _signal(self, td_id: str) -> None:
+        self._signals[td_id] = self._signals.get(td_id, 0) + 1
         for waiter in self._waiters.pop(td_id, ()):
             _release(waiter)
 

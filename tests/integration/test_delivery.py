@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import time
 from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime, timedelta
@@ -9,6 +10,7 @@ from typing import Any
 
 import httpx
 import pytest
+from starlette.concurrency import run_in_threadpool
 
 from support.api import (
     KEY_LIFECYCLE,
@@ -89,6 +91,43 @@ def test_waiting_poll_wakes_on_change(live_api):
     assert reply["changed"] is True
     assert reply["config"]["version"] > first["config"]["version"]
     assert "KeyManager" in reply["config"]["sections"]
+
+
+def test_a_change_signalled_while_a_poll_reads_its_snapshot_is_not_left_for_the_next(live_api):
+    """A poll reads its snapshot; before it starts waiting, a change is stored and signalled
+    (no waiter yet). The poll answers with the change at once, not after its whole wait."""
+    cache = live_api.state.cache
+    read_snapshot = cache.snapshot
+    with live_api.client() as c:
+        ids = make_topology(c)
+        server = register_server(c, live_api.url, ids["tdd"])
+        first = _sync(live_api.url, server, None, None, wait=0)
+
+        async def snapshot_then_a_change(placement):  # type: ignore[no-untyped-def]
+            cache.snapshot = read_snapshot  # only the first read of this poll
+            before = await read_snapshot(placement)
+            signals = cache.signals_sent(placement.trust_domain_id)
+            await run_in_threadpool(put_config, c, TDD, ids["tdd"], KEY_MANAGER_AZURE)
+            for _ in range(1000):  # the reload of the change signals its trust domain
+                if cache.signals_sent(placement.trust_domain_id) != signals:
+                    break
+                await asyncio.sleep(0.01)
+            return before  # read before the change
+
+        cache.snapshot = snapshot_then_a_change
+        reply = ok(
+            httpx.get(
+                f"{live_api.url}/v1/servers/{server['server_id']}/sync",
+                params={
+                    "wait": 60,
+                    "config_version": first["config"]["version"],
+                    "bundle_version": first["bundle"]["version"],
+                },
+                headers={"Authorization": f"Bearer {server['credential']}"},
+                timeout=20,  # before the fix: a ReadTimeout (the poll waited its 60 s)
+            )
+        )
+    assert reply["changed"] is True and "KeyManager" in reply["config"]["sections"]
 
 
 def _reads_for_one_change(live_api, c, ids, servers: list[dict[str, Any]], lifecycle: str) -> int:
