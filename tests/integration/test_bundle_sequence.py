@@ -18,6 +18,7 @@ import threading
 import time
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -239,11 +240,12 @@ def test_a_replica_that_has_not_heard_of_a_bundle_never_sends_an_older_one(
                 assert reply["bundle"]["keys"] == new["keys"]
 
 
-def test_every_bad_report_of_the_corpus_is_refused_whole_and_stores_nothing(
+@contextmanager
+def one_reporting_server(
     engine: Engine, admin_token: str
-) -> None:
-    """tests/corpus/bad_reports.py over HTTP: 400 with the pointer, and neither the server's
-    status nor the bundle changes (the corpus is written for a clock at its T0)."""
+) -> Iterator[tuple[httpx.Client, dict[str, str], Reporter]]:
+    """A control plane whose clock reads the corpus's T0, an admin client, and a server `a`
+    that has reported once."""
     clock = ManualClock(T0)
     headers = {"Authorization": f"Bearer {admin_token}"}
     with (
@@ -253,6 +255,15 @@ def test_every_bad_report_of_the_corpus_is_refused_whole_and_stores_nothing(
         ids = make_topology(c, TD)
         a = Reporter(c, ids["tdd"], "a", clock)
         assert a.report(c).status_code == 204
+        yield c, ids, a
+
+
+def test_every_bad_report_of_the_corpus_is_refused_whole_and_stores_nothing(
+    engine: Engine, admin_token: str
+) -> None:
+    """tests/corpus/bad_reports.py over HTTP: 400 with the pointer, and neither the server's
+    status nor the bundle changes (the corpus is written for a clock at its T0)."""
+    with one_reporting_server(engine, admin_token) as (c, ids, a):
         servers_before = ok(c.get(f"/v1/trust-domain-deployments/{ids['tdd']}/servers"))
         bundle_before = _public(c, ids["td"])
         good = a.core.status_report()
@@ -292,15 +303,7 @@ def test_status_fields_of_the_wrong_type_are_refused_and_free_text_is_made_safe(
     """Every status field is checked as the keys are: 400 naming the field, nothing stored.
     The error line is kept (a report is the heartbeat) but cut to its bound and printable: it
     reaches terminals through spirlctl tables."""
-    clock = ManualClock(T0)
-    headers = {"Authorization": f"Bearer {admin_token}"}
-    with (
-        serve_app(engine, Settings(clock=clock.now)) as (url, _),
-        httpx.Client(base_url=url, headers=headers, timeout=30) as c,
-    ):
-        ids = make_topology(c, TD)
-        a = Reporter(c, ids["tdd"], "a", clock)
-        assert a.report(c).status_code == 204
+    with one_reporting_server(engine, admin_token) as (c, ids, a):
         servers = f"/v1/trust-domain-deployments/{ids['tdd']}/servers"
         before = ok(c.get(servers))
         for field, value, pointer in BAD_STATUS_FIELDS:
