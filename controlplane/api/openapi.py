@@ -413,7 +413,7 @@ REPORTED_LABEL = {"type": ["string", "null"], "maxLength": MAX_KEY_MANAGER_FIELD
 REPORTED_KEY_MANAGER = {
     "anyOf": [
         _object(
-            ["type", "digest"],
+            ["type"],
             type={"type": "string", "maxLength": MAX_KEY_MANAGER_FIELD},
             digest={"type": "string", "maxLength": MAX_KEY_MANAGER_FIELD},
         ),

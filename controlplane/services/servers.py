@@ -119,13 +119,14 @@ def _checked_key_manager(value: object, where: str) -> dict[str, str] | str | No
         return value
     if not isinstance(value, dict):
         raise InvalidReport(where, "must be an object with type and digest, a type, or null")
+    if value.get("type") is None:
+        raise InvalidReport(f"{where}/type", "is required")
     checked = {}
     for name in ("type", "digest"):
         field = value.get(name)
-        if field is None:
-            raise InvalidReport(f"{where}/{name}", "is required")
         _check_text(field, f"{where}/{name}", MAX_KEY_MANAGER_FIELD)
-        checked[name] = field
+        if field is not None:
+            checked[name] = field
     return checked
 
 
@@ -145,8 +146,12 @@ def _stored_key(key: dict[str, Any], where: str) -> dict[str, Any]:
     stored["key_manager"] = _checked_key_manager(stored["key_manager"], f"{where}/key_manager")
     ref = key.get("provider_ref")
     if ref is not None:
-        _check_text(ref, f"{where}/provider_ref", MAX_PROVIDER_REF)
-        stored["provider_ref"] = ref
+        if not isinstance(ref, str) or len(ref) > MAX_PROVIDER_REF:
+            raise InvalidReport(
+                f"{where}/provider_ref", f"must be a string of at most {MAX_PROVIDER_REF}"
+            )
+        # A key file's path may hold any character: shown safely, never a refused heartbeat.
+        stored["provider_ref"] = printable(ref, MAX_PROVIDER_REF)
     return stored
 
 

@@ -291,7 +291,8 @@ BAD_STATUS_FIELDS = [
     ("attempted_at", "9999-01-01T00:00:00Z", "/attempted_at"),
     ("error", {"nested": "object"}, "/error"),
     ("key_manager", ["default"], "/key_manager"),
-    ("key_manager", {"type": "default"}, "/key_manager/digest"),
+    ("key_manager", {"digest": "d"}, "/key_manager/type"),
+    ("key_manager", {"type": "default", "digest": 7}, "/key_manager/digest"),
     ("key_manager", {"type": "x" * 200, "digest": "d"}, "/key_manager/type"),
     ("key_manager", "default\x1b[2J", "/key_manager"),
 ]

@@ -86,6 +86,7 @@ def test_every_route_answers_503_while_postgres_is_down(
     join = ok(
         api.client().post(f"/v1/trust-domain-deployments/{ids['tdd']}/join-tokens", json={}), 201
     )
+    names["token_id"] = join["id"]
     caplog.set_level(logging.INFO)
     own_postgres.halt()
     failures = []
