@@ -177,3 +177,14 @@ def key_manager_type(value: object) -> str | None:
         found = value.get("type")
         return found if isinstance(found, str) else None
     return value if isinstance(value, str) else None
+
+
+def printable(text: str, limit: int | None = None) -> str:
+    """What a server reported, safe to show: what is not printable (control, format and line
+    characters: terminal escape sequences, bidirectional overrides) as spaces, and with a
+    `limit`, cut to that many characters with a mark."""
+    if limit is not None and len(text) > limit:
+        text = text[: limit - 1] + "…"
+    if text.isprintable():
+        return text
+    return "".join(ch if ch.isprintable() else " " for ch in text)

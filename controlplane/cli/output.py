@@ -7,6 +7,7 @@ import sys
 from collections.abc import Sequence
 from typing import Any, TextIO
 
+from controlplane.fleet import printable
 from controlplane.rollout_text import duration
 
 FORMATS = ("table", "json", "yaml")
@@ -57,14 +58,15 @@ def dig(row: Any, key: str) -> Any:
 
 
 def cell(value: Any) -> str:
-    """A value as one table cell (`-` for none)."""
+    """A value as one table cell (`-` for none), never a terminal escape or a line break:
+    values come from servers and other users."""
     if value is None:
         return "-"
     if isinstance(value, list):
-        return ",".join(str(v) for v in value) or "-"
+        return printable(",".join(str(v) for v in value)) or "-"
     if isinstance(value, dict):
-        return json.dumps(value, sort_keys=True)
-    return str(value)
+        return json.dumps(value, sort_keys=True)  # escapes control characters itself
+    return printable(str(value))
 
 
 def one_line(text: str | None, limit: int = 60) -> str | None:

@@ -7,6 +7,7 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from controlplane.domain import MAX_VERSION, BadRequest, Deregistered, NotFound, utc_now
+from controlplane.fleet import printable
 from controlplane.reported_keys import (
     DEFAULT_MAX_KEY_LIFETIME,
     InvalidReport,
@@ -128,14 +129,6 @@ def _checked_key_manager(value: object, where: str) -> dict[str, str] | str | No
         if field is not None:
             checked[name] = field
     return checked
-
-
-def printable(text: str, limit: int) -> str:
-    """`text` with what is not printable (control, format and line characters: terminal escape
-    sequences, bidirectional overrides) as spaces, cut to `limit` characters with a mark."""
-    if len(text) > limit:
-        text = text[: limit - 1] + "…"
-    return "".join(ch if ch.isprintable() else " " for ch in text)
 
 
 def _stored_key(key: dict[str, Any], where: str) -> dict[str, Any]:

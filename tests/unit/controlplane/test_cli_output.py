@@ -26,6 +26,18 @@ def test_table_aligns_columns_and_shows_missing_values():
     assert lines[2].split()[-1] == "-"
 
 
+def test_a_table_cell_never_carries_a_terminal_escape_or_a_line_break():
+    """Errors and names come from servers and other users (stored before the control plane
+    cleaned them, or through older versions)."""
+    out = io.StringIO()
+    rows = [{"id": "tds-1", "error": "\x1b]0;owned\x07bad\nline \u202eevil", "tags": ["a\rb"]}]
+    emit(rows, "table", columns=[("ID", "id"), ("ERROR", "error"), ("TAGS", "tags")], out=out)
+    text = out.getvalue()
+    assert text.count("\n") == 2  # the header's and the row's line ends, no other
+    assert all(line.isprintable() for line in text.splitlines())
+    assert " ]0;owned bad line  evil" in text and "a b" in text
+
+
 def test_json_and_yaml_are_parseable():
     for fmt, load in (("json", json.loads), ("yaml", yaml.safe_load)):
         out = io.StringIO()
