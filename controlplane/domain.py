@@ -40,6 +40,15 @@ def new_id(kind: str) -> str:
     return ID_PREFIXES[kind] + secrets.token_hex(6)
 
 
+# A join token's name, which is not a secret: `jt-` and the first 16 hex digits of its SHA-256
+# (the control plane stores that hash). Terraform's `spirl_join_token` ids are the same names.
+JOIN_TOKEN_ID = re.compile(r"jt-[0-9a-f]{16}")
+
+
+def join_token_id(token_sha256_hex: str) -> str:
+    return "jt-" + token_sha256_hex[:16]
+
+
 class DomainError(Exception):
     """Base of errors the API turns into a 4xx with `code` and a readable message."""
 

@@ -49,6 +49,7 @@ from controlplane.api.identity import ApiIdentityMiddleware
 from controlplane.api.inputs import (
     AUDIT_LIMIT_MAX,
     HISTORY_LIMIT_MAX,
+    JOIN_TOKEN_LIMIT_MAX,
     json_bool,
     json_int,
     query_bool,
@@ -229,8 +230,10 @@ async def join_tokens(request: Request) -> Response:
     """List a deployment's join tokens (GET) or issue a single-use one (POST {ttl_seconds})."""
     if request.method == "GET":
         await require_user(request)
+        q = request.query_params
+        limit = query_int(q.get("limit"), "limit", minimum=1, maximum=JOIN_TOKEN_LIMIT_MAX) or 50
         items = await call_service(
-            request, auth_service.list_join_tokens, request.path_params["tdd_id"]
+            request, auth_service.list_join_tokens, request.path_params["tdd_id"], limit
         )
         return JSONResponse({"items": items})
     principal = await require_user(request, admin=True)

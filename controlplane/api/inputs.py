@@ -23,6 +23,7 @@ from controlplane.domain import MAX_VERSION, BadRequest
 __all__ = [
     "AUDIT_LIMIT_MAX",
     "HISTORY_LIMIT_MAX",
+    "JOIN_TOKEN_LIMIT_MAX",
     "MAX_INT",
     "MAX_JSON_DEPTH",
     "decode_json_object",
@@ -38,6 +39,7 @@ MAX_JSON_DEPTH = 32  # as for YAML documents; the API's own bodies nest 4 deep a
 MAX_INT_DIGITS = 19  # a 64-bit integer; a field's own bound is checked by json_int
 HISTORY_LIMIT_MAX = 200  # versions per history page
 AUDIT_LIMIT_MAX = 500  # audit events per page
+JOIN_TOKEN_LIMIT_MAX = 500  # join tokens listed (the newest)
 _DECIMAL = re.compile(r"[0-9]{1,9}(?:\.[0-9]{1,9})?")
 # Strings and brackets: what the depth scan needs to see (a string may hold any bracket).
 # A string (its closing quote optional: an unterminated string is consumed once, to the end,

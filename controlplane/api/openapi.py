@@ -17,7 +17,12 @@ from starlette.routing import BaseRoute, Route
 
 import controlplane
 from controlplane import rollouts
-from controlplane.api.inputs import AUDIT_LIMIT_MAX, HISTORY_LIMIT_MAX, MAX_INT
+from controlplane.api.inputs import (
+    AUDIT_LIMIT_MAX,
+    HISTORY_LIMIT_MAX,
+    JOIN_TOKEN_LIMIT_MAX,
+    MAX_INT,
+)
 from controlplane.api.longpoll import DEFAULT_WAIT_SECONDS, MAX_WAIT_SECONDS
 from controlplane.domain import SCOPES
 from controlplane.fleet import SERVER_PROGRESS, SERVER_STATES
@@ -415,7 +420,7 @@ REPORTED_KEY_MANAGER = {
         _object(
             ["type"],
             type={"type": "string", "maxLength": MAX_KEY_MANAGER_FIELD},
-            digest={"type": "string", "maxLength": MAX_KEY_MANAGER_FIELD},
+            digest=REPORTED_LABEL,
         ),
         REPORTED_LABEL,
     ]
@@ -529,7 +534,7 @@ OPERATIONS: dict[tuple[str, str], Operation] = {
         None, status=204, errors=(400, 401, 403, 404, 409, 503), query=FORCE_QUERY
     ),
     ("/v1/trust-domain-deployments/{tdd_id}/join-tokens", "get"): Operation(
-        _items(JOIN_TOKEN_INFO)
+        _items(JOIN_TOKEN_INFO), query={"limit": _int(1, JOIN_TOKEN_LIMIT_MAX)}
     ),
     ("/v1/trust-domain-deployments/{tdd_id}/join-tokens/{token_id}", "delete"): Operation(
         None, status=204, errors=(400, 401, 403, 404, 409, 503)

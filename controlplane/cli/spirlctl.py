@@ -30,6 +30,7 @@ from controlplane.cli.client import (
     save_credentials,
 )
 from controlplane.cli.output import FORMATS, ago, cell, dig, emit, one_line
+from controlplane.domain import JOIN_TOKEN_ID
 from controlplane.tls import CA_FILE_ENV, plain_http_warning
 
 SCOPES = ("trust-domain", "trust-domain-deployment", "cluster")
@@ -337,12 +338,19 @@ def cmd_tdd_join_token(args: argparse.Namespace) -> None:
 
 
 def cmd_tdd_join_tokens(args: argparse.Namespace) -> None:
-    items = _client(args).get(f"/v1/trust-domain-deployments/{_object_id(args)}/join-tokens")
+    items = _client(args).get(
+        f"/v1/trust-domain-deployments/{_object_id(args)}/join-tokens", limit=args.limit
+    )
     emit(items["items"], args.output, columns=JOIN_TOKEN_COLUMNS)
 
 
 def cmd_tdd_revoke_join_token(args: argparse.Namespace) -> None:
     deployment = _object_id(args)
+    if not JOIN_TOKEN_ID.fullmatch(args.token_id):
+        raise CliError(
+            f"--token-id {args.token_id!r} is not a join token id: it looks like jt- and 16 hex "
+            "digits (see `spirlctl trust-domain deployment join-tokens`)"
+        )
     _client(args).delete(f"/v1/trust-domain-deployments/{deployment}/join-tokens/{args.token_id}")
     if args.output == "table":
         print(f"revoked join token {args.token_id}: no server can register with it")
@@ -784,15 +792,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--ttl", type=int, default=3600, help="seconds the token stays valid (default 3600)"
     )
-    _id_args(
-        _leaf(
-            tdd_sub,
-            "join-tokens",
-            cmd_tdd_join_tokens,
-            "list a deployment's join tokens, newest first: their ids and states, never the tokens",
-        ),
-        "deployment",
+    p = _leaf(
+        tdd_sub,
+        "join-tokens",
+        cmd_tdd_join_tokens,
+        "list a deployment's join tokens, newest first: their ids and states, never the tokens",
     )
+    _id_args(p, "deployment")
+    p.add_argument("--limit", type=int, default=50, help="how many (default 50, at most 500)")
     p = _leaf(
         tdd_sub,
         "revoke-join-token",

@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 import hashlib
-import re
 import secrets
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
 from controlplane.domain import (
+    JOIN_TOKEN_ID,
     ROLE_ADMIN,
     ROLE_SERVER,
     USER_ROLES,
@@ -19,6 +19,7 @@ from controlplane.domain import (
     JoinTokenUsed,
     NotFound,
     Unauthenticated,
+    join_token_id,
     new_id,
     utc_now,
 )
@@ -168,15 +169,6 @@ def create_join_token(
     }
 
 
-JOIN_TOKEN_ID = re.compile(r"jt-[0-9a-f]{16}")
-
-
-def join_token_id(token_hash: str) -> str:
-    """A join token's name, which is not a secret: `jt-` and the first 16 hex digits of its
-    SHA-256 (the stored hash). Terraform's `spirl_join_token` ids are the same names."""
-    return "jt-" + token_hash[:16]
-
-
 def _join_token_dict(row: JoinTokenRow, now: datetime) -> dict[str, Any]:
     if row.used_at is not None:
         state = "used"
@@ -195,11 +187,11 @@ def _join_token_dict(row: JoinTokenRow, now: datetime) -> dict[str, Any]:
     }
 
 
-def list_join_tokens(uow: UnitOfWork, deployment_id: str) -> list[dict[str, Any]]:
-    """The join tokens of a deployment, newest first (never the tokens themselves)."""
+def list_join_tokens(uow: UnitOfWork, deployment_id: str, limit: int) -> list[dict[str, Any]]:
+    """The `limit` newest join tokens of a deployment (never the tokens themselves)."""
     tdd = get_deployment_row(uow, deployment_id)
     now = utc_now()
-    return [_join_token_dict(row, now) for row in uow.repo.join_tokens(tdd.id)]
+    return [_join_token_dict(row, now) for row in uow.repo.join_tokens(tdd.id, limit)]
 
 
 def revoke_join_token(uow: UnitOfWork, deployment_id: str, token_id: str, actor: str) -> None:
@@ -214,6 +206,8 @@ def revoke_join_token(uow: UnitOfWork, deployment_id: str, token_id: str, actor:
     if row is None:
         raise NotFound(f"join token {token_id} not found in deployment {tdd.id}")
     if not uow.repo.delete_unused_join_token(row.token_hash):
+        if uow.repo.join_token_by_hash(row.token_hash) is None:  # revoked meanwhile
+            raise NotFound(f"join token {token_id} not found in deployment {tdd.id}")
         raise JoinTokenUsed(
             f"join token {token_id} was already used to register a server; deregister that "
             "server instead (spirlctl trust-domain deployment server delete)"

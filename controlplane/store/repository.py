@@ -567,11 +567,12 @@ class Repository:
     def delete_rollout(self, deployment_id: str) -> None:
         self.session.execute(delete(RolloutRow).where(RolloutRow.deployment_id == deployment_id))
 
-    def join_tokens(self, deployment_id: str) -> Sequence[JoinTokenRow]:
+    def join_tokens(self, deployment_id: str, limit: int) -> Sequence[JoinTokenRow]:
         return self.session.scalars(
             select(JoinTokenRow)
             .where(JoinTokenRow.deployment_id == deployment_id)
-            .order_by(JoinTokenRow.created_at.desc())
+            .order_by(JoinTokenRow.created_at.desc(), JoinTokenRow.token_hash)
+            .limit(limit)
         ).all()
 
     def join_token_by_hash_prefix(self, deployment_id: str, prefix: str) -> JoinTokenRow | None:

@@ -3,8 +3,9 @@
 The token is only known when it is made: the control plane stores its hash, so it cannot be read
 back or imported, and the state holds it (as a sensitive value: keep the state safe, or keep
 `ttl` short). Destroying the resource revokes the token when no server registered with it yet; a
-used token is left alone (the server it registered is deregistered with `spirl server delete`,
-not by forgetting its token).
+used token is left alone (the server it registered is deregistered with `spirlctl trust-domain
+deployment server delete`, not by forgetting its token). A control plane from before revocation
+existed has no route for it: destroy then only forgets the token, with a warning.
 """
 
 from __future__ import annotations
@@ -25,6 +26,7 @@ from tf.iface import (
 )
 from tf.utils import Diagnostics
 
+from controlplane.domain import join_token_id
 from controlplane.terraform import lookup
 from controlplane.terraform.client import ApiError, NotFoundError
 from controlplane.terraform.common import (
@@ -119,7 +121,7 @@ class JoinTokenResource(ProviderBound, Resource):
             token = str(body["token"])
             return {
                 **planned,
-                "id": "jt-" + hashlib.sha256(token.encode()).hexdigest()[:16],
+                "id": join_token_id(hashlib.sha256(token.encode()).hexdigest()),
                 "ttl": ttl,
                 "token": token,
                 "expires_at": body.get("expires_at"),
@@ -155,7 +157,13 @@ class JoinTokenResource(ProviderBound, Resource):
             except NotFoundError:
                 pass  # the deployment or the token is gone already
             except ApiError as exc:
-                if exc.code != JOIN_TOKEN_USED:
+                if exc.code == "no_route" or exc.status == 405:  # an older control plane
+                    ctx.diagnostics.add_warning(
+                        "The join token was not revoked",
+                        "This control plane cannot revoke join tokens (upgrade it): the token "
+                        f"stays valid until {current.get('expires_at')} or its first use.",
+                    )
+                elif exc.code != JOIN_TOKEN_USED:
                     raise
                 # Used: it can register nothing more; its server stays until deregistered.
 

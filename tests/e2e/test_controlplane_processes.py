@@ -139,6 +139,10 @@ def test_spirlctl_end_to_end(tmp_path: Path):
         assert token_id in cp.spirlctl(*revoke, token_id).stdout
         again = cp.spirlctl(*revoke, token_id, check=False)
         assert again.returncode == 1 and token_id in again.stderr
+        # Not an id (".." would reach the deployment's own route): refused before any request.
+        dots = cp.spirlctl(*revoke, "..", check=False)
+        assert dots.returncode == 1 and "--token-id '..'" in dots.stderr
+        assert cp.spirlctl_json("trust-domain", "deployment", "info", tdd["id"])["id"] == tdd["id"]
         states = cp.spirlctl_json("trust-domain", "deployment", "join-tokens", tdd["id"])
         assert [t["id"] for t in states] == [join["id"]]
         servers = cp.spirlctl("trust-domain", "deployment", "servers", "--id", tdd["id"]).stdout

@@ -105,6 +105,8 @@ def test_a_join_token_is_revoked_before_use_and_a_used_one_is_refused(live_api):
             (spare["id"], "valid"),
         ]
         assert all(spare["token"] not in repr(t) for t in listed)
+        [newest] = ok(viewer.get(tokens_path, params={"limit": 1}))["items"]
+        assert newest["id"] == used["id"]
 
         assert viewer.delete(f"{tokens_path}/{spare['id']}").status_code == 403
         other = make_topology(admin, "other.org")

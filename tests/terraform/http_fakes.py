@@ -43,6 +43,8 @@ class FakeServer(http.server.ThreadingHTTPServer):
 
     - `json404`: another JSON service: 404 `{"error": "not_found"}` (no identity header);
     - `html404`: a proxy's HTML error page;
+    - `no_route`: a control plane without the route asked for (an older version): Starlette's
+      plain-text 404, with the identity header;
     - `forward`: passes requests to `upstream` (the control plane) and its answers back, with
       the headers named in `keep_headers`;
     - `unavailable`: the next `failures` requests get `status` (503 or 429, `Retry-After: 0`),
@@ -75,6 +77,9 @@ class FakeServer(http.server.ThreadingHTTPServer):
             request.send(404, payload, {"Content-Type": "application/json"})
         elif self.mode == "html404":
             request.send(404, HTML_404, {"Content-Type": "text/html"})
+        elif self.mode == "no_route":
+            headers = {"Content-Type": "text/plain; charset=utf-8", "Spirl-Api-Version": "1"}
+            request.send(404, b"Not Found", headers)
         elif self.mode == "hang":
             self._closed.wait(60)
         elif self.mode == "unavailable" and self.failed < self.failures:

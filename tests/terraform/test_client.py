@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from types import SimpleNamespace
 from typing import Any
 
 import pytest
@@ -186,3 +187,28 @@ def test_config_section_writes_around_other_writers(shared_control_plane: Any) -
         stored = ok(admin.get(f"/v1/config/trust-domain-deployment/{tdd}"))
     assert stored["version"] == 4 and "13h" in stored["sections"]["KeyLifecycle"]["yaml"]
     client.close()
+
+
+def test_destroying_a_join_token_where_revocation_does_not_exist_warns_and_forgets() -> None:
+    """A control plane from before join tokens could be revoked has no DELETE route: destroy
+    still succeeds (the token is forgotten), with a warning that it stays valid."""
+    from tf.iface import DeleteContext
+    from tf.utils import Diagnostics
+
+    from controlplane.terraform.join_token import JoinTokenResource
+
+    with fake_server("no_route") as old:
+        client = ApiClient(old.url, "t0k")
+        try:
+            ctx = DeleteContext(diagnostics=Diagnostics(), type_name="spirl_join_token")
+            state = {
+                "trust_domain_deployment_id": "tdd-0123456789ab",
+                "id": "jt-0123456789abcdef",
+                "expires_at": "2030-01-01T00:00:00+00:00",
+            }
+            JoinTokenResource(SimpleNamespace(client=client)).delete(ctx, state)  # type: ignore[arg-type]
+        finally:
+            client.close()
+        assert old.requests == 1
+    [warning] = ctx.diagnostics.diagnostics
+    assert warning.severity == "warning" and "2030-01-01" in warning.detail
