@@ -5,6 +5,8 @@
   sees a server that long-polls only this one.
 - Servers silent for longer than the retention period are deregistered
   (`services.fleet.deregister_silent_servers`, safe with several replicas at once).
+- Join tokens expired for over a week are deleted (`services.auth.purge_join_tokens`), every
+  JOIN_TOKEN_PURGE_SECONDS.
 - Staged rollouts are advanced (`services.rollouts.advance_all`: gates, bake times, halts),
   every `Settings.rollout_interval` seconds, on every replica (row locks with SKIP LOCKED).
 
@@ -24,11 +26,13 @@ from starlette.concurrency import run_in_threadpool
 from controlplane import rollouts
 from controlplane.api.context import AppState
 from controlplane.domain import Unavailable
+from controlplane.services import auth as auth_service
 from controlplane.services import fleet as fleet_service
 from controlplane.services import rollouts as rollout_service
 from controlplane.services.rollouts import FleetView
 
 log = logging.getLogger("controlplane.housekeeping")
+JOIN_TOKEN_PURGE_SECONDS = 3600.0
 T = TypeVar("T")
 
 
@@ -53,12 +57,16 @@ class Housekeeping:
         loop = asyncio.get_running_loop()
         flush_every, sweep_every = policy.contact_flush_interval, policy.sweep_interval
         next_sweep = loop.time() + sweep_every
+        next_purge = loop.time() + JOIN_TOKEN_PURGE_SECONDS
         while True:
             await asyncio.sleep(min(flush_every, sweep_every) if sweep_every else flush_every)
             await self.write_contacts()
             if sweep_every and loop.time() >= next_sweep:
                 next_sweep = loop.time() + sweep_every
                 await self.sweep()
+            if loop.time() >= next_purge:
+                next_purge = loop.time() + JOIN_TOKEN_PURGE_SECONDS
+                await self.purge_join_tokens()
 
     async def write_contacts(self) -> None:
         batch = self._state.cache.contacts.take_unwritten()
@@ -86,6 +94,14 @@ class Housekeeping:
                 ", ".join(removed),
             )
         return removed or []
+
+    async def purge_join_tokens(self) -> int:
+        deleted = await _attempt(
+            "deleting expired join tokens", auth_service.purge_join_tokens, self._state.uow
+        )
+        if deleted:
+            log.info("deleted %d join token(s) expired for over a week", deleted)
+        return deleted or 0
 
     async def _promote_forever(self) -> None:
         while True:

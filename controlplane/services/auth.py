@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import secrets
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
@@ -29,6 +30,8 @@ from controlplane.store.models import JoinTokenRow, ServerRow, TokenRow
 from controlplane.store.unit_of_work import UnitOfWork
 
 MAX_JOIN_TOKEN_TTL = timedelta(days=7)
+# An expired join token stays listed (state `expired`) this long, then it is deleted.
+JOIN_TOKEN_KEPT_EXPIRED = timedelta(days=7)
 
 
 @dataclass(frozen=True, slots=True)
@@ -192,6 +195,17 @@ def list_join_tokens(uow: UnitOfWork, deployment_id: str, limit: int) -> list[di
     tdd = get_deployment_row(uow, deployment_id)
     now = utc_now()
     return [_join_token_dict(row, now) for row in uow.repo.join_tokens(tdd.id, limit)]
+
+
+def purge_join_tokens(uow_factory: Callable[[], UnitOfWork], now: datetime | None = None) -> int:
+    """Delete the join tokens expired for longer than JOIN_TOKEN_KEPT_EXPIRED (used or not; the
+    audit log keeps who made them and the servers' registrations); returns how many. Safe with
+    several replicas at once: a delete of rows another replica deleted deletes nothing."""
+    cutoff = (now or utc_now()) - JOIN_TOKEN_KEPT_EXPIRED
+    with uow_factory() as uow:
+        deleted = uow.repo.delete_join_tokens_expired_before(cutoff)
+        uow.commit()
+    return deleted
 
 
 def revoke_join_token(uow: UnitOfWork, deployment_id: str, token_id: str, actor: str) -> None:

@@ -593,6 +593,14 @@ class Repository:
         )
         return bool(result.rowcount)  # type: ignore[attr-defined]
 
+    def delete_join_tokens_expired_before(self, cutoff: datetime) -> int:
+        result = self.session.execute(
+            delete(JoinTokenRow)
+            .where(JoinTokenRow.expires_at < cutoff)
+            .execution_options(synchronize_session=False)
+        )
+        return int(result.rowcount)  # type: ignore[attr-defined]
+
     def delete_join_tokens(self, deployment_id: str) -> None:
         self.session.execute(
             delete(JoinTokenRow).where(JoinTokenRow.deployment_id == deployment_id)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from datetime import UTC, datetime, timedelta
+
 import httpx
 from sqlalchemy import text
 
@@ -125,6 +127,37 @@ def test_a_join_token_is_revoked_before_use_and_a_used_one_is_refused(live_api):
         assert [e["details"] for e in revoked if e["action"] == "join_token.revoke"] == [
             {"join_token_id": spare["id"]}
         ]
+
+
+def test_join_tokens_expired_for_over_a_week_are_purged(live_api):
+    """Housekeeping's purge (services.auth.purge_join_tokens): an expired token is listed as
+    expired for a week, then deleted, used or not; valid ones stay."""
+    from controlplane.domain import join_token_id
+    from controlplane.services.auth import JOIN_TOKEN_KEPT_EXPIRED, purge_join_tokens
+    from controlplane.store.unit_of_work import UnitOfWorkFactory
+
+    with live_api.client() as admin:
+        ids = make_topology(admin)
+        tokens_path = f"/v1/trust-domain-deployments/{ids['tdd']}/join-tokens"
+        old_used, old_unused, recent, valid = (
+            ok(admin.post(tokens_path, json={}), 201) for _ in range(4)
+        )
+        register_with(live_api.url, old_used["token"], 201)
+        now = datetime.now(UTC)
+        expired_at = {
+            old_used["id"]: now - JOIN_TOKEN_KEPT_EXPIRED - timedelta(minutes=1),
+            old_unused["id"]: now - JOIN_TOKEN_KEPT_EXPIRED - timedelta(days=30),
+            recent["id"]: now - JOIN_TOKEN_KEPT_EXPIRED + timedelta(minutes=1),
+        }
+        uow_factory = UnitOfWorkFactory(live_api.engine)
+        with uow_factory() as uow:  # time passes: the stored expiry moves back
+            for row in uow.repo.join_tokens(ids["tdd"], 10):
+                row.expires_at = expired_at.get(join_token_id(row.token_hash), row.expires_at)
+            uow.commit()
+        assert purge_join_tokens(uow_factory, now) == 2
+        listed = {t["id"]: t["state"] for t in ok(admin.get(tokens_path))["items"]}
+        assert listed == {recent["id"]: "expired", valid["id"]: "valid"}
+        assert purge_join_tokens(uow_factory, now) == 0
 
 
 def register_with(url: str, join_token: str, status: int) -> None:
