@@ -46,8 +46,8 @@ KEY_KINDS = {"jwt": JWT_SVID, "x509-ca": X509_SVID}  # kind in a report -> bundl
 # Our CA certificates are under 2 KiB DER (RSA 4096 included); a bound keeps hostile reports
 # (and the cache of checked keys) small.
 MAX_CERTIFICATE_BYTES = 4096
-_KID = re.compile(r"^[A-Za-z0-9._-]{1,255}$")
-_B64URL = re.compile(r"^[A-Za-z0-9_-]+$")
+_KID = re.compile(r"[A-Za-z0-9._-]{1,255}")  # fullmatch: `$` lets a final newline through
+_B64URL = re.compile(r"[A-Za-z0-9_-]+")
 _MEMBERS = {"EC": {"kty", "crv", "x", "y"}, "RSA": {"kty", "n", "e"}}
 _PRIVATE_MEMBERS = ("d", "p", "q", "dp", "dq", "qi", "oth", "k")
 
@@ -101,7 +101,7 @@ def _check_key(
     if not isinstance(key, dict):
         raise InvalidReport(where, "must be an object")
     kid = key.get("kid")
-    if not isinstance(kid, str) or not _KID.match(kid):
+    if not isinstance(kid, str) or not _KID.fullmatch(kid):
         raise InvalidReport(f"{where}/kid", "must be 1-255 characters of [A-Za-z0-9._-]")
     kind = key.get("kind")
     if kind not in KEY_KINDS:
@@ -227,7 +227,7 @@ def _public_key(jwk: object, where: str) -> ec.EllipticCurvePublicKey | rsa.RSAP
 
 
 def _b64url_int(value: object, where: str) -> int:
-    if not isinstance(value, str) or not _B64URL.match(value) or len(value) > 1400:
+    if not isinstance(value, str) or not _B64URL.fullmatch(value) or len(value) > 1400:
         raise InvalidReport(where, "must be an unpadded base64url string")
     try:
         return int.from_bytes(b64url_decode(value), "big")

@@ -182,6 +182,7 @@ _CASES: list[tuple[str, Callable[[Keys], None], str, str]] = [
     ),
     ("kid with a newline", _set("0/kid", "a\nb"), "/keys/0/kid", "characters"),
     ("kid too long", _set("0/kid", "k" * 256), "/keys/0/kid", "characters"),
+    ("kid ending in a newline", _set("0/kid", "k" * 255 + "\n"), "/keys/0/kid", "characters"),
     ("unknown kind", _set("0/kind", "x509-leaf"), "/keys/0/kind", "one of"),
     ("duplicate kid", lambda k: k[1].update(kid=k[0]["kid"]), "/keys/1/kid", "twice"),
     ("key not an object", _set("0", "key"), "/keys/0", "object"),
