@@ -16,10 +16,12 @@ import base64
 import hashlib
 import json
 from collections.abc import Iterable, Mapping
-from datetime import timedelta
+from dataclasses import dataclass
+from datetime import datetime, timedelta
 from typing import Any
 
 __all__ = [
+    "BundleKey",
     "DEFAULT_REFRESH_HINT",
     "JWT_SVID",
     "X509_SVID",
@@ -31,6 +33,21 @@ __all__ = [
     "unique_entries",
     "x509_entry",
 ]
+
+
+@dataclass(frozen=True)
+class BundleKey:
+    """One key of a trust domain's bundle: as a server reported it, or as stored."""
+
+    kid: str  # the server's id for the key (JWT header kid; Key Vault key id); unique per trust domain
+    entry: dict[str, Any]  # the bundle entry, as served
+    not_before: datetime | None
+    not_after: datetime
+
+    @property
+    def use(self) -> str:
+        return str(self.entry["use"])
+
 
 X509_SVID = "x509-svid"
 JWT_SVID = "jwt-svid"

@@ -14,7 +14,6 @@ import binascii
 import functools
 import json
 import re
-from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -23,7 +22,7 @@ from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 
-from controlplane.bundles import JWT_SVID, X509_SVID, jwt_entry, x509_entry
+from controlplane.bundles import JWT_SVID, X509_SVID, BundleKey, jwt_entry, x509_entry
 from controlplane.domain import BadRequest
 from controlplane.keymanagers.signatures import b64url_decode, key_type_of_public_key, public_jwk
 
@@ -32,7 +31,6 @@ __all__ = [
     "InvalidReport",
     "KEY_KINDS",
     "MAX_KEYS_PER_REPORT",
-    "ReportedKey",
     "check_reported_keys",
     "report_time",
 ]
@@ -64,21 +62,9 @@ class InvalidReport(BadRequest):
         return {"pointer": self.pointer}
 
 
-@dataclass(frozen=True)
-class ReportedKey:
-    kid: str  # the server's id for the key (JWT header kid; Key Vault key id); unique per trust domain
-    entry: dict[str, Any]  # the bundle entry, as served
-    not_before: datetime | None
-    not_after: datetime
-
-    @property
-    def use(self) -> str:
-        return str(self.entry["use"])
-
-
 def check_reported_keys(
     keys: object, trust_domain: str, now: datetime, max_lifetime: timedelta
-) -> list[ReportedKey]:
+) -> list[BundleKey]:
     """Every key of a report, checked; raises InvalidReport at the first bad value."""
     if keys is None:
         return []
@@ -97,7 +83,7 @@ def check_reported_keys(
 
 def _check_key(
     key: object, where: str, trust_domain: str, now: datetime, max_lifetime: timedelta
-) -> ReportedKey:
+) -> BundleKey:
     if not isinstance(key, dict):
         raise InvalidReport(where, "must be an object")
     kid = key.get("kid")
@@ -133,7 +119,7 @@ def _check_key(
             f"{where}/not_after",
             f"does not match the certificate's notAfter {cert_not_after.isoformat()}",
         )
-    return ReportedKey(kid=kid, entry=dict(entry), not_before=not_before, not_after=not_after)
+    return BundleKey(kid=kid, entry=dict(entry), not_before=not_before, not_after=not_after)
 
 
 @functools.lru_cache(maxsize=4096)

@@ -57,7 +57,6 @@ from controlplane.api.inputs import (
 )
 from controlplane.api.longpoll import LongPollFastPath, server_sync
 from controlplane.api.metrics import Metrics
-from controlplane.delivery.bundle_expiry import BundleExpiry
 from controlplane.delivery.cache import DeliveryCache
 from controlplane.domain import BadRequest, DomainError, Unauthenticated, check_scope
 from controlplane.services import audit as audit_service
@@ -670,20 +669,11 @@ def create_app(
                 on_reconnect=lambda: _call_soon(loop, after_reconnect),
             )
             state.listener.start()
-        expiry_task = None
         if state.settings.housekeeping:
             housekeeping.start()
-            expiry = BundleExpiry(
-                uow_factory, state.settings.clock, state.settings.bundle_expiry_interval
-            )
-            expiry_task = loop.create_task(expiry.run())
         try:
             yield
         finally:
-            if expiry_task is not None:
-                expiry_task.cancel()
-                with contextlib.suppress(asyncio.CancelledError):
-                    await expiry_task
             await state.parse_pool.aclose()
             if state.settings.housekeeping:
                 await housekeeping.stop()

@@ -7,6 +7,7 @@
   (`services.fleet.deregister_silent_servers`, safe with several replicas at once).
 - Join tokens expired for over a week are deleted (`services.auth.purge_join_tokens`), every
   JOIN_TOKEN_PURGE_SECONDS.
+- Expired keys leave the trust bundles at their not-after (`delivery.bundle_expiry`).
 - Staged rollouts are advanced (`services.rollouts.advance_all`: gates, bake times, halts),
   every `Settings.rollout_interval` seconds, on every replica (row locks with SKIP LOCKED).
 
@@ -25,6 +26,7 @@ from starlette.concurrency import run_in_threadpool
 
 from controlplane import rollouts
 from controlplane.api.context import AppState
+from controlplane.delivery.bundle_expiry import BundleExpiry
 from controlplane.domain import Unavailable
 from controlplane.services import auth as auth_service
 from controlplane.services import fleet as fleet_service
@@ -43,7 +45,13 @@ class Housekeeping:
 
     def start(self) -> None:
         loop = asyncio.get_running_loop()
-        self._tasks = [loop.create_task(self._run()), loop.create_task(self._promote_forever())]
+        settings = self._state.settings
+        expiry = BundleExpiry(self._state.uow, settings.clock, settings.bundle_expiry_interval)
+        self._tasks = [
+            loop.create_task(self._run()),
+            loop.create_task(self._promote_forever()),
+            loop.create_task(expiry.run()),
+        ]
 
     async def stop(self) -> None:
         for task in self._tasks:

@@ -24,7 +24,7 @@ from controlplane.api.inputs import (
     MAX_INT,
 )
 from controlplane.api.longpoll import DEFAULT_WAIT_SECONDS, MAX_WAIT_SECONDS
-from controlplane.domain import SCOPES
+from controlplane.domain import JOIN_TOKEN_ID, SCOPES
 from controlplane.fleet import SERVER_PROGRESS, SERVER_STATES
 from controlplane.reported_keys import KEY_KINDS, MAX_KEYS_PER_REPORT
 from controlplane.services.auth import MAX_JOIN_TOKEN_TTL
@@ -387,10 +387,10 @@ SYNC = _object(
     config=_object(["version"], version=VERSION),
     bundle=_object(["version"], version=VERSION),
 )
-JOIN_TOKEN_ID = {"type": "string", "pattern": "^jt-[0-9a-f]{16}$"}
+JOIN_TOKEN_ID_SCHEMA = {"type": "string", "pattern": f"^{JOIN_TOKEN_ID.pattern}$"}
 JOIN_TOKEN_INFO = _object(
     ["id", "trust_domain_deployment_id", "state", "created_by", "created_at", "expires_at"],
-    id=JOIN_TOKEN_ID,
+    id=JOIN_TOKEN_ID_SCHEMA,
     trust_domain_deployment_id=STRING,
     state={"enum": ["valid", "expired", "used"]},
     created_by=STRING,
@@ -400,7 +400,7 @@ JOIN_TOKEN_INFO = _object(
 )
 JOIN_TOKEN = _object(
     ["id", "token", "expires_at", "trust_domain_deployment_id"],
-    id=JOIN_TOKEN_ID,
+    id=JOIN_TOKEN_ID_SCHEMA,
     token=STRING,
     expires_at=TIME,
     trust_domain_deployment_id=STRING,

@@ -552,7 +552,6 @@ def build_server(
     tls: ssl.SSLContext | None = None,
     on_close: Callable[[str], None] | None = None,
     lifespan: str = "auto",
-    graceful_shutdown_seconds: int = 2,
 ) -> tuple[uvicorn.Server, ConnectionGuard]:
     """The one way the control plane serves HTTP (the CLI and the tests' in-process server)."""
     guard = ConnectionGuard(limits, on_close)
@@ -562,7 +561,7 @@ def build_server(
         ws="none",
         lifespan=lifespan,  # type: ignore[arg-type]
         log_config=None,
-        timeout_graceful_shutdown=graceful_shutdown_seconds,
+        timeout_graceful_shutdown=2,
         limit_concurrency=None,  # the guard limits connections, keeping room for health probes
         backlog=2048,
         timeout_keep_alive=limits.keep_alive_timeout,

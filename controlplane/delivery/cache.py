@@ -178,10 +178,7 @@ class DeliveryCache:
             layers = await self._pinned(keys, pins)
         bundle = self._bundles.get(placement.trust_domain_id)
         if bundle is None:
-            bundle = await self._single_flight(
-                ("bundle", placement.trust_domain_id), self._load_bundle, placement.trust_domain_id
-            )
-            self._store_bundle(placement.trust_domain_id, bundle)
+            await self.catch_up_bundle(placement.trust_domain_id)
             bundle = self._bundles[placement.trust_domain_id]
         effective = effective_dict(layers)
         snapshot = Snapshot(effective["version"], effective, bundle)

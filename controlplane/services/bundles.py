@@ -22,9 +22,9 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from controlplane.bundles import bundle_document, refresh_hint
+from controlplane.bundles import BundleKey, bundle_document, refresh_hint
 from controlplane.domain import Deregistered, NotFound
-from controlplane.reported_keys import InvalidReport, ReportedKey
+from controlplane.reported_keys import InvalidReport
 from controlplane.store.models import BundleKeyRow
 from controlplane.store.unit_of_work import Change, UnitOfWork
 
@@ -39,14 +39,6 @@ __all__ = [
     "read_bundle",
     "trust_domains_with_expired_keys",
 ]
-
-
-@dataclass(frozen=True)
-class BundleKey:
-    kid: str
-    entry: dict[str, Any]
-    not_before: datetime | None
-    not_after: datetime
 
 
 @dataclass(frozen=True)
@@ -88,7 +80,7 @@ def read_bundle(uow: UnitOfWork, td_id: str) -> StoredBundle:
 
 
 def merge_reported_keys(
-    uow: UnitOfWork, td_id: str, server_id: str, keys: Sequence[ReportedKey], now: datetime
+    uow: UnitOfWork, td_id: str, server_id: str, keys: Sequence[BundleKey], now: datetime
 ) -> bool:
     """Add a server's new keys and drop expired ones, bumping the sequence when anything
     changed. Raises InvalidReport when a kid is already published with a different key (a
@@ -123,12 +115,12 @@ def merge_reported_keys(
 
 
 def _plan(
-    uow: UnitOfWork, td_id: str, server_id: str, keys: Sequence[ReportedKey], now: datetime
-) -> tuple[list[ReportedKey], bool]:
+    uow: UnitOfWork, td_id: str, server_id: str, keys: Sequence[BundleKey], now: datetime
+) -> tuple[list[BundleKey], bool]:
     """(reported keys not stored yet, whether stored keys have expired); raises on a kid
     conflict."""
     stored = {row.kid: row for row in uow.repo.bundle_keys(td_id)}
-    new: list[ReportedKey] = []
+    new: list[BundleKey] = []
     for index, key in enumerate(keys):
         row = stored.get(key.kid)
         if row is not None:
