@@ -6,7 +6,7 @@ import re
 import secrets
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 TRUST_DOMAIN = "trust-domain"
@@ -39,6 +39,8 @@ def utc_now() -> datetime:
 def new_id(kind: str) -> str:
     return ID_PREFIXES[kind] + secrets.token_hex(6)
 
+
+MAX_JOIN_TOKEN_TTL = timedelta(days=7)
 
 # A join token's name, which is not a secret: `jt-` and the first 16 hex digits of its SHA-256
 # (the control plane stores that hash). Terraform's `spirl_join_token` ids are the same names.

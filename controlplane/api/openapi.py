@@ -24,10 +24,9 @@ from controlplane.api.inputs import (
     MAX_INT,
 )
 from controlplane.api.longpoll import DEFAULT_WAIT_SECONDS, MAX_WAIT_SECONDS
-from controlplane.domain import JOIN_TOKEN_ID, SCOPES
+from controlplane.domain import JOIN_TOKEN_ID, MAX_JOIN_TOKEN_TTL, SCOPES
 from controlplane.fleet import SERVER_PROGRESS, SERVER_STATES
 from controlplane.reported_keys import KEY_KINDS, MAX_KEYS_PER_REPORT
-from controlplane.services.auth import MAX_JOIN_TOKEN_TTL
 from controlplane.services.rollouts import MAX_REASON
 from controlplane.services.servers import HEALTH_VALUES, MAX_KEY_MANAGER_FIELD, MAX_PROVIDER_REF
 

@@ -11,6 +11,7 @@ from typing import Any
 
 from controlplane.domain import (
     JOIN_TOKEN_ID,
+    MAX_JOIN_TOKEN_TTL,
     ROLE_ADMIN,
     ROLE_SERVER,
     USER_ROLES,
@@ -29,7 +30,6 @@ from controlplane.services.objects import get_cluster_row, get_deployment_row, g
 from controlplane.store.models import JoinTokenRow, ServerRow, TokenRow
 from controlplane.store.unit_of_work import UnitOfWork
 
-MAX_JOIN_TOKEN_TTL = timedelta(days=7)
 # An expired join token stays listed (state `expired`) this long, then it is deleted.
 JOIN_TOKEN_KEPT_EXPIRED = timedelta(days=7)
 

@@ -75,7 +75,7 @@ class _ConfigResource(ProviderBound, Resource):
     SCOPE_KIND: ClassVar[str]  # "cluster"
     ID_PREFIX: ClassVar[str]
     IMPORT: ClassVar[tuple[str, str]]  # an id and a name path, for the docs
-    NOTES = "scope_config"  # docs/templates/resources/scope_config.md
+    NOTES = ("scope_config", "wait_for_rollout")  # docs/templates/resources/<note>.md
 
     @classmethod
     def get_schema(cls) -> schema.Schema:

@@ -3,7 +3,7 @@
 Writes `docs/index.md`, `docs/resources/<name>.md` and `docs/data-sources/<name>.md` in the
 layout the Terraform Registry reads (the same one `tfplugindocs` writes): front matter, the
 description, an example from `docs/examples/`, optional hand-written notes from
-`docs/templates/` (`<name>.md`, or the file a class names in `NOTES`), and the argument and attribute reference (Required / Optional / Read-Only,
+`docs/templates/` (`<name>.md`, or the files a class names in `NOTES`, in order), and the argument and attribute reference (Required / Optional / Read-Only,
 nested object attributes) taken from the schemas the provider serves, so the docs cannot drift
 from the code. `--check` writes nothing and exits 1 when a page differs (the test suite runs it).
 """
@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import argparse
 import sys
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -123,7 +123,7 @@ def _page(
     description: str,
     attributes: list[schema.Attribute],
     example: Path,
-    notes: Path,
+    notes: Sequence[Path],
     import_ids: tuple[str, ...] = (),
     address: str = "",
 ) -> str:
@@ -140,7 +140,7 @@ def _page(
         description,
         "",
         *_example(example),
-        *_optional_file(notes),
+        *(line for path in notes for line in _optional_file(path)),
         *_reference(attributes),
     ]
     if import_ids:
@@ -168,7 +168,7 @@ def render_all(docs: Path = DOCS) -> dict[Path, str]:
         description=top.description or "",
         attributes=top.attributes,
         example=docs / "examples" / "provider.tf",
-        notes=docs / "templates" / "index.md",
+        notes=[docs / "templates" / "index.md"],
     )
     for kind, folder, classes in (
         ("Resource", "resources", provider.get_resources()),
@@ -184,10 +184,10 @@ def render_all(docs: Path = DOCS) -> dict[Path, str]:
                 description=spec.description or "",
                 attributes=spec.attributes,
                 example=docs / "examples" / folder / f"{name}.tf",
-                notes=docs
-                / "templates"
-                / folder
-                / f"{getattr(klass, 'NOTES', klass.get_name())}.md",
+                notes=[
+                    docs / "templates" / folder / f"{note}.md"
+                    for note in getattr(klass, "NOTES", (klass.get_name(),))
+                ],
                 import_ids=import_ids,
                 address=f"{name}.example",
             )

@@ -11,7 +11,7 @@ existed has no route for it: destroy then only forgets the token, with a warning
 from __future__ import annotations
 
 import hashlib
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 from typing import Any
 
 from tf import schema, types
@@ -26,7 +26,7 @@ from tf.iface import (
 )
 from tf.utils import Diagnostics
 
-from controlplane.domain import join_token_id
+from controlplane.domain import MAX_JOIN_TOKEN_TTL, JoinTokenUsed, join_token_id
 from controlplane.terraform import lookup
 from controlplane.terraform.client import ApiError, NotFoundError
 from controlplane.terraform.common import (
@@ -39,8 +39,6 @@ from controlplane.terraform.common import (
 )
 
 DEFAULT_TTL = "1h"
-JOIN_TOKEN_USED = "join_token_used"  # the control plane's code (domain.JoinTokenUsed)
-MAX_TTL = timedelta(days=7)  # the control plane's limit (services/auth.py)
 
 
 def ttl_problem(value: str) -> str | None:
@@ -50,7 +48,7 @@ def ttl_problem(value: str) -> str | None:
         ttl = parse_duration(value)
     except ValueError as exc:
         return f"`ttl` {exc}"
-    if ttl > MAX_TTL:
+    if ttl > MAX_JOIN_TOKEN_TTL:
         return "`ttl` may be at most 7d"
     return None
 
@@ -64,7 +62,8 @@ class JoinTokenResource(ProviderBound, Resource):
             version=1,
             description=(
                 "A single-use join token for a trust domain server of a deployment "
-                "(`spirl-tds run --join-token`). It cannot be read back or imported. "
+                "(`spirl-tds run --join-token-file`, or `$SPIRL_JOIN_TOKEN`). It cannot be read back or "
+                "imported. "
                 "Destroying the resource revokes the token if no server registered with it yet."
             ),
             attributes=[
@@ -163,7 +162,7 @@ class JoinTokenResource(ProviderBound, Resource):
                         "This control plane cannot revoke join tokens (upgrade it): the token "
                         f"stays valid until {current.get('expires_at')} or its first use.",
                     )
-                elif exc.code != JOIN_TOKEN_USED:
+                elif exc.code != JoinTokenUsed.code:
                     raise
                 # Used: it can register nothing more; its server stays until deregistered.
 

@@ -52,6 +52,7 @@ def section_id(scope: str, scope_id: str, section: str) -> str:
 
 class ConfigSectionResource(ProviderBound, Resource):
     NAME = "config_section"
+    NOTES = ("config_section", "wait_for_rollout")  # docs/templates/resources/<note>.md
     IMPORT = ("cluster/c-0a1b2c3d4e5f/KeyManager", "cluster/example.org/prod/east/KeyManager")
 
     @classmethod

@@ -147,11 +147,11 @@ def resolve(
         from_env = environ.get(env)
         if from_env is None:
             missing.append(f"{name} (set it in the provider block or ${env})")
-        elif name == "endpoint" and endpoint_problem(from_env):
+        elif name == "endpoint" and (problem := endpoint_problem(from_env)):
             problems.append(
                 Problem(
                     f"Invalid ${env}",
-                    f"${env} {endpoint_problem(from_env)}. The provider block sets no "
+                    f"${env} {problem}. The provider block sets no "
                     f"endpoint, so the environment variable is used: fix or unset it, or set "
                     "`endpoint` in the provider block.",
                     None,

@@ -58,9 +58,9 @@ resource "spirl_config_section" "rollout_policy" {
 }
 
 # One single-use token per cluster for its first server:
-#   spirl-tds run --join-token "$(terraform output -json join_tokens | jq -r '.["eu-west"]')" \
-#     --trust-domain-deployment <deployment_id> --cluster <cluster id> ...
-# A server needs it once; destroying a token only forgets it (it expires at its ttl).
+#   SPIRL_JOIN_TOKEN="$(terraform output -json join_tokens | jq -r '.["eu-west"]')" \
+#     spirl-tds run --trust-domain-deployment <deployment_id> --cluster <cluster id> ...
+# A server needs it once; destroying an unused token revokes it (a used one is left alone).
 resource "spirl_join_token" "region" {
   for_each                   = var.clusters
   trust_domain_deployment_id = spirl_trust_domain_deployment.prod.id

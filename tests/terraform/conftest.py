@@ -42,7 +42,7 @@ def control_plane(tmp_path: Path) -> Iterator[Any]:
 
 
 @pytest.fixture
-def admin_api(control_plane: Any) -> Iterator[Any]:
+def admin_api(shared_control_plane: Any) -> Iterator[Any]:
     """httpx client with the admin token, for checking and for changing things behind Terraform."""
-    with control_plane.client() as client:
+    with shared_control_plane.client() as client:
         yield client

@@ -13,7 +13,7 @@ from typing import Any
 import pytest
 from tf_harness import Terraform
 
-from support.api import ok, put_config, shared_keys_key_manager
+from support.api import make_topology, ok, put_config, shared_keys_key_manager
 
 pytestmark = [pytest.mark.terraform, pytest.mark.xdist_group("tf-plan-checks")]
 
@@ -96,8 +96,8 @@ def test_plan_checks_the_scopes_and_their_trust_domains(
     tf: Terraform, shared_control_plane: Any
 ) -> None:
     with shared_control_plane.client() as admin:
-        dotted = make_deployment(admin, "acme.com")
-        one_label = make_deployment(admin, "acme")
+        dotted = make_topology(admin, "acme.com")["tdd"]
+        one_label = make_topology(admin, "acme")["tdd"]
         # Someone wrote acme.com's deployment config outside Terraform.
         kl = "section: KeyLifecycle\nschema: v1\nspec: {jwtKeyTTL: 6h}\n"
         ok(put_config(admin, "trust-domain-deployment", dotted, kl))
@@ -214,9 +214,3 @@ resource "spirl_trust_domain_deployment_config" "new" {{
         *args, input_text=shared_keys_key_manager("^spire-new-acme-com-(.+)$")
     )
     assert "valid: KeyManager" in good.stdout
-
-
-def make_deployment(admin: Any, td_name: str) -> str:
-    td = ok(admin.post("/v1/trust-domains", json={"name": td_name}), 201)
-    body = {"name": "prod", "trust_domain_id": td["id"]}
-    return str(ok(admin.post("/v1/trust-domain-deployments", json=body), 201)["id"])
