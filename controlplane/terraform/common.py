@@ -139,3 +139,25 @@ def check_id_prefixes(
                 f"expected an id starting with {prefix!r}, got {value!r}",
                 path=[attribute],
             )
+
+
+def no_scope(diags: Diagnostics, kind: str, scope_id: str, attribute: str) -> None:
+    """The error for a config resource whose scope does not exist."""
+    diags.add_error(
+        f"No {kind} {scope_id}",
+        f"The control plane has no {kind} with id {scope_id!r}.",
+        path=[attribute],
+    )
+
+
+def import_instead(resource: str, import_id: str, it: str = "it") -> str:
+    """How to take config written outside Terraform into `resource` (e.g. spirl_config_section)
+    rather than replace it: the end of a refused create's error."""
+    return (
+        f"Import {it} into this resource instead, then plan again:\n"
+        f"  terraform import {resource}.<name> {import_id}\n"
+        f'(or an `import` block with id = "{import_id}"), where {resource}.<name> is the '
+        f"address of this resource; or remove {it} on the control plane first. If this "
+        "resource is tainted by a create whose rollout failed, "
+        f"`terraform untaint {resource}.<name>` keeps what it wrote."
+    )

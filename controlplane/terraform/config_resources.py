@@ -44,6 +44,8 @@ from controlplane.terraform.common import (
     ProviderBound,
     check_id_prefixes,
     computed,
+    import_instead,
+    no_scope,
     reported,
     required,
 )
@@ -167,11 +169,7 @@ class _ConfigResource(ProviderBound, Resource):
         try:
             current = self._client.get_config(self.SCOPE, scope_id)
         except NotFoundError:
-            diags.add_error(
-                f"No {self.SCOPE_KIND} {scope_id}",
-                f"The control plane has no {self.SCOPE_KIND} with id {scope_id!r}.",
-                path=[self.SCOPE_ATTR],
-            )
+            no_scope(diags, self.SCOPE_KIND, scope_id, self.SCOPE_ATTR)
             return None
         existing = sec.server_sections(current)
         if existing:
@@ -180,12 +178,7 @@ class _ConfigResource(ProviderBound, Resource):
                 f"The {self.SCOPE_KIND} {scope_id} already holds the sections "
                 f"{', '.join(sorted(existing))} (version {current.get('version')}), written "
                 "outside this resource, which owns the whole scope and would replace them. "
-                "Import them into this resource instead, then plan again:\n"
-                f"  terraform import spirl_{self.NAME}.<name> {scope_id}\n"
-                f'(or an `import` block with id = "{scope_id}"), where '
-                f"spirl_{self.NAME}.<name> is the address of this resource; or remove them on "
-                "the control plane first. If this resource is tainted by a create whose rollout "
-                f"failed, `terraform untaint spirl_{self.NAME}.<name>` keeps what it wrote.",
+                + import_instead(f"spirl_{self.NAME}", scope_id, it="them"),
                 path=[self.SCOPE_ATTR],
             )
         invalid = self._invalid_sections(diags, sections, scope_id)

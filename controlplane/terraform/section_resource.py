@@ -36,6 +36,8 @@ from controlplane.terraform.common import (
     ProviderBound,
     check_id_prefixes,
     computed,
+    import_instead,
+    no_scope,
     reported,
     required,
 )
@@ -143,12 +145,7 @@ class ConfigSectionResource(ProviderBound, Resource):
     def _current(self, diags: Diagnostics, scope: str, scope_id: str) -> dict[str, Any]:
         current = self._current_or_none(scope, scope_id)
         if current is None:
-            kind = lookup.COLLECTIONS[scope][2]
-            diags.add_error(
-                f"No {kind} {scope_id}",
-                f"The control plane has no {kind} with id {scope_id!r}.",
-                path=["scope_id"],
-            )
+            no_scope(diags, lookup.COLLECTIONS[scope][2], scope_id, "scope_id")
             raise Failed
         return current
 
@@ -156,12 +153,8 @@ class ConfigSectionResource(ProviderBound, Resource):
         address_id = section_id(scope, scope_id, section)
         diags.add_error(
             f"spirl_config_section: {scope} {scope_id} already has a {section} section",
-            f"It was written outside this resource, which would replace it. Import it instead, "
-            f"then plan again:\n  terraform import spirl_config_section.<name> {address_id}\n"
-            f'(or an `import` block with id = "{address_id}"), where '
-            "spirl_config_section.<name> is the address of this resource; or remove it on the "
-            "control plane first. If this resource is tainted by a create whose rollout failed, "
-            "`terraform untaint spirl_config_section.<name>` keeps what it wrote.",
+            "It was written outside this resource, which would replace it. "
+            + import_instead("spirl_config_section", address_id),
             path=["section"],
         )
         raise Failed
