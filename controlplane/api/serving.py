@@ -528,6 +528,26 @@ def protocol_class(
     return type("ServedTlsConnection", (TlsConnection,), {"http_class": http, "tls": tls})
 
 
+def listen_address(listen: str) -> tuple[str, int]:
+    """(host, port) of a `--listen HOST:PORT` flag (an IPv6 host in brackets); SystemExit
+    naming the flag otherwise."""
+    host, _, port = listen.rpartition(":")
+    host = host.strip("[]")
+    if not host or not port.isdigit():
+        raise SystemExit(f"--listen must be HOST:PORT, not {listen!r}")
+    return host, int(port)
+
+
+def listen_on(listen: str) -> socket.socket:
+    """The listening socket for a `--listen HOST:PORT` flag; SystemExit with the reason when it
+    cannot be opened (both command lines that serve HTTP say it the same way)."""
+    host, port = listen_address(listen)
+    try:
+        return listen_socket(host, port)
+    except OSError as exc:
+        raise SystemExit(f"cannot listen on {listen}: {exc.strerror}") from None
+
+
 def listen_socket(host: str, port: int) -> socket.socket:
     """The listening socket the app is served on (port 0: a free one)."""
     family = socket.AF_INET6 if ":" in host else socket.AF_INET

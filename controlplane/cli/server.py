@@ -27,18 +27,6 @@ log = logging.getLogger("controlplane")
 DEFAULT_LISTEN = "127.0.0.1:8080"
 
 
-def _listen_socket(listen: str) -> socket.socket:
-    host, _, port = listen.rpartition(":")
-    if not host or not port.isdigit():
-        raise SystemExit(f"--listen must be HOST:PORT, not {listen!r}")
-    from controlplane.api.serving import listen_socket
-
-    try:
-        return listen_socket(host.strip("[]"), int(port))
-    except OSError as exc:
-        raise SystemExit(f"cannot listen on {listen}: {exc.strerror}") from exc
-
-
 def _engine(args: argparse.Namespace):  # type: ignore[no-untyped-def]
     from controlplane.store.database import create_db_engine, resolve_database_url
 
@@ -149,6 +137,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
         build_server,
         event_loop_factory,
         fit_open_file_limit,
+        listen_on,
     )
     from controlplane.tls import TlsConfigError, is_loopback_host, server_context
 
@@ -198,11 +187,11 @@ def cmd_serve(args: argparse.Namespace) -> int:
 
     server, guard = build_server(app, limits, tls=tls, on_close=closed)
     metrics.add_gauge_source(guard.gauges)
-    sock = _listen_socket(args.listen)
+    sock = listen_on(args.listen)
     host, port = sock.getsockname()[:2]
     if tls is None and not is_loopback_host(host):
         _warn_plain_http(args.listen)
-    metrics_sock = _listen_socket(args.metrics_listen) if args.metrics_listen else None
+    metrics_sock = listen_on(args.metrics_listen) if args.metrics_listen else None
     scheme = "https" if tls is not None else "http"
 
     async def run() -> None:

@@ -89,12 +89,13 @@ def _parser() -> argparse.ArgumentParser:
     run.add_argument("--trust-domain-deployment", required=True, help="deployment id (tdd-...)")
     run.add_argument("--cluster", help="cluster id (c-...)")
     run.add_argument("--data-dir", required=True, type=Path)
-    run.add_argument(
+    listener = run.add_mutually_exclusive_group()
+    listener.add_argument(
         "--socket",
         type=Path,
         help=f"Unix socket of the local API (default: DATA_DIR/{API_SOCKET_FILE}, mode 0600)",
     )
-    run.add_argument(
+    listener.add_argument(
         "--listen",
         metavar="HOST:PORT",
         help="serve the local API on TCP instead, with a bearer token (DATA_DIR/api_token); "

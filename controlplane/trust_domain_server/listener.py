@@ -14,6 +14,8 @@ import socket
 from dataclasses import dataclass
 from pathlib import Path
 
+from controlplane.api.serving import listen_address, listen_on
+
 from .state import API_SOCKET_FILE, StateStore
 
 __all__ = ["ListenerPlan"]
@@ -27,17 +29,15 @@ class ListenerPlan:
     """A checked listener choice (`from_args` raises SystemExit with the reason)."""
 
     socket_path: Path | None = None  # Unix socket
-    listen: str | None = None  # TCP, as given
-    host: str = ""
-    port: int = 0
+    listen: str | None = None  # TCP, as given (checked: HOST:PORT, loopback unless allowed)
 
     @classmethod
     def from_args(
         cls, data_dir: Path, socket_path: Path | None, listen: str | None, allow_non_loopback: bool
     ) -> ListenerPlan:
         if listen:
-            host, port = _tcp_address(listen, allow_non_loopback)
-            return cls(listen=listen, host=host, port=port)
+            _check_tcp_address(listen, allow_non_loopback)
+            return cls(listen=listen)
         path = (socket_path or data_dir / API_SOCKET_FILE).absolute()
         if len(os.fsencode(path)) > MAX_SOCKET_PATH:
             raise SystemExit(
@@ -52,7 +52,7 @@ class ListenerPlan:
         if self.socket_path is not None:
             return _bind_unix(self.socket_path), {"socket": str(self.socket_path)}, None
         assert self.listen is not None
-        sock = _bind_tcp(self.listen, self.host, self.port)
+        sock = listen_on(self.listen)
         host, port = sock.getsockname()[:2]
         url = f"http://{f'[{host}]' if ':' in host else host}:{port}"
         token = store.load_or_create_api_token()
@@ -77,31 +77,13 @@ def _is_loopback(host: str) -> bool:
     return bool(infos) and all(ipaddress.ip_address(i[4][0]).is_loopback for i in infos)
 
 
-def _tcp_address(listen: str, allow_non_loopback: bool) -> tuple[str, int]:
-    host, _, port = listen.rpartition(":")
-    host = host.strip("[]")
-    if not host or not port.isdigit():
-        raise SystemExit(f"--listen must be HOST:PORT, not {listen!r}")
+def _check_tcp_address(listen: str, allow_non_loopback: bool) -> None:
+    host, _ = listen_address(listen)
     if not allow_non_loopback and not _is_loopback(host):
         raise SystemExit(
             f"--listen {listen}: {host} is not a loopback address; the local API does no "
             "workload attestation, so it only listens beyond this host with --allow-non-loopback"
         )
-    return host, int(port)
-
-
-def _bind_tcp(listen: str, host: str, port: int) -> socket.socket:
-    family = socket.AF_INET6 if ":" in host else socket.AF_INET
-    sock = socket.socket(family, socket.SOCK_STREAM, socket.IPPROTO_TCP)
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    try:
-        sock.bind((host, port))
-    except OSError as exc:
-        sock.close()
-        raise SystemExit(f"cannot listen on {listen}: {exc.strerror}") from None
-    sock.listen(2048)
-    sock.set_inheritable(True)
-    return sock
 
 
 def _bind_unix(path: Path) -> socket.socket:

@@ -43,6 +43,10 @@ def test_a_missing_or_empty_token_file_is_a_clear_error(tmp_path: Path) -> None:
 
 
 def test_the_flag_and_the_file_exclude_each_other(tmp_path: Path, capsys) -> None:
-    with pytest.raises(SystemExit):
+    with pytest.raises(SystemExit) as refused:
         parse("--join-token", "x", "--join-token-file", str(tmp_path / "t"))
-    assert "not allowed with" in capsys.readouterr().err
+    assert refused.value.code == 2 and "--join-token-file" in capsys.readouterr().err
+    # The same for the local API's two listeners (--listen silently won before).
+    with pytest.raises(SystemExit) as refused:
+        parse("--socket", str(tmp_path / "api.sock"), "--listen", "127.0.0.1:0")
+    assert refused.value.code == 2 and "--socket" in capsys.readouterr().err
