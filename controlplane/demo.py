@@ -290,8 +290,7 @@ def start_servers(
 
 def show_keys(server: Server) -> None:
     status = server.status()
-    manager = status.get("key_manager") or status.get("active_key_manager") or {}
-    mtype = key_manager_type(manager)
+    mtype = key_manager_type(status.get("key_manager"))
     print(
         f"   {server.name} (pid {server.pid}): config version {status.get('applied_version')}, "
         f"active key manager {mtype}"
@@ -304,7 +303,7 @@ def show_keys(server: Server) -> None:
             [
                 str(key.get("kind")),
                 str(key.get("kid")),
-                str(key_manager_type(key.get("key_manager"))),
+                _km_type(key),
                 str(key.get("state")),
                 str(key.get("not_after", ""))[:19],
             ]

@@ -1,8 +1,9 @@
 """Private files on local disk: 0700 folders, 0600 files written atomically.
 
-Shared by the default key manager (wrapped private keys) and the trust domain server's
-persistence (identity and state), so both survive crashes and concurrent writers the same
-way.
+Shared by everything that keeps a secret on disk (the default key manager's wrapped private
+keys, the trust domain server's identity, state and API token, spirlctl's login file, the
+SQLite data folder, the emulators' TLS files), so all survive crashes and concurrent writers
+the same way.
 """
 
 from __future__ import annotations

@@ -13,7 +13,7 @@ from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
 
 from controlplane.api.errors import PayloadTooLarge
-from controlplane.api.inputs import decode_json_object
+from controlplane.api.inputs import BodyTooLarge, decode_json_object, read_capped
 from controlplane.api.metrics import Metrics
 from controlplane.api.parse_pool import ParsePool
 from controlplane.delivery.cache import DeliveryCache
@@ -130,15 +130,11 @@ async def require_user(request: Request, *, admin: bool = False) -> Principal:
 async def read_body(request: Request) -> bytes:
     """The request body, refusing (413) anything over the limit before reading it all."""
     limit = app_state(request).settings.max_request_bytes
-    declared = request.headers.get("content-length")
-    if declared and declared.isdigit() and int(declared) > limit:
-        raise PayloadTooLarge(f"request body of {declared} bytes is over the {limit}-byte limit")
-    body = bytearray()
-    async for chunk in request.stream():
-        body += chunk
-        if len(body) > limit:
-            raise PayloadTooLarge(f"request body is over the {limit}-byte limit")
-    return bytes(body)
+    try:
+        return await read_capped(request, limit)
+    except BodyTooLarge as exc:
+        size = f"of {exc.declared} bytes " if exc.declared is not None else ""
+        raise PayloadTooLarge(f"request body {size}is over the {limit}-byte limit") from None
 
 
 async def read_json(request: Request) -> dict[str, Any]:

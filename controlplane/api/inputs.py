@@ -15,12 +15,16 @@ from __future__ import annotations
 
 import json
 import re
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from controlplane.documents.schema_check import actual_type
 from controlplane.domain import MAX_VERSION, BadRequest
 
+if TYPE_CHECKING:
+    from starlette.requests import Request
+
 __all__ = [
+    "BodyTooLarge",
     "AUDIT_LIMIT_MAX",
     "HISTORY_LIMIT_MAX",
     "JOIN_TOKEN_LIMIT_MAX",
@@ -32,6 +36,7 @@ __all__ = [
     "query_bool",
     "query_int",
     "query_number",
+    "read_capped",
 ]
 
 MAX_INT = MAX_VERSION  # every integer the API takes is stored in an `integer` column
@@ -191,3 +196,27 @@ def json_text(value: Any, name: str, *, max_length: int) -> str | None:
     if len(value) > max_length or any(ord(ch) < 0x20 for ch in value):
         raise BadRequest(f"{name} must be one line of at most {max_length} characters")
     return value
+
+
+class BodyTooLarge(Exception):
+    """A request body over the caller's limit; `declared`: its Content-Length when that said so
+    (nothing was read), else None (refused while reading)."""
+
+    def __init__(self, limit: int, declared: int | None) -> None:
+        super().__init__(f"request body over {limit} bytes")
+        self.limit = limit
+        self.declared = declared
+
+
+async def read_capped(request: Request, limit: int) -> bytes:
+    """The body, refused (BodyTooLarge) as soon as it is known to exceed `limit`: from
+    Content-Length before reading, else while streaming, so a huge body is never held whole."""
+    declared = request.headers.get("content-length", "")
+    if declared.isdigit() and int(declared) > limit:
+        raise BodyTooLarge(limit, int(declared))
+    body = bytearray()
+    async for chunk in request.stream():
+        body += chunk
+        if len(body) > limit:
+            raise BodyTooLarge(limit, None)
+    return bytes(body)

@@ -17,10 +17,9 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, TextIO
 
-from controlplane import rollout_text
 from controlplane.cli.client import ApiClient
 from controlplane.cli.output import ago, table
-from controlplane.rollout_text import FINISHED, STOPPED, duration, stage_text, summary
+from controlplane.rollout_text import FINISHED, STOPPED, duration, stage_text, summary, what
 
 EXIT_DONE = 0
 EXIT_REFUSED = 3
@@ -105,7 +104,7 @@ def wait_for_rollout(
     return _poll(
         fetch,
         lambda s: s["phase"] in FINISHED,
-        lambda s: f"rollout of {rollout_text.what(s)}: {summary(s)}",
+        lambda s: f"rollout of {what(s)}: {summary(s)}",
         progress,
         timeout,
         clock,
@@ -122,14 +121,14 @@ def exit_code(status: dict[str, Any]) -> int:
 def report(status: dict[str, Any], timeout: float, out: TextIO, err: TextIO) -> int:
     """The outcome in words (refusals and waits on stderr); returns the exit status."""
     code = exit_code(status)
-    what = rollout_text.what(status)
+    rollout = what(status)
     servers = status["servers"]
     if code == EXIT_DONE:
-        out.write(f"rollout of {what} complete: {summary(status)}\n")
+        out.write(f"rollout of {rollout} complete: {summary(status)}\n")
         for s in servers:  # only unreachable servers remain outstanding when done
             out.write(f"  skipped {_who(s)}: unreachable, last contact {_since(s)}\n")
     elif code == EXIT_REFUSED:
-        err.write(f"rollout of {what} {status['phase']}: {summary(status)}\n")
+        err.write(f"rollout of {rollout} {status['phase']}: {summary(status)}\n")
         for s in servers:
             if s["progress"] == "refused":
                 err.write(f"  refused by {_who(s)}: {s['error'] or '(no error reported)'}\n")
@@ -137,7 +136,7 @@ def report(status: dict[str, Any], timeout: float, out: TextIO, err: TextIO) -> 
             if d.get("halt_reason") and d["phase"] in STOPPED:
                 err.write(f"  {d['phase']} in {d['id']}: {d['halt_reason']}\n")
     else:
-        err.write(f"timed out after {timeout:g}s waiting for {what}: {summary(status)}\n")
+        err.write(f"timed out after {timeout:g}s waiting for {rollout}: {summary(status)}\n")
         for s in servers:
             if s["progress"] == "pending":
                 err.write(

@@ -157,11 +157,9 @@ def _servers_view(data: dict[str, Any]) -> dict[str, Any]:
     rows = []
     for server in data["servers"]:
         target = data["server_targets"].get(server["id"], data["targets"].get(server["cluster_id"]))
-        state = server["state"]
         rows.append(
             {
                 **server,
-                "state": state,
                 "cluster_name": names.get(server["cluster_id"], server["cluster_id"] or "-"),
                 "target_version": target,
                 "up_to_date": target is not None and server.get("applied_version") == target,

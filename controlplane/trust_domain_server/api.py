@@ -28,6 +28,7 @@ from starlette.responses import JSONResponse, PlainTextResponse, Response
 from starlette.routing import Route
 from starlette.types import ASGIApp, Receive, Scope, Send
 
+from controlplane.api.inputs import BodyTooLarge, read_capped
 from controlplane.documents.durations import parse_duration
 
 from .issuer import IssuanceError, SignerNotLocal, chain_pem
@@ -44,25 +45,11 @@ def _error(status: int, code: str, message: str) -> JSONResponse:
     return JSONResponse({"error": code, "message": message}, status_code=status)
 
 
-async def _read_capped(request: Request) -> bytes:
-    """The body, refused (413) as soon as it is known to exceed MAX_BODY: from Content-Length
-    before reading, else while streaming, so a huge body is never held in memory."""
-    too_large = IssuanceError(
-        f"request body over {MAX_BODY} bytes", status=413, code="input_rejected"
-    )
-    declared = request.headers.get("content-length", "")
-    if declared.isdigit() and int(declared) > MAX_BODY:
-        raise too_large
-    raw = bytearray()
-    async for chunk in request.stream():
-        raw += chunk
-        if len(raw) > MAX_BODY:
-            raise too_large
-    return bytes(raw)
-
-
 async def _json_body(request: Request) -> dict[str, Any]:
-    raw = await _read_capped(request)
+    try:
+        raw = await read_capped(request, MAX_BODY)
+    except BodyTooLarge as exc:
+        raise IssuanceError(str(exc), status=413, code="input_rejected") from None
     try:
         body = json.loads(raw)
     except ValueError as exc:
