@@ -56,7 +56,6 @@ __all__ = [
     "PurgeProtectedError",
     "SoftDeleteConflictError",
     "StandardTierError",
-    "inner_code",
     "map_azure_error",
     "retry_after_seconds",
 ]
@@ -149,18 +148,22 @@ def _error_body(exc: HttpResponseError) -> dict[str, Any]:
     return error if isinstance(error, dict) else {}
 
 
-def inner_code(exc: HttpResponseError) -> str:
-    inner = _error_body(exc).get("innererror")
-    return str(inner.get("code") or "") if isinstance(inner, dict) else ""
+@dataclass(frozen=True)
+class _Said:
+    """What the service said about a failed request, read from its body once."""
+
+    code: str  # innererror.code, e.g. ForbiddenByRbac ("" when there is none)
+    full: str  # the whole message (Azure puts the caller, action and address in it)
+    line: str  # its first line, quoted in our messages
 
 
-def _service_message(exc: HttpResponseError) -> str:
-    message = _error_body(exc).get("message") or exc.message or str(exc)
-    return str(message).splitlines()[0].strip()
-
-
-def _full_message(exc: HttpResponseError) -> str:
-    return str(_error_body(exc).get("message") or exc.message or "")
+def _said(exc: HttpResponseError) -> _Said:
+    body = _error_body(exc)
+    inner = body.get("innererror")
+    code = str(inner.get("code") or "") if isinstance(inner, dict) else ""
+    full = str(body.get("message") or exc.message or "")
+    first = (full or str(exc)).splitlines()
+    return _Said(code=code, full=full, line=first[0].strip() if first else "")
 
 
 _KEY_STATE_CODES = {"KeyDisabled", "KeyExpired", "KeyNotYetValid", "KeyOperationForbidden"}
@@ -188,12 +191,8 @@ def _role_for_action(action: str, op: Operation) -> tuple[str, ...]:
     return op.roles
 
 
-def _forbidden(
-    exc: HttpResponseError, op: Operation, what: str, vault: str
-) -> KeyManagerError | None:
-    code = inner_code(exc)
-    full = _full_message(exc)
-    message = _service_message(exc)
+def _forbidden(said: _Said, op: Operation, what: str, vault: str) -> KeyManagerError:
+    code, full, message = said.code, said.full, said.line
     lowered = full.lower()
     if code in _KEY_STATE_CODES or any(p in lowered for p in _KEY_STATE_PHRASES):
         # Forbidden by the key's own state, not by a permission: naming a role here would
@@ -238,9 +237,8 @@ def _forbidden(
     )
 
 
-def _conflict(exc: HttpResponseError, what: str, vault: str) -> KeyManagerError | None:
-    code = inner_code(exc)
-    message = _service_message(exc)
+def _conflict(said: _Said, what: str, vault: str) -> KeyManagerError | None:
+    code, message = said.code, said.line
     if code == "ObjectIsDeletedButRecoverable":
         return DeletedButRecoverableError(f"Key Vault {vault} could not {what}: {message}")
     if code in ("ObjectIsBeingDeleted", "ObjectIsBeingRecovered") or (
@@ -263,11 +261,12 @@ def map_azure_error(
         return KeyNotFoundError(f"Key Vault {vault}: {subject or 'key'} not found")
     if isinstance(exc, ClientAuthenticationError) and exc.status_code in (None, 400, 401):
         return KeyManagerError(
-            f"cannot authenticate to Key Vault {vault} to {what}: {_service_message(exc)}"
+            f"cannot authenticate to Key Vault {vault} to {what}: {_said(exc).line}"
         )
     if isinstance(exc, HttpResponseError):
         status = exc.status_code or 0
-        message = _service_message(exc)
+        said = _said(exc)
+        message = said.line
         if STANDARD_TIER_MESSAGE.lower() in message.lower():
             return StandardTierError(
                 f"Key Vault {vault} is a Standard tier vault: it refused to create an HSM-backed "
@@ -276,11 +275,9 @@ def map_azure_error(
                 "to Premium or point vaultURL at a Premium vault."
             )
         if status == 403:
-            mapped = _forbidden(exc, op, what, vault)
-            if mapped is not None:
-                return mapped
+            return _forbidden(said, op, what, vault)
         if status == 409:
-            mapped = _conflict(exc, what, vault)
+            mapped = _conflict(said, what, vault)
             if mapped is not None:
                 return mapped
         if status == 429 or status >= 500 or status == 408:

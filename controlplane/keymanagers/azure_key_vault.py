@@ -693,7 +693,7 @@ class AzureKeyVaultKeyManager:
             seen.add(key_id)
             with self._lock:
                 cached = self._cache.get(key_id)
-            if cached is not None and cached.name == props.name:
+            if cached is not None and _same_name(cached.name, props.name):
                 out.append(cached.public)
                 continue
             try:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import hashlib
-import secrets
 from collections.abc import Iterator
 
 import pytest
@@ -12,16 +11,9 @@ from azure.keyvault.keys.crypto import SignatureAlgorithm
 
 from controlplane.emulators.keyvault import EmulatorProcess, start_emulator
 
-from support.kv_sdk import ADMIN, ADMIN_SECRET, SdkFactory
+from support.kv_sdk import ADMIN, ADMIN_SECRET, NO_RETRY, POLL, SdkFactory, unique_name
 
-NO_RETRY = {"retry_total": 0}
-# The SDK polls a delete / recovery every 2 s by default; the emulator finishes in 0.5 s.
-POLL = {"_polling_interval": 0.1}
 SEED_PERMISSIONS = ["get", "list", "create", "update", "delete", "sign"]  # seed 000
-
-
-def _name(label: str) -> str:
-    return f"{label}-{secrets.token_hex(4)}"
 
 
 @pytest.fixture(scope="module")
@@ -54,13 +46,13 @@ def test_the_seed_access_policy_does_everything_the_server_needs(
     policy_vault: EmulatorProcess,
 ) -> None:
     sdk = SdkFactory(policy_vault)
-    client_id = _name("seed")
+    client_id = unique_name("seed")
     policy_vault.control.add_principal(
         client_id, key_permissions=SEED_PERMISSIONS, client_secret="pw"
     )
     credential = sdk.secret_credential(client_id, "pw")
     client = sdk.key_client(credential, **NO_RETRY)
-    key = client.create_ec_key(_name("k"), hardware_protected=True, tags={"a": "b"})
+    key = client.create_ec_key(unique_name("k"), hardware_protected=True, tags={"a": "b"})
     assert key.name in {p.name for p in client.list_properties_of_keys()}
     client.update_key_properties(key.name, tags={"a": "c"})
     sdk.crypto_client(key.id, credential).sign(
@@ -80,7 +72,7 @@ def test_role_assignments_do_not_count_on_an_access_policy_vault(
     policy_vault: EmulatorProcess,
 ) -> None:
     sdk = SdkFactory(policy_vault)
-    client_id = _name("rbac-only")
+    client_id = unique_name("rbac-only")
     policy_vault.control.add_principal(
         client_id, ["Key Vault Administrator"], key_permissions=["get"], client_secret="pw"
     )
@@ -95,7 +87,7 @@ def test_role_assignments_do_not_count_on_an_access_policy_vault(
 
 def test_access_policies_do_not_count_on_an_rbac_vault(policy_vault: EmulatorProcess) -> None:
     sdk = SdkFactory(policy_vault)
-    client_id = _name("policy-only")
+    client_id = unique_name("policy-only")
     policy_vault.control.add_principal(client_id, [], key_permissions=["all"], client_secret="pw")
     client = sdk.key_client(sdk.secret_credential(client_id, "pw"), **NO_RETRY)
     list(client.list_properties_of_keys())

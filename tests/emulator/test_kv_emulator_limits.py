@@ -15,15 +15,7 @@ from azure.keyvault.keys.crypto import SignatureAlgorithm
 
 from controlplane.emulators.keyvault import EmulatorProcess, start_emulator
 
-from support.kv_sdk import ADMIN, ADMIN_SECRET, SdkFactory
-
-NO_RETRY = {"retry_total": 0}
-# The SDK polls a delete / recovery every 2 s by default; the emulator finishes in 0.5 s.
-POLL = {"_polling_interval": 0.1}
-
-
-def _name(label: str) -> str:
-    return f"{label}-{secrets.token_hex(4)}"
+from support.kv_sdk import ADMIN, ADMIN_SECRET, NO_RETRY, POLL, SdkFactory, unique_name
 
 
 @pytest.fixture(scope="module")
@@ -57,13 +49,13 @@ def test_standard_tier_refuses_hsm_keys(tmp_path: Path) -> None:
         emu.control.add_principal("app", client_secret="pw")
         client = SdkFactory(emu).key_client(SdkFactory(emu).secret_credential("app", "pw"))
         with pytest.raises(HttpResponseError) as info:
-            client.create_ec_key(_name("hsm"), hardware_protected=True)
+            client.create_ec_key(unique_name("hsm"), hardware_protected=True)
         assert info.value.status_code == 400
         assert info.value.error is not None
         assert info.value.error.code == "BadParameter"
         assert "Hardware key operation not allowed on standard vault" in info.value.error.message
         # Software keys are fine on Standard.
-        assert client.create_ec_key(_name("sw"), hardware_protected=False).key_type == "EC"
+        assert client.create_ec_key(unique_name("sw"), hardware_protected=False).key_type == "EC"
 
 
 # -- RBAC -----------------------------------------------------------------------------------
@@ -77,9 +69,9 @@ def test_standard_tier_refuses_hsm_keys(tmp_path: Path) -> None:
 def test_crypto_officer_is_keys_star_and_can_sign(
     emulator: EmulatorProcess, sdk: SdkFactory
 ) -> None:
-    officer = sdk.principal(_name("officer"), ["Key Vault Crypto Officer"], "pw1")
+    officer = sdk.principal(unique_name("officer"), ["Key Vault Crypto Officer"], "pw1")
     client = sdk.key_client(officer)
-    key = client.create_ec_key(_name("officer-key"), hardware_protected=True)
+    key = client.create_ec_key(unique_name("officer-key"), hardware_protected=True)
     sig = sdk.crypto_client(key.id, officer).sign(
         SignatureAlgorithm.es256, hashlib.sha256(b"x").digest()
     )
@@ -94,16 +86,16 @@ def test_crypto_officer_is_keys_star_and_can_sign(
 def test_crypto_user_cannot_create_but_can_sign_and_update(
     sdk: SdkFactory, admin_client: KeyClient
 ) -> None:
-    user = sdk.principal(_name("user"), ["crypto-user"], "pw2")
+    user = sdk.principal(unique_name("user"), ["crypto-user"], "pw2")
     client = sdk.key_client(user)
     with pytest.raises(HttpResponseError) as info:
-        client.create_ec_key(_name("denied"), hardware_protected=True)
+        client.create_ec_key(unique_name("denied"), hardware_protected=True)
     assert info.value.status_code == 403
     assert info.value.response is not None
     error = info.value.response.json()["error"]
     assert error["innererror"]["code"] == "ForbiddenByRbac"
     assert "Action: 'Microsoft.KeyVault/vaults/keys/create/action'" in error["message"]
-    key = admin_client.create_ec_key(_name("usable"), hardware_protected=True)
+    key = admin_client.create_ec_key(unique_name("usable"), hardware_protected=True)
     assert client.get_key(key.name).id == key.id
     sig = sdk.crypto_client(key.id, user).sign(
         SignatureAlgorithm.es256, hashlib.sha256(b"y").digest()
@@ -120,12 +112,12 @@ def test_custom_role_without_sign_is_denied_the_sign_data_action(
 ) -> None:
     """A custom role (learn.microsoft.com "Azure custom roles": dataActions minus
     notDataActions): every key action but sign."""
-    role = _name("no-sign-role")
+    role = unique_name("no-sign-role")
     emulator.control.define_role(
         role, ["Microsoft.KeyVault/vaults/keys/*"], ["Microsoft.KeyVault/vaults/keys/sign/action"]
     )
-    cred = sdk.principal(_name("custom"), [role], "pw4")
-    key = sdk.key_client(cred).create_ec_key(_name("custom-key"), hardware_protected=True)
+    cred = sdk.principal(unique_name("custom"), [role], "pw4")
+    key = sdk.key_client(cred).create_ec_key(unique_name("custom-key"), hardware_protected=True)
     with pytest.raises(HttpResponseError) as info:
         sdk.crypto_client(key.id, cred).sign(
             SignatureAlgorithm.es256, hashlib.sha256(b"z").digest()
@@ -149,9 +141,9 @@ def test_deleted_keys_need_keys_read_not_a_deletedkeys_action(
 ) -> None:
     """Permissions page (role-based-access-control/permissions/security.md): there is no
     deletedkeys/* data action; Key Vault Reader (vaults/*/read) can list deleted keys."""
-    key = admin_client.create_ec_key(_name("gone"), hardware_protected=True)
+    key = admin_client.create_ec_key(unique_name("gone"), hardware_protected=True)
     admin_client.begin_delete_key(key.name, **POLL).wait()
-    reader = sdk.key_client(sdk.principal(_name("reader"), ["Key Vault Reader"], "pw5"))
+    reader = sdk.key_client(sdk.principal(unique_name("reader"), ["Key Vault Reader"], "pw5"))
     assert key.name in {d.name for d in reader.list_deleted_keys()}
     with pytest.raises(HttpResponseError) as info:
         reader.purge_deleted_key(key.name)
@@ -159,7 +151,7 @@ def test_deleted_keys_need_keys_read_not_a_deletedkeys_action(
 
 
 def test_role_change_takes_effect(sdk: SdkFactory, emulator: EmulatorProcess) -> None:
-    client_id = _name("changing")
+    client_id = unique_name("changing")
     client = sdk.key_client(sdk.principal(client_id, [], "pw3"))
     with pytest.raises(HttpResponseError) as info:
         list(client.list_properties_of_keys())
@@ -179,7 +171,7 @@ def test_hsm_create_limit_answers_429_with_retry_after(
     retry_after = None
     for i in range(5):
         try:
-            client.create_ec_key(_name(f"lim{i}"), hardware_protected=True)
+            client.create_ec_key(unique_name(f"lim{i}"), hardware_protected=True)
             statuses.append(200)
         except HttpResponseError as exc:
             statuses.append(exc.status_code)
@@ -197,14 +189,16 @@ def test_sdk_retry_policy_rides_out_a_short_throttle(
 ) -> None:
     client = lsdk.key_client(lsdk.secret_credential(ADMIN, ADMIN_SECRET))
     limited.control.add_fault("throttle", count=2, retry_after=1, operations=["KeyGet"])
-    key = client.create_ec_key(_name("ride"), hardware_protected=False)
+    key = client.create_ec_key(unique_name("ride"), hardware_protected=False)
     assert client.get_key(key.name).id == key.id
     assert limited.control.faults() == []  # both injected 429s were consumed
 
 
 def test_rsa4096_sign_limit(limited: EmulatorProcess, lsdk: SdkFactory) -> None:
     cred = lsdk.secret_credential(ADMIN, ADMIN_SECRET)
-    key = lsdk.key_client(cred).create_rsa_key(_name("r4k"), size=4096, hardware_protected=True)
+    key = lsdk.key_client(cred).create_rsa_key(
+        unique_name("r4k"), size=4096, hardware_protected=True
+    )
     crypto = lsdk.crypto_client(key.id, cred, **NO_RETRY)
     digest = hashlib.sha256(b"r").digest()
     codes = []
@@ -224,7 +218,7 @@ def test_get_and_list_versions_of_an_hsm_key_count_against_its_limit(
     RSA HSM-key GET transactions against the same 2,000 / 250 budget as signs)."""
     cred = lsdk.secret_credential(ADMIN, ADMIN_SECRET)
     client = lsdk.key_client(cred, **NO_RETRY)
-    key = client.create_rsa_key(_name("get4k"), size=4096, hardware_protected=True)
+    key = client.create_rsa_key(unique_name("get4k"), size=4096, hardware_protected=True)
     time.sleep(2.1)  # a fresh window: this test's own budget is hsm_key_rsa4096 = 2
     codes = []
     for _ in range(3):
@@ -249,8 +243,8 @@ def test_limits_are_weighted_and_enforced_on_their_sum(tmp_path: Path) -> None:
         emu.control.add_principal(ADMIN, client_secret=ADMIN_SECRET)
         sdk = SdkFactory(emu)
         client = sdk.key_client(sdk.secret_credential(ADMIN, ADMIN_SECRET), **NO_RETRY)
-        rsa = client.create_rsa_key(_name("w-rsa"), size=4096, hardware_protected=True)
-        ec = client.create_ec_key(_name("w-ec"), hardware_protected=True)
+        rsa = client.create_rsa_key(unique_name("w-rsa"), size=4096, hardware_protected=True)
+        ec = client.create_ec_key(unique_name("w-ec"), hardware_protected=True)
         client.get_key(rsa.name)
         client.get_key(rsa.name)
         codes = []
@@ -275,9 +269,9 @@ def test_a_429_without_retry_after(tmp_path: Path) -> None:
         emu.control.add_principal(ADMIN, client_secret=ADMIN_SECRET)
         sdk = SdkFactory(emu)
         client = sdk.key_client(sdk.secret_credential(ADMIN, ADMIN_SECRET), **NO_RETRY)
-        client.create_ec_key(_name("one"), hardware_protected=True)
+        client.create_ec_key(unique_name("one"), hardware_protected=True)
         with pytest.raises(HttpResponseError) as info:
-            client.create_ec_key(_name("two"), hardware_protected=True)
+            client.create_ec_key(unique_name("two"), hardware_protected=True)
         assert info.value.status_code == 429
         assert info.value.response is not None
         assert "Retry-After" not in info.value.response.headers
@@ -348,10 +342,10 @@ def test_clock_offset_backdates_new_keys(
 ) -> None:
     emulator.control.set_clock_offset(-15 * 86400)
     try:
-        old = admin_client.create_ec_key(_name("old"), hardware_protected=True)
+        old = admin_client.create_ec_key(unique_name("old"), hardware_protected=True)
     finally:
         emulator.control.set_clock_offset(0)
-    new = admin_client.create_ec_key(_name("new"), hardware_protected=True)
+    new = admin_client.create_ec_key(unique_name("new"), hardware_protected=True)
     age = new.properties.updated_on - old.properties.updated_on
     assert age.total_seconds() >= 15 * 86400 - 60
 

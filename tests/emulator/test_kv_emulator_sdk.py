@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import secrets
 import ssl
 import subprocess
 import sys
@@ -26,18 +25,11 @@ from cryptography.hazmat.primitives.asymmetric.utils import Prehashed, encode_ds
 
 from controlplane.emulators.keyvault import EmulatorProcess
 
-from support.kv_sdk import ADMIN, SdkFactory
-
-# The SDK polls a delete / recovery every 2 s by default; the emulator finishes in 0.5 s.
-POLL = {"_polling_interval": 0.1}
+from support.kv_sdk import ADMIN, POLL, SdkFactory, unique_name
 
 
 def _tls(emu: EmulatorProcess) -> ssl.SSLContext:
     return ssl.create_default_context(cafile=emu.ca_file)
-
-
-def _name(label: str) -> str:
-    return f"{label}-{secrets.token_hex(4)}"
 
 
 def _ec_public(key: KeyVaultKey) -> ec.EllipticCurvePublicKey:
@@ -121,7 +113,7 @@ def test_token_for_another_audience_is_refused(emulator: EmulatorProcess) -> Non
 def test_workload_identity_via_default_credential(
     emulator: EmulatorProcess, sdk: SdkFactory, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    client_id = _name("wi")
+    client_id = unique_name("wi")
     emulator.control.add_principal(
         client_id,
         ["crypto-officer", "crypto-user"],
@@ -131,7 +123,7 @@ def test_workload_identity_via_default_credential(
         monkeypatch.setenv(name, value)
     credential = DefaultAzureCredential(disable_instance_discovery=True)
     client = sdk.key_client(credential)
-    key = client.create_ec_key(_name("wi-key"), curve="P-256", hardware_protected=True)
+    key = client.create_ec_key(unique_name("wi-key"), curve="P-256", hardware_protected=True)
     assert key.key_type == "EC-HSM"
     digest = hashlib.sha256(b"workload identity").digest()
     result = sdk.crypto_client(key, credential).sign(SignatureAlgorithm.es256, digest)
@@ -149,9 +141,9 @@ def test_workload_identity_in_a_child_process(
 ) -> None:
     """sdk_env() is all a separate process needs (CA via REQUESTS_CA_BUNDLE, no code changes)."""
     known = sdk.key_client(admin_credential).create_ec_key(
-        _name("seen-by-child"), hardware_protected=True
+        unique_name("seen-by-child"), hardware_protected=True
     )
-    client_id = _name("child")
+    client_id = unique_name("child")
     emulator.control.add_principal(client_id, ["crypto-user"])
     credential = (
         "DefaultAzureCredential(disable_instance_discovery=True,"
@@ -163,7 +155,7 @@ def test_workload_identity_in_a_child_process(
 def test_federated_assertion_with_unknown_subject_is_refused(
     emulator: EmulatorProcess, tmp_path: pytest.TempPathFactory
 ) -> None:
-    client_id = _name("wi-bad")
+    client_id = unique_name("wi-bad")
     emulator.control.add_principal(
         client_id, ["crypto-user"], federated_subjects=["expected-subject"]
     )
@@ -191,7 +183,7 @@ def test_wrong_client_secret_is_refused(sdk: SdkFactory) -> None:
 
 
 def test_create_get_versions_and_shapes(emulator: EmulatorProcess, admin_client: KeyClient) -> None:
-    name = _name("shape")
+    name = unique_name("shape")
     first = admin_client.create_ec_key(
         name, curve="P-384", hardware_protected=True, tags={"team": "id"}
     )
@@ -206,11 +198,11 @@ def test_create_get_versions_and_shapes(emulator: EmulatorProcess, admin_client:
     versions = {p.version for p in admin_client.list_properties_of_key_versions(name)}
     assert versions == {first.properties.version, second.properties.version}
     with pytest.raises(ResourceNotFoundError):
-        admin_client.get_key(_name("missing"))
+        admin_client.get_key(unique_name("missing"))
 
 
 def test_list_keys_pages_with_next_link(emulator: EmulatorProcess, admin_client: KeyClient) -> None:
-    prefix = _name("page")
+    prefix = unique_name("page")
     names = {f"{prefix}-{i}" for i in range(27)}
     for n in names:
         admin_client.create_ec_key(n, hardware_protected=False)
@@ -235,7 +227,7 @@ def test_maxresults_above_25_is_rejected(
 
 
 def test_update_tags_bumps_updated(emulator: EmulatorProcess, admin_client: KeyClient) -> None:
-    name = _name("upd")
+    name = unique_name("upd")
     key = admin_client.create_ec_key(name, hardware_protected=True)
     emulator.control.advance_clock(3600)
     try:
@@ -249,7 +241,7 @@ def test_update_tags_bumps_updated(emulator: EmulatorProcess, admin_client: KeyC
 
 
 def test_delete_recover_purge(admin_client: KeyClient) -> None:
-    name = _name("del")
+    name = unique_name("del")
     admin_client.create_rsa_key(name, size=2048, hardware_protected=True)
     poller = admin_client.begin_delete_key(name, **POLL)
     deleted = poller.result()  # the DELETE's answer; the deletion itself completes later
@@ -271,7 +263,7 @@ def test_delete_recover_purge(admin_client: KeyClient) -> None:
 def test_sign_and_verify_each_algorithm(
     sdk: SdkFactory, admin_client: KeyClient, admin_credential: ClientSecretCredential
 ) -> None:
-    ec384 = admin_client.create_ec_key(_name("s384"), curve="P-384", hardware_protected=True)
+    ec384 = admin_client.create_ec_key(unique_name("s384"), curve="P-384", hardware_protected=True)
     d384 = hashlib.sha384(b"p384").digest()
     crypto = sdk.crypto_client(ec384.id, admin_credential)
     sig = crypto.sign(SignatureAlgorithm.es384, d384).signature
@@ -279,7 +271,7 @@ def test_sign_and_verify_each_algorithm(
     _verify_ec(ec384, d384, sig, hashes.SHA384())
     assert crypto.verify(SignatureAlgorithm.es384, d384, sig).is_valid
 
-    rsa_key = admin_client.create_rsa_key(_name("srsa"), size=2048, hardware_protected=True)
+    rsa_key = admin_client.create_rsa_key(unique_name("srsa"), size=2048, hardware_protected=True)
     d256 = hashlib.sha256(b"rsa").digest()
     crypto = sdk.crypto_client(rsa_key.id, admin_credential)
     rs = crypto.sign(SignatureAlgorithm.rs256, d256).signature
@@ -303,7 +295,7 @@ def test_audit_log_lines(
     admin_client: KeyClient,
     admin_credential: ClientSecretCredential,
 ) -> None:
-    key = admin_client.create_ec_key(_name("audit"), hardware_protected=True)
+    key = admin_client.create_ec_key(unique_name("audit"), hardware_protected=True)
     sdk.crypto_client(key.id, admin_credential).sign(
         SignatureAlgorithm.es256, hashlib.sha256(b"a").digest()
     )
@@ -350,13 +342,13 @@ def test_user_assigned_managed_identity(
     IDENTITY_HEADER) or from IMDS (AZURE_POD_IDENTITY_AUTHORITY_HOST)."""
     from azure.identity import ManagedIdentityCredential
 
-    client_id = _name(f"mi-{endpoint}")
+    client_id = unique_name(f"mi-{endpoint}")
     emulator.control.add_principal(client_id, ["crypto-user"], managed_identity="user")
     env = emulator.managed_identity_env() if endpoint == "app-service" else emulator.imds_env()
     for name, value in env.items():
         monkeypatch.setenv(name, value)
     known = sdk.key_client(admin_credential).create_ec_key(
-        _name("seen-by-mi"), hardware_protected=True
+        unique_name("seen-by-mi"), hardware_protected=True
     )
     credential = ManagedIdentityCredential(client_id=client_id)
     names = {k.name for k in sdk.key_client(credential).list_properties_of_keys()}
@@ -377,9 +369,9 @@ def test_system_assigned_identity_through_imds_in_a_child_process(
     """imds_env() is all a separate process needs: DefaultAzureCredential falls through to
     managed identity, which asks IMDS for the system-assigned identity's token."""
     known = sdk.key_client(admin_credential).create_ec_key(
-        _name("seen-by-vm"), hardware_protected=True
+        unique_name("seen-by-vm"), hardware_protected=True
     )
-    client_id = _name("vm-identity")
+    client_id = unique_name("vm-identity")
     emulator.control.add_principal(client_id, ["crypto-user"], managed_identity="system")
     names = _names_listed_by_a_child(emulator, emulator.imds_env(), "DefaultAzureCredential()")
     assert known.name in names

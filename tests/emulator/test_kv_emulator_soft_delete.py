@@ -4,7 +4,6 @@ unmodified SDK. Each test names the document it follows."""
 from __future__ import annotations
 
 import hashlib
-import secrets
 import threading
 from collections.abc import Iterator
 from pathlib import Path
@@ -16,15 +15,9 @@ from azure.keyvault.keys.crypto import SignatureAlgorithm
 
 from controlplane.emulators.keyvault import EmulatorProcess, start_emulator
 
-from support.kv_sdk import ADMIN, ADMIN_SECRET, SdkFactory
+from support.kv_sdk import ADMIN, ADMIN_SECRET, NO_RETRY, POLL, SdkFactory, unique_name
 
-NO_RETRY = {"retry_total": 0}
-POLL = {"_polling_interval": 0.1}
 DELAY = 1.0
-
-
-def _name(label: str) -> str:
-    return f"{label}-{secrets.token_hex(4)}"
 
 
 def _error(exc: HttpResponseError) -> dict[str, object]:
@@ -70,7 +63,7 @@ def client(slow: EmulatorProcess) -> KeyClient:
 
 
 def test_a_key_being_deleted_is_in_neither_collection_until_done(client: KeyClient) -> None:
-    name = _name("deleting")
+    name = unique_name("deleting")
     client.create_ec_key(name, hardware_protected=True)
     poller = client.begin_delete_key(name, **POLL)
     with pytest.raises(ResourceNotFoundError):
@@ -94,7 +87,7 @@ def test_a_key_being_deleted_is_in_neither_collection_until_done(client: KeyClie
 def test_a_soft_deleted_name_cannot_be_reused_until_recovered(client: KeyClient) -> None:
     """409 ObjectIsDeletedButRecoverable (learn.microsoft.com "Azure Key Vault soft-delete
     overview": a deleted object's name cannot be reused until it is recovered or purged)."""
-    name = _name("held")
+    name = unique_name("held")
     first = client.create_ec_key(name, hardware_protected=True)
     client.begin_delete_key(name, **POLL).wait()
     with pytest.raises(HttpResponseError) as info:
@@ -118,7 +111,7 @@ def test_a_soft_deleted_name_cannot_be_reused_until_recovered(client: KeyClient)
 def test_parallel_recoveries_conflict(client: KeyClient) -> None:
     """The second of two parallel recoveries is a 409 "There was a conflict while recovering the
     soft-deleted key ..." without an inner code (Azure/azure-sdk-for-net#38464)."""
-    name = _name("twice")
+    name = unique_name("twice")
     client.create_ec_key(name, hardware_protected=True)
     client.begin_delete_key(name, **POLL).wait()
     results: list[object] = []
@@ -157,7 +150,7 @@ def test_purge_protection_refuses_purge_and_shows_in_the_recovery_level(tmp_path
         emu.control.add_principal(ADMIN, client_secret=ADMIN_SECRET)
         sdk = SdkFactory(emu)
         client = sdk.key_client(sdk.secret_credential(ADMIN, ADMIN_SECRET), **NO_RETRY)
-        key = client.create_ec_key(_name("kept"), hardware_protected=True)
+        key = client.create_ec_key(unique_name("kept"), hardware_protected=True)
         assert key.properties.recovery_level == "CustomizedRecoverable"
         assert key.properties.recoverable_days == 7
         client.begin_delete_key(key.name, **POLL).wait()
@@ -179,7 +172,7 @@ def test_purge_protection_refuses_purge_and_shows_in_the_recovery_level(tmp_path
 def test_key_names_are_case_insensitive(client: KeyClient) -> None:
     """learn.microsoft.com "About keys, secrets and certificates" (Object identifiers): object
     names are case-insensitive."""
-    name = _name("MixedCase")
+    name = unique_name("MixedCase")
     key = client.create_ec_key(name, hardware_protected=True)
     again = client.get_key(name.lower())
     assert again.properties.version == key.properties.version
@@ -194,7 +187,7 @@ def test_key_names_are_case_insensitive(client: KeyClient) -> None:
 def test_versions_are_not_listed_in_creation_order(client: KeyClient) -> None:
     """The REST spec (GetKeyVersions) promises no order; the emulator lists by version id, so
     a client relying on creation order breaks here as it would in Azure."""
-    name = _name("order")
+    name = unique_name("order")
     made = [
         client.create_ec_key(name, hardware_protected=True).properties.version for _ in range(6)
     ]
@@ -208,7 +201,9 @@ def test_tag_limits(client: KeyClient) -> None:
     ok = {f"t{i}": "v" * 256 for i in range(14)} | {"n" * 256: "v"}
     assert (
         len(
-            client.create_ec_key(_name("tags"), hardware_protected=True, tags=ok).properties.tags
+            client.create_ec_key(
+                unique_name("tags"), hardware_protected=True, tags=ok
+            ).properties.tags
             or {}
         )
         == 15
@@ -219,9 +214,9 @@ def test_tag_limits(client: KeyClient) -> None:
         {"t": "v" * 257},
     ):
         with pytest.raises(HttpResponseError) as info:
-            client.create_ec_key(_name("tags"), hardware_protected=True, tags=bad)
+            client.create_ec_key(unique_name("tags"), hardware_protected=True, tags=bad)
         assert info.value.status_code == 400
-    key = client.create_ec_key(_name("tags"), hardware_protected=True)
+    key = client.create_ec_key(unique_name("tags"), hardware_protected=True)
     with pytest.raises(HttpResponseError) as info:
         client.update_key_properties(key.name, tags={f"t{i}": "v" for i in range(16)})
     assert info.value.status_code == 400
@@ -236,7 +231,7 @@ def test_tag_limits(client: KeyClient) -> None:
 def test_key_state_refusals(client: KeyClient, slow: EmulatorProcess) -> None:
     sdk = SdkFactory(slow)
     credential = sdk.secret_credential(ADMIN, ADMIN_SECRET)
-    name = _name("state")
+    name = unique_name("state")
     key = client.create_ec_key(name, hardware_protected=True)
     crypto = sdk.crypto_client(key.id, credential, **NO_RETRY)
     digest = hashlib.sha256(b"state").digest()

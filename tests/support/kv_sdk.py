@@ -3,6 +3,7 @@ for the emulator, key manager and end-to-end tests."""
 
 from __future__ import annotations
 
+import secrets
 from typing import Any
 
 from azure.core.credentials import TokenCredential
@@ -11,6 +12,17 @@ from azure.keyvault.keys import KeyClient, KeyVaultKey
 from azure.keyvault.keys.crypto import CryptographyClient
 
 from controlplane.emulators.keyvault import EmulatorProcess
+
+# Options for SDK calls in tests: no retries (a refusal is the answer), and the emulator finishes
+# a delete / recovery in 0.5 s where the SDK would poll every 2 s.
+NO_RETRY = {"retry_total": 0}
+POLL = {"_polling_interval": 0.1}
+
+
+def unique_name(label: str) -> str:
+    """A key name no other test uses on the shared emulator."""
+    return f"{label}-{secrets.token_hex(4)}"
+
 
 ADMIN = "tds-admin"
 ADMIN_SECRET = "admin-secret-value"

@@ -16,10 +16,10 @@ from .control import ControlApi
 from .entra import EntraApi
 from .httpd import Request, Response
 from .limits import FaultDecision
-from .state import FEDERATION_AUDIENCE, VAULT_RESOURCE, EmulatorSettings, EmulatorState
+from .state import EmulatorSettings, EmulatorState
 from .vault import VaultApi
 
-__all__ = ["FEDERATION_AUDIENCE", "VAULT_RESOURCE", "EmulatorApp", "EmulatorSettings"]
+__all__ = ["EmulatorApp", "EmulatorSettings"]
 
 
 class EmulatorApp(EmulatorState):

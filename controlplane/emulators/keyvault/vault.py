@@ -20,7 +20,6 @@ from . import identity as ident
 from .crypto_ops import AlgorithmError, KeySpec, sign_digest, verify_digest
 from .httpd import Request, Response
 from .limits import key_class
-from .network import NetworkRules
 from .state import VAULT_RESOURCE
 from .store import KeyVersion, VaultError, valid_key_name
 from .tokens import TokenError, b64url
@@ -28,7 +27,7 @@ from .tokens import TokenError, b64url
 if TYPE_CHECKING:
     from .state import EmulatorState
 
-__all__ = ["NetworkRules", "VaultApi"]
+__all__ = ["VaultApi"]
 
 PAGE_MAX = 25
 # Key tags (learn.microsoft.com "Azure Key Vault keys details", Key tags): up to 15 tags, names
@@ -134,7 +133,9 @@ class VaultApi:
 
     def _challenge_header(self) -> str:
         authority = self.app.base_url.rstrip("/")
-        return f'Bearer authorization="{authority}/{self.app.tenant_id}", resource="{_resource()}"'
+        return (
+            f'Bearer authorization="{authority}/{self.app.tenant_id}", resource="{VAULT_RESOURCE}"'
+        )
 
     def _unauthorized(self, message: str) -> Response:
         return Response(
@@ -150,7 +151,7 @@ class VaultApi:
             return self._unauthorized("AKV10000: Request is missing a Bearer or PoP token.")
         try:
             claims = self.app.signer.verify(
-                token.strip(), audiences=(_resource(), _resource() + "/")
+                token.strip(), audiences=(VAULT_RESOURCE, VAULT_RESOURCE + "/")
             )
         except TokenError as exc:
             return self._unauthorized(f"AKV10022: Invalid token: {exc}.")
@@ -505,7 +506,3 @@ def _throttle_response(retry_after: int | None) -> Response:
         },
         {"Retry-After": str(retry_after)} if retry_after is not None else {},
     )
-
-
-def _resource() -> str:
-    return VAULT_RESOURCE
