@@ -211,7 +211,7 @@ def test_rsa4096_sign_limit(limited: EmulatorProcess, lsdk: SdkFactory) -> None:
     assert codes.count(200) <= 2 and 429 in codes
 
 
-def test_get_and_list_versions_of_an_hsm_key_count_against_its_limit(
+def test_gets_of_an_hsm_key_count_against_its_limit(
     limited: EmulatorProcess, lsdk: SdkFactory
 ) -> None:
     """Service limits page: "HSM key, All other transactions" covers GET too (its note counts

@@ -70,15 +70,19 @@ def webhook_url(keyservice: KeyServiceProcess) -> str:
 # -- Azure Key Vault: one emulator process per test module ------------------------------------
 
 
+# Raised create limits: the contract suite creates many keys fast; limits get their own tests.
+# Deletes and recoveries take a moment, as in Azure. reset_kv puts both back after each test.
+KV_LIMITS = {"window_seconds": 10, "hsm_create": 10_000, "software_create": 10_000}
+KV_SOFT_DELETE = {"delete_delay": 0.3, "recover_delay": 0.3}
+
+
 @pytest.fixture(scope="module")
 def kv(tmp_path_factory: pytest.TempPathFactory) -> Iterator[EmulatorProcess]:
-    # Raised create limits: the contract suite creates many keys fast; limits get their own
-    # tests. Deletes and recoveries take a moment, as in Azure.
     emu = start_emulator(
         tmp_path_factory.mktemp("akv"),
         principals={ADMIN: ["administrator"], SERVER_APP: BOTH_ROLES},
-        limits={"hsm_create": 10_000, "software_create": 10_000},
-        soft_delete={"delete_delay": 0.3, "recover_delay": 0.3},
+        limits=KV_LIMITS,
+        soft_delete=KV_SOFT_DELETE,
     )
     try:
         # The admin may act on the vault in both permission models (tests switch them).
@@ -103,7 +107,8 @@ def reset_kv(kv: EmulatorProcess) -> Iterator[None]:
     kv.control.set_clock_offset(0)
     kv.control.set_permission_model("rbac")
     kv.control.set_network_rules("Allow")
-    kv.control.set_soft_delete(purge_protection=False, retention_days=90)
+    kv.control.set_soft_delete(purge_protection=False, retention_days=90, **KV_SOFT_DELETE)
+    kv.control.set_limits(**KV_LIMITS)
 
 
 @pytest.fixture

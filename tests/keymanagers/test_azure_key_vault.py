@@ -147,6 +147,16 @@ def test_workload_identity_without_environment_is_a_clear_error(
         ({"vaultURL": "https://v.vault.azure.net/", "keyTags": {"\u0430zure:x": "y"}}, "reserved"),
         ({"vaultURL": "https://v.vault.azure.net/", "keyTags": {"team": "a\x00b"}}, "control"),
         ({"vaultURL": "https://v.vault.azure.net/", "keyType": "ec-p521"}, "keyType"),
+        # Key Vault's own tag limits: 15 tags (the server adds 3), 256 characters per name/value.
+        (
+            {
+                "vaultURL": "https://v.vault.azure.net/",
+                "keyTags": {f"t{i}": "v" for i in range(13)},
+            },
+            "keyTags",
+        ),
+        ({"vaultURL": "https://v.vault.azure.net/", "keyTags": {"n" * 257: "v"}}, "keyTags"),
+        ({"vaultURL": "https://v.vault.azure.net/", "keyTags": {"t": "v" * 257}}, "keyTags"),
         (
             {
                 "vaultURL": "https://v.vault.azure.net/",
@@ -486,16 +496,13 @@ def test_throttling_storm_becomes_transient_error_at_the_deadline(
 def test_hsm_create_limit_is_ridden_out(kv: EmulatorProcess, make_manager: Any) -> None:
     sleeps = Sleeps()
     manager = make_manager(sleep=sleeps, deadline=200)
-    kv.control.set_limits(window_seconds=60, hsm_create=2)
-    try:
-        for i in range(2):
-            manager.generate_key(f"lim-{i}", KeyType.EC_P256)
-        with pytest.raises(TransientKeyManagerError):
-            manager.generate_key("lim-2", KeyType.EC_P256)
-        # Retry-After (~60 s, the window) three times, then the next wait would pass 200 s.
-        assert len(sleeps.waits) == 3 and all(w >= 59 for w in sleeps.waits)
-    finally:
-        kv.control.set_limits(window_seconds=10, hsm_create=10_000)
+    kv.control.set_limits(window_seconds=60, hsm_create=2)  # reset_kv puts them back
+    for i in range(2):
+        manager.generate_key(f"lim-{i}", KeyType.EC_P256)
+    with pytest.raises(TransientKeyManagerError):
+        manager.generate_key("lim-2", KeyType.EC_P256)
+    # Retry-After (~60 s, the window) three times, then the next wait would pass 200 s.
+    assert len(sleeps.waits) == 3 and all(w >= 59 for w in sleeps.waits)
 
 
 def test_outage_is_transient(kv: EmulatorProcess, make_manager: Any) -> None:
