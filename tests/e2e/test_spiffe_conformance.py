@@ -33,7 +33,6 @@ from controlplane.emulators.keyservice import KeyServiceProcess, start_keyservic
 
 from support.api import make_topology, ok, register_server
 from support.controlplane import ControlPlane, start_control_plane
-from support.processes import start_process
 from support.spiffe_verifier import (
     SequenceLog,
     parse_bundle,
@@ -111,14 +110,7 @@ class World:
         return tds
 
     def restart_tds(self, name: str) -> Tds:
-        old = self.servers[name]
-        old.stop()
-        args = list(old.args)
-        i = args.index("--join-token")
-        del args[i : i + 2]  # the identity is in the data folder now
-        proc = start_process(args, log_path=self.tmp / f"tds-{name}-restarted.log")
-        tds = Tds.started(proc, old.data_dir, args)
-        assert tds.server_id == old.server_id
+        tds = self.servers[name].restarted(self.tmp / f"tds-{name}-restarted.log")
         with self.lock:
             self.servers[name] = tds
         return tds

@@ -4,7 +4,6 @@ status) and the Terraform provider (the real CLI) against `serve --tls-cert --tl
 from __future__ import annotations
 
 import json
-import os
 import subprocess
 import sys
 from pathlib import Path
@@ -15,7 +14,7 @@ import pytest
 
 from controlplane.emulators.tls import ensure_tls_files
 
-from support.controlplane import ControlPlane, start_control_plane
+from support.controlplane import start_control_plane
 from support.processes import script
 from support.tds import SimClock, start_tds, wait_for
 
@@ -44,25 +43,6 @@ resource "spirl_trust_domain" "tf" {
 """
 
 
-def spirlctl(
-    cp: ControlPlane, *args: str, env: dict[str, str] | None = None
-) -> subprocess.CompletedProcess[str]:
-    base = {k: v for k, v in os.environ.items() if not k.startswith("SPIRL_")}
-    return subprocess.run(
-        [script("spirlctl"), *args],
-        capture_output=True,
-        text=True,
-        env={**base, **(env if env is not None else cp.env())},
-        timeout=60,
-    )
-
-
-def spirlctl_json(cp: ControlPlane, *args: str) -> Any:
-    result = spirlctl(cp, *args, "-o", "json")
-    assert result.returncode == 0, result.stderr
-    return json.loads(result.stdout)
-
-
 def test_the_whole_flow_over_tls(tmp_path: Path) -> None:
     tls = ensure_tls_files(tmp_path / "tls")  # a CA and a 127.0.0.1 certificate, made here
     with start_control_plane(
@@ -75,16 +55,15 @@ def test_the_whole_flow_over_tls(tmp_path: Path) -> None:
         assert httpx.get(metrics_url, timeout=10).status_code == 200
 
         # spirlctl: $SPIRL_CA_FILE, and --ca-file; without the CA it refuses the server.
-        td = spirlctl_json(cp, "trust-domain", "create", "example.org")
-        untrusted = spirlctl(
-            cp, "trust-domain", "list", env={"SPIRL_ENDPOINT": cp.url, "SPIRL_TOKEN": "x"}
+        td = cp.spirlctl_json("trust-domain", "create", "example.org")
+        untrusted = cp.spirlctl(
+            "trust-domain", "list", env={"SPIRL_ENDPOINT": cp.url, "SPIRL_TOKEN": "x"}, check=False
         )
         assert untrusted.returncode == 1
         assert "--ca-file" in untrusted.stderr and len(untrusted.stderr.strip().splitlines()) == 1
         flag_env = {"SPIRL_ENDPOINT": cp.url, "SPIRL_TOKEN": cp.admin_token}
         tdd = json.loads(
-            spirlctl(
-                cp,
+            cp.spirlctl(
                 "trust-domain",
                 "deployment",
                 "create",
@@ -98,15 +77,17 @@ def test_the_whole_flow_over_tls(tmp_path: Path) -> None:
                 env=flag_env,
             ).stdout
         )
-        cluster = spirlctl_json(
-            cp, "cluster", "create", "east", "--trust-domain-deployment", tdd["id"]
+        cluster = cp.spirlctl_json(
+            "cluster", "create", "east", "--trust-domain-deployment", tdd["id"]
         )
         # Plain HTTP to the TLS port gets no answer from the API.
-        plain = spirlctl(cp, "trust-domain", "list", "--endpoint", cp.url.replace("https", "http"))
+        plain = cp.spirlctl(
+            "trust-domain", "list", "--endpoint", cp.url.replace("https", "http"), check=False
+        )
         assert plain.returncode == 1 and "example.org" not in plain.stdout
 
         # spirl-tds joins with a token from a file, long-polls and reports over TLS.
-        token = spirlctl_json(cp, "trust-domain", "deployment", "join-token", "--id", tdd["id"])
+        token = cp.spirlctl_json("trust-domain", "deployment", "join-token", "--id", tdd["id"])
         token_file = tmp_path / "join-token"
         token_file.write_text(token["token"] + "\n")
         token_file.chmod(0o600)
@@ -125,9 +106,7 @@ def test_the_whole_flow_over_tls(tmp_path: Path) -> None:
             assert token["token"].encode() not in cmdline
 
             def reported(version: int | None = None) -> Any:
-                items = spirlctl_json(
-                    cp, "trust-domain", "deployment", "servers", "--id", tdd["id"]
-                )
+                items = cp.spirlctl_json("trust-domain", "deployment", "servers", "--id", tdd["id"])
                 return (
                     len(items) == 1
                     and items[0]["health"] == "HEALTHY"
@@ -139,8 +118,8 @@ def test_the_whole_flow_over_tls(tmp_path: Path) -> None:
             first = wait_for(reported, timeout=30, what="the server's first status report")
             doc = tmp_path / "lifecycle.yaml"
             doc.write_text(LIFECYCLE)
-            spirlctl_json(
-                cp, "config", "set", "trust-domain-deployment", "--id", tdd["id"], str(doc)
+            cp.spirlctl_json(
+                "config", "set", "trust-domain-deployment", "--id", tdd["id"], str(doc)
             )
             # The long-poll delivers the change; the report says it is applied.
             changed = wait_for(

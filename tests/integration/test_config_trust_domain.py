@@ -8,20 +8,15 @@ from __future__ import annotations
 
 import pytest
 
-from support.api import ok, put_config, shared_keys_key_manager
+from support.api import make_topology, ok, put_config, shared_keys_key_manager
 
 REGEX = "/spec/extensions/azureKeyVault/sharedKeys/keyIdExtractionRegex"
 
 
 def topology(c, td_name: str) -> dict[str, str]:
-    td = ok(c.post("/v1/trust-domains", json={"name": td_name}), 201)["id"]
-    tdd = ok(
-        c.post("/v1/trust-domain-deployments", json={"name": "prod", "trust_domain_id": td}), 201
-    )["id"]
-    cluster = ok(
-        c.post("/v1/clusters", json={"name": "east", "trust_domain_deployment_id": tdd}), 201
-    )["id"]
-    return {"trust-domain-deployment": tdd, "cluster": cluster}
+    """The deployment's and the cluster's id, by scope name."""
+    ids = make_topology(c, td_name)
+    return {"trust-domain-deployment": ids["tdd"], "cluster": ids["cluster"]}
 
 
 @pytest.mark.parametrize("scope", ["trust-domain-deployment", "cluster"])

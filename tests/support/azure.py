@@ -25,7 +25,6 @@ from controlplane.emulators.keyvault import EmulatorProcess, start_emulator
 from support.api import make_topology
 from support.controlplane import ControlPlane, start_control_plane
 from support.kv_sdk import SdkFactory
-from support.processes import start_process
 from support.tds import TD, SimClock, Tds, start_tds
 
 APP = "tds-workload-app"  # the servers' Workload Identity
@@ -106,17 +105,9 @@ class AzureEnv:
     def restart_tds(self, tds: Tds) -> Tds:
         """Stop a server (by pid; a no-op if stopped already) and start it again on its data
         folder (no join token: it registered at its first start)."""
-        tds.stop()
         self.servers.remove(tds)
-        args = list(tds.args)
-        if "--join-token" in args:
-            i = args.index("--join-token")
-            del args[i : i + 2]
         runs = len(list(self.tmp.glob(f"{tds.data_dir.name}*.log")))
-        proc = start_process(
-            args, log_path=self.tmp / f"{tds.data_dir.name}-{runs}.log", env=self.sdk_env
-        )
-        again = Tds.started(proc, tds.data_dir, args)
+        again = tds.restarted(self.tmp / f"{tds.data_dir.name}-{runs}.log", env=self.sdk_env)
         self.servers.append(again)
         return again
 

@@ -41,15 +41,22 @@ class ControlPlane:
         return env
 
     def spirlctl(
-        self, *args: str, input_text: str | None = None, check: bool = True
+        self,
+        *args: str,
+        input_text: str | None = None,
+        check: bool = True,
+        env: dict[str, str] | None = None,
     ) -> subprocess.CompletedProcess[str]:
+        """spirlctl against this control plane (`env`: instead of its endpoint/token/CA);
+        no SPIRL_* variable of the test's own environment reaches it."""
         import os
 
+        inherited = {k: v for k, v in os.environ.items() if not k.startswith("SPIRL_")}
         result = subprocess.run(
             [script("spirlctl"), *args],
             capture_output=True,
             text=True,
-            env={**os.environ, **self.env()},
+            env={**inherited, **(env if env is not None else self.env())},
             input=input_text,
             timeout=60,
         )

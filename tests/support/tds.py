@@ -198,6 +198,18 @@ class Tds:
     def stop(self) -> None:
         self.process.stop()
 
+    def restarted(self, log_path: Path, env: dict[str, str] | None = None) -> Tds:
+        """Stop this server (by pid; a no-op if stopped already) and start it again on its data
+        folder, without its join token: it registered at its first start."""
+        self.stop()
+        args = list(self.args)
+        if "--join-token" in args:
+            i = args.index("--join-token")
+            del args[i : i + 2]
+        again = Tds.started(start_process(args, log_path=log_path, env=env), self.data_dir, args)
+        assert again.server_id == self.server_id
+        return again
+
 
 def new_csr() -> tuple[str, ec.EllipticCurvePrivateKey]:
     """A PEM certificate signing request for a fresh P-256 key, and the key."""
