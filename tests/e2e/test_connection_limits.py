@@ -37,7 +37,7 @@ def test_half_open_connections_cannot_lock_clients_out(tmp_path: Path) -> None:
     args += ["--write-timeout", str(WRITE_TIMEOUT)]
     with start_control_plane(tmp_path, extra_args=args) as cp, cp.client() as admin:
         ids = make_topology(admin)
-        server = register_server(admin, cp.url, ids["tdd"])
+        server = register_server(admin, ids["tdd"])
         first = poll_after(cp.url, server, None, 0)
         port = int(cp.url.rsplit(":", 1)[1])
         with ThreadPoolExecutor(2) as pool:

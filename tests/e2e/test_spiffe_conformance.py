@@ -140,7 +140,7 @@ def world(tmp_path: Path, database_url: str) -> Iterator[World]:
     try:
         with cp.client() as c:
             ids = make_topology(c, TD)
-            watcher = register_server(c, cp.url, ids["tdd"], name="watcher")
+            watcher = register_server(c, ids["tdd"], name="watcher")
         w = World(tmp_path, database_url, cp, keyservice, clock, ids, watcher)
         yield w
     finally:

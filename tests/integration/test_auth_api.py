@@ -66,8 +66,8 @@ def test_server_credential_is_scoped_to_its_deployment(live_api):
             ),
             201,
         )
-        s1 = register_server(admin, live_api.url, ids["tdd"], ids["cluster"], name="a")
-        s2 = register_server(admin, live_api.url, tdd2["id"], name="b")
+        s1 = register_server(admin, ids["tdd"], ids["cluster"], name="a")
+        s2 = register_server(admin, tdd2["id"], name="b")
     with live_api.client(s1["credential"]) as server:
         assert (
             server.get(f"/v1/servers/{s1['server_id']}/sync", params={"wait": 0}).status_code == 200

@@ -36,8 +36,8 @@ from controlplane.trust_domain_server.clock import ManualClock
 from controlplane.trust_domain_server.server import TrustDomainServer
 
 from corpus.bad_reports import REPORT_CASES, T0
-from support.api import make_topology, ok
-from support.live_api import serve_app
+from support.api import make_topology, ok, register_server
+from support.live_api import serve_app, user_token
 from support.spiffe_verifier import SequenceLog, parse_bundle, validate_jwt_svid
 
 TD = "example.org"
@@ -48,16 +48,7 @@ class Reporter:
     """A registered trust domain server core that reports its real keys."""
 
     def __init__(self, client: httpx.Client, tdd: str, name: str, clock: ManualClock) -> None:
-        # Registered through `client` (not support.api.register_server): it may speak TLS.
-        join = ok(client.post(f"/v1/trust-domain-deployments/{tdd}/join-tokens", json={}), 201)
-        reg = ok(
-            client.post(
-                "/v1/servers/register",
-                json={"name": name},
-                headers={"Authorization": f"Bearer {join['token']}"},
-            ),
-            201,
-        )
+        reg = register_server(client, tdd, name=name)
         self.server_id: str = reg["server_id"]
         self.credential: str = reg["credential"]
         self.core = TrustDomainServer(
@@ -111,12 +102,7 @@ def clock() -> ManualClock:
 
 @pytest.fixture
 def admin_token(engine: Engine) -> str:
-    from controlplane.services.auth import create_token
-    from controlplane.store.unit_of_work import UnitOfWorkFactory
-
-    with UnitOfWorkFactory(engine)() as uow:
-        token, _ = create_token(uow, "admin", "test-admin")
-    return token
+    return user_token(engine)
 
 
 @pytest.fixture
@@ -381,15 +367,12 @@ def test_replicas_on_postgres_serve_one_number_per_content(
 ) -> None:
     """Two replicas, four servers reporting to both at once through several rotations, and
     observers reading the public endpoint and the long-poll of both while it happens."""
-    from controlplane.services.auth import create_token
     from controlplane.store.database import create_db_engine, migrate
-    from controlplane.store.unit_of_work import UnitOfWorkFactory
 
     url = postgres_server.create_database()
     engines = [create_db_engine(url), create_db_engine(url)]
     migrate(engines[0])
-    with UnitOfWorkFactory(engines[0])() as uow:
-        admin, _ = create_token(uow, "admin", "test-admin")
+    admin = user_token(engines[0])
     settings = Settings(clock=clock.now, bundle_expiry_interval=0.05)
     log = SequenceLog()
     stop = threading.Event()

@@ -27,8 +27,6 @@ from controlplane.api.app import create_app
 from controlplane.api.identity import API_VERSION
 from controlplane.api.serving import MAX_REQUEST_HEAD_BYTES, ConnectionLimits
 from controlplane.emulators.tls import ensure_tls_files
-from controlplane.services.auth import create_token
-from controlplane.store.unit_of_work import UnitOfWorkFactory
 from controlplane.tls import client_verify, server_context
 
 from support.api import (
@@ -39,6 +37,7 @@ from support.api import (
     put_config,
     register_server,
 )
+from support.live_api import user_token
 from support.served import Served, serve_in_thread
 from support.sockets import not_reading, raw, response_of, still_open
 from support.tds import wait_for
@@ -76,8 +75,7 @@ class Api:
 
 @pytest.fixture
 def start_api(engine: Engine) -> Iterator[Callable[..., Api]]:
-    with UnitOfWorkFactory(engine)() as uow:
-        admin, _ = create_token(uow, "admin", "test-admin")
+    admin = user_token(engine)
     with ExitStack() as stack:
 
         def start(limits: ConnectionLimits, tls: ssl.SSLContext | None = None, **kw: Any) -> Api:
@@ -126,7 +124,7 @@ def test_a_long_poll_outlives_the_read_timeouts(start_api):
     api = start_api(FAST)
     with api.client() as c:
         ids = make_topology(c)
-        server = register_server(c, api.url, ids["tdd"])
+        server = register_server(c, ids["tdd"])
         first = poll_after(api.url, server, None, 0, api.verify)
         # Held past both timeouts: answered when its wait ends, not cut.
         unchanged = poll_after(api.url, server, first, 1.5, api.verify)
@@ -214,7 +212,7 @@ def test_when_every_connection_holds_a_request_only_health_probes_get_through(st
     api = start_api(ConnectionLimits(max_connections=3))
     with api.client() as c:
         ids = make_topology(c)
-        servers = [register_server(c, api.url, ids["tdd"], name=f"s{i}") for i in range(3)]
+        servers = [register_server(c, ids["tdd"], name=f"s{i}") for i in range(3)]
     firsts = [poll_after(api.url, s, None, 0, api.verify) for s in servers]
     with ThreadPoolExecutor(3) as pool:
         polls = [
@@ -277,7 +275,7 @@ def test_a_client_that_stops_reading_is_closed_after_the_write_timeout(
     )
     with api.client() as c:
         ids = make_topology(c)
-        server = register_server(c, api.url, ids["tdd"], verify=api.verify)
+        server = register_server(c, ids["tdd"])
     first = poll_after(api.url, server, None, 0, api.verify)
     with ThreadPoolExecutor(1) as pool:
         poll = pool.submit(poll_after, api.url, server, first, 30, api.verify)
@@ -305,7 +303,7 @@ def test_pipelined_requests_keep_their_connections_slot(start_api):
     api = start_api(ConnectionLimits(max_connections=2))
     with api.client() as c:
         ids = make_topology(c)
-        server = register_server(c, api.url, ids["tdd"])
+        server = register_server(c, ids["tdd"])
     first = poll_after(api.url, server, None, 0, api.verify)
     with ThreadPoolExecutor(1) as pool:
         poll = pool.submit(poll_after, api.url, server, first, 3, api.verify)

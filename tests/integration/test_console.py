@@ -46,7 +46,7 @@ def world(live_api) -> dict[str, Any]:  # type: ignore[no-untyped-def]
         ids = make_topology(c)
         ok(put_config(c, SCOPE, ids["td"], KEY_LIFECYCLE))
         ok(put_config(c, SCOPE, ids["td"], KEY_LIFECYCLE.replace("12h", "6h")))
-        server = register_server(c, live_api.url, ids["tdd"], ids["cluster"], name="tds-a")
+        server = register_server(c, ids["tdd"], ids["cluster"], name="tds-a")
     report = status_report("kid-1", datetime.now(UTC) + timedelta(hours=1))
     report["health"], report["error"] = "UNHEALTHY", "refused: " + "x" * 300
     assert _post_status(live_api.url, server, report).status_code == 204
@@ -272,7 +272,7 @@ def test_the_deployment_page_shows_the_staged_rollout_and_admins_promote_or_abor
     with live_api.client() as c:
         ids = make_topology(c)
         ok(put_config(c, "trust-domain-deployment", ids["tdd"], ROLLOUT_POLICY))
-        servers = [register_server(c, live_api.url, ids["tdd"], name=n) for n in ("a", "b")]
+        servers = [register_server(c, ids["tdd"], name=n) for n in ("a", "b")]
         ok(put_config(c, "trust-domain-deployment", ids["tdd"], KEY_LIFECYCLE))
     page_url = f"/ui/deployments/{ids['tdd']}"
     promote, abort = f"{page_url}/rollout/promote", f"{page_url}/rollout/abort"

@@ -70,7 +70,7 @@ def test_every_route_answers_503_while_postgres_is_down(
     with api.client() as c:
         ids = make_topology(c)
         ok(put_config(c, "trust-domain", ids["td"], KEY_LIFECYCLE))
-        server = register_server(c, api.url, ids["tdd"], ids["cluster"])
+        server = register_server(c, ids["tdd"], ids["cluster"])
         paths = ok(c.get("/v1/openapi.json"))["paths"]
     names = {
         "td_id": ids["td"],

@@ -57,7 +57,7 @@ def test_first_poll_is_immediate_and_carries_effective_config(live_api):
         ids = make_topology(c)
         ok(put_config(c, TDD, ids["tdd"], KEY_MANAGER_AZURE))
         ok(put_config(c, "cluster", ids["cluster"], KEY_LIFECYCLE))
-        server = register_server(c, live_api.url, ids["tdd"], ids["cluster"])
+        server = register_server(c, ids["tdd"], ids["cluster"])
     reply = _sync(live_api.url, server, None, None, wait=30)
     assert reply["changed"] is True
     sections = reply["config"]["sections"]
@@ -74,7 +74,7 @@ def test_first_poll_is_immediate_and_carries_effective_config(live_api):
 def test_waiting_poll_wakes_on_change(live_api):
     with live_api.client() as c:
         ids = make_topology(c)
-        server = register_server(c, live_api.url, ids["tdd"])
+        server = register_server(c, ids["tdd"])
         first = _sync(live_api.url, server, None, None, wait=0)
         with ThreadPoolExecutor(1) as pool:
             pending = pool.submit(
@@ -100,7 +100,7 @@ def test_a_change_signalled_while_a_poll_reads_its_snapshot_is_not_left_for_the_
     read_snapshot = cache.snapshot
     with live_api.client() as c:
         ids = make_topology(c)
-        server = register_server(c, live_api.url, ids["tdd"])
+        server = register_server(c, ids["tdd"])
         first = _sync(live_api.url, server, None, None, wait=0)
 
         async def snapshot_then_a_change(placement):  # type: ignore[no-untyped-def]
@@ -152,8 +152,8 @@ def test_a_change_costs_the_same_reads_for_1_or_12_waiting_servers(live_api):
         ok(
             put_config(c, TDD, ids["tdd"], KEY_LIFECYCLE.replace("12h", "3h"))
         )  # both measured writes update
-        one = [register_server(c, live_api.url, ids["tdd"], name="solo")]
-        many = [register_server(c, live_api.url, ids["tdd"], name=f"s{i}") for i in range(12)]
+        one = [register_server(c, ids["tdd"], name="solo")]
+        many = [register_server(c, ids["tdd"], name=f"s{i}") for i in range(12)]
         reads_one = _reads_for_one_change(live_api, c, ids, one, KEY_LIFECYCLE)
         reads_many = _reads_for_one_change(
             live_api, c, ids, many, KEY_LIFECYCLE.replace("12h", "6h")
@@ -166,7 +166,7 @@ def test_a_poll_with_nothing_new_touches_no_database(live_api):
     with live_api.client() as c:
         ids = make_topology(c)
         ok(put_config(c, TDD, ids["tdd"], KEY_MANAGER_AZURE))
-        server = register_server(c, live_api.url, ids["tdd"], ids["cluster"])
+        server = register_server(c, ids["tdd"], ids["cluster"])
     first = _sync(live_api.url, server, None, None, wait=0)
     live_api.queries.reset()
     for _ in range(3):
@@ -180,8 +180,8 @@ def test_a_poll_with_nothing_new_touches_no_database(live_api):
 def test_status_reports_build_the_bundle_and_wake_peers(live_api):
     with live_api.client() as c:
         ids = make_topology(c)
-        a = register_server(c, live_api.url, ids["tdd"], name="a")
-        b = register_server(c, live_api.url, ids["tdd"], name="b")
+        a = register_server(c, ids["tdd"], name="a")
+        b = register_server(c, ids["tdd"], name="b")
         first = _sync(live_api.url, b, None, None, wait=0)
         with ThreadPoolExecutor(1) as pool:
             pending = pool.submit(
@@ -215,7 +215,7 @@ def test_status_reports_build_the_bundle_and_wake_peers(live_api):
 def test_status_with_private_key_material_is_refused(live_api):
     with live_api.client() as c:
         ids = make_topology(c)
-        a = register_server(c, live_api.url, ids["tdd"], name="a")
+        a = register_server(c, ids["tdd"], name="a")
     report = status_report("kid-1", datetime.now(UTC) + timedelta(hours=1))
     report["keys"][0]["jwk"]["d"] = "secret"
     r = httpx.post(
@@ -231,7 +231,7 @@ def test_status_reports_keep_key_creation_time_and_key_manager_key_ids(live_api)
     """The fields the console's key timeline draws (reported since the console was added)."""
     with live_api.client() as c:
         ids = make_topology(c)
-        a = register_server(c, live_api.url, ids["tdd"], name="a")
+        a = register_server(c, ids["tdd"], name="a")
     headers = {"Authorization": f"Bearer {a['credential']}"}
     url = f"{live_api.url}/v1/servers/{a['server_id']}/status"
 

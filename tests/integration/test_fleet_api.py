@@ -77,10 +77,10 @@ def metric(client: httpx.Client, line_start: str) -> float:
 def test_states_come_from_recent_reports_and_silence(live_api):
     with live_api.client() as c:
         ids = make_topology(c)
-        register_server(c, live_api.url, ids["tdd"], name="quiet")
-        ok_ = register_server(c, live_api.url, ids["tdd"], name="ok")
-        sick = register_server(c, live_api.url, ids["tdd"], name="sick")
-        gone = register_server(c, live_api.url, ids["tdd"], name="gone")
+        register_server(c, ids["tdd"], name="quiet")
+        ok_ = register_server(c, ids["tdd"], name="ok")
+        sick = register_server(c, ids["tdd"], name="sick")
+        gone = register_server(c, ids["tdd"], name="gone")
         assert post_status(live_api.url, ok_, status_report()).status_code == 204
         long_error = "config version 9 not applied: " + "the vault said no. " * 30
         report = status_report(health="UNHEALTHY", error=long_error)
@@ -112,7 +112,7 @@ def test_states_come_from_recent_reports_and_silence(live_api):
 def test_long_poll_contacts_are_written_in_one_batched_statement(live_api):
     with live_api.client() as c:
         ids = make_topology(c)
-        servers = [register_server(c, live_api.url, ids["tdd"], name=f"s{i}") for i in range(5)]
+        servers = [register_server(c, ids["tdd"], name=f"s{i}") for i in range(5)]
     for server in servers:
         go_silent(live_api.engine, server, timedelta(hours=1))
     for _ in range(3):
@@ -135,8 +135,8 @@ def test_deregistration_ends_a_waiting_poll_and_withdraws_unshared_keys(live_api
     shared = jwt_key("kid-shared")
     with live_api.client() as c:
         ids = make_topology(c)
-        a = register_server(c, live_api.url, ids["tdd"], ids["cluster"], name="a")
-        b = register_server(c, live_api.url, ids["tdd"], name="b")
+        a = register_server(c, ids["tdd"], ids["cluster"], name="a")
+        b = register_server(c, ids["tdd"], name="b")
         report_a = status_report(keys=[jwt_key("kid-a"), shared])
         assert post_status(live_api.url, a, report_a).status_code == 204
         assert post_status(live_api.url, b, status_report(keys=[shared])).status_code == 204
@@ -208,7 +208,7 @@ def test_deregistration_on_one_replica_ends_polls_and_credentials_on_another(
         with serve_api(other_engine, api_settings) as other:
             with live_api.client() as c:
                 ids = make_topology(c)
-                server = register_server(c, live_api.url, ids["tdd"], name="s")
+                server = register_server(c, ids["tdd"], name="s")
             first = ok(sync(other.url, server))  # the other replica caches its credential
             with ThreadPoolExecutor(1) as pool:
                 held = pool.submit(
@@ -235,8 +235,8 @@ def test_deregistration_on_one_replica_ends_polls_and_credentials_on_another(
 def test_retention_deregisters_silent_servers_and_frees_their_cluster(live_api):
     with live_api.client() as c:
         ids = make_topology(c)
-        silent = register_server(c, live_api.url, ids["tdd"], ids["cluster"], name="silent")
-        alive = register_server(c, live_api.url, ids["tdd"], name="alive")
+        silent = register_server(c, ids["tdd"], ids["cluster"], name="silent")
+        alive = register_server(c, ids["tdd"], name="alive")
         assert (
             post_status(live_api.url, silent, status_report(keys=[jwt_key("k")])).status_code == 204
         )
@@ -272,7 +272,7 @@ def test_concurrent_sweeps_deregister_each_server_once(live_api):
 
     with live_api.client() as c:
         ids = make_topology(c)
-        servers = [register_server(c, live_api.url, ids["tdd"], name=f"s{i}") for i in range(12)]
+        servers = [register_server(c, ids["tdd"], name=f"s{i}") for i in range(12)]
     for server in servers:
         go_silent(live_api.engine, server, RETENTION * 2)
     url = live_api.engine.url.render_as_string(hide_password=False)
@@ -300,8 +300,8 @@ def test_concurrent_sweeps_deregister_each_server_once(live_api):
 def test_forced_deletes_deregister_servers_first_and_are_audited(live_api):
     with live_api.client() as c:
         ids = make_topology(c)
-        in_cluster = register_server(c, live_api.url, ids["tdd"], ids["cluster"], name="east-1")
-        loose = register_server(c, live_api.url, ids["tdd"], name="loose")
+        in_cluster = register_server(c, ids["tdd"], ids["cluster"], name="east-1")
+        loose = register_server(c, ids["tdd"], name="loose")
 
         refused = c.delete(f"/v1/trust-domain-deployments/{ids['tdd']}", params={"force": "true"})
         assert refused.status_code == 409  # clusters hold it: force does not delete clusters
@@ -357,7 +357,7 @@ def test_rollout_status_counts_applied_refused_pending_and_unreachable(live_api)
             201,
         )["id"]
         servers = {
-            name: register_server(c, live_api.url, ids["tdd"], cluster, name=name)
+            name: register_server(c, ids["tdd"], cluster, name=name)
             for name, cluster in (("a", ids["cluster"]), ("b", ids["cluster"]), ("c", west))
         }
         assert c.get(f"/v1/rollouts/{TDD}/{ids['tdd']}").json()["error"] == "not_found"

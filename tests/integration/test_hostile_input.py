@@ -112,7 +112,7 @@ def test_bad_requests_are_refused_and_nothing_changes(live_api):
     with live_api.client() as c:
         ids = make_topology(c)
         ok(put_config(c, "trust-domain", ids["td"], KEY_LIFECYCLE))
-        server = register_server(c, live_api.url, ids["tdd"], ids["cluster"])
+        server = register_server(c, ids["tdd"], ids["cluster"])
     names = {**ids, "server": server["server_id"]}
     before = _row_counts(live_api.engine)
     failures = []

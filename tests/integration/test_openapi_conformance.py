@@ -77,7 +77,7 @@ def test_live_server_conforms_to_its_openapi_document(live_api) -> None:  # type
     with live_api.client() as c:
         ids = make_topology(c)
         ok(put_config(c, "trust-domain", ids["td"], KEY_LIFECYCLE))
-        server = register_server(c, live_api.url, ids["tdd"], ids["cluster"])
+        server = register_server(c, ids["tdd"], ids["cluster"])
     ids["server"] = server["server_id"]
     auth = {"Authorization": f"Bearer {live_api.admin_token}"}
     schema = schemathesis.openapi.from_url(f"{live_api.url}/v1/openapi.json", headers=auth)

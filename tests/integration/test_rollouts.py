@@ -92,8 +92,7 @@ class Fleet:
         self.ids = make_topology(client, td)
         ok(put_config(client, TDD, self.ids["tdd"], KEY_LIFECYCLE))
         self.servers = {
-            name: register_server(client, live_api.url, self.ids["tdd"], name=name)
-            for name in "abcd"
+            name: register_server(client, self.ids["tdd"], name=name) for name in "abcd"
         }
         self.base = self.version("a")
         assert {self.version(n) for n in "bcd"} == {self.base}
@@ -495,7 +494,7 @@ def test_a_server_given_a_promotion_by_another_replica_is_not_sent_the_stable_co
 def test_the_first_policy_stages_the_change_it_comes_with(live_api):
     with live_api.client() as c:
         ids = make_topology(c)
-        servers = [register_server(c, live_api.url, ids["tdd"], name=n) for n in "ab"]
+        servers = [register_server(c, ids["tdd"], name=n) for n in "ab"]
         base = ok(sync(live_api.url, servers[1]))["config"]["version"]
         ok(
             put_config(
@@ -534,10 +533,10 @@ def test_cluster_stages_and_writes_at_other_scopes(live_api):
         new_tdd = {"name": "plain", "trust_domain_id": ids["td"]}
         plain = ok(c.post("/v1/trust-domain-deployments", json=new_tdd), 201)["id"]
         servers = {
-            "east": register_server(c, live_api.url, ids["tdd"], ids["cluster"], name="east"),
-            "west-a": register_server(c, live_api.url, ids["tdd"], west, name="west-a"),
-            "west-b": register_server(c, live_api.url, ids["tdd"], west, name="west-b"),
-            "plain": register_server(c, live_api.url, plain, name="plain"),
+            "east": register_server(c, ids["tdd"], ids["cluster"], name="east"),
+            "west-a": register_server(c, ids["tdd"], west, name="west-a"),
+            "west-b": register_server(c, ids["tdd"], west, name="west-b"),
+            "plain": register_server(c, plain, name="plain"),
         }
 
         def delivered() -> dict[str, int]:
@@ -576,7 +575,7 @@ def test_long_polls_wake_only_the_admitted_and_a_change_costs_the_same_reads_for
             ids = make_topology(c, f"n{n}.example")
             no_bake = "section: Rollout\nschema: v1\nspec:\n  stages:\n    - servers: 1\n"
             ok(put_config(c, TDD, ids["tdd"], KEY_LIFECYCLE + "---\n" + no_bake))
-            servers = [register_server(c, live_api.url, ids["tdd"], name=f"s{i}") for i in range(n)]
+            servers = [register_server(c, ids["tdd"], name=f"s{i}") for i in range(n)]
             firsts = [ok(sync(live_api.url, s)) for s in servers]
             with ThreadPoolExecutor(n) as pool:
                 held = [
@@ -616,7 +615,7 @@ def test_a_server_ahead_of_this_replica_is_not_sent_an_older_version(live_api):
 
     with live_api.client() as c:
         ids = make_topology(c)
-        server = register_server(c, live_api.url, ids["tdd"], name="s")
+        server = register_server(c, ids["tdd"], name="s")
         first = ok(sync(live_api.url, server))
     with UnitOfWorkFactory(live_api.engine)() as uow:  # publishes to no cache
         set_config(uow, TDD, ids["tdd"], parse_upload(KEY_LIFECYCLE, TDD), actor="elsewhere")

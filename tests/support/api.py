@@ -67,23 +67,19 @@ def put_config(
 
 
 def register_server(
-    client: httpx.Client,
-    url: str,
-    tdd: str,
-    cluster: str | None = None,
-    name: str = "srv",
-    verify: ssl.SSLContext | bool = True,
+    client: httpx.Client, tdd: str, cluster: str | None = None, name: str = "srv"
 ) -> dict[str, Any]:
+    """A server registered through `client` (an admin's: it issues the join token; the
+    registration itself carries the join token, whatever the client's own header)."""
     join = ok(client.post(f"/v1/trust-domain-deployments/{tdd}/join-tokens", json={}), 201)
     body: dict[str, Any] = {"name": name}
     if cluster:
         body["cluster_id"] = cluster
     return ok(
-        httpx.post(
-            f"{url}/v1/servers/register",
+        client.post(
+            "/v1/servers/register",
             json=body,
             headers={"Authorization": f"Bearer {join['token']}"},
-            verify=verify,
         ),
         201,
     )

@@ -74,17 +74,21 @@ def serve_app(
         yield served.url, app
 
 
-@contextlib.contextmanager
-def serve_api(engine: Engine, settings: Any = None) -> Iterator[LiveApi]:
-    """Tokens (admin, viewer) and the app on a free loopback port, stopped on exit. Serving a
-    second app on the same PostgreSQL database makes a second replica."""
+def user_token(engine: Engine, role: str = "admin") -> str:
+    """A new bearer token of `role` (admin or viewer), stored in the database behind `engine`."""
     from controlplane.services.auth import create_token
     from controlplane.store.unit_of_work import UnitOfWorkFactory
 
     with UnitOfWorkFactory(engine)() as uow:
-        admin, _ = create_token(uow, "admin", "test-admin")
-    with UnitOfWorkFactory(engine)() as uow:
-        viewer, _ = create_token(uow, "viewer", "test-viewer")
+        token, _ = create_token(uow, role, f"test-{role}")
+    return token
+
+
+@contextlib.contextmanager
+def serve_api(engine: Engine, settings: Any = None) -> Iterator[LiveApi]:
+    """Tokens (admin, viewer) and the app on a free loopback port, stopped on exit. Serving a
+    second app on the same PostgreSQL database makes a second replica."""
+    admin, viewer = user_token(engine), user_token(engine, "viewer")
     with serve_app(engine, settings) as (url, app):
         yield LiveApi(
             url=url,
