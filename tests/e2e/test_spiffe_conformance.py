@@ -31,7 +31,7 @@ from cryptography.hazmat.primitives.asymmetric import ec
 
 from controlplane.emulators.keyservice import KeyServiceProcess, start_keyservice
 
-from support.api import make_topology, ok, register_server
+from support.api import make_topology, ok, register_server, sync
 from support.controlplane import ControlPlane, start_control_plane
 from support.spiffe_verifier import (
     SequenceLog,
@@ -45,6 +45,11 @@ pytestmark = pytest.mark.e2e
 
 H = timedelta(hours=1)
 AUDIENCE = "conformance"
+
+
+def cp_args(clock: SimClock) -> list[str]:
+    """The control plane's flags here: the servers' simulated clock, a quick expiry tick."""
+    return ["--clock-file", str(clock.path), "--bundle-expiry-interval", "0.2"]
 
 
 @dataclass
@@ -67,23 +72,12 @@ class World:
     servers: dict[str, Tds] = field(default_factory=dict)
     lock: threading.Lock = field(default_factory=threading.Lock)
 
-    def cp_args(self) -> list[str]:
-        return ["--clock-file", str(self.clock.path), "--bundle-expiry-interval", "0.2"]
-
     def cp_bundle(self) -> dict[str, Any]:
         response = httpx.get(f"{self.cp.url}/v1/trust-domains/{self.ids['td']}/bundle", timeout=10)
         return ok(response)  # type: ignore[no-any-return]
 
     def long_poll_bundle(self) -> dict[str, Any]:
-        reply = ok(
-            httpx.get(
-                f"{self.cp.url}/v1/servers/{self.watcher['server_id']}/sync",
-                params={"wait": 0},
-                headers={"Authorization": f"Bearer {self.watcher['credential']}"},
-                timeout=10,
-            )
-        )
-        return reply["bundle"]  # type: ignore[no-any-return]
+        return ok(sync(self.cp.url, self.watcher))["bundle"]  # type: ignore[no-any-return]
 
     def sources(self) -> dict[str, Callable[[], dict[str, Any]]]:
         with self.lock:
@@ -122,7 +116,7 @@ class World:
             self.tmp,
             database_url=self.database_url,
             admin_token=self.cp.admin_token,
-            extra_args=["--listen", f"127.0.0.1:{port}", *self.cp_args()],
+            extra_args=["--listen", f"127.0.0.1:{port}", *cp_args(self.clock)],
             name="controlplane-restarted",
         )
 
@@ -133,7 +127,7 @@ def world(tmp_path: Path, database_url: str) -> Iterator[World]:
     cp = start_control_plane(
         tmp_path,
         database_url=database_url,
-        extra_args=["--clock-file", str(clock.path), "--bundle-expiry-interval", "0.2"],
+        extra_args=cp_args(clock),
     )
     keyservice = start_keyservice(tmp_path)
     w: World | None = None

@@ -25,6 +25,8 @@ from controlplane.trust_domain_server.clock import ManualClock
 from controlplane.trust_domain_server.keyring import KeyKind, svid_ttl_cap
 from controlplane.trust_domain_server.server import TrustDomainServer
 
+from support.spiffe_verifier import SequenceLog
+
 T0 = datetime(2030, 1, 1, tzinfo=UTC)
 LIFETIME = timedelta(hours=6)
 STEP = timedelta(minutes=20)
@@ -151,8 +153,7 @@ def test_thirty_days_of_swaps_outages_and_rotation() -> None:
     )
     issued = swaps_seen = nacks = 0
     max_local = 0
-    last_sequence = 0
-    contents: dict[int, str] = {}
+    sequences = SequenceLog()
     choices = [
         {},
         {"webhook": {"url": "https://ks"}},
@@ -193,12 +194,7 @@ def test_thirty_days_of_swaps_outages_and_rotation() -> None:
             issued += 2
         outstanding = [s for s in outstanding if s.expires > now]
         served = server.bundle_document()
-        sequence, content = served["spiffe_sequence"], json.dumps(served["keys"], sort_keys=True)
-        assert sequence >= last_sequence, "spiffe_sequence went backwards"
-        assert contents.setdefault(sequence, content) == content, (
-            f"spiffe_sequence {sequence} names two different key sets"
-        )
-        last_sequence = sequence
+        sequences.record("server", "sim", served)
         local = served["keys"]
         own_ids = {r.kid for r in server.keyring.records()} | {
             base64.b64encode(r.ca_cert_der).decode()
@@ -226,4 +222,5 @@ def test_thirty_days_of_swaps_outages_and_rotation() -> None:
         if digest not in live and (active is None or digest != active.digest):
             assert km.closed, f"key manager {km.type_name} {digest} leaked"
     assert max_local >= 4  # rotation overlap actually happened
-    assert len(contents) > 100  # the sequence moved with the content, many times
+    # One key set per number, never backwards; and it moved with the content, many times.
+    assert sequences.check() > 100
