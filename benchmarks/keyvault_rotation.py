@@ -57,9 +57,7 @@ class Server:
     managers: list[AzureKeyVaultKeyManager]
 
 
-def make_server(
-    emu: EmulatorProcess, tmp: Path, name: str, clock: ManualClock, azure: dict[str, Any]
-) -> Server:
+def make_server(emu: EmulatorProcess, tmp: Path, name: str, clock: ManualClock) -> Server:
     app = str(uuid.uuid4())
     secret = secrets.token_urlsafe(16)
     emu.control.add_principal(app, ["Key Vault Crypto Officer"], client_secret=secret)
@@ -123,7 +121,7 @@ def run(emu: EmulatorProcess, tmp: Path, shared: bool, days: int, lifetime: str)
     if shared:
         azure["sharedKeys"] = SHARED
     tag = "shared" if shared else "standard"
-    servers = [make_server(emu, tmp, f"{tag}-{i}", clock, azure) for i in range(2 if shared else 1)]
+    servers = [make_server(emu, tmp, f"{tag}-{i}", clock) for i in range(2 if shared else 1)]
     for s in servers:
         if not s.server.apply_config(config(azure, lifetime)):
             raise RuntimeError(f"config not applied: {s.server.error}")

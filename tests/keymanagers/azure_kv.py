@@ -18,10 +18,6 @@ ADMIN_SECRET = "admin-secret"
 SERVER_APP = str(uuid.UUID(int=2))
 SERVER_SECRET = "server-secret"
 BOTH_ROLES = ["Key Vault Crypto Officer", "Key Vault Crypto User"]
-SHARED = {
-    "keyNameTemplate": "spire-{{ .TrustDomain | sha256sum | trunc 8 }}-{{ .KeyID }}",
-    "keyIdExtractionRegex": "^spire-[0-9a-f]{8}-(.+)$",
-}
 # The legacy access policy of seed 000: "Get, List, Create, Update, Delete, Sign".
 SEED_PERMISSIONS = ["get", "list", "create", "update", "delete", "sign"]
 
