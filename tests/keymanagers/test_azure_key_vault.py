@@ -21,7 +21,6 @@ from azure_kv import (
     BOTH_ROLES,
     SERVER_APP,
     SERVER_SECRET,
-    SHARED,
     TRUST_DOMAIN,
     Sleeps,
     config,
@@ -52,6 +51,7 @@ from controlplane.keymanagers.signatures import digest as hash_digest
 from controlplane.keymanagers.signatures import hash_for_key_type
 
 from contract import KeyManagerContract, assert_signs_and_verifies
+from support.azure import SHARED
 
 pytestmark = pytest.mark.usefixtures("reset_kv")
 

@@ -16,7 +16,7 @@ from typing import Any
 
 import pytest
 from azure.keyvault.keys import KeyClient
-from azure_kv import SEED_PERMISSIONS, SHARED, TRUST_DOMAIN, principal
+from azure_kv import SEED_PERMISSIONS, TRUST_DOMAIN, principal
 
 from controlplane.emulators.keyvault import EmulatorProcess
 from controlplane.keymanagers import KeyManagerContext, build_key_manager
@@ -37,6 +37,7 @@ from controlplane.keymanagers.signatures import digest as hash_digest
 from controlplane.keymanagers.signatures import hash_for_key_type
 
 from contract import assert_signs_and_verifies
+from support.azure import SHARED
 
 pytestmark = pytest.mark.usefixtures("reset_kv")
 
