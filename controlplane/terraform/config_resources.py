@@ -70,12 +70,9 @@ def conflict_detail(kind: str, scope_id: str, exc: ConflictError, expected: Any)
     )
 
 
-class _ConfigResource(ProviderBound, Resource):
+class _ConfigResource(lookup.OfScope, ProviderBound, Resource):
     NAME: ClassVar[str]
-    SCOPE: ClassVar[str]  # API scope name
     SCOPE_ATTR: ClassVar[str]  # "cluster_id"
-    SCOPE_KIND: ClassVar[str]  # "cluster"
-    ID_PREFIX: ClassVar[str]
     IMPORT: ClassVar[tuple[str, str]]  # an id and a name path, for the docs
     NOTES = ("scope_config", "wait_for_rollout")  # docs/templates/resources/<note>.md
 
@@ -84,14 +81,14 @@ class _ConfigResource(ProviderBound, Resource):
         return schema.Schema(
             version=1,
             description=(
-                f"All configuration sections at {cls.SCOPE_KIND} scope. The resource owns the "
+                f"All configuration sections at {cls.KIND} scope. The resource owns the "
                 "scope: sections not listed are removed. " + MIXING_WARNING
             ),
             attributes=[
                 computed("id", f"Same as `{cls.SCOPE_ATTR}`."),
                 required(
                     cls.SCOPE_ATTR,
-                    f"Id of the {cls.SCOPE_KIND} (`{cls.ID_PREFIX}…`).",
+                    f"Id of the {cls.KIND} (`{cls.ID_PREFIX}…`).",
                     replace=True,
                 ),
                 required(
@@ -169,13 +166,13 @@ class _ConfigResource(ProviderBound, Resource):
         try:
             current = self._client.get_config(self.SCOPE, scope_id)
         except NotFoundError:
-            no_scope(diags, self.SCOPE_KIND, scope_id, self.SCOPE_ATTR)
+            no_scope(diags, self.KIND, scope_id, self.SCOPE_ATTR)
             return None
         existing = sec.server_sections(current)
         if existing:
             diags.add_error(
                 f"spirl_{self.NAME}: {scope_id} already has configuration",
-                f"The {self.SCOPE_KIND} {scope_id} already holds the sections "
+                f"The {self.KIND} {scope_id} already holds the sections "
                 f"{', '.join(sorted(existing))} (version {current.get('version')}), written "
                 "outside this resource, which owns the whole scope and would replace them. "
                 + import_instead(f"spirl_{self.NAME}", scope_id, it="them"),
@@ -224,7 +221,7 @@ class _ConfigResource(ProviderBound, Resource):
         except ConflictError as exc:
             diags.add_error(
                 f"spirl_{self.NAME}: version conflict on {scope_id}",
-                conflict_detail(self.SCOPE_KIND, scope_id, exc, expected_version),
+                conflict_detail(self.KIND, scope_id, exc, expected_version),
                 path=["sections"],
             )
             raise Failed from exc
@@ -273,7 +270,7 @@ class _ConfigResource(ProviderBound, Resource):
         planned["updated_at"] = Unknown
         scope_id = planned.get(self.SCOPE_ATTR)
         if self.provider.configured and isinstance(scope_id, str) and isinstance(wanted, Mapping):
-            with reported(ctx.diagnostics, f"check the config of {self.SCOPE_KIND} {scope_id}"):
+            with reported(ctx.diagnostics, f"check the config of {self.KIND} {scope_id}"):
                 self._invalid_sections(ctx.diagnostics, wanted, scope_id)
         return planned
 
@@ -287,13 +284,13 @@ class _ConfigResource(ProviderBound, Resource):
             return  # not known until apply: create() checks then
         if not isinstance(sections, Mapping):
             return
-        with reported(ctx.diagnostics, f"check the config of {self.SCOPE_KIND} {scope_id}"):
+        with reported(ctx.diagnostics, f"check the config of {self.KIND} {scope_id}"):
             self._check_create(ctx.diagnostics, scope_id, sections)
 
     def create(self, ctx: CreateContext, planned: State) -> State | None:
         scope_id = planned[self.SCOPE_ATTR]
         desired = planned.get("sections") or {}
-        with reported(ctx.diagnostics, f"write the config of {self.SCOPE_KIND} {scope_id}"):
+        with reported(ctx.diagnostics, f"write the config of {self.KIND} {scope_id}"):
             expected = self._check_create(ctx.diagnostics, scope_id, desired)
             if expected is None:
                 return None
@@ -309,7 +306,7 @@ class _ConfigResource(ProviderBound, Resource):
         scope_id = current.get(self.SCOPE_ATTR) or current.get("id")
         if not isinstance(scope_id, str):
             return None
-        with reported(ctx.diagnostics, f"read the config of {self.SCOPE_KIND} {scope_id}"):
+        with reported(ctx.diagnostics, f"read the config of {self.KIND} {scope_id}"):
             try:
                 body = self._client.get_config(self.SCOPE, scope_id)
             except NotFoundError:
@@ -319,7 +316,7 @@ class _ConfigResource(ProviderBound, Resource):
             added = sorted(set(server) - set(prior if isinstance(prior, Mapping) else {}))
             if added:
                 ctx.diagnostics.add_warning(
-                    f"Sections added to {self.SCOPE_KIND} {scope_id} outside spirl_{self.NAME}",
+                    f"Sections added to {self.KIND} {scope_id} outside spirl_{self.NAME}",
                     f"{', '.join(added)} appeared on the control plane; this resource owns the "
                     "scope and plans to remove them. If a spirl_config_section manages them, "
                     f"remove one of the two: {MIXING_WARNING}",
@@ -339,7 +336,7 @@ class _ConfigResource(ProviderBound, Resource):
             return self._state(
                 scope_id, desired, current.get("version"), current.get("updated_at"), planned
             )
-        with reported(ctx.diagnostics, f"write the config of {self.SCOPE_KIND} {scope_id}"):
+        with reported(ctx.diagnostics, f"write the config of {self.KIND} {scope_id}"):
             if self._invalid_sections(ctx.diagnostics, desired, scope_id):
                 return None
             version = self._write(ctx.diagnostics, scope_id, desired, expected)
@@ -357,18 +354,18 @@ class _ConfigResource(ProviderBound, Resource):
             return
         expected = int(current.get("version") or 0)
         # NotFound: the control plane says the scope object is gone, and its config with it.
-        action = f"remove the config of {self.SCOPE_KIND} {scope_id}"
+        action = f"remove the config of {self.KIND} {scope_id}"
         with reported(ctx.diagnostics, action), contextlib.suppress(NotFoundError):
             self._write(ctx.diagnostics, scope_id, {}, expected)
 
     def import_(self, ctx: ImportContext, id: str) -> State | None:
-        with reported(ctx.diagnostics, f"import the config of {self.SCOPE_KIND} {id!r}"):
+        with reported(ctx.diagnostics, f"import the config of {self.KIND} {id!r}"):
             try:
                 scope_id = str(lookup.find(self._client, self.SCOPE, id)["id"])
             except lookup.LookupFailed as exc:
                 ctx.diagnostics.add_error(
                     f"Cannot import spirl_{self.NAME}",
-                    f"{exc}. Import by the {self.SCOPE_KIND}'s id ({self.ID_PREFIX}…) or name "
+                    f"{exc}. Import by the {self.KIND}'s id ({self.ID_PREFIX}…) or name "
                     f"({lookup.name_path(self.SCOPE)}).",
                 )
                 return None
@@ -386,8 +383,6 @@ class TrustDomainConfigResource(_ConfigResource):
     NAME = "trust_domain_config"
     SCOPE = lookup.TRUST_DOMAIN
     SCOPE_ATTR = "trust_domain_id"
-    SCOPE_KIND = "trust domain"
-    ID_PREFIX = lookup.PREFIX[lookup.TRUST_DOMAIN]
     IMPORT = ("td-0a1b2c3d4e5f", "example.org")
 
 
@@ -395,8 +390,6 @@ class DeploymentConfigResource(_ConfigResource):
     NAME = "trust_domain_deployment_config"
     SCOPE = lookup.DEPLOYMENT
     SCOPE_ATTR = "trust_domain_deployment_id"
-    SCOPE_KIND = "trust domain deployment"
-    ID_PREFIX = lookup.PREFIX[lookup.DEPLOYMENT]
     IMPORT = ("tdd-0a1b2c3d4e5f", "example.org/prod")
 
 
@@ -404,6 +397,4 @@ class ClusterConfigResource(_ConfigResource):
     NAME = "cluster_config"
     SCOPE = lookup.CLUSTER
     SCOPE_ATTR = "cluster_id"
-    SCOPE_KIND = "cluster"
-    ID_PREFIX = lookup.PREFIX[lookup.CLUSTER]
     IMPORT = ("c-0a1b2c3d4e5f", "example.org/prod/east")

@@ -26,13 +26,11 @@ from controlplane.terraform.tftypes import Field, Object
 CREATED_AT = "Creation time (RFC 3339)."
 
 
-class _LookupDataSource(ProviderBound, DataSource):
+class _LookupDataSource(lookup.OfScope, ProviderBound, DataSource):
     """Find one object by `id`, or by `name` (narrowed by its parent's id where names are only
     unique per parent)."""
 
     NAME: ClassVar[str]
-    SCOPE: ClassVar[str]
-    KIND: ClassVar[str]
     FILTER: ClassVar[tuple[str, str] | None] = None  # (attribute, id prefix) of the parent
     EXTRA: ClassVar[tuple[tuple[str, str], ...]] = ()  # (computed attribute, description)
     DESCRIPTION: ClassVar[str]
@@ -46,9 +44,10 @@ class _LookupDataSource(ProviderBound, DataSource):
 
     @classmethod
     def get_schema(cls) -> schema.Schema:
-        prefix = lookup.COLLECTIONS[cls.SCOPE][1]
         attrs = [
-            optional("id", f"The {cls.KIND} id (`{prefix}…`). Set `id` or `name`.", computed=True),
+            optional(
+                "id", f"The {cls.KIND} id (`{cls.ID_PREFIX}…`). Set `id` or `name`.", computed=True
+            ),
             optional("name", f"The {cls.KIND} name. Set `id` or `name`.", computed=True),
         ]
         if cls.FILTER:
@@ -72,7 +71,7 @@ class _LookupDataSource(ProviderBound, DataSource):
                 f"{type_name}: set `id` or `name`",
                 f"{type_name} looks a {self.KIND} up by id or by name.",
             )
-        prefixes = {"id": lookup.COLLECTIONS[self.SCOPE][1]}
+        prefixes = {"id": self.ID_PREFIX}
         if self.FILTER:
             prefixes[self.FILTER[0]] = self.FILTER[1]
         check_id_prefixes(diags, config, prefixes)
@@ -126,14 +125,12 @@ class _LookupDataSource(ProviderBound, DataSource):
 class TrustDomainDataSource(_LookupDataSource):
     NAME = "trust_domain"
     SCOPE = lookup.TRUST_DOMAIN
-    KIND = "trust domain"
     DESCRIPTION = "Look up a trust domain by id or name."
 
 
 class DeploymentDataSource(_LookupDataSource):
     NAME = "trust_domain_deployment"
     SCOPE = lookup.DEPLOYMENT
-    KIND = "trust domain deployment"
     FILTER = ("trust_domain_id", lookup.PREFIX[lookup.TRUST_DOMAIN])
     EXTRA = (("trust_domain_name", "Name of the trust domain the deployment serves."),)
     DESCRIPTION = "Look up a trust domain deployment by id, or by name (within one trust domain)."
@@ -142,7 +139,6 @@ class DeploymentDataSource(_LookupDataSource):
 class ClusterDataSource(_LookupDataSource):
     NAME = "cluster"
     SCOPE = lookup.CLUSTER
-    KIND = "cluster"
     FILTER = ("trust_domain_deployment_id", lookup.PREFIX[lookup.DEPLOYMENT])
     DESCRIPTION = "Look up a cluster by id, or by name (optionally within one deployment)."
 

@@ -7,7 +7,7 @@ deployment within its trust domain (`example.org/prod`), a cluster within its de
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, ClassVar
 from urllib.parse import quote
 
 from controlplane.domain import CLUSTER, DEPLOYMENT, ID_PREFIXES, TRUST_DOMAIN
@@ -15,6 +15,7 @@ from controlplane.terraform.client import ApiClient, NotFoundError
 
 __all__ = [
     "COLLECTIONS",
+    "OfScope",
     "LookupFailed",
     "find",
     "name_path",
@@ -109,3 +110,18 @@ def scope_trust_domain_name(client: ApiClient, scope: str, scope_id: str) -> str
 def object_path(scope: str, object_id: str) -> str:
     """`/v1/clusters/c-…`: the API path of the object a scope belongs to."""
     return f"{COLLECTIONS[scope][0]}/{quote(object_id, safe='')}"
+
+
+class OfScope:
+    """A resource or data source about one scope: its class sets SCOPE; the words for messages
+    (KIND, "trust domain deployment") and the id prefix (ID_PREFIX, "tdd-") follow from it."""
+
+    SCOPE: ClassVar[str]
+    KIND: ClassVar[str]
+    ID_PREFIX: ClassVar[str]
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        if "SCOPE" in cls.__dict__:
+            cls.KIND = COLLECTIONS[cls.SCOPE][2]
+            cls.ID_PREFIX = PREFIX[cls.SCOPE]

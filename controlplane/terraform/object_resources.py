@@ -34,13 +34,10 @@ from controlplane.terraform.common import (
 )
 
 
-class _ObjectResource(ProviderBound, Resource):
+class _ObjectResource(lookup.OfScope, ProviderBound, Resource):
     """One API collection. Subclasses name the collection and the input attributes."""
 
     NAME: ClassVar[str]
-    SCOPE: ClassVar[str]  # the config scope named after it: "trust-domain"
-    KIND: ClassVar[str]  # for messages: "trust domain"
-    ID_PREFIX: ClassVar[str]
     PARENT: ClassVar[tuple[str, str] | None] = None  # (attribute, id prefix) of the parent
     INPUTS: ClassVar[tuple[tuple[str, str], ...]]  # (attribute, description)
     EXTRA_COMPUTED: ClassVar[tuple[tuple[str, str], ...]] = ()
@@ -147,8 +144,6 @@ class _ObjectResource(ProviderBound, Resource):
 class TrustDomainResource(_ObjectResource):
     NAME = "trust_domain"
     SCOPE = lookup.TRUST_DOMAIN
-    KIND = "trust domain"
-    ID_PREFIX = lookup.PREFIX[lookup.TRUST_DOMAIN]
     INPUTS = (
         (
             "name",
@@ -167,8 +162,6 @@ class TrustDomainResource(_ObjectResource):
 class TrustDomainDeploymentResource(_ObjectResource):
     NAME = "trust_domain_deployment"
     SCOPE = lookup.DEPLOYMENT
-    KIND = "trust domain deployment"
-    ID_PREFIX = lookup.PREFIX[lookup.DEPLOYMENT]
     PARENT = ("trust_domain_id", lookup.PREFIX[lookup.TRUST_DOMAIN])
     IMPORT = ("tdd-0a1b2c3d4e5f", "example.org/prod")
     INPUTS = (
@@ -186,8 +179,6 @@ class TrustDomainDeploymentResource(_ObjectResource):
 class ClusterResource(_ObjectResource):
     NAME = "cluster"
     SCOPE = lookup.CLUSTER
-    KIND = "cluster"
-    ID_PREFIX = lookup.PREFIX[lookup.CLUSTER]
     PARENT = ("trust_domain_deployment_id", lookup.PREFIX[lookup.DEPLOYMENT])
     IMPORT = ("c-0a1b2c3d4e5f", "example.org/prod/east")
     INPUTS = (
