@@ -275,19 +275,10 @@ class ConfigSectionResource(ProviderBound, Resource):
 
     def plan_create(self, ctx: PlanContext, planned: State) -> None:
         """Called by SpirlServicer when the plan creates this resource."""
-        scope, scope_id, section = (
-            planned.get("scope"),
-            planned.get("scope_id"),
-            planned.get("section"),
-        )
-        if not (
-            self.provider.configured
-            and isinstance(scope, str)
-            and scope in lookup.COLLECTIONS
-            and isinstance(scope_id, str)
-            and isinstance(section, str)
-        ):
+        key = _key(planned)
+        if not self.provider.configured or key is None or key[0] not in lookup.COLLECTIONS:
             return  # not known until apply: create() checks then
+        scope, scope_id, section = key
         if rollout_wait.check_timeouts(ctx.diagnostics, planned):
             return
         with reported(ctx.diagnostics, f"check the {section} section of {scope} {scope_id}"):
@@ -308,14 +299,10 @@ class ConfigSectionResource(ProviderBound, Resource):
         return None
 
     def read(self, ctx: ReadContext, current: State) -> State | None:
-        scope, scope_id, section = (
-            current.get("scope"),
-            current.get("scope_id"),
-            current.get("section"),
-        )
-        if not all(isinstance(v, str) for v in (scope, scope_id, section)):
+        key = _key(current)
+        if key is None:
             return None
-        assert isinstance(scope, str) and isinstance(scope_id, str) and isinstance(section, str)
+        scope, scope_id, section = key
         with reported(ctx.diagnostics, f"read the {section} section of {scope} {scope_id}"):
             try:
                 body = self._client.get_config(scope, scope_id)
@@ -342,13 +329,10 @@ class ConfigSectionResource(ProviderBound, Resource):
         return None
 
     def delete(self, ctx: DeleteContext, current: State) -> None:
-        scope, scope_id, section = (
-            current.get("scope"),
-            current.get("scope_id"),
-            current.get("section"),
-        )
-        if not all(isinstance(v, str) for v in (scope, scope_id, section)):
+        key = _key(current)
+        if key is None:
             return
+        scope, scope_id, section = key
         with reported(ctx.diagnostics, f"remove the {section} section of {scope} {scope_id}"):
             self._write(ctx.diagnostics, current, prior_text=current.get("yaml"), delete=True)
 
@@ -377,3 +361,11 @@ class ConfigSectionResource(ProviderBound, Resource):
                 return None
             return self._state(scope, scope_id, section, on_server)
         return None
+
+
+def _key(state: State) -> tuple[str, str, str] | None:
+    """(scope, scope_id, section) of a state or plan; None while any is unknown."""
+    scope, scope_id, section = state.get("scope"), state.get("scope_id"), state.get("section")
+    if isinstance(scope, str) and isinstance(scope_id, str) and isinstance(section, str):
+        return scope, scope_id, section
+    return None
